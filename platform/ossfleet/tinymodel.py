@@ -1,0 +1,138 @@
+"""Builds tiny gpt-oss checkpoints for tests and the laptop demo.
+
+A tiny checkpoint is a randomly initialised ``GptOssForCausalLM`` (a few layers,
+sliding-window and full attention alternating, a few experts) and a byte-level
+BPE tokenizer trained locally with the ``tokenizers`` library. The tokenizer
+carries the harmony special tokens and a chat template, so that the checkpoint
+loads through ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained``: the same code path as the real gpt-oss
+checkpoints. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# The harmony special tokens, in the order their ids are assigned (0..7).
+HARMONY_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|return|>",
+    "<|call|>",
+    "<|constrain|>",
+)
+
+# A chat template for tools that read it (the engine renders harmony itself,
+# see ``ossfleet.harmony``); it produces the same text for plain chats.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|start|>{{ message['role'] }}<|message|>{{ message['content'] }}<|end|>"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|start|>assistant{% endif %}"
+)
+
+# Text the tokenizer is trained on: enough English and harmony header words
+# that prompts tokenize into a few tokens per word.
+_CORPUS = """
+system user assistant developer analysis commentary final functions tool json
+You are ChatGPT, a large language model trained by OpenAI. Knowledge cutoff: 2024-06
+Current date: 2026-11-23. Reasoning: low medium high. Valid channels: analysis, commentary, final.
+Channel must be included for every message. Calls to these tools must go to the commentary channel.
+# Instructions # Tools ## functions namespace functions { type get_weather = (_: { location: string, }) => any; }
+to=functions.get_weather <|constrain|>json {"location": "Paris"} The weather in Paris is sunny.
+The quick brown fox jumps over the lazy dog. Hello, how are you today? I am fine, thank you.
+What is the capital of France? Paris is the capital of France. Explain the theory of relativity.
+Write a short poem about the sea. Summarize the following document in three sentences.
+Translate this sentence into German. The model generates tokens one at a time, streaming them.
+Numbers 0 1 2 3 4 5 6 7 8 9 10 100 1000 2024 2025 2026; punctuation , . ! ? : ; ( ) [ ] { } " ' - _ / \\
+"""
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """The shape of a tiny checkpoint."""
+
+    layers: int = 2
+    hidden_size: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 16
+    experts: int = 4
+    experts_per_token: int = 2
+    vocab_size: int = 1000
+    sliding_window: int = 16
+    max_position_embeddings: int = 4096
+    seed: int = 0
+
+
+def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+    """Train a byte-level BPE tokenizer with the harmony special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(HARMONY_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=[t for t in HARMONY_SPECIAL_TOKENS if t not in ("<|return|>", "<|endoftext|>")],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_checkpoint(directory: str | Path, spec: TinySpec | None = None) -> Path:
+    """Write a tiny gpt-oss checkpoint (model + tokenizer) to ``directory``.
+
+    The model's vocabulary equals the tokenizer's, and its ``eos_token_id`` lists
+    the assistant stop tokens ``<|return|>`` and ``<|call|>``.
+    """
+    import torch
+    from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+
+    spec = spec or TinySpec()
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(spec.vocab_size)
+    vocab = len(tokenizer)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in HARMONY_SPECIAL_TOKENS}
+    stop_ids = [ids["<|return|>"], ids["<|call|>"]]
+    config = GptOssConfig(
+        num_hidden_layers=spec.layers,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.hidden_size,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        num_local_experts=spec.experts,
+        num_experts_per_tok=spec.experts_per_token,
+        vocab_size=vocab,
+        sliding_window=spec.sliding_window,
+        max_position_embeddings=spec.max_position_embeddings,
+        layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.layers)],
+        pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=stop_ids,
+    )
+    torch.manual_seed(spec.seed)
+    model = GptOssForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=stop_ids, pad_token_id=ids["<|endoftext|>"], do_sample=False
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "ossfleet-tiny.json").write_text(json.dumps(spec.__dict__, indent=2) + "\n")
+    return out
