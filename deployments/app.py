@@ -1,0 +1,86 @@
+"""Ray Serve applications built from the ossfleet config.
+
+One application per model (its replicas pull from Redis; no route) and one
+for the Gateway (the HTTP ingress at ``/``). Separate applications deploy and
+upgrade independently. :func:`serve_config` writes the same thing as a Ray
+Serve config file for ``serve deploy`` and KubeRay's RayService; the builder
+functions below are its import paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ray.serve.config import AutoscalingConfig
+from ray.serve.deployment import Application
+
+from deployments.gateway import Gateway
+from deployments.replica import ModelReplica
+from ossfleet.config import ModelConfig, PlatformConfig, load_config, parse_config
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    app: Application
+    route_prefix: str | None
+
+
+def replica_options(m: ModelConfig) -> dict[str, Any]:
+    """Ray Serve options for one model's replicas: resources, placement, scaling."""
+    opts: dict[str, Any] = {"name": f"{m.name}-replica"}
+    stages = m.stages()
+    if stages > 1:
+        # Bundle 0 holds the replica actor; one GPU bundle per pipeline stage.
+        opts["placement_group_bundles"] = [{"CPU": m.num_cpus}] + [{"GPU": m.num_gpus}] * stages
+        opts["placement_group_strategy"] = m.placement_strategy
+        opts["ray_actor_options"] = {"num_cpus": m.num_cpus}
+    else:
+        opts["ray_actor_options"] = {"num_cpus": m.num_cpus, "num_gpus": m.num_gpus}
+    r = m.replicas
+    if r.min == r.max:
+        opts["num_replicas"] = r.min
+    else:
+        opts["autoscaling_config"] = AutoscalingConfig(
+            min_replicas=r.min, max_replicas=r.max, initial_replicas=r.initial
+        )
+    return opts
+
+
+def build_applications(cfg: PlatformConfig, redis_url: str) -> list[AppSpec]:
+    data = cfg.dump()
+    apps = [
+        AppSpec(f"model-{m.name}", ModelReplica.options(**replica_options(m)).bind(data, m.name, redis_url), None)
+        for m in cfg.models
+    ]
+    apps.append(AppSpec("gateway", Gateway.bind(data, redis_url), "/"))
+    return apps
+
+
+def _cfg(args: dict[str, Any]) -> PlatformConfig:
+    if "config_path" in args:
+        return load_config(args["config_path"])
+    return parse_config(args["config"], "<serve args>")
+
+
+def _redis_url(cfg: PlatformConfig, args: dict[str, Any]) -> str:
+    url = args.get("redis_url") or cfg.redis.url
+    if not url:
+        raise ValueError("a Serve config needs redis.url (or args.redis_url): the embedded Redis is for `ossfleet up`")
+    return str(url)
+
+
+def gateway_app(args: dict[str, Any]) -> Application:
+    """Import path for a Serve config: ``deployments.app:gateway_app``."""
+    cfg = _cfg(args)
+    return Gateway.bind(cfg.dump(), _redis_url(cfg, args))
+
+
+def model_app(args: dict[str, Any]) -> Application:
+    """Import path for a Serve config: ``deployments.app:model_app`` with ``args.model``."""
+    cfg = _cfg(args)
+    m = cfg.model(args["model"])
+    if m is None:
+        raise ValueError(f"model {args['model']!r} is not in the config")
+    return ModelReplica.options(**replica_options(m)).bind(cfg.dump(), m.name, _redis_url(cfg, args))

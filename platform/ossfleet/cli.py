@@ -1,0 +1,167 @@
+"""The ``ossfleet`` command: bring the platform up, build tiny checkpoints, render configs, manage keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ossfleet.config import ConfigError, PlatformConfig, load_config
+
+
+def _load(path: str) -> PlatformConfig:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"ossfleet: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
+
+    out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed))
+    print(f"wrote a tiny gpt-oss checkpoint ({args.layers} layers) to {out}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    for m in cfg.models:
+        print(f"{m.name}: spec={m.spec} stages={m.stages()} path={cfg.model_path(m)}")
+    print(f"{args.config}: ok ({len(cfg.models)} models, {len(cfg.tenants)} tenants)")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from deployments.app import build_applications
+    from ossfleet.redisdb import EmbeddedRedis, connect
+    from ossfleet.tenancy import new_api_key, register_key, sync_config_keys
+
+    cfg = _load(args.config)
+    for m in cfg.models:
+        if m.engine != "stub" and not (cfg.model_path(m) / "config.json").exists():
+            print(f"ossfleet: model {m.name!r}: no checkpoint at {cfg.model_path(m)}", file=sys.stderr)
+            return 2
+    embedded = None
+    url = cfg.redis.url
+    if not url:
+        embedded = EmbeddedRedis(cfg.redis.data_dir).start()
+        url = embedded.url
+    client = connect(url, cfg.redis)
+    generated: dict[str, str] = {}
+    for tenant in sync_config_keys(client, cfg, os.environ):
+        key = new_api_key()
+        register_key(client, cfg.redis.namespace, tenant, key)
+        generated[tenant] = key
+    address = args.address or cfg.cluster.address
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus)
+    try:
+        serve.start(http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port})
+        for spec in build_applications(cfg, url):
+            serve.run(spec.app, name=spec.name, route_prefix=spec.route_prefix)
+        base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
+        print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   Redis: {'embedded' if embedded else 'external'}")
+        for tenant, key in generated.items():
+            print(f"tenant {tenant!r} had no key in its environment variable; a key for this run: {key}")
+        if cfg.tenants:
+            t = cfg.tenants[0]
+            key = generated.get(t.name, f"${t.api_key_env or 'OSSFLEET_KEY'}")
+            body = json.dumps({"model": cfg.models[0].name, "messages": [{"role": "user", "content": "Hello!"}],
+                               "max_tokens": 32})  # fmt: skip
+            print(f"\ncurl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+                  f"-H 'Content-Type: application/json' -d '{body}'\n")  # fmt: skip
+        print("Ctrl-C stops it.", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait()
+        print("stopping...", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        client.close()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def cmd_render_serve_config(args: argparse.Namespace) -> int:
+    from ossfleet.serveconfig import render_serve_config
+
+    cfg = _load(args.config)
+    text = render_serve_config(cfg, args.config_path_in_cluster or str(Path(args.config)))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from ossfleet.redisdb import connect
+    from ossfleet.tenancy import new_api_key, register_key
+
+    cfg = _load(args.config)
+    if cfg.tenant(args.tenant) is None:
+        print(f"ossfleet: tenant {args.tenant!r} is not in {args.config}", file=sys.stderr)
+        return 2
+    url = args.redis_url or cfg.redis.url
+    if not url:
+        print("ossfleet: keys create needs --redis-url (or redis.url in the config)", file=sys.stderr)
+        return 2
+    key = new_api_key()
+    register_key(connect(url, cfg.redis), cfg.redis.namespace, args.tenant, key)
+    print(key)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ossfleet", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="start Ray (or join --address), Redis and the Serve apps")
+    up.add_argument("--config", default="config/local.yaml")
+    up.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
+    up.set_defaults(fn=cmd_up)
+
+    tiny = sub.add_parser("make-tiny-checkpoint", help="write a tiny random gpt-oss checkpoint")
+    tiny.add_argument("dir")
+    tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(fn=cmd_make_tiny_checkpoint)
+
+    chk = sub.add_parser("check-config", help="validate a config file")
+    chk.add_argument("config")
+    chk.set_defaults(fn=cmd_check_config)
+
+    rsc = sub.add_parser("render-serve-config", help="write a Ray Serve config (serve deploy / RayService)")
+    rsc.add_argument("--config", required=True)
+    rsc.add_argument("--config-path-in-cluster", default=None, help="where the config file lies on the cluster")
+    rsc.add_argument("-o", "--output", default=None)
+    rsc.set_defaults(fn=cmd_render_serve_config)
+
+    keys = sub.add_parser("keys", help="API keys")
+    ksub = keys.add_subparsers(dest="keys_cmd", required=True)
+    kc = ksub.add_parser("create", help="create a key for a tenant and print it once")
+    kc.add_argument("--config", required=True)
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--redis-url", default=None)
+    kc.set_defaults(fn=cmd_keys_create)
+
+    args = p.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

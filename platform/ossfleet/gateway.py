@@ -1,0 +1,263 @@
+"""The gateway's protocol-neutral core: authenticate, place, admit, relay.
+
+The HTTP (OpenAI) and gRPC front ends both call this class. It holds no
+model, only each model's tokenizer, to render harmony prompts and count
+tokens so that costs are reserved and context limits checked before anything
+is queued. Every refusal is a typed :mod:`ossfleet.errors` error raised
+before Redis changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ossfleet.catalog import CATALOG
+from ossfleet.config import PlatformConfig, TenantConfig
+from ossfleet.errors import ContextTooLong, InvalidRequest, ModelNotFound, RequestFailed
+from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
+from ossfleet.pricing import NANO_PER_USD
+from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
+from ossfleet.redisdb import connect_async
+from ossfleet.router import AUTO, ModelOption, Placement, RouteRequest, TenantPolicy, place
+from ossfleet.tenancy import authenticate, period_id
+
+log = logging.getLogger("ossfleet.gateway")
+
+TERMINAL = ("done", "error")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request, whichever API it came through."""
+
+    model: str
+    messages: Sequence[Message]
+    max_tokens: int
+    tools: Sequence[Tool] = ()
+    reasoning_effort: ReasoningEffort | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    priority: str | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request_id: str
+    placement: Placement
+    input_tokens: int
+    duplicate: bool
+
+
+@dataclass
+class Outcome:
+    """A finished request, folded from its stream."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    finish_reason: str = "stop"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nusd: int = 0
+
+
+class GatewayCore:
+    def __init__(self, cfg: PlatformConfig, redis_url: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.cfg = cfg
+        self.r = connect_async(redis_url, cfg.redis)
+        self.queue = queue_for(cfg, self.r)
+        self.renderers: dict[str, HarmonyRenderer] = {}
+        for m in cfg.models:
+            self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
+        self.options = [
+            ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context) for m in cfg.models
+        ]
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    # -- who is calling -------------------------------------------------------------
+
+    async def tenant(self, authorization: str | None) -> TenantConfig:
+        name = await authenticate(self.r, self.cfg.redis.namespace, authorization)
+        t = self.cfg.tenant(name)
+        if t is None:  # a key left behind for a tenant removed from the config
+            from ossfleet.errors import AuthenticationFailed
+
+            raise AuthenticationFailed("invalid API key")
+        return t
+
+    def policy(self, t: TenantConfig, budget_left_nusd: int | None) -> TenantPolicy:
+        bands = tuple(self.cfg.priorities.bands)
+        return TenantPolicy(
+            name=t.name,
+            allowed_models=tuple(t.allowed_models),
+            bands=bands,
+            max_band=bands.index(t.max_band) if t.max_band else 0,
+            default_band=bands.index(t.default_band or self.cfg.priorities.default),
+            budget_left_nusd=budget_left_nusd,
+            allow_fallback=t.allow_fallback,
+        )
+
+    async def budget_left(self, t: TenantConfig) -> int:
+        period = period_id(t.budget.period)
+        reserved, spent = await self.r.hmget(self.queue.key("budget", t.name, period), "reserved", "spent")
+        limit = round(t.budget.limit_usd * NANO_PER_USD)
+        return limit - int(reserved or 0) - int(spent or 0)
+
+    # -- submit ----------------------------------------------------------------------
+
+    def render(self, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
+        return self.renderers[model].render(req.messages, effort=effort, tools=req.tools)
+
+    async def submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
+        """Place and admit one request; raises a typed error and changes nothing if refused."""
+        if req.model != AUTO and self.cfg.model(req.model) is None:
+            names = [m.name for m in self.cfg.models]
+            raise ModelNotFound(f"model {req.model!r} does not exist; available: {names} or 'auto'", param="model")
+        effort: ReasoningEffort = req.reasoning_effort or "medium"
+        # Token counts come from the requested model's tokenizer (or, for auto,
+        # the first one: every gpt-oss model shares the o200k harmony vocab).
+        probe = req.model if req.model != AUTO else self.cfg.models[0].name
+        prompt = self.render(probe, req, effort)
+        left = await self.budget_left(t)
+        placement = place(
+            RouteRequest(req.model, len(prompt), req.max_tokens, req.priority, effort),
+            self.policy(t, left),
+            self.options,
+        )
+        if placement.model != probe:
+            prompt = self.render(placement.model, req, placement.reasoning_effort)  # type: ignore[arg-type]
+        if len(prompt) + req.max_tokens > (self.cfg.model(placement.model) or self.cfg.models[0]).max_context:
+            raise ContextTooLong("prompt + max_tokens exceed the model's context", param="messages")
+        rid = uuid.uuid4().hex
+        payload: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "top_k": req.top_k,
+            "seed": req.seed,
+            "stop": list(req.stop),
+        }
+        admitted = await self.queue.admit(
+            Admission(
+                request_id=rid,
+                tenant=t.name,
+                model=placement.model,
+                band=placement.band,
+                payload=payload,
+                input_tokens=len(prompt),
+                max_tokens=req.max_tokens,
+                reserve_nusd=placement.reserve_nusd,
+                budget_limit_nusd=round(t.budget.limit_usd * NANO_PER_USD),
+                period=period_id(t.budget.period),
+                rpm=t.limits.rpm,
+                tpm=t.limits.tpm,
+                weight=t.weight,
+                idempotency_key=req.idempotency_key,
+            )
+        )
+        log.info(
+            "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d duplicate=%s",
+            admitted.request_id, t.name, placement.model, placement.band, len(prompt), admitted.duplicate,
+        )  # fmt: skip
+        return Submitted(admitted.request_id, placement, len(prompt), admitted.duplicate)
+
+    # -- results ---------------------------------------------------------------------
+
+    async def events(self, request_id: str, after: str = "0-0") -> AsyncIterator[StreamEvent]:
+        """The request's events from entry ``after`` on, until its terminal event.
+
+        A retried request (its replica died) streams again from its first
+        token; events whose ``seq`` was already delivered are skipped, so a
+        reader sees each chunk once.
+        """
+        delivered = -1
+        while True:
+            batch = await self.queue.read_stream(request_id, after, block_ms=5000)
+            for ev in batch:
+                after = ev.entry_id
+                if ev.type == "delta":
+                    seq = int(ev.fields.get("seq", "0"))
+                    if seq <= delivered:
+                        continue
+                    delivered = seq
+                yield ev
+                if ev.type in TERMINAL:
+                    return
+            if not batch and await self.queue.owner(request_id) is None:
+                # The request record expired (or never existed): nothing will come.
+                raise RequestFailed(f"request {request_id} is no longer known")
+
+    async def outcome(self, request_id: str) -> Outcome:
+        out = Outcome()
+        async for ev in self.events(request_id):
+            fold(out, ev)
+        return out
+
+    async def cancel(self, tenant: str, request_id: str) -> str:
+        return await self.queue.cancel(request_id, tenant)
+
+    async def depth(self, model: str) -> QueueDepth:
+        return await self.queue.depth(model)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.r.ping(), timeout=2))
+        except Exception:
+            return False
+
+
+def fold(out: Outcome, ev: StreamEvent) -> None:
+    """Fold one stream event into an outcome; raise RequestFailed on an error event."""
+    f = ev.fields
+    if ev.type == "delta":
+        kind = f.get("kind")
+        if kind == "content":
+            out.content += f.get("text", "")
+        elif kind == "reasoning":
+            out.reasoning += f.get("text", "")
+        elif kind == "tool_call":
+            out.tool_calls.append({"id": f["id"], "name": f["name"], "arguments": f["arguments"]})
+    elif ev.type == "done":
+        out.finish_reason = f.get("finish_reason", "stop")
+        out.input_tokens = int(f.get("input_tokens", 0))
+        out.output_tokens = int(f.get("output_tokens", 0))
+        out.cost_nusd = int(f.get("cost_nusd", 0))
+    elif ev.type == "error":
+        raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
+
+
+def queue_for(cfg: PlatformConfig, client: Any, clock: Any = time.time) -> RequestQueue:
+    """The request queue as this config shapes it (namespace, bands, leases)."""
+    return RequestQueue(
+        client,
+        cfg.redis.namespace,
+        bands=len(cfg.priorities.bands),
+        aging_s=cfg.priorities.aging_s,
+        lease_s=cfg.redis.lease_s,
+        stream_ttl_s=cfg.redis.stream_ttl_s,
+        clock=clock,
+    )
+
+
+def validate_messages(messages: Sequence[Message], max_messages: int) -> None:
+    if not messages:
+        raise InvalidRequest("messages must not be empty", param="messages")
+    if len(messages) > max_messages:
+        raise InvalidRequest(f"too many messages ({len(messages)} > {max_messages})", param="messages")
+    if not any(m.role == "user" for m in messages):
+        raise InvalidRequest("messages must include at least one user message", param="messages")

@@ -1,0 +1,324 @@
+"""The OpenAI-compatible HTTP API (``/v1/chat/completions``, ``/v1/models``).
+
+A FastAPI app over :class:`ossfleet.gateway.GatewayCore`. The body is parsed
+here (size limit, JSON, UTF-8, then a strict pydantic model) so that every bad
+request gets an OpenAI-style error body with the right status and the field
+to fix, and nothing reaches Redis. Reasoning is returned in ``reasoning``, as
+current OpenAI-compatible servers do; the model that served is in ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge
+from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
+from ossfleet.harmony import Message, Tool, ToolCall
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str
+
+
+class ToolCallIn(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class FunctionDef(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str = ""
+    parameters: dict[str, Any] = {}
+    strict: bool | None = None
+
+
+class ToolDef(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Strict):
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    messages: list[ChatMessage]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    top_k: Annotated[int, Field(ge=0)] = 0
+    seed: int | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    n: Literal[1] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["auto", "none"] | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    user: str | None = None
+    presence_penalty: Literal[0, 0.0] | None = None
+    frequency_penalty: Literal[0, 0.0] | None = None
+    logprobs: Literal[False] | None = None
+
+    @model_validator(mode="after")
+    def _one_max(self) -> ChatCompletionRequest:
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError("give max_tokens or max_completion_tokens, not both")
+        return self
+
+
+def _pydantic_error(e: ValidationError) -> InvalidRequest:
+    first = e.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or None
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = f"unrecognized request argument: {loc}"
+    return InvalidRequest(f"{loc}: {msg}" if loc else msg, param=loc)
+
+
+def error_response(e: OssfleetError) -> JSONResponse:
+    return JSONResponse(e.to_openai(), status_code=e.http_status, headers=e.headers())
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidRequest(f"request body is not valid UTF-8 (byte {e.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidRequest(f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
+def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit: int, max_messages: int) -> ChatRequest:
+    messages = [
+        Message(
+            role=m.role,
+            content=m.text(),
+            reasoning=m.reasoning,
+            tool_calls=tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()),
+            name=m.name,
+            tool_call_id=m.tool_call_id,
+        )
+        for m in body.messages
+    ]
+    validate_messages(messages, max_messages)
+    max_tokens = body.max_completion_tokens or body.max_tokens or min(1024, max_tokens_limit)
+    if max_tokens > max_tokens_limit:
+        raise InvalidRequest(f"max_tokens {max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens")
+    tools = () if body.tool_choice == "none" else tuple(
+        Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ()
+    )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return ChatRequest(
+        model=body.model,
+        messages=messages,
+        max_tokens=max_tokens,
+        tools=tools,
+        reasoning_effort=body.reasoning_effort,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=body.seed,
+        stop=stop,
+        priority=headers.get("x-ossfleet-priority"),
+        idempotency_key=headers.get("idempotency-key", "")[:128],
+    )
+
+
+def _usage(o: Outcome) -> dict[str, int]:
+    return {
+        "prompt_tokens": o.input_tokens,
+        "completion_tokens": o.output_tokens,
+        "total_tokens": o.input_tokens + o.output_tokens,
+    }
+
+
+def _finish(reason: str) -> str:
+    return {"cancelled": "stop", "abort": "stop"}.get(reason, reason)
+
+
+def completion_body(rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": o.content or None}
+    if o.reasoning:
+        message["reasoning"] = o.reasoning
+    if o.tool_calls:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in o.tool_calls
+        ]
+    return {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(o.finish_reason)}],
+        "usage": _usage(o),
+    }
+
+
+_core: GatewayCore | None = None
+
+
+def set_current_core(core: GatewayCore) -> None:
+    """Install this process's GatewayCore.
+
+    Ray Serve ships the ingress app and the deployment class by value, with
+    copies of their module globals; functions of this module travel by
+    reference, so this setter and :func:`current_core` share one global.
+    """
+    global _core
+    _core = core
+
+
+def current_core() -> GatewayCore:
+    if _core is None:
+        raise RuntimeError("the gateway is not initialised")
+    return _core
+
+
+def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
+    """The app, over the GatewayCore that ``get_core`` returns (the deployment's own)."""
+    app = FastAPI(title="ossfleet", version="v1", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(OssfleetError)
+    async def _ossfleet_error(request: Request, e: OssfleetError) -> JSONResponse:
+        return error_response(e)
+
+    @app.get("/health")
+    async def health(request: Request) -> Response:
+        core = get_core()
+        ok = await core.ping()
+        return JSONResponse({"redis": ok}, status_code=200 if ok else 503)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        core = get_core()
+        await core.tenant(request.headers.get("authorization"))
+        names = [m.name for m in core.cfg.models] + ["auto"]
+        return JSONResponse(
+            {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ossfleet"} for n in names]}
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        core = get_core()
+        tenant = await core.tenant(request.headers.get("authorization"))
+        data = await _body(request, core.cfg.limits.max_request_bytes)
+        try:
+            body = ChatCompletionRequest.model_validate(data)
+        except ValidationError as e:
+            raise _pydantic_error(e) from None
+        req = to_chat_request(body, request.headers, core.cfg.limits.max_tokens, core.cfg.limits.max_messages)
+        sub = await core.submit(tenant, req)
+        created = int(time.time())
+        headers = {"x-request-id": sub.request_id}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                _sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage),
+                media_type="text/event-stream",
+                headers=headers,
+            )
+        finished = False
+        try:
+            out = await core.outcome(sub.request_id)
+            finished = True
+        finally:
+            if not finished:  # the client went away (or we failed): stop the work and refund
+                await core.cancel(tenant.name, sub.request_id)
+        return JSONResponse(completion_body(sub.request_id, sub.placement.model, created, out), headers=headers)
+
+    return app
+
+
+async def _sse(
+    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    out = Outcome()
+    finished = False
+    tool_index = 0
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for ev in core.events(rid):
+            try:
+                fold(out, ev)
+            except OssfleetError as e:
+                yield b"data: " + json.dumps(e.to_openai()).encode() + b"\n\n"
+                finished = True
+                break
+            f = ev.fields
+            if ev.type == "delta":
+                kind = f.get("kind")
+                if kind == "content":
+                    yield chunk({"content": f.get("text", "")})
+                elif kind == "reasoning":
+                    yield chunk({"reasoning": f.get("text", "")})
+                elif kind == "tool_call":
+                    call = {"name": f["name"], "arguments": f["arguments"]}
+                    yield chunk(
+                        {"tool_calls": [{"index": tool_index, "id": f["id"], "type": "function", "function": call}]}
+                    )
+                    tool_index += 1
+            elif ev.type == "done":
+                finished = True
+                yield chunk({}, _finish(out.finish_reason))
+                if include_usage:
+                    body = {**base, "choices": [], "usage": _usage(out)}
+                    yield b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    finally:
+        if not finished:  # client disconnected mid-stream: cancel and refund the rest
+            await core.cancel(tenant, rid)

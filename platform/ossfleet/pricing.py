@@ -1,0 +1,13 @@
+"""What a request costs, in integer nano-USD, so budget sums are exact."""
+
+from __future__ import annotations
+
+from ossfleet.config import PriceConfig
+
+NANO_PER_USD = 1_000_000_000
+
+
+def cost_nusd(price: PriceConfig, input_tokens: int, output_tokens: int, discount: float = 0.0) -> int:
+    """Cost of a request at per-1k-token prices, rounded up to the nano-dollar."""
+    raw = (input_tokens * price.input_per_1k + output_tokens * price.output_per_1k) / 1000 * (1.0 - discount)
+    return -int(-raw * NANO_PER_USD // 1)

@@ -1,0 +1,57 @@
+"""Renders the Ray Serve config file (for ``serve deploy`` and KubeRay's RayService)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ossfleet.config import PlatformConfig
+
+
+def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
+    """The Serve config as data: one application per model, and the gateway.
+
+    Replicas read the same ossfleet YAML at ``config_path`` on the cluster;
+    resources and scaling are rendered here so the file shows what will run.
+    """
+    from deployments.app import replica_options
+
+    apps: list[dict[str, Any]] = []
+    for m in cfg.models:
+        opts = replica_options(m)
+        dep: dict[str, Any] = {"name": opts["name"], "ray_actor_options": opts["ray_actor_options"]}
+        if "placement_group_bundles" in opts:
+            dep["placement_group_bundles"] = opts["placement_group_bundles"]
+            dep["placement_group_strategy"] = opts["placement_group_strategy"]
+        if "num_replicas" in opts:
+            dep["num_replicas"] = opts["num_replicas"]
+        else:
+            a = opts["autoscaling_config"]
+            dep["autoscaling_config"] = {
+                "min_replicas": a.min_replicas,
+                "max_replicas": a.max_replicas,
+                "initial_replicas": a.initial_replicas,
+            }
+        apps.append({
+            "name": f"model-{m.name}",
+            "import_path": "deployments.app:model_app",
+            "args": {"config_path": config_path, "model": m.name},
+            "deployments": [dep],
+        })  # fmt: skip
+    apps.append({
+        "name": "gateway",
+        "route_prefix": "/",
+        "import_path": "deployments.app:gateway_app",
+        "args": {"config_path": config_path},
+    })  # fmt: skip
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": cfg.endpoints.http_port},
+        "grpc_options": {"port": cfg.endpoints.grpc_port},
+        "applications": apps,
+    }
+
+
+def render_serve_config(cfg: PlatformConfig, config_path: str) -> str:
+    return yaml.safe_dump(serve_config(cfg, config_path), sort_keys=False)

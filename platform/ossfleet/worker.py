@@ -1,0 +1,244 @@
+"""The replica's loop: pull from Redis while the engine has free slots, stream, settle.
+
+One :class:`ReplicaWorker` runs inside each model replica. For every lease it
+renders nothing (the gateway already tokenized the prompt), runs the engine,
+parses the harmony output as it streams, appends events to the request's
+Redis stream, and finally completes (or fails) the lease, which settles the
+cost atomically. While a request runs its lease is renewed; a tenant's cancel
+reaches the replica through a pub/sub message and aborts the engine request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams
+from ossfleet.errors import LeaseLost
+from ossfleet.harmony import Delta, HarmonyStreamParser, SpecialIds
+from ossfleet.pricing import cost_nusd
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from ossfleet.config import PriceConfig
+    from ossfleet.engine.base import Engine
+    from ossfleet.harmony import Tokenizer
+    from ossfleet.queue import Lease, RequestQueue
+
+log = logging.getLogger("ossfleet.worker")
+
+
+def delta_event(d: Delta, attempt: int, seq: int) -> dict[str, str]:
+    """A parsed delta as the fields of one stream entry."""
+    e = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
+    if d.tool_call is not None:
+        e.update(id=d.tool_call.id, name=d.tool_call.name, arguments=d.tool_call.arguments)
+    return e
+
+
+def sampling_from_payload(p: dict[str, Any]) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=int(p["max_tokens"]),
+        temperature=float(p.get("temperature", 1.0)),
+        top_p=float(p.get("top_p", 1.0)),
+        top_k=int(p.get("top_k", 0)),
+        seed=p.get("seed"),
+        stop=tuple(p.get("stop") or ()),
+    )
+
+
+class ReplicaWorker:
+    def __init__(
+        self,
+        queue: RequestQueue,
+        engine: Engine,
+        tokenizer: Tokenizer,
+        *,
+        model: str,
+        owner: str,
+        price: PriceConfig,
+        bell_client: redis.asyncio.Redis,
+        reap_every_s: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.special = SpecialIds.of(tokenizer)
+        self.model = model
+        self.owner = owner
+        self.price = price
+        self.bell = bell_client
+        self.reap_every_s = reap_every_s
+        self.draining = False
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._cancel_task: asyncio.Task[None] | None = None
+        self.served = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name=f"ossfleet-worker-{self.model}")
+        self._cancel_task = asyncio.create_task(self._listen_cancels(), name=f"ossfleet-cancels-{self.model}")
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def alive(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    async def drain(self, grace_s: float = 30.0) -> None:
+        """Stop pulling; let running requests finish for ``grace_s``, then hand the rest back."""
+        self.draining = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=grace_s)
+        for rid in list(self._tasks):
+            self.engine.abort(rid)
+            task = self._tasks.get(rid)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(LeaseLost):
+                await self.queue.release(rid, self.owner)
+        for t in (self._loop_task, self._cancel_task):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reap = 0.0
+        while not self.draining:
+            try:
+                if loop.time() >= next_reap:
+                    await self.queue.reap(self.model)
+                    next_reap = loop.time() + self.reap_every_s
+                if self.engine.free_slots() <= 0:
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), timeout=self.reap_every_s)
+                    continue
+                lease = await self.queue.pull(self.model, self.owner)
+                if lease is None:
+                    await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
+                    continue
+                self._tasks[lease.request_id] = asyncio.create_task(self._serve(lease))
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis down, say: keep trying, report unhealthy meanwhile
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("event=worker_loop_error model=%s error=%r", self.model, self.last_error)
+                await asyncio.sleep(0.5)
+
+    async def _listen_cancels(self) -> None:
+        while True:
+            try:
+                pubsub = self.queue.r.pubsub()
+                await pubsub.subscribe(self.queue.key("cancel", self.model))
+                async for msg in pubsub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    rid = msg["data"].decode() if isinstance(msg["data"], bytes) else str(msg["data"])
+                    if rid in self._tasks:
+                        self.engine.abort(rid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("event=cancel_listener_error model=%s error=%r", self.model, f"{type(e).__name__}: {e}")
+                await asyncio.sleep(0.5)
+
+    async def _renew(self, lease: Lease) -> None:
+        every = self.queue.lease_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if await self.queue.renew(lease.request_id, self.owner):
+                    self.engine.abort(lease.request_id)
+            except LeaseLost:
+                self.engine.abort(lease.request_id)
+                return
+            except Exception as e:
+                log.warning("event=renew_error request_id=%s error=%r", lease.request_id, type(e).__name__)
+
+    async def _serve(self, lease: Lease) -> None:
+        rid, p = lease.request_id, lease.payload
+        renew = asyncio.create_task(self._renew(lease))
+        parser = HarmonyStreamParser(self.tokenizer, rid)
+        sampling = sampling_from_payload(p)
+        prompt: list[int] = p["prompt"]
+        out_tokens, seq, finish = 0, 0, "stop"
+        content = ""
+        try:
+            request = EngineRequest(rid, prompt, sampling, self.special.stop)
+            async for out in self.engine.generate(request):
+                out_tokens += len(out.token_ids)
+                deltas = parser.feed(out.token_ids)
+                if out.finished:
+                    deltas += parser.finish()
+                    finish = out.finish_reason or "stop"
+                deltas, hit = self._apply_stop_strings(deltas, sampling.stop, content)
+                content += "".join(d.text for d in deltas if d.kind == "content")
+                if deltas:
+                    await self.queue.emit(rid, [delta_event(d, lease.attempt, seq + i) for i, d in enumerate(deltas)])
+                    seq += len(deltas)
+                if hit:
+                    self.engine.abort(rid)
+                    finish = "stop"
+                    break
+            if parser.stopped_by == "call":
+                finish = "tool_calls"
+            elif finish == "abort":
+                finish = "cancelled"
+            cost = cost_nusd(self.price, len(prompt), out_tokens)
+            await self.queue.complete(rid, self.owner, out_tokens, cost, finish)
+            self.served += 1
+        except EngineError as e:
+            await self._fail(rid, str(e), retryable=False)
+        except LeaseLost:
+            log.info("event=lease_lost request_id=%s", rid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("event=request_error request_id=%s", rid)
+            await self._fail(rid, f"{type(e).__name__}: {e}", retryable=True)
+        finally:
+            renew.cancel()
+            self._tasks.pop(rid, None)
+            self._slot_freed.set()
+
+    async def _fail(self, rid: str, error: str, retryable: bool) -> None:
+        with contextlib.suppress(LeaseLost):
+            await self.queue.fail(rid, self.owner, error, retryable=retryable)
+
+    @staticmethod
+    def _apply_stop_strings(deltas: list[Delta], stops: tuple[str, ...], before: str) -> tuple[list[Delta], bool]:
+        """Cut content at the first stop string (which may span deltas); True once one is hit."""
+        if not stops:
+            return deltas, False
+        out: list[Delta] = []
+        seen = before
+        for d in deltas:
+            if d.kind != "content":
+                out.append(d)
+                continue
+            text = seen + d.text
+            cut = min((i for i in (text.find(s, max(0, len(seen) - len(s) + 1)) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                keep = text[len(seen) : cut] if cut > len(seen) else ""
+                if keep:
+                    out.append(Delta("content", keep))
+                return out, True
+            out.append(d)
+            seen = text
+        return out, False
