@@ -81,9 +81,7 @@ class GatewayCore:
         self.renderers: dict[str, HarmonyRenderer] = {}
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
-        self.options = [
-            ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context) for m in cfg.models
-        ]
+        self.options = [ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context) for m in cfg.models]
 
     async def close(self) -> None:
         await self.r.aclose()

@@ -165,7 +165,13 @@ class HarmonyRenderer:
         carries the identity, the date and the reasoning effort.
         """
         i = self.ids
-        out: list[int] = [i.start, *self._text("system"), i.message, *self._text(system_text(effort, bool(tools), today)), i.end]
+        out: list[int] = [
+            i.start,
+            *self._text("system"),
+            i.message,
+            *self._text(system_text(effort, bool(tools), today)),
+            i.end,
+        ]
         instructions = "\n\n".join(m.content for m in messages if m.role in ("system", "developer") and m.content)
         if instructions or tools:
             dev = f"# Instructions\n\n{instructions}" if instructions else ""
@@ -298,7 +304,12 @@ class HarmonyStreamParser:
                 elif t == i.start:
                     self._header = []
                     self._after_start = True
-                elif not self._header and not self._after_start and t != i.channel and t not in (i.end, i.return_, i.call, i.constrain):
+                elif (
+                    not self._header
+                    and not self._after_start
+                    and t != i.channel
+                    and t not in (i.end, i.return_, i.call, i.constrain)
+                ):
                     # No header at all: take the text as the final answer.
                     self._msg = _Msg()
                     self._header = None

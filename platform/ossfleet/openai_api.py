@@ -152,8 +152,10 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
     max_tokens = body.max_completion_tokens or body.max_tokens or min(1024, max_tokens_limit)
     if max_tokens > max_tokens_limit:
         raise InvalidRequest(f"max_tokens {max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens")
-    tools = () if body.tool_choice == "none" else tuple(
-        Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ()
+    tools = (
+        ()
+        if body.tool_choice == "none"
+        else tuple(Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ())
     )
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return ChatRequest(
@@ -243,7 +245,10 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
         await core.tenant(request.headers.get("authorization"))
         names = [m.name for m in core.cfg.models] + ["auto"]
         return JSONResponse(
-            {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ossfleet"} for n in names]}
+            {
+                "object": "list",
+                "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ossfleet"} for n in names],
+            }
         )
 
     @app.post("/v1/chat/completions")

@@ -11,3 +11,9 @@ def cost_nusd(price: PriceConfig, input_tokens: int, output_tokens: int, discoun
     """Cost of a request at per-1k-token prices, rounded up to the nano-dollar."""
     raw = (input_tokens * price.input_per_1k + output_tokens * price.output_per_1k) / 1000 * (1.0 - discount)
     return -int(-raw * NANO_PER_USD // 1)
+
+
+def usd(nusd: int) -> str:
+    """A nano-dollar amount for people: '$12.5', '$0.0000003'."""
+    s = f"{nusd / NANO_PER_USD:.9f}".rstrip("0")
+    return "$" + (s + "0" if s.endswith(".") else s)

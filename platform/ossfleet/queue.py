@@ -40,11 +40,10 @@ from ossfleet.errors import (
     QueueFull,
     RateLimited,
 )
+from ossfleet.pricing import NANO_PER_USD, usd
 
 if TYPE_CHECKING:
     import redis.asyncio
-
-NANO = 1_000_000_000  # nano-USD per USD: costs are integers, so sums are exact
 
 # Fair-share weights of input and output tokens (output tokens cost more to
 # serve: one forward step each), as in VTC's default (OSDI 2024).
@@ -194,11 +193,11 @@ class RequestQueue:
         if status == "QUEUE_FULL":
             raise QueueFull(f"the queue for model {a.model!r} is full ({_s(reply[1])} waiting); retry shortly")
         if status == "BUDGET":
-            left = int(_s(reply[1])) / NANO
+            left = int(_s(reply[1]))
             raise BudgetExhausted(
-                f"tenant {a.tenant!r} has ${left:.6f} left of its budget for period {a.period}; this request "
-                f"may cost up to ${a.reserve_nusd / NANO:.6f}. Lower max_tokens or raise the budget.",
-                budget_left_usd=left,
+                f"tenant {a.tenant!r} has {usd(left)} left of its budget for period {a.period}; this request "
+                f"may cost up to {usd(a.reserve_nusd)}. Lower max_tokens or raise the budget.",
+                budget_left_usd=left / NANO_PER_USD,
             )
         raise RuntimeError(f"admit script replied {reply!r}")
 
@@ -240,9 +239,7 @@ class RequestQueue:
 
     async def pull(self, model: str, owner: str) -> Lease | None:
         """Lease the next request for ``model``, or None when nothing waits."""
-        reply = await self._run(
-            "pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT
-        )
+        reply = await self._run("pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT)
         if reply is None:
             return None
         return Lease(

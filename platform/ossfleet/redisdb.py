@@ -77,8 +77,7 @@ class EmbeddedRedis:
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(
-                    f"embedded redis-server exited with code {self._proc.returncode}; "
-                    f"see {self.data_dir / 'redis.log'}"
+                    f"embedded redis-server exited with code {self._proc.returncode}; see {self.data_dir / 'redis.log'}"
                 )
             try:
                 # Loading a large AOF answers LOADING until done.
@@ -137,15 +136,18 @@ def connect(url: str, cfg: RedisConfig | None = None) -> redis.Redis:
     return redis.Redis.from_url(url, **_client_kwargs(cfg))
 
 
-def connect_async(url: str, cfg: RedisConfig | None = None) -> redis.asyncio.Redis:
-    """An asyncio client, retrying transient connection errors with backoff."""
+def connect_async(url: str, cfg: RedisConfig | None = None, max_connections: int = 128) -> redis.asyncio.Redis:
+    """An asyncio client over a blocking pool (callers wait for a free connection
+    rather than fail), retrying transient connection errors with backoff."""
     import redis.asyncio as aioredis
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    return aioredis.Redis.from_url(
-        url,
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=30, **_client_kwargs(cfg)
+    )
+    return aioredis.Redis(
+        connection_pool=pool,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        **_client_kwargs(cfg),
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ossfleet.config import PriceConfig
 from ossfleet.errors import BudgetExhausted, ContextTooLong, ModelNotFound, PermissionDenied
-from ossfleet.pricing import NANO_PER_USD, cost_nusd
+from ossfleet.pricing import NANO_PER_USD, cost_nusd, usd
 
 AUTO = "auto"
 EFFORTS = ("low", "medium", "high")
@@ -114,8 +114,10 @@ def place(req: RouteRequest, tenant: TenantPolicy, models: Sequence[ModelOption]
         reserve = cost_nusd(m.price, req.input_tokens, req.max_tokens)
         if tenant.budget_left_nusd is None or reserve <= tenant.budget_left_nusd:
             return Placement(m.name, band, effort, reserve, req.model)
-    left = (tenant.budget_left_nusd or 0) / NANO_PER_USD
+    left = tenant.budget_left_nusd or 0
     raise BudgetExhausted(
-        f"tenant {tenant.name!r} has ${left:.6f} of budget left, less than this request may cost; "
-        "lower max_tokens or raise the budget"
+        f"tenant {tenant.name!r} has {usd(left)} of budget left, less than this request may cost "
+        f"({usd(cost_nusd(fitting[-1].price, req.input_tokens, req.max_tokens))}); "
+        "lower max_tokens or raise the budget",
+        budget_left_usd=left / NANO_PER_USD,
     )

