@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ossfleet.config import ModelConfig, PlatformConfig, load_config, parse_config
 from ray.serve.config import AutoscalingConfig
 from ray.serve.deployment import Application
 
 from deployments.gateway import Gateway
 from deployments.replica import ModelReplica
+from ossfleet.config import ModelConfig, PlatformConfig, load_config, parse_config
 
 
 @dataclass(frozen=True)

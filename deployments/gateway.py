@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray import serve
+
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
 from ossfleet.openai_api import create_app, current_core, set_current_core
-from ray import serve
 
 app = create_app(current_core)
 

@@ -13,13 +13,14 @@ import os
 import socket
 from typing import Any
 
+from ray import serve
+
 from ossfleet.config import ModelConfig, PlatformConfig, parse_config
 from ossfleet.engine.base import Engine
 from ossfleet.gateway import queue_for
 from ossfleet.harmony import SpecialIds
 from ossfleet.redisdb import connect_async
 from ossfleet.worker import ReplicaWorker
-from ray import serve
 
 log = logging.getLogger("ossfleet.replica")
 

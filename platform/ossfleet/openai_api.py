@@ -90,8 +90,9 @@ class ChatCompletionRequest(_Strict):
     tool_choice: Literal["auto", "none"] | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     user: str | None = None
-    presence_penalty: Literal[0, 0.0] | None = None
-    frequency_penalty: Literal[0, 0.0] | None = None
+    # Accepted for client compatibility; only the neutral value is supported.
+    presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
     logprobs: Literal[False] | None = None
 
     @model_validator(mode="after")

@@ -156,7 +156,7 @@ class RequestQueue:
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
-    async def _run(self, name: str, *args: object) -> Any:
+    async def _run(self, name: str, *args: Any) -> Any:
         # KEYS[1] routes the script to the namespace's slot on a cluster.
         return await self._scripts[name](keys=[self.key("slot")], args=[self.prefix, *args])
 
@@ -215,7 +215,7 @@ class RequestQueue:
 
     async def read_stream(self, request_id: str, after: str = "0-0", block_ms: int = 1000) -> list[StreamEvent]:
         """Events of a request's stream after entry ``after``, waiting up to ``block_ms`` for one."""
-        reply = await self.r.xread({self.key("stream", request_id): after}, block=block_ms, count=256)
+        reply: Any = await self.r.xread({self.key("stream", request_id): after}, block=block_ms, count=256)
         out: list[StreamEvent] = []
         for _key, entries in reply or []:
             for entry_id, fields in entries:

@@ -140,8 +140,8 @@ def connect_async(url: str, cfg: RedisConfig | None = None, max_connections: int
     """An asyncio client over a blocking pool (callers wait for a free connection
     rather than fail), retrying transient connection errors with backoff."""
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
 
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=30, **_client_kwargs(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
 from ossfleet.queue import Admission, RequestQueue
 from ossfleet.redisdb import connect_async
@@ -22,8 +23,7 @@ class Clock:
 async def env(redis_server, namespace):
     client = connect_async(redis_server.url)
     clock = Clock()
-    q = RequestQueue(client, namespace, bands=3, aging_s=30, lease_s=10, max_attempts=3, retry_backoff_s=1,
-                     clock=clock)  # fmt: skip
+    q = RequestQueue(client, namespace, bands=3, aging_s=30, lease_s=10, max_attempts=3, retry_backoff_s=1, clock=clock)
     yield q, clock
     await client.aclose()
 
@@ -35,10 +35,20 @@ def adm(tenant="a", band=1, rid=None, reserve=1000, limit=10**12, rpm=10**6, tpm
     global _n
     _n += 1
     return Admission(
-        request_id=rid or f"r{_n}", tenant=tenant, model="m", band=band, payload={"prompt": [1, 2, 3]},
-        input_tokens=10, max_tokens=20, reserve_nusd=reserve, budget_limit_nusd=limit, period="2026-11",
-        rpm=rpm, tpm=tpm, **kw,
-    )  # fmt: skip
+        request_id=rid or f"r{_n}",
+        tenant=tenant,
+        model="m",
+        band=band,
+        payload={"prompt": [1, 2, 3]},
+        input_tokens=10,
+        max_tokens=20,
+        reserve_nusd=reserve,
+        budget_limit_nusd=limit,
+        period="2026-11",
+        rpm=rpm,
+        tpm=tpm,
+        **kw,
+    )
 
 
 async def budget(q, tenant="a"):

@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ossfleet.catalog import CATALOG, GIB, PlanError, split_layers
 
 S20, S120 = CATALOG["gpt-oss-20b"], CATALOG["gpt-oss-120b"]

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from ossfleet.config import ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]

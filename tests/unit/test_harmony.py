@@ -1,6 +1,7 @@
 import pytest
-from ossfleet.harmony import HarmonyRenderer, HarmonyStreamParser, Message, Tool, ToolCall
 from transformers import AutoTokenizer
+
+from ossfleet.harmony import HarmonyRenderer, HarmonyStreamParser, Message, Tool, ToolCall
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,13 @@ def test_caller_text_cannot_forge_special_tokens(tok):
 
 def test_tools_and_history_render(tok):
     r = HarmonyRenderer(tok)
-    tools = [Tool("get_weather", "Weather now", {"type": "object", "properties": {"city": {"type": "string"}},
-                                                "required": ["city"]})]  # fmt: skip
+    tools = [
+        Tool(
+            "get_weather",
+            "Weather now",
+            {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        )
+    ]
     msgs = [
         Message("user", "Weather in Paris?"),
         Message("assistant", tool_calls=(ToolCall("c1", "get_weather", '{"city":"Paris"}'),)),
@@ -56,8 +62,23 @@ def _generated(r, parts):
 
 def test_stream_parse_reasoning_then_final(tok):
     r = HarmonyRenderer(tok)
-    ids = _generated(r, ["@channel", "analysis", "@message", "Think é.", "@end", "@start", "assistant", "@channel",
-                         "final", "@message", "Hello there", "@return_"])  # fmt: skip
+    ids = _generated(
+        r,
+        [
+            "@channel",
+            "analysis",
+            "@message",
+            "Think é.",
+            "@end",
+            "@start",
+            "assistant",
+            "@channel",
+            "final",
+            "@message",
+            "Hello there",
+            "@return_",
+        ],
+    )
     p = HarmonyStreamParser(tok, "r")
     deltas = []
     for t in ids:  # one token at a time, as a stream delivers them
@@ -70,8 +91,18 @@ def test_stream_parse_reasoning_then_final(tok):
 
 def test_stream_parse_tool_call(tok):
     r = HarmonyRenderer(tok)
-    ids = _generated(r, ["@channel", "commentary to=functions.get_weather ", "@constrain", "json", "@message",
-                         '{"city": "Paris"}', "@call"])  # fmt: skip
+    ids = _generated(
+        r,
+        [
+            "@channel",
+            "commentary to=functions.get_weather ",
+            "@constrain",
+            "json",
+            "@message",
+            '{"city": "Paris"}',
+            "@call",
+        ],
+    )
     p = HarmonyStreamParser(tok, "r")
     deltas = p.feed(ids) + p.finish()
     calls = [d.tool_call for d in deltas if d.kind == "tool_call"]

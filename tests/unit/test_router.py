@@ -1,4 +1,5 @@
 import pytest
+
 from ossfleet.config import PriceConfig
 from ossfleet.errors import BudgetExhausted, ContextTooLong, ModelNotFound, PermissionDenied
 from ossfleet.router import ModelOption, RouteRequest, TenantPolicy, place

@@ -74,7 +74,7 @@ class TransformersEngine:
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         # .to(device) rather than device_map: device_map needs `accelerate`.
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self._resolve_dtype())
+        model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=self._resolve_dtype())
         self.model = model.to(self.device).eval()
         gen = self.model.generation_config
         eos = gen.eos_token_id

@@ -1,0 +1,49 @@
+# ossfleet: `make run` brings the platform up on this machine; `make test` passes the tests.
+# Both set everything up first, on a fresh machine with only Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch on machines without CUDA: a bare `torch` requirement
+# would pull the multi-GB CUDA wheel. On GPU machines: make TORCH='torch==2.13.0' ...
+# with the CUDA index of your choice in PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
+TORCH  ?= torch==2.13.0
+CONFIG ?= config/local.yaml
+STAMP  := $(VENV)/.installed
+CKPT   := var/checkpoints
+
+.PHONY: install run test lint unit checkpoints clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+$(CKPT)/tiny-gpt-oss-20b/config.json: | $(STAMP)
+	$(BIN)/ossfleet make-tiny-checkpoint $(CKPT)/tiny-gpt-oss-20b --layers 2
+
+$(CKPT)/tiny-gpt-oss-120b/config.json: | $(STAMP)
+	$(BIN)/ossfleet make-tiny-checkpoint $(CKPT)/tiny-gpt-oss-120b --layers 4 --seed 1
+
+checkpoints: $(CKPT)/tiny-gpt-oss-20b/config.json $(CKPT)/tiny-gpt-oss-120b/config.json
+
+run: install checkpoints
+	$(BIN)/ossfleet up --config $(CONFIG)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

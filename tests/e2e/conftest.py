@@ -1,0 +1,95 @@
+"""A whole ossfleet on real Ray Serve (logical GPUs), real embedded Redis and tiny checkpoints."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import pytest
+
+from ossfleet.config import PlatformConfig, parse_config
+from ossfleet.redisdb import connect
+from ossfleet.tenancy import new_api_key, register_key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    cfg: PlatformConfig
+    base_url: str
+    redis_url: str
+    keys: dict[str, str]
+
+
+def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine: str = "transformers") -> dict:
+    model = {
+        "device": "cpu",
+        "max_batch_size": 4,
+        "max_context": 512,
+        "num_gpus": 1,
+        "num_cpus": 0.25,
+        "torch_threads": 1,
+        "engine": engine,
+    }
+    return {
+        "redis": {"namespace": namespace, "lease_s": 10},
+        "endpoints": {"http_host": "127.0.0.1", "http_port": http_port},
+        "limits": {"max_tokens": 256, "max_request_bytes": 65536, "max_messages": 64},
+        "models": [
+            {
+                "name": "gpt-oss-20b",
+                "spec": "gpt-oss-20b",
+                "path": str(ckpt_20b),
+                **model,
+                "price": {"input_per_1k": 0.001, "output_per_1k": 0.002},
+            },
+            {
+                "name": "gpt-oss-120b",
+                "spec": "gpt-oss-120b",
+                "path": str(ckpt_120b),
+                **model,
+                "price": {"input_per_1k": 0.003, "output_per_1k": 0.006},
+            },
+        ],
+        "tenants": [
+            {"name": "acme", "budget": {"limit_usd": 100}, "max_band": "interactive"},
+            {"name": "globex", "budget": {"limit_usd": 100}, "allowed_models": ["gpt-oss-20b"], "max_band": "standard"},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> Platform:
+    from ray import serve
+
+    from deployments.app import build_applications
+
+    port = free_port()
+    cfg = parse_config(platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port), "<e2e>")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for spec in build_applications(cfg, redis_server.url):
+        serve.run(spec.app, name=spec.name, route_prefix=spec.route_prefix)
+    client = connect(redis_server.url)
+    keys = {}
+    for t in cfg.tenants:
+        keys[t.name] = new_api_key()
+        register_key(client, cfg.redis.namespace, t.name, keys[t.name])
+    client.close()
+    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys)

@@ -1,0 +1,73 @@
+"""`ossfleet up` (the README's run command) brings the platform up, serves, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from ossfleet.tenancy import new_api_key
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint, tiny_checkpoint_4l):
+    cfg = yaml.safe_load((ROOT / "config/local.yaml").read_text())
+    port = free_port()
+    cfg["endpoints"]["http_port"] = port
+    cfg["redis"]["data_dir"] = str(tmp_path / "redis")
+    cfg["models"][0]["path"] = str(tiny_checkpoint)
+    cfg["models"][1]["path"] = str(tiny_checkpoint_4l)
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    key = new_api_key()
+    env = {**os.environ, "OSSFLEET_DEMO_KEY": key}
+    log = (tmp_path / "up.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT,
+        env=env, cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while "Ctrl-C stops it." not in (tmp_path / "up.log").read_text():
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "ossfleet up did not come up in time"
+            time.sleep(1)
+        text = (tmp_path / "up.log").read_text()
+        assert f"http://127.0.0.1:{port}/v1" in text and "curl -s" in text
+        assert key not in text  # a key from the environment is never echoed
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["model"] == "gpt-oss-20b" and body["usage"]["completion_tokens"] == 8
+        assert body["choices"][0]["message"]["content"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    # The embedded Redis kept its data on disk (AOF) and is stopped.
+    assert (tmp_path / "redis" / "appendonly.aof").exists() or (tmp_path / "redis" / "appendonlydir").exists()
