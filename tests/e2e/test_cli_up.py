@@ -39,8 +39,11 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     env = {**os.environ, "OSSFLEET_DEMO_KEY": key}
     log = (tmp_path / "up.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT,
-        env=env, cwd=tmp_path,
+        [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 240
