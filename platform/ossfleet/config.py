@@ -87,6 +87,8 @@ class AutoscalingConfig(_Section):
     upscale_delay_s: Annotated[float, Field(ge=0)] = 5.0
     downscale_delay_s: Annotated[float, Field(ge=0)] = 60.0
     idle_to_zero_s: Annotated[float, Field(ge=0)] = 300.0
+    # How long a first replica takes to come up (the router's wait estimate at zero replicas).
+    cold_start_s: Annotated[float, Field(ge=0)] = 60.0
 
 
 class PriceConfig(_Section):
@@ -172,6 +174,8 @@ class TenantConfig(_Section):
     default_band: str | None = None
     weight: Annotated[float, Field(gt=0)] = 1.0
     allow_fallback: bool = False
+    # `auto` prefers a less capable model over a wait longer than this.
+    max_wait_s: Annotated[float, Field(gt=0)] = 30.0
     debug_logging: bool = False
 
     def may_use(self, model: str) -> bool:

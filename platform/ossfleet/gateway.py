@@ -19,12 +19,12 @@ from typing import Any
 
 from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
-from ossfleet.errors import ContextTooLong, InvalidRequest, ModelNotFound, RequestFailed
+from ossfleet.errors import InvalidRequest, ModelNotFound, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
 from ossfleet.pricing import NANO_PER_USD
 from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
 from ossfleet.redisdb import connect_async
-from ossfleet.router import AUTO, ModelOption, Placement, RouteRequest, TenantPolicy, place
+from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
 from ossfleet.tenancy import authenticate, period_id
 
 log = logging.getLogger("ossfleet.gateway")
@@ -81,7 +81,7 @@ class GatewayCore:
         self.renderers: dict[str, HarmonyRenderer] = {}
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
-        self.options = [ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context) for m in cfg.models]
+        self._loads: dict[str, tuple[float, ModelLoad]] = {}
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -107,7 +107,34 @@ class GatewayCore:
             default_band=bands.index(t.default_band or self.cfg.priorities.default),
             budget_left_nusd=budget_left_nusd,
             allow_fallback=t.allow_fallback,
+            max_wait_s=t.max_wait_s,
         )
+
+    async def load(self, model: str) -> ModelLoad:
+        """Queue depth and live replicas of a model, read at most once a second."""
+        now = time.monotonic()
+        cached = self._loads.get(model)
+        if cached and now - cached[0] < 1.0:
+            return cached[1]
+        depth = await self.queue.depth(model)
+        replicas = await self.queue.replicas(model)
+        rates = [r.get("requests_per_s", 0.0) for r in replicas.values()]
+        load = ModelLoad(
+            waiting=sum(depth.waiting),
+            replicas=len(replicas),
+            requests_per_s=sum(rates) / len(rates) if rates else 0.0,
+            cold_start_s=self.cfg.autoscaling.cold_start_s,
+        )
+        self._loads[model] = (now, load)
+        return load
+
+    async def options(self, requested: str) -> list[ModelOption]:
+        """The models a placement may choose from, with their load where it matters (auto)."""
+        out = []
+        for m in self.cfg.models:
+            load = await self.load(m.name) if requested == AUTO else None
+            out.append(ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context, load))
+        return out
 
     async def budget_left(self, t: TenantConfig) -> int:
         period = period_id(t.budget.period)
@@ -134,16 +161,14 @@ class GatewayCore:
         placement = place(
             RouteRequest(req.model, len(prompt), req.max_tokens, req.priority, effort),
             self.policy(t, left),
-            self.options,
+            await self.options(req.model),
         )
-        if placement.model != probe:
+        if placement.model != probe or placement.reasoning_effort != effort:
             prompt = self.render(placement.model, req, placement.reasoning_effort)  # type: ignore[arg-type]
-        if len(prompt) + req.max_tokens > (self.cfg.model(placement.model) or self.cfg.models[0]).max_context:
-            raise ContextTooLong("prompt + max_tokens exceed the model's context", param="messages")
         rid = uuid.uuid4().hex
         payload: dict[str, Any] = {
             "prompt": prompt,
-            "max_tokens": req.max_tokens,
+            "max_tokens": placement.max_tokens,
             "temperature": req.temperature,
             "top_p": req.top_p,
             "top_k": req.top_k,
@@ -158,9 +183,10 @@ class GatewayCore:
                 band=placement.band,
                 payload=payload,
                 input_tokens=len(prompt),
-                max_tokens=req.max_tokens,
+                max_tokens=placement.max_tokens,
                 reserve_nusd=placement.reserve_nusd,
                 budget_limit_nusd=round(t.budget.limit_usd * NANO_PER_USD),
+                alert_at_nusd=round(t.budget.limit_usd * t.budget.soft_alert_fraction * NANO_PER_USD),
                 period=period_id(t.budget.period),
                 rpm=t.limits.rpm,
                 tpm=t.limits.tpm,

@@ -8,9 +8,16 @@ NANO_PER_USD = 1_000_000_000
 
 
 def cost_nusd(price: PriceConfig, input_tokens: int, output_tokens: int, discount: float = 0.0) -> int:
-    """Cost of a request at per-1k-token prices, rounded up to the nano-dollar."""
-    raw = (input_tokens * price.input_per_1k + output_tokens * price.output_per_1k) / 1000 * (1.0 - discount)
-    return -int(-raw * NANO_PER_USD // 1)
+    """Cost of a request at per-1k-token prices, rounded up to the nano-dollar.
+
+    Integer arithmetic throughout (prices as nano-USD per 1k tokens, the
+    discount in basis points), so the same request always costs the same.
+    """
+    p_in = round(price.input_per_1k * NANO_PER_USD)
+    p_out = round(price.output_per_1k * NANO_PER_USD)
+    keep_bp = round((1.0 - discount) * 10_000)
+    total = (input_tokens * p_in + output_tokens * p_out) * keep_bp
+    return -(-total // (1000 * 10_000))
 
 
 def usd(nusd: int) -> str:

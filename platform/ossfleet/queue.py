@@ -78,6 +78,7 @@ class Admission:
     tpm: int
     weight: float = 1.0
     idempotency_key: str = ""
+    alert_at_nusd: int = 0  # 0: no soft alert
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class RequestQueue:
             a.request_id, a.tenant, a.model, a.band, json.dumps(a.payload, separators=(",", ":")),
             a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
             a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
+            a.alert_at_nusd,
         )  # fmt: skip
         status = _s(reply[0])
         if status == "OK":
@@ -310,6 +312,29 @@ class RequestQueue:
         """Requeue expired leases and due retries: (requeued, retried, dead)."""
         reply = await self._run("reap", model, self._now(), self.max_attempts, limit, self.stream_ttl_s)
         return int(reply[0]), int(reply[1]), int(reply[2])
+
+    async def heartbeat(self, model: str, owner: str, stats: dict[str, float]) -> None:
+        """A replica says it is alive, with its load (read by the router and the autoscaler)."""
+        now = self._now()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.key("alive", model), {owner: now})
+        pipe.zremrangebyscore(self.key("alive", model), "-inf", now - 60_000)
+        pipe.hset(self.key("replica", model), owner, json.dumps(stats))
+        await pipe.execute()
+
+    async def replicas(self, model: str, max_age_s: float = 5.0) -> dict[str, dict[str, float]]:
+        """Replicas that sent a heartbeat in the last ``max_age_s``, with their stats."""
+        now = self._now()
+        owners: list[Any] = await self.r.zrangebyscore(self.key("alive", model), now - int(max_age_s * 1000), "+inf")
+        if not owners:
+            return {}
+        raw = await self.r.hmget(self.key("replica", model), owners)
+        return {_s(o): json.loads(v) for o, v in zip(owners, raw, strict=True) if v is not None}
+
+    async def alerts(self, after: str = "0-0", count: int = 100) -> list[StreamEvent]:
+        """Budget alert events (soft limits crossed), oldest first."""
+        reply: Any = await self.r.xrange(self.key("alerts"), min=f"({after}" if after != "0-0" else "-", count=count)
+        return [StreamEvent(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in reply]
 
     async def request_state(self, request_id: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.key("req", request_id))

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams
+from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams, ThroughputMeter
 from ossfleet.errors import LeaseLost
 from ossfleet.harmony import Delta, HarmonyStreamParser, SpecialIds
 from ossfleet.pricing import cost_nusd
@@ -79,6 +79,7 @@ class ReplicaWorker:
         self._cancel_task: asyncio.Task[None] | None = None
         self.served = 0
         self.last_error: str | None = None
+        self._completions = ThroughputMeter(window_s=30.0)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -113,6 +114,18 @@ class ReplicaWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
 
+    def load(self) -> dict[str, float]:
+        """This replica's load, as its heartbeat reports it."""
+        s = self.engine.stats()
+        now = asyncio.get_running_loop().time()
+        return {
+            "running": float(s.running),
+            "max_slots": float(s.max_slots),
+            "tokens_per_s": s.tokens_per_s,
+            "requests_per_s": self._completions.rate(now),
+            "served": float(self.served),
+        }
+
     # -- the loop --------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -122,6 +135,7 @@ class ReplicaWorker:
             try:
                 if loop.time() >= next_reap:
                     await self.queue.reap(self.model)
+                    await self.queue.heartbeat(self.model, self.owner, self.load())
                     next_reap = loop.time() + self.reap_every_s
                 if self.engine.free_slots() <= 0:
                     self._slot_freed.clear()
@@ -203,6 +217,7 @@ class ReplicaWorker:
             cost = cost_nusd(self.price, len(prompt), out_tokens)
             await self.queue.complete(rid, self.owner, out_tokens, cost, finish)
             self.served += 1
+            self._completions.add(asyncio.get_running_loop().time(), 1)
         except EngineError as e:
             await self._fail(rid, str(e), retryable=False)
         except LeaseLost:

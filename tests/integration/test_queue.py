@@ -236,3 +236,23 @@ async def test_aging_bounds_the_wait_of_a_low_band_request(env):
     clock.t += 11  # the batch request has now waited past aging_s = 30
     assert (await q.pull("m", "r")).request_id == "old-batch"
     assert (await q.pull("m", "r")).band == 0
+
+
+async def test_soft_budget_alert_fires_once_per_period(env):
+    q, _ = env
+    for i in range(3):
+        await q.admit(adm(rid=f"s{i}", reserve=300, limit=1000, alert_at_nusd=800))
+        lease = await q.pull("m", "rep")
+        await q.complete(lease.request_id, "rep", 1, 300, "stop")
+    alerts = await q.alerts()
+    assert len(alerts) == 1
+    assert alerts[0].fields["tenant"] == "a" and alerts[0].fields["spent_nusd"] == "900"
+
+
+async def test_heartbeats_report_live_replicas_only(env):
+    q, clock = env
+    await q.heartbeat("m", "r1", {"running": 2.0, "requests_per_s": 1.5})
+    clock.t += 10
+    await q.heartbeat("m", "r2", {"running": 0.0, "requests_per_s": 0.5})
+    live = await q.replicas("m", max_age_s=5)
+    assert list(live) == ["r2"] and live["r2"]["requests_per_s"] == 0.5

@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import pytest
 
 from ossfleet.config import PriceConfig
 from ossfleet.errors import BudgetExhausted, ContextTooLong, ModelNotFound, PermissionDenied
-from ossfleet.router import ModelOption, RouteRequest, TenantPolicy, place
+from ossfleet.router import ModelLoad, ModelOption, RouteRequest, TenantPolicy, place
 
 SMALL = ModelOption("gpt-oss-20b", 20.9e9, PriceConfig(input_per_1k=0.001, output_per_1k=0.001), 8192)
 LARGE = ModelOption("gpt-oss-120b", 116.8e9, PriceConfig(input_per_1k=0.01, output_per_1k=0.01), 8192)
@@ -59,3 +61,37 @@ def test_priority_above_the_tenants_band_is_refused():
 def test_context_overflow_is_refused_before_any_compute():
     with pytest.raises(ContextTooLong, match="8192"):
         place(RouteRequest("gpt-oss-20b", 8000, 500), tenant(), MODELS)
+
+
+def test_auto_lowers_reasoning_effort_to_fit_the_budget():
+    # 100 in + 8000 out on the small model costs $0.0081; low effort caps output at 1024 tokens ($0.001124).
+    req = RouteRequest("auto", 100, 8000, reasoning_effort="high")
+    p = place(req, tenant(budget_left_nusd=2_000_000, allowed_models=("gpt-oss-20b",)), MODELS)
+    assert (p.model, p.reasoning_effort, p.max_tokens) == ("gpt-oss-20b", "low", 1024)
+    assert p.effort_lowered and p.reserve_nusd == 1_124_000
+
+
+def test_explicit_model_keeps_its_effort_and_max_tokens():
+    req = RouteRequest("gpt-oss-20b", 100, 8000, reasoning_effort="high")
+    with pytest.raises(BudgetExhausted, match="may cost up to"):
+        place(req, tenant(budget_left_nusd=2_000_000), MODELS)
+    p = place(req, tenant(), MODELS)
+    assert (p.reasoning_effort, p.max_tokens) == ("high", 8000)
+
+
+def test_auto_avoids_a_model_whose_wait_is_too_long():
+    busy = ModelLoad(waiting=600, replicas=1, requests_per_s=2.0)  # 300 s of backlog
+    idle = ModelLoad(waiting=0, replicas=1, requests_per_s=2.0)
+    models = [replace(SMALL, load=idle), replace(LARGE, load=busy)]
+    assert place(RouteRequest("auto", 10, 10), tenant(max_wait_s=30), models).model == "gpt-oss-20b"
+    # When both wait too long, the shorter wait wins.
+    models = [replace(SMALL, load=replace(busy, waiting=100)), replace(LARGE, load=busy)]
+    assert place(RouteRequest("auto", 10, 10), tenant(max_wait_s=30), models).model == "gpt-oss-20b"
+    # An explicit choice ignores load.
+    assert place(RouteRequest("gpt-oss-120b", 10, 10), tenant(), models).model == "gpt-oss-120b"
+
+
+def test_expected_wait():
+    assert ModelLoad(0, 2, 1.0).expected_wait_s() == 0
+    assert ModelLoad(10, 2, 1.0).expected_wait_s() == 5
+    assert ModelLoad(5, 0, 1.0, cold_start_s=60).expected_wait_s() == 65

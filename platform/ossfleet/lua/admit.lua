@@ -1,6 +1,6 @@
 -- admit: rate limits, queue bound, budget reservation, enqueue. All or nothing.
 -- ARGV: P id tenant model band payload in_tokens max_tokens now_ms idem
---       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight
+--       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
 -- Returns {'OK', id} | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
 --       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd}
 local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
@@ -16,6 +16,7 @@ local period = ARGV[14]
 local rpm, tpm = tonumber(ARGV[15]), tonumber(ARGV[16])
 local nbands = tonumber(ARGV[17])
 local weight = ARGV[18]
+local alert_at = ARGV[19]
 
 local idem_key = nil
 if idem ~= '' then
@@ -67,7 +68,7 @@ redis.call('HINCRBY', budget, 'reserved', reserve)
 redis.call('HSET', k('req', id),
   'tenant', tenant, 'model', model, 'band', band, 'payload', payload,
   'in_tokens', in_tok, 'max_tokens', max_tok, 'reserved', reserve, 'period', period,
-  'weight', weight, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '')
+  'weight', weight, 'alert_at', alert_at, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '')
 local lane = k('lane', model, band, tenant)
 redis.call('RPUSH', lane, id)
 if redis.call('LLEN', lane) == 1 then mark_backlogged(model, band, tenant) end

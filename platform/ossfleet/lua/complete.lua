@@ -1,20 +1,22 @@
 -- complete: ack a lease, settle the actual cost (refunding the rest of the
 -- reservation), record usage, charge fair-share service, end the stream.
 -- ARGV: P id owner out_tokens cost_nusd now_ms w_out nbands stream_ttl_s finish_reason
--- Returns {'OK', spent_nusd, limit_crossed} | {'ALREADY'} | {'LOST', state}
+-- When this spend crosses the tenant's soft-alert mark for the period, one
+-- event goes to the `alerts` stream (once per tenant and period).
+-- Returns {'OK', spent_nusd, alerted(0|1)} | {'ALREADY'} | {'LOST', state}
 local id, owner = ARGV[2], ARGV[3]
 local out_tok, cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now, w_out, nbands = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local r = k('req', id)
 local f = redis.call('HMGET', r, 'state', 'owner', 'tenant', 'model', 'period', 'reserved', 'in_tokens',
-  'weight', 'cancel')
+  'weight', 'cancel', 'alert_at')
 if f[1] == 'done' then return {'ALREADY'} end
 if f[1] ~= 'leased' or f[2] ~= owner then return {'LOST', f[1] or 'missing'} end
 local tenant, model, period = f[3], f[4], f[5]
 redis.call('ZREM', k('leases', model), id)
 redis.call('HSET', r, 'state', 'done', 'owner', '', 'out_tokens', out_tok, 'cost', cost, 'done_ms', now)
 local budget = k('budget', tenant, period)
-redis.call('HINCRBY', budget, 'reserved', -tonumber(f[6]))
+redis.call('HINCRBY', budget, 'reserved', 0 - tonumber(f[6]))  -- never -0, which is no integer
 local spent = redis.call('HINCRBY', budget, 'spent', cost)
 redis.call('HSET', r, 'reserved', '0')
 local usage = k('usage', tenant, period)
@@ -27,4 +29,13 @@ local reason = ARGV[10]
 if f[9] == '1' then reason = 'cancelled' end
 finish_stream(id, tonumber(ARGV[9]), 'type', 'done', 'finish_reason', reason,
   'input_tokens', f[7], 'output_tokens', tostring(out_tok), 'cost_nusd', tostring(cost))
-return {'OK', tostring(spent)}
+local alerted = 0
+local alert_at = tonumber(f[10] or '0')
+if alert_at > 0 and spent >= alert_at and spent - cost < alert_at then
+  if redis.call('SET', k('alerted', tenant, period), '1', 'NX', 'EX', 40 * 86400) then
+    redis.call('XADD', k('alerts'), 'MAXLEN', '~', 10000, '*', 'type', 'budget_soft_limit', 'tenant', tenant,
+      'period', period, 'spent_nusd', tostring(spent), 'alert_at_nusd', tostring(alert_at))
+    alerted = 1
+  end
+end
+return {'OK', tostring(spent), alerted}
