@@ -117,6 +117,17 @@ class StreamEvent:
         return self.fields.get("type", "")
 
 
+def _lease(reply: Any) -> Lease:
+    return Lease(
+        request_id=_s(reply[0]),
+        payload=json.loads(reply[1]),
+        attempt=int(reply[2]),
+        tenant=_s(reply[3]),
+        band=int(reply[4]),
+        enqueued_ms=int(_s(reply[5])),
+    )
+
+
 class RequestQueue:
     """The queue scripts, bound to one Redis client and one namespace."""
 
@@ -242,16 +253,7 @@ class RequestQueue:
     async def pull(self, model: str, owner: str) -> Lease | None:
         """Lease the next request for ``model``, or None when nothing waits."""
         reply = await self._run("pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT)
-        if reply is None:
-            return None
-        return Lease(
-            request_id=_s(reply[0]),
-            payload=json.loads(reply[1]),
-            attempt=int(reply[2]),
-            tenant=_s(reply[3]),
-            band=int(reply[4]),
-            enqueued_ms=int(_s(reply[5])),
-        )
+        return None if reply is None else _lease(reply)
 
     async def wait_for_work(self, model: str, timeout_s: float, client: redis.asyncio.Redis | None = None) -> None:
         """Block until an admit rings the model's bell (or the timeout passes).
@@ -280,16 +282,29 @@ class RequestQueue:
         self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str
     ) -> bool:
         """Ack and settle. False if it was already completed (a retry's duplicate); raises LeaseLost."""
+        done, _ = await self._complete(request_id, owner, output_tokens, cost_nusd, finish_reason, None)
+        return done
+
+    async def complete_and_pull(
+        self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str, model: str
+    ) -> tuple[bool, Lease | None]:
+        """Settle one request and lease the next of ``model`` in one round trip (the freed slot's work)."""
+        return await self._complete(request_id, owner, output_tokens, cost_nusd, finish_reason, model)
+
+    async def _complete(
+        self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str, model: str | None
+    ) -> tuple[bool, Lease | None]:
+        extra = () if model is None else (self.aging_ms, self.lease_ms, W_INPUT)
         reply = await self._run(
             "complete", request_id, owner, output_tokens, cost_nusd, self._now(), W_OUTPUT, self.bands,
-            self.stream_ttl_s, finish_reason,
+            self.stream_ttl_s, finish_reason, *extra,
         )  # fmt: skip
         status = _s(reply[0])
         if status == "ALREADY":
-            return False
+            return False, None
         if status != "OK":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
-        return True
+        return True, _lease(reply[3]) if len(reply) > 3 and reply[3] else None
 
     async def fail(self, request_id: str, owner: str, error: str, retryable: bool = True) -> str:
         """Report a failure: 'retry' (requeued after a backoff) or 'dead' (dead-lettered)."""

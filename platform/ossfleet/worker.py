@@ -114,6 +114,10 @@ class ReplicaWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
 
+    def _free_slots(self) -> int:
+        """Slots this worker may still fill: the engine's, less leases not yet started on it."""
+        return min(self.engine.free_slots(), self.engine.stats().max_slots - len(self._tasks))
+
     def load(self) -> dict[str, float]:
         """This replica's load, as its heartbeat reports it."""
         s = self.engine.stats()
@@ -137,7 +141,7 @@ class ReplicaWorker:
                     await self.queue.reap(self.model)
                     await self.queue.heartbeat(self.model, self.owner, self.load())
                     next_reap = loop.time() + self.reap_every_s
-                if self.engine.free_slots() <= 0:
+                if self._free_slots() <= 0:
                     self._slot_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), timeout=self.reap_every_s)
@@ -215,7 +219,13 @@ class ReplicaWorker:
             elif finish == "abort":
                 finish = "cancelled"
             cost = cost_nusd(self.price, len(prompt), out_tokens)
-            await self.queue.complete(rid, self.owner, out_tokens, cost, finish)
+            # This request's slot is free now: settle it and lease the next in one round trip.
+            if not self.draining and self._free_slots() + 1 > 0:
+                _, nxt = await self.queue.complete_and_pull(rid, self.owner, out_tokens, cost, finish, self.model)
+                if nxt is not None:
+                    self._tasks[nxt.request_id] = asyncio.create_task(self._serve(nxt))
+            else:
+                await self.queue.complete(rid, self.owner, out_tokens, cost, finish)
             self.served += 1
             self._completions.add(asyncio.get_running_loop().time(), 1)
         except EngineError as e:

@@ -256,3 +256,16 @@ async def test_heartbeats_report_live_replicas_only(env):
     await q.heartbeat("m", "r2", {"running": 0.0, "requests_per_s": 0.5})
     live = await q.replicas("m", max_age_s=5)
     assert list(live) == ["r2"] and live["r2"]["requests_per_s"] == 0.5
+
+
+async def test_complete_and_pull_settles_and_leases_the_next_in_one_call(env):
+    q, _ = env
+    await q.admit(adm(rid="one", reserve=1000))
+    await q.admit(adm(rid="two", reserve=1000))
+    first = await q.pull("m", "rep")
+    done, nxt = await q.complete_and_pull(first.request_id, "rep", 3, 100, "stop", "m")
+    assert done and nxt is not None and nxt.request_id == "two" and nxt.attempt == 1
+    assert (await q.request_state("two"))["state"] == "leased"
+    done, nxt = await q.complete_and_pull("two", "rep", 3, 100, "stop", "m")
+    assert done and nxt is None
+    assert await budget(q) == {"reserved": 0, "spent": 200}
