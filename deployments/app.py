@@ -32,8 +32,11 @@ def replica_options(m: ModelConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {"name": f"{m.name}-replica"}
     stages = m.stages()
     if stages > 1:
-        # Bundle 0 holds the replica actor; one GPU bundle per pipeline stage.
-        opts["placement_group_bundles"] = [{"CPU": m.num_cpus}] + [{"GPU": m.num_gpus}] * stages
+        # One bundle per pipeline stage, each with its GPU; bundle 0 also holds the
+        # replica actor itself (CPU only), so STRICT_SPREAD needs one node per
+        # stage rather than an extra node for a CPU-only bundle.
+        stage = {"CPU": m.stage_cpus, "GPU": m.num_gpus}
+        opts["placement_group_bundles"] = [{**stage, "CPU": m.stage_cpus + m.num_cpus}] + [stage] * (stages - 1)
         opts["placement_group_strategy"] = m.placement_strategy
         opts["ray_actor_options"] = {"num_cpus": m.num_cpus}
     else:

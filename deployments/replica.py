@@ -25,29 +25,72 @@ from ossfleet.worker import ReplicaWorker
 log = logging.getLogger("ossfleet.replica")
 
 
-def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
-    """The engine a model's config asks for."""
+def _dtype(m: ModelConfig) -> str:
+    if m.dtype != "auto":
+        return m.dtype
+    return "bfloat16" if m.device.startswith("cuda") else "float32"
+
+
+async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
+    """The engine a model's config asks for, loaded and started."""
+    path = cfg.model_path(m)
+    engine: Engine
     if m.engine == "stub":
         from ossfleet.engine.stub import StubEngine
 
         ids = SpecialIds.of(tokenizer)
         header = [ids.channel, *tokenizer.encode("final", add_special_tokens=False), ids.message]
-        return StubEngine(header, ids.return_, max_slots=m.max_batch_size, max_context=m.max_context)
-    if m.engine == "mii":
-        raise RuntimeError(
-            f"model {m.name!r}: the DeepSpeed-MII backend does not support gpt-oss (its FastGen has no gpt_oss "
-            "architecture) and needs CUDA; use engine: transformers"
-        )
-    from ossfleet.engine.hf import TransformersEngine
+        engine = StubEngine(header, ids.return_, max_slots=m.max_batch_size, max_context=m.max_context)
+    elif m.engine == "mii":
+        from ossfleet.engine.mii import check_mii
 
-    return TransformersEngine(
-        cfg.model_path(m),
-        device=m.device,
-        dtype=m.dtype,
-        max_batch_size=m.max_batch_size,
-        max_context=m.max_context,
-        torch_threads=m.torch_threads,
-    )
+        check_mii(path)  # raises: no model ossfleet serves runs on MII today (see engine/mii.py)
+        raise RuntimeError("unreachable")
+    elif m.engine == "transformers" and m.stages() == 1:
+        from ossfleet.engine.hf import TransformersEngine
+
+        engine = TransformersEngine(
+            path, device=m.device, dtype=m.dtype, max_batch_size=m.max_batch_size,
+            max_context=m.max_context, torch_threads=m.torch_threads,
+        )  # fmt: skip
+    else:
+        engine = await asyncio.to_thread(_batched_engine, cfg, m, tokenizer)
+    await engine.start()
+    return engine
+
+
+def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
+    import torch
+    from transformers import AutoConfig
+
+    from ossfleet.engine.batched import BatchedEngine, LocalExecutor, RayExecutor, ray_stage_actors
+    from ossfleet.engine.stages import PipelineStage
+
+    if m.torch_threads:
+        torch.set_num_threads(m.torch_threads)
+    path = cfg.model_path(m)
+    layers = AutoConfig.from_pretrained(path).num_hidden_layers
+    ranges = m.stage_ranges(layers)
+    executor: Any
+    if len(ranges) == 1:
+        executor = LocalExecutor([PipelineStage(path, 0, layers, dtype=_dtype(m), device=m.device)])
+    else:
+        from ray.util import get_current_placement_group
+
+        pg = get_current_placement_group()
+        if pg is None:
+            raise RuntimeError(f"model {m.name!r} has {len(ranges)} stages but its replica has no placement group")
+        # Stage i sits in bundle i; bundle 0 also holds this replica (see deployments/app.py).
+        actors = ray_stage_actors(
+            str(path), ranges, pg, first_bundle=0, num_gpus=m.num_gpus, num_cpus=m.stage_cpus,
+            dtype=_dtype(m), device=m.device,
+        )  # fmt: skip
+        executor = RayExecutor(actors)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return BatchedEngine(
+        executor, max_batch_size=m.max_batch_size, micro_batches=m.micro_batch_count(),
+        max_context=m.max_context, pad_id=pad,
+    )  # fmt: skip
 
 
 @serve.deployment(name="ModelReplica", graceful_shutdown_timeout_s=60, health_check_period_s=5)
@@ -60,26 +103,29 @@ class ModelReplica:
         if m is None:
             raise ValueError(f"model {model!r} is not in the config")
         self.model = m
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model_path(m))
-        self.engine = build_engine(cfg, m, tokenizer)
+        self.cfg = cfg
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model_path(m))
         self.redis = connect_async(redis_url, cfg.redis)
         self.bell = connect_async(redis_url, cfg.redis)
-        owner = f"{m.name}@{socket.gethostname()}:{os.getpid()}"
-        self.worker = ReplicaWorker(
-            queue_for(cfg, self.redis), self.engine, tokenizer,
-            model=m.name, owner=owner, price=m.price, bell_client=self.bell,
-        )  # fmt: skip
+        self.owner = f"{m.name}@{socket.gethostname()}:{os.getpid()}"
+        self.engine: Engine | None = None
+        self.worker: ReplicaWorker | None = None
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:
-        await self.engine.start()
+        self.engine = await build_engine(self.cfg, self.model, self.tokenizer)
+        self.worker = ReplicaWorker(
+            queue_for(self.cfg, self.redis), self.engine, self.tokenizer,
+            model=self.model.name, owner=self.owner, price=self.model.price, bell_client=self.bell,
+        )  # fmt: skip
         self.worker.start()
-        log.info("event=replica_ready model=%s", self.model.name)
+        log.info("event=replica_ready model=%s engine=%s stages=%d", self.model.name, self.model.engine,
+                 self.model.stages())  # fmt: skip
 
     async def check_health(self) -> None:
         if self._started.done() and self._started.exception() is not None:
             raise RuntimeError(f"engine failed to start: {self._started.exception()!r}")
-        if self._started.done() and not (self.engine.healthy() and self.worker.alive()):
+        if self._started.done() and not (self.engine and self.engine.healthy() and self.worker and self.worker.alive()):
             raise RuntimeError("engine or worker loop stopped")
         try:
             await asyncio.wait_for(self.redis.ping(), timeout=2)
@@ -87,17 +133,15 @@ class ModelReplica:
             raise RuntimeError(f"replica cannot reach Redis: {type(e).__name__}") from None
 
     async def stats(self) -> dict[str, Any]:
-        s = self.engine.stats()
-        return {
-            "model": self.model.name,
-            "ready": self._started.done() and self._started.exception() is None,
-            "running": s.running,
-            "max_slots": s.max_slots,
-            "served": self.worker.served,
-            "tokens_per_s": s.tokens_per_s,
-        }
+        """Engine and worker counters (for operators and tests)."""
+        ready = self._started.done() and self._started.exception() is None
+        if not ready or self.engine is None or self.worker is None:
+            return {"model": self.model.name, "ready": False}
+        return {"model": self.model.name, "ready": True, **self.worker.load()}
 
     async def __del__(self) -> None:
         # Ray Serve calls __del__ on graceful shutdown: stop pulling, finish or hand back.
-        await self.worker.drain(grace_s=30.0)
-        await self.engine.stop()
+        if self.worker is not None:
+            await self.worker.drain(grace_s=30.0)
+        if self.engine is not None:
+            await self.engine.stop()

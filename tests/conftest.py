@@ -42,3 +42,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
 def namespace() -> str:
     """A fresh key namespace per test, so tests never see each other's state."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_sw8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four layers with a sliding window of 8, so test prompts run past the window."""
+    from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
+
+    return make_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny-sw8", TinySpec(layers=4, sliding_window=8, seed=3)
+    )

@@ -118,7 +118,11 @@ class ModelConfig(_Section):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     spec: str
     path: str
-    engine: Literal["transformers", "stub", "mii"] = "transformers"
+    # transformers: the library's continuous batching (one process, greedy);
+    # batched: ossfleet's micro-batched engine (any stage count, full sampling);
+    # stub: no model, answers at once; mii: DeepSpeed-MII where it can run.
+    # A model with more than one pipeline stage always runs the batched engine.
+    engine: Literal["transformers", "batched", "stub", "mii"] = "batched"
     device: str = "cpu"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
@@ -128,6 +132,9 @@ class ModelConfig(_Section):
     pipeline_stages: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
     gpu_memory_gib: Annotated[float, Field(gt=0)] = 80.0
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    # Micro-batches in flight; "auto": one per stage, so every stage stays busy.
+    micro_batches: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    stage_cpus: Annotated[float, Field(ge=0)] = 1.0
     num_gpus: Annotated[float, Field(ge=0)] = 1.0
     num_cpus: Annotated[float, Field(ge=0)] = 1.0
     torch_threads: Annotated[int, Field(ge=1)] | None = None
@@ -140,6 +147,20 @@ class ModelConfig(_Section):
         if v not in CATALOG:
             raise ValueError(f"unknown model spec {v!r}; the catalog has {sorted(CATALOG)}")
         return v
+
+    def micro_batch_count(self) -> int:
+        return self.stages() if self.micro_batches == "auto" else min(self.micro_batches, self.max_batch_size)
+
+    def stage_ranges(self, layers: int) -> list[tuple[int, int]]:
+        """The layer range of each pipeline stage for a checkpoint of ``layers`` layers
+        (the catalog's for a real checkpoint; fewer for a tiny stand-in)."""
+        from ossfleet.catalog import split_layers
+
+        out, start = [], 0
+        for n in split_layers(layers, self.stages()):
+            out.append((start, start + n))
+            start += n
+        return out
 
     def stages(self) -> int:
         """Pipeline stages per replica: as configured, or planned by the catalog."""

@@ -26,7 +26,7 @@ class Platform:
     keys: dict[str, str]
 
 
-def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine: str = "transformers") -> dict:
+def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine: str = "batched") -> dict:
     model = {
         "device": "cpu",
         "max_batch_size": 4,
@@ -49,10 +49,14 @@ def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine:
                 "price": {"input_per_1k": 0.001, "output_per_1k": 0.002},
             },
             {
+                # gpt-oss-120b as a two-stage pipeline, one stage per node.
                 "name": "gpt-oss-120b",
                 "spec": "gpt-oss-120b",
                 "path": str(ckpt_120b),
                 **model,
+                "pipeline_stages": 2,
+                "placement_strategy": "STRICT_SPREAD",
+                "stage_cpus": 0.5,
                 "price": {"input_per_1k": 0.003, "output_per_1k": 0.006},
             },
         ],
@@ -65,14 +69,21 @@ def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    """A head node and three worker nodes with one logical GPU each."""
     import ray
+    from ray.cluster_utils import Cluster
 
-    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+    for _ in range(3):
+        cluster.add_node(num_cpus=1, num_gpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.wait_for_nodes()
     yield ray
     from ray import serve
 
     serve.shutdown()
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

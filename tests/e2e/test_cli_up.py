@@ -57,7 +57,12 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
         resp = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             headers={"authorization": f"Bearer {key}"},
-            json={"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8},
+            json={
+                "model": "gpt-oss-20b",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 8,
+                "temperature": 0,
+            },
             timeout=120,
         )
         assert resp.status_code == 200, resp.text

@@ -29,9 +29,21 @@ def queue_keys(platform) -> set[bytes]:
 
 
 def test_replicas_hold_logical_gpus(platform, ray_cluster):
-    # Two model replicas, one GPU each, on a cluster of two logical GPUs.
-    assert ray_cluster.cluster_resources()["GPU"] == 2
+    # The 20B replica takes one GPU, the 120B pipeline group two: all three logical GPUs.
+    assert ray_cluster.cluster_resources()["GPU"] == 3
     assert ray_cluster.available_resources().get("GPU", 0) == 0
+
+
+def test_120b_pipeline_stages_sit_on_different_nodes(platform, client):
+    from ray.util.state import list_actors
+
+    resp = client.chat.completions.create(
+        model="gpt-oss-120b", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, temperature=0
+    )
+    assert resp.model == "gpt-oss-120b" and resp.usage.completion_tokens == 6
+    stages = list_actors(filters=[("class_name", "=", "PipelineStage"), ("state", "=", "ALIVE")])
+    assert len(stages) == 2
+    assert len({a.node_id for a in stages}) == 2
 
 
 def test_openai_client_chat_plain_returns_the_tiny_models_greedy_tokens(platform, client, tiny_checkpoint):
@@ -57,6 +69,7 @@ def test_openai_client_chat_streamed(platform, client):
         model="gpt-oss-120b",
         messages=[{"role": "user", "content": "Stream please"}],
         max_tokens=10,
+        temperature=0,  # greedy: the tiny model's sampled text may hit a stop token early
         stream=True,
         stream_options={"include_usage": True},
     )

@@ -1,0 +1,217 @@
+"""One pipeline stage of gpt-oss: a contiguous run of layers, and only their weights.
+
+A :class:`PipelineStage` holds layers ``[start, end)`` of the model; the first
+stage also holds the token embedding, the last the final norm and the LM
+head. It reads exactly those tensors from the checkpoint's safetensors files
+(through the index when the checkpoint is sharded), so a stage of
+gpt-oss-120b on a 48 GB GPU never sees the other half of the weights. MXFP4
+expert weights (the released checkpoints) are dequantized to the stage's dtype
+as they load.
+
+Each stage keeps the KV cache of its own layers, one ``DynamicCache`` per
+micro-batch, built from a config that lists only its layers (renumbered from
+0), and builds its own causal and sliding-window masks and rotary embeddings,
+so that the stages chained together compute exactly what the whole model does.
+
+The same class runs in-process (tests, a one-stage executor) or as a Ray actor
+placed in its bundle of the replica's placement group.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _weight_files(path: Path, names: Iterable[str]) -> dict[str, list[str]]:
+    """Which safetensors file holds each wanted tensor."""
+    index = path / "model.safetensors.index.json"
+    wanted = list(names)
+    if index.exists():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        out: dict[str, list[str]] = {}
+        for n in wanted:
+            if n in weight_map:
+                out.setdefault(weight_map[n], []).append(n)
+        return out
+    return {"model.safetensors": wanted}
+
+
+def load_tensors(path: Path, prefixes: tuple[str, ...], exact: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The checkpoint tensors whose names start with one of ``prefixes`` or equal one of ``exact``."""
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        all_names = list(json.loads(index.read_text())["weight_map"])
+    else:
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            all_names = list(f.keys())
+    names = [n for n in all_names if n in exact or n.startswith(prefixes)]
+    out: dict[str, torch.Tensor] = {}
+    for file, file_names in _weight_files(path, names).items():
+        with safe_open(str(path / file), framework="pt") as f:
+            for n in file_names:
+                out[n] = f.get_tensor(n)
+    return out
+
+
+def _dequantize_mxfp4(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Replace ``*_blocks``/``*_scales`` MXFP4 pairs with dense weights."""
+    blocks = [n for n in tensors if n.endswith("_blocks")]
+    if not blocks:
+        return tensors
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    out = {n: t for n, t in tensors.items() if not n.endswith(("_blocks", "_scales"))}
+    for b in blocks:
+        base = b[: -len("_blocks")]
+        out[base] = convert_moe_packed_tensors(tensors[b], tensors[base + "_scales"], dtype=dtype)
+    return out
+
+
+class PipelineStage:
+    """Layers ``[start, end)`` of a gpt-oss checkpoint, their weights, and their KV caches."""
+
+    def __init__(self, path: str | Path, start: int, end: int, *, dtype: str = "float32", device: str = "cpu") -> None:
+        from transformers import AutoConfig
+        from transformers.models.gpt_oss.modeling_gpt_oss import (
+            GptOssDecoderLayer,
+            GptOssRMSNorm,
+            GptOssRotaryEmbedding,
+        )
+
+        self.path = Path(path)
+        full = AutoConfig.from_pretrained(self.path)
+        if not 0 <= start < end <= full.num_hidden_layers:
+            raise ValueError(f"stage layers [{start}, {end}) outside the model's {full.num_hidden_layers} layers")
+        self.start, self.end = start, end
+        self.first = start == 0
+        self.last = end == full.num_hidden_layers
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        cfg = copy.deepcopy(full)
+        cfg.num_hidden_layers = end - start
+        cfg.layer_types = list(full.layer_types[start:end])
+        cfg._attn_implementation = "eager"
+        cfg._experts_implementation = getattr(full, "_experts_implementation", None) or "eager"
+        self.config = cfg
+
+        with torch.device("meta"):
+            self.layers = torch.nn.ModuleList([GptOssDecoderLayer(cfg, i) for i in range(end - start)])
+            self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.hidden_size) if self.first else None
+            self.norm = GptOssRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps) if self.last else None
+            self.lm_head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if self.last else None
+        self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
+
+        prefixes = tuple(f"model.layers.{i}." for i in range(start, end))
+        exact: tuple[str, ...] = ("model.embed_tokens.weight",) if self.first else ()
+        if self.last:
+            exact += ("model.norm.weight", "lm_head.weight")
+        tensors = _dequantize_mxfp4(load_tensors(self.path, prefixes, exact), self.dtype)
+        layer_sd: dict[str, torch.Tensor] = {}
+        for name, t in tensors.items():
+            if name.startswith("model.layers."):
+                idx, rest = name[len("model.layers.") :].split(".", 1)
+                layer_sd[f"{int(idx) - start}.{rest}"] = t
+        self._load(self.layers, layer_sd)
+        if self.embed is not None:
+            self._load(self.embed, {"weight": tensors["model.embed_tokens.weight"]})
+        if self.norm is not None and self.lm_head is not None:
+            self._load(self.norm, {"weight": tensors["model.norm.weight"]}, fp32=True)
+            self._load(self.lm_head, {"weight": tensors["lm_head.weight"]})
+        self._caches: dict[int, Any] = {}
+
+    def _load(self, module: torch.nn.Module, sd: dict[str, torch.Tensor], fp32: bool = False) -> None:
+        # Norms stay in float32, as transformers keeps them for gpt-oss.
+        cast = {n: t.to(self.device, torch.float32 if fp32 or "norm" in n else self.dtype) for n, t in sd.items()}
+        module.load_state_dict(cast, strict=True, assign=True)
+        module.eval()
+
+    # -- what a stage reports -----------------------------------------------------------
+
+    def param_bytes(self) -> int:
+        """Bytes of the weights this stage holds."""
+        mods = [self.layers, self.embed, self.norm, self.lm_head]
+        return sum(p.numel() * p.element_size() for m in mods if m is not None for p in m.parameters())
+
+    def node_id(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def layer_range(self) -> tuple[int, int]:
+        return self.start, self.end
+
+    # -- compute --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def forward(
+        self,
+        batch_id: int,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        keep: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Run this stage's layers for one step of micro-batch ``batch_id``.
+
+        ``x`` is token ids ``[B, T]`` on the first stage and hidden states
+        ``[B, T, H]`` elsewhere; ``attention_mask`` is the 2-D mask over past
+        and new tokens. ``keep`` drops finished rows from the cache first.
+        Returns hidden states, or on the last stage the logits of each row's
+        last position ``[B, V]`` (float32).
+        """
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        cache = self._caches.get(batch_id)
+        if cache is None:
+            cache = self._caches[batch_id] = DynamicCache(config=self.config)
+        elif keep is not None:
+            cache.batch_select_indices(torch.tensor(keep, dtype=torch.long))
+        x = x.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        position_ids = position_ids.to(self.device)
+        h = self.embed(x) if self.embed is not None else x.to(self.dtype)
+        kw = {
+            "config": self.config,
+            "inputs_embeds": h,
+            "attention_mask": attention_mask,
+            "past_key_values": cache,
+            "position_ids": position_ids,
+        }
+        masks = {
+            "full_attention": create_causal_mask(**kw),
+            "sliding_attention": create_sliding_window_causal_mask(**kw),
+        }
+        pe = self.rotary(h, position_ids)
+        for i, layer in enumerate(self.layers):
+            h = layer(
+                h,
+                attention_mask=masks[self.config.layer_types[i]],
+                position_embeddings=pe,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+        if self.norm is None or self.lm_head is None:
+            return h
+        return self.lm_head(self.norm(h[:, -1:, :]))[:, -1, :].float()
+
+    def release(self, batch_id: int) -> None:
+        """Forget a finished micro-batch's KV cache."""
+        self._caches.pop(batch_id, None)
+
+    def cached_tokens(self) -> int:
+        """Tokens held in this stage's KV caches (for the KV-use stat)."""
+        total = 0
+        for c in self._caches.values():
+            if c.layers and getattr(c.layers[0], "keys", None) is not None and c.layers[0].keys.numel():
+                total += int(c.layers[-1].keys.shape[0] * c.get_seq_length())
+        return total

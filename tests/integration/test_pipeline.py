@@ -1,0 +1,104 @@
+"""The micro-batched engine and pipeline stages on a real tiny gpt-oss checkpoint, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams
+from ossfleet.engine.batched import local_engine
+from ossfleet.engine.stages import PipelineStage
+
+# Lengths 3, 7, 13 and 25 with a sliding window of 8: some prompts run past it.
+PROMPTS = [list(range(3, 6)), list(range(10, 17)), list(range(20, 33)), list(range(40, 65)), [7, 8, 9, 10, 11]]
+GREEDY = SamplingParams(max_tokens=12, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint_sw8):
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_sw8)
+    return [
+        model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False)[0, len(p) :].tolist() for p in PROMPTS
+    ]
+
+
+async def run_all(engine, params=lambda i: GREEDY, prompts=PROMPTS):
+    await engine.start()
+
+    async def one(i, p):
+        toks = []
+        async for out in engine.generate(EngineRequest(f"r{i}", p, params(i))):
+            toks += out.token_ids
+        return toks
+
+    try:
+        return await asyncio.gather(*[one(i, p) for i, p in enumerate(prompts)])
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize(
+    ("ranges", "micro_batches"),
+    [([(0, 4)], 1), ([(0, 2), (2, 4)], 1), ([(0, 2), (2, 4)], 2), ([(0, 1), (1, 3), (3, 4)], 3)],
+    ids=["whole", "2-stages", "2-stages-2-microbatches", "3-stages-3-microbatches"],
+)
+async def test_greedy_tokens_equal_generate(tiny_checkpoint_sw8, reference, ranges, micro_batches):
+    # Five prompts on four slots: rows join, finish and leave their micro-batches.
+    engine = local_engine(str(tiny_checkpoint_sw8), ranges, max_batch_size=4, micro_batches=micro_batches)
+    assert await run_all(engine) == reference
+
+
+def test_each_stage_holds_only_its_share_of_the_weights(tiny_checkpoint_sw8):
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_sw8)
+    whole = sum(p.numel() * p.element_size() for p in model.parameters())
+    for ranges in ([(0, 2), (2, 4)], [(0, 1), (1, 3), (3, 4)]):
+        sizes = [PipelineStage(tiny_checkpoint_sw8, a, b).param_bytes() for a, b in ranges]
+        assert sum(sizes) == whole  # together exactly the model, nothing loaded twice
+        assert max(sizes) < 0.75 * whole
+
+
+def test_stage_outside_the_model_is_refused(tiny_checkpoint_sw8):
+    with pytest.raises(ValueError, match="outside the model's 4 layers"):
+        PipelineStage(tiny_checkpoint_sw8, 2, 6)
+
+
+async def test_same_seed_same_tokens_whatever_the_batch(tiny_checkpoint_sw8, reference):
+    def seeded(seed):
+        return lambda i: SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=seed + i)
+
+    a = await run_all(local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4), seeded(42))
+    b = await run_all(local_engine(str(tiny_checkpoint_sw8), [(0, 2), (2, 4)], max_batch_size=2, micro_batches=2),
+                      seeded(42))  # fmt: skip
+    c = await run_all(local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4), seeded(7))
+    assert a == b
+    assert a != c and a != reference
+
+
+async def test_abort_frees_the_slot_and_ends_the_stream(tiny_checkpoint_sw8):
+    engine = local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=2, max_context=512)
+    await engine.start()
+    try:
+        gen = engine.generate(EngineRequest("long", [1, 2, 3], SamplingParams(max_tokens=300, temperature=0)))
+        first = await gen.__anext__()
+        assert first.token_ids and engine.free_slots() == 1
+        engine.abort("long")
+        rest = [o async for o in gen]
+        assert rest[-1].finished and rest[-1].finish_reason == "abort"
+        assert engine.free_slots() == 2
+    finally:
+        await engine.stop()
+
+
+async def test_prompt_beyond_the_context_is_refused_before_compute(tiny_checkpoint_sw8):
+    engine = local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=2, max_context=64)
+    await engine.start()
+    try:
+        with pytest.raises(EngineError, match="exceed the model's context"):
+            async for _ in engine.generate(EngineRequest("big", list(range(60)), SamplingParams(max_tokens=10))):
+                pass
+        assert engine.free_slots() == 2 and engine.stats().running == 0
+    finally:
+        await engine.stop()
