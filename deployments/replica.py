@@ -89,7 +89,7 @@ def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engi
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return BatchedEngine(
         executor, max_batch_size=m.max_batch_size, micro_batches=m.micro_batch_count(),
-        max_context=m.max_context, pad_id=pad,
+        max_context=m.max_context, pad_id=pad, torch_threads=m.torch_threads,
     )  # fmt: skip
 
 

@@ -102,3 +102,26 @@ async def test_prompt_beyond_the_context_is_refused_before_compute(tiny_checkpoi
         assert engine.free_slots() == 2 and engine.stats().running == 0
     finally:
         await engine.stop()
+
+
+async def test_whole_model_stage_matches_generate(tiny_checkpoint_sw8, reference):
+    from ossfleet.engine.batched import BatchedEngine, LocalExecutor
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_sw8).eval()
+    engine = BatchedEngine(LocalExecutor([PipelineStage.whole_model(model)]), max_batch_size=4)
+    assert await run_all(engine) == reference
+
+
+async def test_stats_report_running_rows_and_kv_use(tiny_checkpoint_sw8):
+    engine = local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=2, max_context=512)
+    await engine.start()
+    try:
+        gen = engine.generate(EngineRequest("s", list(range(10, 30)), SamplingParams(max_tokens=100, temperature=0)))
+        await gen.__anext__()
+        s = engine.stats()
+        assert s.running == 1 and s.free_slots == 1
+        assert 0 < s.kv_cache_used <= 22 / (2 * 512)
+        engine.abort("s")
+        _ = [o async for o in gen]
+    finally:
+        await engine.stop()

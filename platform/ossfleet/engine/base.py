@@ -9,6 +9,8 @@ Redis should be holding.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -89,19 +91,22 @@ class Engine(Protocol):
 
 
 class ThroughputMeter:
-    """Tokens per second over a sliding window of recent outputs."""
+    """Events (tokens, requests) per second over a sliding window; safe across threads."""
 
     def __init__(self, window_s: float = 10.0) -> None:
         self.window_s = window_s
-        self._events: list[tuple[float, int]] = []
+        self._events: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
 
-    def add(self, now: float, tokens: int) -> None:
-        self._events.append((now, tokens))
-        cutoff = now - self.window_s
-        while self._events and self._events[0][0] < cutoff:
-            self._events.pop(0)
+    def add(self, now: float, count: int) -> None:
+        with self._lock:
+            self._events.append((now, count))
+            cutoff = now - self.window_s
+            while self._events and self._events[0][0] < cutoff:
+                self._events.popleft()
 
     def rate(self, now: float) -> float:
         cutoff = now - self.window_s
-        total = sum(n for t, n in self._events if t >= cutoff)
+        with self._lock:
+            total = sum(n for t, n in self._events if t >= cutoff)
         return total / self.window_s

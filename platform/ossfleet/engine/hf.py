@@ -162,7 +162,8 @@ class TransformersEngine:
                 request_id=rid,
                 max_new_tokens=request.sampling.max_tokens,
                 streaming=True,
-                eos_token_id=list(stops) or None,
+                # No stop tokens means none: not the checkpoint's defaults ([-1] never matches).
+                eos_token_id=list(stops) or [-1],
             )
             while True:
                 item = await q.get()

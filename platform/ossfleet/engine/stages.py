@@ -127,6 +127,32 @@ class PipelineStage:
             self._load(self.lm_head, {"weight": tensors["lm_head.weight"]})
         self._caches: dict[int, Any] = {}
 
+    @classmethod
+    def whole_model(cls, model: Any) -> PipelineStage:
+        """A single stage over an already-built ``GptOssForCausalLM`` (no copy, no loading).
+
+        For benchmarks on randomly initialised full-size models, which have no
+        checkpoint on disk to load from.
+        """
+        from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRotaryEmbedding
+
+        self = cls.__new__(cls)
+        cfg = copy.deepcopy(model.config)
+        cfg._attn_implementation = "eager"
+        self.path = Path(".")
+        self.start, self.end = 0, cfg.num_hidden_layers
+        self.first = self.last = True
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.config = cfg
+        self.layers = model.model.layers
+        self.embed = model.model.embed_tokens
+        self.norm = model.model.norm
+        self.lm_head = model.lm_head
+        self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
+        self._caches = {}
+        return self
+
     def _load(self, module: torch.nn.Module, sd: dict[str, torch.Tensor], fp32: bool = False) -> None:
         # Norms stay in float32, as transformers keeps them for gpt-oss.
         cast = {n: t.to(self.device, torch.float32 if fp32 or "norm" in n else self.dtype) for n, t in sd.items()}
