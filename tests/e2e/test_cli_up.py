@@ -69,6 +69,16 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
         body = resp.json()
         assert body["model"] == "gpt-oss-20b" and body["usage"]["completion_tokens"] == 8
         assert body["choices"][0]["message"]["content"]
+        # gpt-oss-120b runs as a two-stage pipeline in local.yaml.
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "gpt-oss-120b", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+                  "temperature": 0},
+            timeout=120,
+        )  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["model"] == "gpt-oss-120b"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
