@@ -11,6 +11,10 @@ TORCH  ?= torch==2.13.0
 CONFIG ?= config/local.yaml
 STAMP  := $(VENV)/.installed
 CKPT   := var/checkpoints
+# checkov (the Terraform security scan) lives in a venv of its own: its pinned
+# dependencies would downgrade packages Ray needs.
+TFVENV := .venv-tf
+TFSTAMP := $(TFVENV)/.installed
 
 .PHONY: install run test lint unit checkpoints clean
 
@@ -22,6 +26,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+$(TFSTAMP):
+	$(PYTHON) -m venv $(TFVENV)
+	$(TFVENV)/bin/pip install --quiet --upgrade pip
+	$(TFVENV)/bin/pip install --quiet "checkov>=3.2,<4"
+	touch $@
 
 $(CKPT)/tiny-gpt-oss-20b/config.json: | $(STAMP)
 	$(BIN)/ossfleet make-tiny-checkpoint $(CKPT)/tiny-gpt-oss-20b --layers 2
@@ -39,11 +49,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint $(TFSTAMP)
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TFVENV) var .pytest_cache .mypy_cache .ruff_cache

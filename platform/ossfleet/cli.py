@@ -108,6 +108,35 @@ def cmd_render_serve_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_terraform_vars(args: argparse.Namespace) -> int:
+    from ossfleet.catalog import CATALOG
+
+    if args.config:
+        cfg = _load(args.config)
+        models = {
+            m.name: {
+                "layers": CATALOG[m.spec].layers,
+                "layer_bytes": CATALOG[m.spec].layer_bytes,
+                "embedding_bytes": CATALOG[m.spec].embedding_bytes,
+                "min_replicas": m.replicas.min,
+                "max_replicas": m.replicas.max,
+            }
+            for m in cfg.models
+        }
+    else:
+        models = {
+            s.name: {"layers": s.layers, "layer_bytes": s.layer_bytes, "embedding_bytes": s.embedding_bytes,
+                     "min_replicas": 0, "max_replicas": 4}
+            for s in CATALOG.values()
+        }  # fmt: skip
+    text = json.dumps({"models": models}, indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from ossfleet.redisdb import connect
     from ossfleet.tenancy import new_api_key, register_key
@@ -150,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     rsc.add_argument("--config-path-in-cluster", default=None, help="where the config file lies on the cluster")
     rsc.add_argument("-o", "--output", default=None)
     rsc.set_defaults(fn=cmd_render_serve_config)
+
+    tfv = sub.add_parser("terraform-vars", help="model specs from the catalog as Terraform variables (JSON)")
+    tfv.add_argument("--config", default=None, help="take models and replica bounds from this config")
+    tfv.add_argument("-o", "--output", default=None)
+    tfv.set_defaults(fn=cmd_terraform_vars)
 
     keys = sub.add_parser("keys", help="API keys")
     ksub = keys.add_subparsers(dest="keys_cmd", required=True)

@@ -1,0 +1,129 @@
+# A production ossfleet on AWS: VPC, EKS with a GPU node group per model sized
+# from ossfleet's catalog, ElastiCache Redis (TLS), KubeRay with a RayService,
+# and a TLS load balancer for HTTP and gRPC.
+
+locals {
+  tags = merge({ "app" = "ossfleet", "ossfleet.io/deployment" = var.name }, var.tags)
+
+  # GPU memory (GiB) and GPUs per node of the instance types this example knows.
+  instance_gpus = {
+    "g5.xlarge"     = { gpu_memory_gib = 24, gpus_per_node = 1 }  # 1x A10G
+    "g5.12xlarge"   = { gpu_memory_gib = 24, gpus_per_node = 4 }  # 4x A10G
+    "g6.xlarge"     = { gpu_memory_gib = 24, gpus_per_node = 1 }  # 1x L4
+    "g6e.xlarge"    = { gpu_memory_gib = 48, gpus_per_node = 1 }  # 1x L40S
+    "g6e.12xlarge"  = { gpu_memory_gib = 48, gpus_per_node = 4 }  # 4x L40S
+    "g6e.48xlarge"  = { gpu_memory_gib = 48, gpus_per_node = 8 }  # 8x L40S
+    "p4d.24xlarge"  = { gpu_memory_gib = 40, gpus_per_node = 8 }  # 8x A100 40 GB
+    "p4de.24xlarge" = { gpu_memory_gib = 80, gpus_per_node = 8 }  # 8x A100 80 GB
+    "p5.48xlarge"   = { gpu_memory_gib = 80, gpus_per_node = 8 }  # 8x H100
+    "p5e.48xlarge"  = { gpu_memory_gib = 141, gpus_per_node = 8 } # 8x H200
+  }
+}
+
+module "sizing" {
+  source = "../../modules/sizing"
+
+  models = var.models
+  gpu    = { for model, type in var.gpu_instance_types : model => local.instance_gpus[type] }
+}
+
+module "network" {
+  source = "../../modules/network"
+
+  name               = var.name
+  cidr               = var.vpc_cidr
+  single_nat_gateway = var.single_nat_gateway
+  tags               = local.tags
+}
+
+module "cluster" {
+  source = "../../modules/cluster"
+
+  name                  = var.name
+  region                = var.region
+  kubernetes_version    = var.kubernetes_version
+  vpc_id                = module.network.vpc_id
+  subnet_ids            = module.network.private_subnets
+  public_endpoint       = length(var.admin_cidrs) > 0
+  public_endpoint_cidrs = var.admin_cidrs
+  gpu_pools = {
+    for model, type in var.gpu_instance_types : model => {
+      instance_type = type
+      gpus_per_node = local.instance_gpus[type].gpus_per_node
+      min_nodes     = module.sizing.min_gpu_nodes[model]
+      max_nodes     = module.sizing.max_gpu_nodes[model]
+      disk_gib      = var.gpu_node_disk_gib
+    }
+  }
+  tags = local.tags
+}
+
+module "redis" {
+  source = "../../modules/redis"
+
+  name                      = var.name
+  vpc_id                    = module.network.vpc_id
+  subnet_ids                = module.network.private_subnets
+  client_security_group_ids = [module.cluster.node_security_group_id]
+  node_type                 = var.redis_node_type
+  tags                      = local.tags
+}
+
+module "kuberay" {
+  source = "../../modules/kuberay"
+
+  image                = var.image
+  serve_config_yaml    = file(var.serve_config_path)
+  ossfleet_config_yaml = file(var.ossfleet_config_path)
+  redis_host           = module.redis.primary_endpoint
+  redis_password       = module.redis.auth_token
+  gpu_groups = {
+    for model, type in var.gpu_instance_types : model => {
+      min_nodes     = module.sizing.min_gpu_nodes[model]
+      max_nodes     = module.sizing.max_gpu_nodes[model]
+      gpus_per_node = local.instance_gpus[type].gpus_per_node
+      cpu           = var.gpu_pod_resources[model].cpu
+      memory        = var.gpu_pod_resources[model].memory
+    }
+  }
+}
+
+module "ingress" {
+  source = "../../modules/ingress"
+
+  name                = var.name
+  cluster_name        = module.cluster.cluster_name
+  vpc_id              = module.network.vpc_id
+  oidc_provider_arn   = module.cluster.oidc_provider_arn
+  namespace           = module.kuberay.namespace
+  acm_certificate_arn = var.acm_certificate_arn
+  internal            = var.internal_endpoint
+  allowed_cidrs       = var.client_cidrs
+  tags                = local.tags
+}
+
+resource "aws_budgets_budget" "monthly" {
+  count = var.monthly_budget_usd > 0 ? 1 : 0
+
+  name         = "${var.name}-monthly"
+  budget_type  = "COST"
+  limit_amount = tostring(var.monthly_budget_usd)
+  limit_unit   = "USD"
+  time_unit    = "MONTHLY"
+
+  cost_filter {
+    name   = "TagKeyValue"
+    values = [format("user:ossfleet.io/deployment$%s", var.name)]
+  }
+
+  dynamic "notification" {
+    for_each = var.budget_alert_thresholds_percent
+    content {
+      comparison_operator        = "GREATER_THAN"
+      threshold                  = notification.value
+      threshold_type             = "PERCENTAGE"
+      notification_type          = "FORECASTED"
+      subscriber_email_addresses = var.budget_alert_emails
+    }
+  }
+}

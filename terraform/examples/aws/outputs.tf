@@ -1,0 +1,34 @@
+output "http_endpoint" {
+  description = "OpenAI-compatible API (TLS): point a CNAME of the certificate's host name at this load balancer."
+  value       = module.ingress.hostname == null ? null : "https://${module.ingress.hostname}/v1"
+}
+
+output "grpc_endpoint" {
+  description = "gRPC endpoint (TLS, HTTP/2)."
+  value       = module.ingress.hostname == null ? null : "${module.ingress.hostname}:9443"
+}
+
+output "redis_secret_name" {
+  description = "Secrets Manager secret with the Redis AUTH token and URL."
+  value       = module.redis.secret_name
+}
+
+output "redis_url" {
+  description = "What redis.url in the ossfleet config must say."
+  value       = module.redis.url
+}
+
+output "pipeline_stages" {
+  description = "Pipeline stages per replica of each model, from the catalog and the chosen GPUs."
+  value       = module.sizing.stages
+}
+
+output "gpu_nodes" {
+  description = "GPU node bounds per model."
+  value       = { for m in keys(var.models) : m => { min = module.sizing.min_gpu_nodes[m], max = module.sizing.max_gpu_nodes[m] } }
+}
+
+output "cluster_name" {
+  description = "EKS cluster name (aws eks update-kubeconfig --name ...)."
+  value       = module.cluster.cluster_name
+}

@@ -1,0 +1,75 @@
+# TLS for both listeners. Ray Serve's HTTP and gRPC proxies speak plain HTTP/1.1
+# and HTTP/2 (its gRPC proxy has no TLS options), so TLS terminates at an AWS
+# Network Load Balancer with an ACM certificate: 443 -> Serve HTTP (8000) and
+# 9443 -> Serve gRPC (9000, ALPN HTTP/2). The AWS Load Balancer Controller
+# creates the NLB from this Service; traffic from the NLB to the pods stays in
+# the VPC.
+
+module "lb_controller_irsa" {
+  #checkov:skip=CKV_TF_1:Registry module pinned to an exact version; commit hashes apply to git sources.
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
+  version = "5.44.0"
+
+  role_name_prefix                       = "${var.name}-lbc-"
+  attach_load_balancer_controller_policy = true
+  oidc_providers = {
+    main = {
+      provider_arn               = var.oidc_provider_arn
+      namespace_service_accounts = ["kube-system:aws-load-balancer-controller"]
+    }
+  }
+  tags = var.tags
+}
+
+resource "helm_release" "lb_controller" {
+  name       = "aws-load-balancer-controller"
+  repository = "https://aws.github.io/eks-charts"
+  chart      = "aws-load-balancer-controller"
+  version    = var.lb_controller_chart_version
+  namespace  = "kube-system"
+
+  values = [yamlencode({
+    clusterName = var.cluster_name
+    vpcId       = var.vpc_id
+    serviceAccount = {
+      name        = "aws-load-balancer-controller"
+      annotations = { "eks.amazonaws.com/role-arn" = module.lb_controller_irsa.iam_role_arn }
+    }
+    nodeSelector = { "ossfleet.io/pool" = "system" }
+  })]
+}
+
+resource "kubernetes_service" "public" {
+  metadata {
+    name      = "ossfleet-public"
+    namespace = var.namespace
+    annotations = {
+      "service.beta.kubernetes.io/aws-load-balancer-type"                   = "external"
+      "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"        = "ip"
+      "service.beta.kubernetes.io/aws-load-balancer-scheme"                 = var.internal ? "internal" : "internet-facing"
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.acm_certificate_arn
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "https,grpcs"
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+      "service.beta.kubernetes.io/aws-load-balancer-alpn-policy"            = "HTTP2Preferred"
+      "service.beta.kubernetes.io/aws-load-balancer-backend-protocol"       = "tcp"
+      "service.beta.kubernetes.io/load-balancer-source-ranges"              = join(",", var.allowed_cidrs)
+    }
+  }
+  spec {
+    type = "LoadBalancer"
+    # KubeRay labels every pod that runs a Serve proxy.
+    selector = { "ray.io/serve" = "true" }
+    port {
+      name        = "https"
+      port        = 443
+      target_port = 8000
+    }
+    port {
+      name        = "grpcs"
+      port        = 9443
+      target_port = 9000
+    }
+  }
+
+  depends_on = [helm_release.lb_controller]
+}

@@ -1,0 +1,177 @@
+# KubeRay and the RayService that runs ossfleet. The RayService's
+# serveConfigV2 is the file `ossfleet render-serve-config` writes; the ossfleet
+# YAML it points at is mounted from a ConfigMap. Ray GCS fault tolerance uses
+# the same Redis as the queues (TLS + AUTH from a Kubernetes secret), and the
+# Ray autoscaler is on: pending replicas and placement groups ask KubeRay for
+# worker pods, which the cluster autoscaler turns into GPU nodes.
+
+resource "helm_release" "kuberay_operator" {
+  name             = "kuberay-operator"
+  repository       = "https://ray-project.github.io/kuberay-helm/"
+  chart            = "kuberay-operator"
+  version          = var.kuberay_version
+  namespace        = "kuberay-system"
+  create_namespace = true
+
+  values = [yamlencode({
+    nodeSelector = { "ossfleet.io/pool" = "system" }
+  })]
+}
+
+resource "kubernetes_namespace" "ossfleet" {
+  metadata {
+    name = var.namespace
+  }
+}
+
+resource "kubernetes_secret" "redis" {
+  metadata {
+    name      = "ossfleet-redis"
+    namespace = kubernetes_namespace.ossfleet.metadata[0].name
+  }
+  data = {
+    password = var.redis_password
+  }
+}
+
+resource "kubernetes_config_map" "ossfleet" {
+  metadata {
+    name      = "ossfleet-config"
+    namespace = kubernetes_namespace.ossfleet.metadata[0].name
+  }
+  data = {
+    "config.yaml" = var.ossfleet_config_yaml
+  }
+}
+
+locals {
+  config_mount = { name = "ossfleet-config", mountPath = "/etc/ossfleet", readOnly = true }
+  models_mount = { name = "models", mountPath = "/models", readOnly = true }
+  env = [
+    { name = "OSSFLEET_REDIS_PASSWORD", valueFrom = { secretKeyRef = { name = "ossfleet-redis", key = "password" } } },
+    { name = "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", value = "1" },
+  ]
+  volumes = [
+    { name = "ossfleet-config", configMap = { name = "ossfleet-config" } },
+    { name = "models", persistentVolumeClaim = { claimName = var.models_pvc, readOnly = true } },
+  ]
+  security_context = {
+    allowPrivilegeEscalation = false
+    runAsNonRoot             = true
+    runAsUser                = 1000
+    capabilities             = { drop = ["ALL"] }
+  }
+
+  gpu_groups = [
+    for model, g in var.gpu_groups : {
+      groupName      = "gpu-${model}"
+      minReplicas    = g.min_nodes
+      maxReplicas    = g.max_nodes
+      replicas       = g.min_nodes
+      rayStartParams = { "num-gpus" = tostring(g.gpus_per_node) }
+      template = {
+        spec = {
+          nodeSelector = { "ossfleet.io/model" = model }
+          tolerations  = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
+          volumes      = local.volumes
+          containers = [{
+            name            = "ray-worker"
+            image           = var.image
+            env             = local.env
+            volumeMounts    = [local.config_mount, local.models_mount]
+            securityContext = local.security_context
+            resources = {
+              requests = { cpu = g.cpu, memory = g.memory, "nvidia.com/gpu" = tostring(g.gpus_per_node) }
+              limits   = { cpu = g.cpu, memory = g.memory, "nvidia.com/gpu" = tostring(g.gpus_per_node) }
+            }
+          }]
+        }
+      }
+    }
+  ]
+}
+
+resource "kubernetes_manifest" "rayservice" {
+  manifest = {
+    apiVersion = "ray.io/v1"
+    kind       = "RayService"
+    metadata = {
+      name      = "ossfleet"
+      namespace = kubernetes_namespace.ossfleet.metadata[0].name
+    }
+    spec = {
+      # A new config rolls out as a new Ray cluster; traffic moves once it is healthy.
+      upgradeStrategy = { type = "NewCluster" }
+      serveConfigV2   = var.serve_config_yaml
+      rayClusterConfig = {
+        rayVersion              = var.ray_version
+        enableInTreeAutoscaling = true
+        autoscalerOptions = {
+          upscalingMode      = "Default"
+          idleTimeoutSeconds = var.idle_timeout_seconds
+        }
+        gcsFaultToleranceOptions = {
+          redisAddress  = "rediss://${var.redis_host}:6379"
+          redisPassword = { valueFrom = { secretKeyRef = { name = "ossfleet-redis", key = "password" } } }
+        }
+        headGroupSpec = {
+          # The head schedules no work of its own (num-cpus 0): it runs the GCS,
+          # the Serve controller and the proxies.
+          rayStartParams = { "num-cpus" = "0", "dashboard-host" = "0.0.0.0" }
+          template = {
+            spec = {
+              nodeSelector = { "ossfleet.io/pool" = "system" }
+              volumes      = local.volumes
+              containers = [{
+                name            = "ray-head"
+                image           = var.image
+                env             = local.env
+                volumeMounts    = [local.config_mount, local.models_mount]
+                securityContext = local.security_context
+                ports = [
+                  { name = "gcs", containerPort = 6379 },
+                  { name = "dashboard", containerPort = 8265 },
+                  { name = "serve", containerPort = 8000 },
+                  { name = "grpc", containerPort = 9000 },
+                ]
+                resources = {
+                  requests = { cpu = "2", memory = "8Gi" }
+                  limits   = { cpu = "2", memory = "8Gi" }
+                }
+              }]
+            }
+          }
+        }
+        workerGroupSpecs = concat([
+          {
+            # CPU workers: the gateways.
+            groupName      = "cpu"
+            minReplicas    = var.cpu_workers.min
+            maxReplicas    = var.cpu_workers.max
+            replicas       = var.cpu_workers.min
+            rayStartParams = {}
+            template = {
+              spec = {
+                nodeSelector = { "ossfleet.io/pool" = "system" }
+                volumes      = local.volumes
+                containers = [{
+                  name            = "ray-worker"
+                  image           = var.image
+                  env             = local.env
+                  volumeMounts    = [local.config_mount, local.models_mount]
+                  securityContext = local.security_context
+                  resources = {
+                    requests = { cpu = "2", memory = "4Gi" }
+                    limits   = { cpu = "2", memory = "4Gi" }
+                  }
+                }]
+              }
+            }
+          }
+        ], local.gpu_groups)
+      }
+    }
+  }
+
+  depends_on = [helm_release.kuberay_operator]
+}

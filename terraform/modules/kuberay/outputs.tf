@@ -1,0 +1,9 @@
+output "namespace" {
+  description = "Namespace of the RayService."
+  value       = kubernetes_namespace.ossfleet.metadata[0].name
+}
+
+output "rayservice_name" {
+  description = "Name of the RayService."
+  value       = kubernetes_manifest.rayservice.manifest.metadata.name
+}

@@ -1,0 +1,72 @@
+variable "namespace" {
+  description = "Kubernetes namespace of the RayService."
+  type        = string
+  default     = "ossfleet"
+}
+
+variable "kuberay_version" {
+  description = "Helm chart version of the KubeRay operator."
+  type        = string
+  default     = "1.2.2"
+}
+
+variable "ray_version" {
+  description = "Ray version in the image (must match the image)."
+  type        = string
+  default     = "2.60.0"
+}
+
+variable "image" {
+  description = "Container image with ossfleet installed (Ray, CUDA torch)."
+  type        = string
+}
+
+variable "serve_config_yaml" {
+  description = "Ray Serve config, as `ossfleet render-serve-config --config-path-in-cluster /etc/ossfleet/config.yaml` writes it."
+  type        = string
+}
+
+variable "ossfleet_config_yaml" {
+  description = "The ossfleet config file (no secrets: it names environment variables for them)."
+  type        = string
+}
+
+variable "redis_host" {
+  description = "Redis primary endpoint (TLS, port 6379) for GCS fault tolerance."
+  type        = string
+}
+
+variable "redis_password" {
+  description = "Redis AUTH token; stored in a Kubernetes secret, read by pods from the environment."
+  type        = string
+  sensitive   = true
+}
+
+variable "models_pvc" {
+  description = "PersistentVolumeClaim holding the model checkpoints under /models."
+  type        = string
+  default     = "ossfleet-models"
+}
+
+variable "idle_timeout_seconds" {
+  description = "How long an idle Ray worker pod lives before the Ray autoscaler removes it."
+  type        = number
+  default     = 300
+}
+
+variable "cpu_workers" {
+  description = "Bounds of the CPU worker group (gateways)."
+  type        = object({ min = number, max = number })
+  default     = { min = 1, max = 8 }
+}
+
+variable "gpu_groups" {
+  description = "One Ray worker group per model: node bounds, GPUs per pod, and CPU/memory per pod."
+  type = map(object({
+    min_nodes     = number
+    max_nodes     = number
+    gpus_per_node = number
+    cpu           = string
+    memory        = string
+  }))
+}
