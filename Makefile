@@ -16,7 +16,7 @@ CKPT   := var/checkpoints
 TFVENV := .venv-tf
 TFSTAMP := $(TFVENV)/.installed
 
-.PHONY: install run test lint unit checkpoints clean
+.PHONY: install run test lint unit checkpoints protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ test: lint $(TFSTAMP)
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# Regenerate the committed gRPC stubs after editing the proto.
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -I platform --python_out=platform --pyi_out=platform \
+		--grpc_python_out=platform platform/ossfleet/v1/ossfleet.proto
 
 clean:
 	rm -rf $(VENV) $(TFVENV) var .pytest_cache .mypy_cache .ruff_cache

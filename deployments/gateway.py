@@ -1,13 +1,15 @@
-"""The Gateway ingress deployment: the OpenAI HTTP API, holding no model."""
+"""The Gateway ingress deployment: the OpenAI HTTP API and the gRPC API, holding no model."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
+from ossfleet.grpc_api import GrpcApi
 from ossfleet.openai_api import create_app, current_core, set_current_core
 
 app = create_app(current_core)
@@ -19,8 +21,31 @@ class Gateway:
     def __init__(self, config: dict[str, Any], redis_url: str) -> None:
         cfg = parse_config(config, config.get("source") or "<serve args>")
         self.core = GatewayCore(cfg, redis_url)
+        self.grpc = GrpcApi(self.core)
         set_current_core(self.core)
 
     async def check_health(self) -> None:
         if not await self.core.ping():
             raise RuntimeError("gateway cannot reach Redis")
+
+    # -- gRPC (ossfleet.v1.Ossfleet): Ray Serve's gRPC proxy calls these by RPC name.
+
+    async def Generate(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.generate(request, grpc_context)
+
+    async def GenerateStream(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+        async for chunk in self.grpc.generate_stream(request, grpc_context):
+            yield chunk
+
+    async def ResumeStream(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+        async for chunk in self.grpc.resume_stream(request, grpc_context):
+            yield chunk
+
+    async def Cancel(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.cancel(request, grpc_context)
+
+    async def ListModels(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.list_models(request, grpc_context)
+
+    async def GetUsage(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.get_usage(request, grpc_context)

@@ -67,11 +67,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         ray.init(address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus)
     try:
-        serve.start(http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port})
+        from ray.serve.config import gRPCOptions
+
+        from ossfleet.grpc_api import SERVICER_FUNCTION
+
+        serve.start(
+            http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
+            grpc_options=gRPCOptions(
+                port=cfg.endpoints.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True
+            ),
+        )
         for spec in build_applications(cfg, url):
             serve.run(spec.app, name=spec.name, route_prefix=spec.route_prefix)
         base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
-        print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   Redis: {'embedded' if embedded else 'external'}")
+        redis_kind = "embedded" if embedded else "external"
+        grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
+        print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at} (metadata application=gateway)")
+        print(f"Redis: {redis_kind}")
         for tenant, key in generated.items():
             print(f"tenant {tenant!r} had no key in its environment variable; a key for this run: {key}")
         if cfg.tenants:

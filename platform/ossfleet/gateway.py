@@ -136,6 +136,21 @@ class GatewayCore:
             out.append(ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context, load))
         return out
 
+    async def usage(self, t: TenantConfig) -> dict[str, Any]:
+        """The tenant's spend, reservations, budget left and per-model usage this period."""
+        period = period_id(t.budget.period)
+        budget: dict[Any, Any] = await self.r.hgetall(self.queue.key("budget", t.name, period))
+        raw: dict[Any, Any] = await self.r.hgetall(self.queue.key("usage", t.name, period))
+        b = {_text(k): int(v) for k, v in budget.items()}
+        models: dict[str, dict[str, int]] = {}
+        for k, v in raw.items():
+            name, _, field = _text(k).rpartition(":")
+            if name and field in ("requests", "input_tokens", "output_tokens"):
+                models.setdefault(name, {"requests": 0, "input_tokens": 0, "output_tokens": 0})[field] = int(v)
+        limit = round(t.budget.limit_usd * NANO_PER_USD)
+        spent, reserved = b.get("spent", 0), b.get("reserved", 0)
+        return {"spent_nusd": spent, "reserved_nusd": reserved, "left_nusd": limit - spent - reserved, "models": models}
+
     async def budget_left(self, t: TenantConfig) -> int:
         period = period_id(t.budget.period)
         reserved, spent = await self.r.hmget(self.queue.key("budget", t.name, period), "reserved", "spent")
@@ -263,6 +278,10 @@ def fold(out: Outcome, ev: StreamEvent) -> None:
         out.cost_nusd = int(f.get("cost_nusd", 0))
     elif ev.type == "error":
         raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def queue_for(cfg: PlatformConfig, client: Any, clock: Any = time.time) -> RequestQueue:

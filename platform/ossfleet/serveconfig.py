@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from ossfleet.config import PlatformConfig
+from ossfleet.grpc_api import SERVICER_FUNCTION
 
 
 def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
@@ -48,7 +49,11 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": cfg.endpoints.http_port},
-        "grpc_options": {"port": cfg.endpoints.grpc_port},
+        "grpc_options": {
+            "port": cfg.endpoints.grpc_port,
+            "grpc_servicer_functions": [SERVICER_FUNCTION],
+            "enable_reflection": True,
+        },
         "applications": apps,
     }
 

@@ -24,6 +24,7 @@ class Platform:
     base_url: str
     redis_url: str
     keys: dict[str, str]
+    grpc_target: str
 
 
 def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine: str = "batched") -> dict:
@@ -89,12 +90,17 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> Platform:
     from ray import serve
+    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications
+    from ossfleet.grpc_api import SERVICER_FUNCTION
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     cfg = parse_config(platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port), "<e2e>")
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True),
+    )
     for spec in build_applications(cfg, redis_server.url):
         serve.run(spec.app, name=spec.name, route_prefix=spec.route_prefix)
     client = connect(redis_server.url)
@@ -103,4 +109,4 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> 
         keys[t.name] = new_api_key()
         register_key(client, cfg.redis.namespace, t.name, keys[t.name])
     client.close()
-    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys)
+    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys, f"127.0.0.1:{grpc_port}")

@@ -192,3 +192,145 @@ def test_context_overflow_is_refused_before_any_compute(platform):
     )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "context_length_exceeded"
+
+
+# -- gRPC ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grpc_client(platform):
+    from ossfleet.client import OssfleetClient
+
+    with OssfleetClient(platform.grpc_target, platform.keys["acme"]) as c:
+        yield c
+
+
+def test_grpc_unary_generate(grpc_client):
+    reply = grpc_client.generate("gpt-oss-20b", [("user", "Hello there")], max_tokens=8, temperature=0, timeout=60)
+    assert reply.model == "gpt-oss-20b" and reply.request_id
+    assert reply.content and reply.usage.output_tokens == 8 and reply.usage.cost_usd > 0
+
+
+def test_grpc_stream_then_resume_from_a_cursor_loses_and_repeats_nothing(grpc_client):
+    chunks = list(grpc_client.stream("gpt-oss-120b", [("user", "Stream")], max_tokens=12, temperature=0, timeout=60))
+    assert chunks[-1].finish_reason == "length" and chunks[-1].usage.output_tokens == 12
+    full = "".join(c.content for c in chunks)
+    assert full and len({c.request_id for c in chunks}) == 1
+    # A second client reads half a stream and drops it; ResumeStream gives the rest.
+    call = grpc_client.stream("gpt-oss-20b", [("user", "Again")], max_tokens=12, temperature=0, timeout=60)
+    first = []
+    for chunk in call:
+        first.append(chunk)
+        if len(first) == 3:
+            break
+    call.cancel()
+    rest = list(grpc_client.resume(first[-1].request_id, first[-1].cursor, timeout=60))
+    cursors = [c.cursor for c in first + rest]
+    assert len(cursors) == len(set(cursors))  # nothing repeated
+    whole = list(grpc_client.resume(first[-1].request_id, "", timeout=60))
+    assert [c.cursor for c in whole] == cursors  # nothing lost
+    assert rest[-1].finish_reason == "length"
+
+
+def test_grpc_cancel_stops_a_running_request_and_refunds(grpc_client, platform):
+    import grpc
+
+    call = grpc_client.stream("gpt-oss-20b", [("user", "Long")], max_tokens=250, temperature=0, timeout=60)
+    first = next(call)
+    assert grpc_client.cancel(first.request_id) in ("cancelling", "cancelled")
+    last = list(call)[-1]
+    assert last.finish_reason == "cancelled" and last.usage.output_tokens < 250
+    with pytest.raises(grpc.RpcError) as e:
+        grpc_client.cancel("no-such-request")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_list_models_and_usage(grpc_client):
+    assert grpc_client.list_models() == ["gpt-oss-20b", "gpt-oss-120b", "auto"]
+    usage = grpc_client.usage()
+    assert usage.tenant == "acme" and usage.spent_usd > 0 and usage.budget_usd == 100
+    assert usage.budget_left_usd <= 100 - usage.spent_usd + 1e-9
+    assert {m.model for m in usage.models} >= {"gpt-oss-20b"}
+
+
+def test_grpc_reflection_lists_the_service(platform):
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(platform.grpc_target) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = [s.name for r in responses for s in r.list_services_response.service]
+    assert "ossfleet.v1.Ossfleet" in names
+
+
+GRPC_BAD = [
+    ("wrong key", {"key": "osf-wrong"}, {"model": "gpt-oss-20b", "messages": [("user", "x")]}, "UNAUTHENTICATED"),
+    ("unknown model", {}, {"model": "gpt-9", "messages": [("user", "x")]}, "NOT_FOUND"),
+    ("empty messages", {}, {"model": "gpt-oss-20b", "messages": []}, "INVALID_ARGUMENT"),
+    ("bad role", {}, {"model": "gpt-oss-20b", "messages": [("wizard", "x")]}, "INVALID_ARGUMENT"),
+    ("huge max_tokens", {}, {"model": "gpt-oss-20b", "messages": [("user", "x")], "max_tokens": 10**6},
+     "INVALID_ARGUMENT"),
+    ("bad tool schema", {}, {"model": "gpt-oss-20b", "messages": [("user", "x")],
+                             "tools": [{"name": "f", "parameters_json": "{nope"}]}, "INVALID_ARGUMENT"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "opts", "req", "code"), GRPC_BAD, ids=[b[0] for b in GRPC_BAD])
+def test_grpc_bad_input_gets_the_right_status_and_leaves_nothing(platform, what, opts, req, code):
+    import grpc
+
+    from ossfleet.client import OssfleetClient
+    from ossfleet.v1 import ossfleet_pb2 as pb
+
+    before = queue_keys(platform)
+    kw = dict(req)
+    if "tools" in kw:
+        kw["tools"] = [pb.Tool(**t) for t in kw["tools"]]
+    with OssfleetClient(platform.grpc_target, opts.get("key", platform.keys["acme"])) as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.generate(kw.pop("model"), kw.pop("messages"), timeout=30, **kw)
+        assert e.value.code().name == code and e.value.details()
+        assert c.list_models() if "key" not in opts else True
+    assert queue_keys(platform) == before
+
+
+def test_grpc_garbage_bytes_are_refused_and_the_server_stays_up(platform, grpc_client):
+    import grpc
+
+    with grpc.insecure_channel(platform.grpc_target) as ch:
+        call = ch.unary_unary("/ossfleet.v1.Ossfleet/Generate", request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as e:
+            call(b"\xff\x00garbage\x13", metadata=grpc_client.metadata, timeout=30)
+        assert e.value.code() != grpc.StatusCode.OK
+    assert grpc_client.list_models()
+
+
+def test_grpc_resume_of_another_tenants_request_is_not_found(platform, grpc_client):
+    import grpc
+
+    from ossfleet.client import OssfleetClient
+
+    reply = grpc_client.generate("gpt-oss-20b", [("user", "mine")], max_tokens=2, timeout=60)
+    with OssfleetClient(platform.grpc_target, platform.keys["globex"]) as other:
+        with pytest.raises(grpc.RpcError) as e:
+            list(other.resume(reply.request_id, timeout=30))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as e:
+            other.cancel(reply.request_id)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpc_stream_errors_carry_their_status(platform):
+    import grpc
+
+    from ossfleet.client import OssfleetClient
+
+    with OssfleetClient(platform.grpc_target, "osf-wrong") as c:
+        with pytest.raises(grpc.RpcError) as e:
+            list(c.stream("gpt-oss-20b", [("user", "x")], timeout=30))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with OssfleetClient(platform.grpc_target, platform.keys["acme"]) as c:
+        with pytest.raises(grpc.RpcError) as e:
+            list(c.stream("gpt-oss-20b", [], timeout=30))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

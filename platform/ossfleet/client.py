@@ -1,0 +1,64 @@
+"""A small Python client for ossfleet's gRPC API.
+
+    with OssfleetClient("localhost:9000", api_key) as client:
+        reply = client.generate("gpt-oss-20b", [("user", "Hello!")], max_tokens=64)
+        for chunk in client.stream("gpt-oss-20b", [("user", "Tell me more")]):
+            print(chunk.content, end="")
+
+It adds the metadata every call needs (``authorization`` and the Serve
+``application``). ``secure=True`` speaks TLS, as a production endpoint
+(behind its load balancer) requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grpc
+
+from ossfleet.v1 import ossfleet_pb2 as pb
+from ossfleet.v1 import ossfleet_pb2_grpc as pb_grpc
+
+
+def messages(pairs: Sequence[tuple[str, str]] | Sequence[pb.Message]) -> list[pb.Message]:
+    return [m if isinstance(m, pb.Message) else pb.Message(role=m[0], content=m[1]) for m in pairs]
+
+
+class OssfleetClient:
+    def __init__(self, target: str, api_key: str, *, secure: bool = False, application: str = "gateway") -> None:
+        creds = grpc.ssl_channel_credentials() if secure else None
+        self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        self.stub = pb_grpc.OssfleetStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {api_key}"), ("application", application))
+
+    def __enter__(self) -> OssfleetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _req(self, model: str, msgs: Sequence[Any], **kw: Any) -> pb.GenerateRequest:
+        return pb.GenerateRequest(model=model, messages=messages(msgs), **kw)
+
+    def generate(self, model: str, msgs: Sequence[Any], *, timeout: float | None = None, **kw: Any) -> Any:
+        return self.stub.Generate(self._req(model, msgs, **kw), metadata=self.metadata, timeout=timeout)
+
+    def stream(self, model: str, msgs: Sequence[Any], *, timeout: float | None = None, **kw: Any) -> Iterator[Any]:
+        return self.stub.GenerateStream(self._req(model, msgs, **kw), metadata=self.metadata, timeout=timeout)
+
+    def resume(self, request_id: str, cursor: str = "", *, timeout: float | None = None) -> Iterator[Any]:
+        req = pb.ResumeRequest(request_id=request_id, cursor=cursor)
+        return self.stub.ResumeStream(req, metadata=self.metadata, timeout=timeout)
+
+    def cancel(self, request_id: str) -> str:
+        return str(self.stub.Cancel(pb.CancelRequest(request_id=request_id), metadata=self.metadata).status)
+
+    def list_models(self) -> list[str]:
+        return [m.id for m in self.stub.ListModels(pb.ListModelsRequest(), metadata=self.metadata).models]
+
+    def usage(self) -> Any:
+        return self.stub.GetUsage(pb.GetUsageRequest(), metadata=self.metadata)

@@ -1,0 +1,213 @@
+"""The gRPC API (``ossfleet.v1.Ossfleet``) over the gateway core.
+
+Ray Serve's gRPC proxy calls the Gateway deployment's methods named after the
+RPCs; those delegate here. Authentication comes from the ``authorization``
+metadata. A refused request ends with the gRPC status its error names
+(UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED with a ``retry-after``
+trailer, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE) and a message saying what
+to fix; like the HTTP API, it changes nothing in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from ossfleet.errors import InvalidRequest, NotFound, OssfleetError
+from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
+from ossfleet.harmony import Message, Tool, ToolCall
+from ossfleet.pricing import NANO_PER_USD
+from ossfleet.tenancy import period_id
+from ossfleet.v1 import ossfleet_pb2 as pb
+
+SERVICER_FUNCTION = "ossfleet.v1.ossfleet_pb2_grpc.add_OssfleetServicer_to_server"
+ROLES = ("system", "developer", "user", "assistant", "tool")
+EFFORTS = ("", "low", "medium", "high")
+
+
+def metadata(ctx: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in ctx.invocation_metadata()}
+
+
+def abort_with(ctx: Any, e: OssfleetError) -> None:
+    """Put an ossfleet error on the call as its status.
+
+    A unary method then returns; a streaming one re-raises, since Ray Serve
+    carries a stream's status to the client only when the method raises.
+    """
+    ctx.set_code(getattr(grpc.StatusCode, e.grpc_code))
+    ctx.set_details(e.message)
+    headers = e.headers()
+    if "retry-after" in headers:
+        ctx.set_trailing_metadata([("retry-after", headers["retry-after"])])
+
+
+def to_chat(req: pb.GenerateRequest, md: dict[str, str], max_tokens_limit: int, max_messages: int) -> ChatRequest:
+    msgs = []
+    for i, m in enumerate(req.messages):
+        if m.role not in ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be one of {list(ROLES)}", param=f"messages[{i}].role")
+        calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls)
+        msgs.append(Message(m.role, m.content, m.reasoning or None, calls, m.name or None, m.tool_call_id or None))
+    validate_messages(msgs, max_messages)
+    if not req.model:
+        raise InvalidRequest("model is required", param="model")
+    max_tokens = req.max_tokens or min(1024, max_tokens_limit)
+    if max_tokens > max_tokens_limit:
+        raise InvalidRequest(f"max_tokens {max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens")
+    if req.reasoning_effort not in EFFORTS:
+        raise InvalidRequest("reasoning_effort must be low, medium or high", param="reasoning_effort")
+    temperature = req.temperature if req.HasField("temperature") else 1.0
+    top_p = req.top_p if req.HasField("top_p") else 1.0
+    if not 0 <= temperature <= 2:
+        raise InvalidRequest("temperature must lie in [0, 2]", param="temperature")
+    if not 0 < top_p <= 1:
+        raise InvalidRequest("top_p must lie in (0, 1]", param="top_p")
+    if len(req.stop) > 4:
+        raise InvalidRequest("at most 4 stop sequences", param="stop")
+    tools = []
+    for t in req.tools:
+        try:
+            params = json.loads(t.parameters_json) if t.parameters_json else {}
+        except json.JSONDecodeError as e:
+            raise InvalidRequest(f"tool {t.name!r}: parameters_json is not JSON ({e.msg})", param="tools") from None
+        if not isinstance(params, dict):
+            raise InvalidRequest(f"tool {t.name!r}: parameters_json must be a JSON object", param="tools")
+        tools.append(Tool(t.name, t.description, params))
+    return ChatRequest(
+        model=req.model,
+        messages=msgs,
+        max_tokens=max_tokens,
+        tools=tuple(tools),
+        reasoning_effort=req.reasoning_effort or None,  # type: ignore[arg-type]
+        temperature=temperature,
+        top_p=top_p,
+        top_k=req.top_k if req.HasField("top_k") else 0,
+        seed=req.seed if req.HasField("seed") else None,
+        stop=tuple(req.stop),
+        priority=req.priority or md.get("x-ossfleet-priority") or None,
+        idempotency_key=(req.idempotency_key or md.get("idempotency-key", ""))[:128],
+    )
+
+
+def _usage(o: Outcome) -> pb.Usage:
+    return pb.Usage(input_tokens=o.input_tokens, output_tokens=o.output_tokens, cost_usd=o.cost_nusd / NANO_PER_USD)
+
+
+class GrpcApi:
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+
+    def _chat(self, req: pb.GenerateRequest, md: dict[str, str]) -> ChatRequest:
+        lim = self.core.cfg.limits
+        return to_chat(req, md, lim.max_tokens, lim.max_messages)
+
+    async def generate(self, req: pb.GenerateRequest, ctx: Any) -> pb.GenerateResponse:
+        md = metadata(ctx)
+        try:
+            tenant = await self.core.tenant(md.get("authorization"))
+            sub = await self.core.submit(tenant, self._chat(req, md))
+            finished = False
+            try:
+                out = await self.core.outcome(sub.request_id)
+                finished = True
+            finally:
+                if not finished:  # the caller went away: stop the work, refund the rest
+                    await self.core.cancel(tenant.name, sub.request_id)
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.GenerateResponse()
+        return pb.GenerateResponse(
+            request_id=sub.request_id,
+            model=sub.placement.model,
+            content=out.content,
+            reasoning=out.reasoning,
+            tool_calls=[pb.ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in out.tool_calls],
+            finish_reason=out.finish_reason,
+            usage=_usage(out),
+        )
+
+    async def generate_stream(self, req: pb.GenerateRequest, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
+        md = metadata(ctx)
+        try:
+            tenant = await self.core.tenant(md.get("authorization"))
+            sub = await self.core.submit(tenant, self._chat(req, md))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            raise
+        # A client that drops a stream does not cancel it: the request runs on and
+        # its chunks wait in Redis (stream_ttl_s) for ResumeStream. Cancel cancels.
+        async for chunk in self._chunks(sub.request_id, sub.placement.model, "0-0", ctx):
+            yield chunk
+
+    async def resume_stream(self, req: pb.ResumeRequest, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
+        md = metadata(ctx)
+        try:
+            tenant = await self.core.tenant(md.get("authorization"))
+            state = await self.core.queue.request_state(req.request_id)
+            if state.get("tenant") != tenant.name:  # another tenant's request is reported as missing
+                raise NotFound(f"no request {req.request_id!r} for this tenant")
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            raise
+        async for chunk in self._chunks(req.request_id, state.get("model", ""), req.cursor or "0-0", ctx):
+            yield chunk
+
+    async def _chunks(self, rid: str, model: str, after: str, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
+        out = Outcome()
+        try:
+            async for ev in self.core.events(rid, after):
+                fold(out, ev)
+                f = ev.fields
+                base: dict[str, Any] = {"request_id": rid, "model": model, "cursor": ev.entry_id}
+                if ev.type == "delta":
+                    kind = f.get("kind")
+                    if kind == "content":
+                        yield pb.GenerateChunk(**base, content=f.get("text", ""))
+                    elif kind == "reasoning":
+                        yield pb.GenerateChunk(**base, reasoning=f.get("text", ""))
+                    elif kind == "tool_call":
+                        call = pb.ToolCall(id=f["id"], name=f["name"], arguments=f["arguments"])
+                        yield pb.GenerateChunk(**base, tool_call=call)
+                elif ev.type == "done":
+                    yield pb.GenerateChunk(**base, finish_reason=out.finish_reason, usage=_usage(out))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            raise
+
+    async def cancel(self, req: pb.CancelRequest, ctx: Any) -> pb.CancelResponse:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            return pb.CancelResponse(status=await self.core.cancel(tenant.name, req.request_id))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.CancelResponse()
+
+    async def list_models(self, req: pb.ListModelsRequest, ctx: Any) -> pb.ListModelsResponse:
+        try:
+            await self.core.tenant(metadata(ctx).get("authorization"))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.ListModelsResponse()
+        names = [m.name for m in self.core.cfg.models] + ["auto"]
+        return pb.ListModelsResponse(models=[pb.Model(id=n) for n in names])
+
+    async def get_usage(self, req: pb.GetUsageRequest, ctx: Any) -> pb.GetUsageResponse:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.GetUsageResponse()
+        u = await self.core.usage(tenant)
+        return pb.GetUsageResponse(
+            tenant=tenant.name,
+            period=period_id(tenant.budget.period),
+            budget_usd=tenant.budget.limit_usd,
+            spent_usd=u["spent_nusd"] / NANO_PER_USD,
+            reserved_usd=u["reserved_nusd"] / NANO_PER_USD,
+            budget_left_usd=max(0, u["left_nusd"]) / NANO_PER_USD,
+            models=[pb.ModelUsage(model=m, **v) for m, v in u["models"].items()],
+        )
