@@ -41,7 +41,12 @@ def test_120b_pipeline_stages_sit_on_different_nodes(platform, client):
         model="gpt-oss-120b", messages=[{"role": "user", "content": "Hi"}], max_tokens=6, temperature=0
     )
     assert resp.model == "gpt-oss-120b" and resp.usage.completion_tokens == 6
-    stages = list_actors(filters=[("class_name", "=", "PipelineStage"), ("state", "=", "ALIVE")])
+    import ray
+
+    stages = list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "PipelineStage"), ("state", "=", "ALIVE")],
+    )
     assert len(stages) == 2
     assert len({a.node_id for a in stages}) == 2
 
