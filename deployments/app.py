@@ -9,6 +9,8 @@ functions below are its import paths.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,62 @@ def build_applications(cfg: PlatformConfig, redis_url: str) -> list[AppSpec]:
     ]
     apps.append(AppSpec("gateway", Gateway.bind(data, redis_url), "/"))
     return apps
+
+
+def waiting_reasons(status: Any, apps: list[str]) -> dict[str, list[str]]:
+    """Why each of ``apps`` is not running yet, from ``serve.status()``: Serve's own
+    messages, such as a pipeline group's placement group waiting for resources
+    ("Resources required for each replica: ..., total resources available: ...")."""
+    out: dict[str, list[str]] = {}
+    for name in apps:
+        app = status.applications.get(name)
+        if app is None:
+            out[name] = ["not deployed yet"]
+            continue
+        if str(app.status) in ("RUNNING", "ApplicationStatus.RUNNING"):
+            continue
+        msgs = [d.message for d in app.deployments.values() if d.message]
+        out[name] = msgs or [app.message or str(app.status)]
+    return out
+
+
+def deploy(
+    specs: list[AppSpec],
+    *,
+    timeout_s: float | None = None,
+    report: Callable[[str], None] = print,
+    poll_s: float = 2.0,
+) -> bool:
+    """Deploy every application, then wait for them, reporting why any is still waiting.
+
+    Returns True once all run; False at ``timeout_s`` (None: wait on) or when
+    one fails to deploy. Each distinct reason is reported once, as it appears.
+    """
+    from ray import serve
+
+    serve.run_many(
+        [serve.RunTarget(target=s.app, name=s.name, route_prefix=s.route_prefix) for s in specs],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
+    names = [s.name for s in specs]
+    seen: set[str] = set()
+    start = time.monotonic()
+    while True:
+        status = serve.status()
+        waiting = waiting_reasons(status, names)
+        if not waiting:
+            return True
+        for app, reasons in waiting.items():
+            for r in reasons:
+                if r not in seen and r != "not deployed yet":
+                    seen.add(r)
+                    report(f"{app}: {r}")
+            if app in status.applications and str(status.applications[app].status).endswith("DEPLOY_FAILED"):
+                return False
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            return False
+        time.sleep(poll_s)
 
 
 def _cfg(args: dict[str, Any]) -> PlatformConfig:

@@ -41,7 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from deployments.app import build_applications
+    from deployments.app import build_applications, deploy
     from ossfleet.redisdb import EmbeddedRedis, connect
     from ossfleet.tenancy import new_api_key, register_key, sync_config_keys
 
@@ -77,8 +77,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 port=cfg.endpoints.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True
             ),
         )
-        for spec in build_applications(cfg, url):
-            serve.run(spec.app, name=spec.name, route_prefix=spec.route_prefix)
+        # Replicas that cannot be placed (a pipeline group short of GPUs, say)
+        # are reported with Serve's reason while we wait, never silently.
+        if not deploy(build_applications(cfg, url), report=lambda m: print(f"waiting: {m}", flush=True)):
+            print("ossfleet: an application failed to deploy (see the messages above)", file=sys.stderr)
+            return 1
         base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
         redis_kind = "embedded" if embedded else "external"
         grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"

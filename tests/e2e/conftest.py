@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
@@ -74,6 +75,9 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    # Serve reports a replica that cannot be scheduled after this long (default 30 s).
+    os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "3"
+    os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S"] = "3"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
     for _ in range(3):
         cluster.add_node(num_cpus=1, num_gpus=1)
@@ -92,7 +96,7 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> 
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from deployments.app import build_applications
+    from deployments.app import build_applications, deploy
     from ossfleet.grpc_api import SERVICER_FUNCTION
 
     port, grpc_port = free_port(), free_port()
@@ -101,8 +105,7 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> 
         http_options={"host": "127.0.0.1", "port": port},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True),
     )
-    for spec in build_applications(cfg, redis_server.url):
-        serve.run(spec.app, name=spec.name, route_prefix=spec.route_prefix)
+    assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
     client = connect(redis_server.url)
     keys = {}
     for t in cfg.tenants:

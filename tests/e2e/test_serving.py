@@ -339,3 +339,22 @@ def test_grpc_stream_errors_carry_their_status(platform):
         with pytest.raises(grpc.RpcError) as e:
             list(c.stream("gpt-oss-20b", [], timeout=30))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_pipeline_group_that_cannot_be_placed_says_why(platform, tiny_checkpoint_4l):
+    """Four stages on a cluster whose three GPUs are all taken: deploy() reports Serve's reason."""
+    from ray import serve
+
+    from deployments.app import build_applications, deploy
+    from ossfleet.config import parse_config
+
+    data = platform.cfg.dump()
+    big = {**data["models"][1], "name": "gpt-oss-120b-wide", "pipeline_stages": 4, "placement_strategy": "PACK"}
+    cfg = parse_config({**data, "models": [big], "tenants": [], "source": None}, "<e2e>")
+    spec = next(s for s in build_applications(cfg, platform.redis_url) if s.name.startswith("model-"))
+    reports: list[str] = []
+    try:
+        assert not deploy([spec], timeout_s=20, report=reports.append, poll_s=1)
+        assert any("Resources required for each replica" in r and "GPU" in r for r in reports), reports
+    finally:
+        serve.delete(spec.name, _blocking=False)
