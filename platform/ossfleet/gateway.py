@@ -48,6 +48,9 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     priority: str | None = None
     idempotency_key: str = ""
+    # A raw completion (/v1/completions): this text is the whole prompt, with no
+    # harmony rendering, and the output is returned as plain text.
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,10 @@ class GatewayCore:
     # -- submit ----------------------------------------------------------------------
 
     def render(self, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
-        return self.renderers[model].render(req.messages, effort=effort, tools=req.tools)
+        renderer = self.renderers[model]
+        if req.prompt is not None:
+            return list(renderer.tok.encode(req.prompt, add_special_tokens=False))
+        return renderer.render(req.messages, effort=effort, tools=req.tools)
 
     async def submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         """Place and admit one request; raises a typed error and changes nothing if refused."""
@@ -189,6 +195,7 @@ class GatewayCore:
             "top_k": req.top_k,
             "seed": req.seed,
             "stop": list(req.stop),
+            "raw": req.prompt is not None,
         }
         admitted = await self.queue.admit(
             Admission(

@@ -102,6 +102,31 @@ class ChatCompletionRequest(_Strict):
         return self
 
 
+class CompletionRequest(_Strict):
+    """``/v1/completions``: a raw prompt, continued as plain text (no harmony rendering)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] = 16
+    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    top_k: Annotated[int, Field(ge=0)] = 0
+    seed: int | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    n: Literal[1] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    echo: Literal[False] = False
+    logprobs: None = None
+    suffix: None = None
+    user: str | None = None
+    presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
 def _pydantic_error(e: ValidationError) -> InvalidRequest:
     first = e.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or None
@@ -172,6 +197,29 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
         stop=stop,
         priority=headers.get("x-ossfleet-priority"),
         idempotency_key=headers.get("idempotency-key", "")[:128],
+    )
+
+
+def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limit: int) -> ChatRequest:
+    if not body.text():
+        raise InvalidRequest("prompt must not be empty", param="prompt")
+    if body.max_tokens > max_tokens_limit:
+        raise InvalidRequest(
+            f"max_tokens {body.max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens"
+        )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return ChatRequest(
+        model=body.model,
+        messages=(),
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=body.seed,
+        stop=stop,
+        priority=headers.get("x-ossfleet-priority"),
+        idempotency_key=headers.get("idempotency-key", "")[:128],
+        prompt=body.text(),
     )
 
 
@@ -252,6 +300,46 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             }
         )
 
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        core = get_core()
+        tenant = await core.tenant(request.headers.get("authorization"))
+        data = await _body(request, core.cfg.limits.max_request_bytes)
+        try:
+            body = CompletionRequest.model_validate(data)
+        except ValidationError as e:
+            raise _pydantic_error(e) from None
+        sub = await core.submit(tenant, to_completion_request(body, request.headers, core.cfg.limits.max_tokens))
+        created = int(time.time())
+        headers = {"x-request-id": sub.request_id}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                _completion_sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage),
+                media_type="text/event-stream",
+                headers=headers,
+            )
+        finished = False
+        try:
+            out = await core.outcome(sub.request_id)
+            finished = True
+        finally:
+            if not finished:
+                await core.cancel(tenant.name, sub.request_id)
+        return JSONResponse(
+            {
+                "id": f"cmpl-{sub.request_id}",
+                "object": "text_completion",
+                "created": created,
+                "model": sub.placement.model,
+                "choices": [
+                    {"index": 0, "text": out.content, "logprobs": None, "finish_reason": _finish(out.finish_reason)}
+                ],
+                "usage": _usage(out),
+            },
+            headers=headers,
+        )
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         core = get_core()
@@ -327,4 +415,37 @@ async def _sse(
         yield b"data: [DONE]\n\n"
     finally:
         if not finished:  # client disconnected mid-stream: cancel and refund the rest
+            await core.cancel(tenant, rid)
+
+
+async def _completion_sse(
+    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": created, "model": model}
+
+    def event(body: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    out = Outcome()
+    finished = False
+    try:
+        async for ev in core.events(rid):
+            try:
+                fold(out, ev)
+            except OssfleetError as e:
+                yield event(e.to_openai())
+                finished = True
+                break
+            if ev.type == "delta" and ev.fields.get("kind") == "content":
+                choice = {"index": 0, "text": ev.fields.get("text", ""), "logprobs": None, "finish_reason": None}
+                yield event({**base, "choices": [choice]})
+            elif ev.type == "done":
+                finished = True
+                choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": _finish(out.finish_reason)}
+                yield event({**base, "choices": [choice]})
+                if include_usage:
+                    yield event({**base, "choices": [], "usage": _usage(out)})
+        yield b"data: [DONE]\n\n"
+    finally:
+        if not finished:
             await core.cancel(tenant, rid)

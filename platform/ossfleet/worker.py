@@ -31,6 +31,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("ossfleet.worker")
 
 
+class RawTextStream:
+    """Plain text from generated ids, for raw completions: no channels, no tool calls.
+
+    Same interface as :class:`HarmonyStreamParser`; special tokens print as themselves.
+    """
+
+    stopped_by: str | None = None
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self.sent = 0
+
+    def _flush(self, final: bool) -> list[Delta]:
+        text = self.tok.decode(self.ids, skip_special_tokens=False)
+        if not final and text.endswith("\ufffd"):
+            return []
+        new, self.sent = text[self.sent :], len(text)
+        return [Delta("content", new)] if new else []
+
+    def feed(self, token_ids: list[int]) -> list[Delta]:
+        self.ids += token_ids
+        return self._flush(final=False)
+
+    def finish(self) -> list[Delta]:
+        return self._flush(final=True)
+
+
 def delta_event(d: Delta, attempt: int, seq: int) -> dict[str, str]:
     """A parsed delta as the fields of one stream entry."""
     e = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
@@ -192,7 +220,9 @@ class ReplicaWorker:
     async def _serve(self, lease: Lease) -> None:
         rid, p = lease.request_id, lease.payload
         renew = asyncio.create_task(self._renew(lease))
-        parser = HarmonyStreamParser(self.tokenizer, rid)
+        parser: HarmonyStreamParser | RawTextStream = (
+            RawTextStream(self.tokenizer) if p.get("raw") else HarmonyStreamParser(self.tokenizer, rid)
+        )
         sampling = sampling_from_payload(p)
         prompt: list[int] = p["prompt"]
         out_tokens, seq, finish = 0, 0, "stop"

@@ -358,3 +358,35 @@ def test_a_pipeline_group_that_cannot_be_placed_says_why(platform, tiny_checkpoi
         assert any("Resources required for each replica" in r and "GPU" in r for r in reports), reports
     finally:
         serve.delete(spec.name, _blocking=False)
+
+
+# -- /v1/completions ----------------------------------------------------------------------------
+
+
+def test_completions_continue_a_raw_prompt(platform, client, tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    resp = client.completions.create(model="gpt-oss-20b", prompt="The quick brown fox", max_tokens=8, temperature=0)
+    assert resp.object == "text_completion" and resp.model == "gpt-oss-20b"
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    ids = tok.encode("The quick brown fox", add_special_tokens=False)
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0][len(ids) :]
+    assert resp.choices[0].text == tok.decode(out, skip_special_tokens=False)
+    assert resp.usage.prompt_tokens == len(ids)
+    chunks = list(
+        client.completions.create(model="gpt-oss-20b", prompt="The quick brown fox", max_tokens=8, temperature=0,
+                                  stream=True)
+    )  # fmt: skip
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == resp.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == resp.choices[0].finish_reason
+
+
+def test_completions_bad_input(platform):
+    before = queue_keys(platform)
+    h = {"authorization": f"Bearer {platform.keys['acme']}"}
+    for body in ({"model": "gpt-oss-20b", "prompt": ""}, {"model": "gpt-oss-20b"},
+                 {"model": "gpt-oss-20b", "prompt": "x", "echo": True}):  # fmt: skip
+        resp = httpx.post(platform.base_url + "/v1/completions", json=body, headers=h, timeout=30)
+        assert resp.status_code == 400 and resp.json()["error"]["message"]
+    assert queue_keys(platform) == before
