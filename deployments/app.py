@@ -53,13 +53,20 @@ def replica_options(m: ModelConfig) -> dict[str, Any]:
     return opts
 
 
+def gateway_deployment(cfg: PlatformConfig) -> Any:
+    return Gateway.options(
+        num_replicas=cfg.endpoints.gateway_replicas,
+        max_ongoing_requests=cfg.endpoints.gateway_max_ongoing_requests,
+    )
+
+
 def build_applications(cfg: PlatformConfig, redis_url: str) -> list[AppSpec]:
     data = cfg.dump()
     apps = [
         AppSpec(f"model-{m.name}", ModelReplica.options(**replica_options(m)).bind(data, m.name, redis_url), None)
         for m in cfg.models
     ]
-    apps.append(AppSpec("gateway", Gateway.bind(data, redis_url), "/"))
+    apps.append(AppSpec("gateway", gateway_deployment(cfg).bind(data, redis_url), "/"))
     return apps
 
 
@@ -135,7 +142,7 @@ def _redis_url(cfg: PlatformConfig, args: dict[str, Any]) -> str:
 def gateway_app(args: dict[str, Any]) -> Application:
     """Import path for a Serve config: ``deployments.app:gateway_app``."""
     cfg = _cfg(args)
-    return Gateway.bind(cfg.dump(), _redis_url(cfg, args))
+    return gateway_deployment(cfg).bind(cfg.dump(), _redis_url(cfg, args))
 
 
 def model_app(args: dict[str, Any]) -> Application:

@@ -52,6 +52,11 @@ class EndpointsConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+    gateway_replicas: Annotated[int, Field(ge=1)] = 1
+    # Requests one gateway replica holds at once. A stream holds its slot for its
+    # whole life; Ray Serve's default (5) collapsed a replica at 32 concurrent
+    # clients on 2 cores (bench/serving.py).
+    gateway_max_ongoing_requests: Annotated[int, Field(ge=1)] = 1024
 
 
 class PrioritiesConfig(_Section):

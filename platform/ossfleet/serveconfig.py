@@ -45,6 +45,11 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
         "route_prefix": "/",
         "import_path": "deployments.app:gateway_app",
         "args": {"config_path": config_path},
+        "deployments": [{
+            "name": "Gateway",
+            "num_replicas": cfg.endpoints.gateway_replicas,
+            "max_ongoing_requests": cfg.endpoints.gateway_max_ongoing_requests,
+        }],
     })  # fmt: skip
     return {
         "proxy_location": "EveryNode",

@@ -1,0 +1,267 @@
+"""Serving benchmark: what the platform path adds, with an engine that answers at once.
+
+Side by side in one run, on a local Ray (2 CPUs, one logical GPU) and the
+embedded Redis:
+
+- the stub engine called directly in-process (the baseline: the engine's own cost);
+- the full path with the stub engine behind it: HTTP -> Ray Serve proxy ->
+  Gateway -> Redis admit -> replica pull -> engine -> Redis stream -> Gateway -> client;
+- a trivial Ray Serve HTTP deployment (the proxy's own floor on this machine).
+
+It reports p50/p99 latency at concurrency 1 (and what the full path adds over
+the engine alone), and the request rate each target sustains with no error:
+with `wrk` installed (apt-get install wrk; a C load generator, as FACTS.md's
+floor was measured), closed-loop at 32 connections; without it, the highest
+open-loop rate a Python client reaches with every request answered and p99
+under 1 s (the client then competes for the same 2 cores). Targets on 2 cores:
+added p50 <= 5 ms, >= 300 requests/s. The last line printed is one JSON object.
+
+    python bench/serving.py --quick
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)  # bench/queue.py must not shadow the standard library's queue
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else 0.0
+
+
+async def engine_direct(ckpt: Path, n: int) -> list[float]:
+    from transformers import AutoTokenizer
+
+    from ossfleet.engine.base import EngineRequest, SamplingParams
+    from ossfleet.engine.stub import StubEngine
+    from ossfleet.harmony import HarmonyRenderer, Message, SpecialIds
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    ids = SpecialIds.of(tok)
+    engine = StubEngine([ids.channel, *tok.encode("final", add_special_tokens=False), ids.message], ids.return_)
+    prompt = HarmonyRenderer(tok).render([Message("user", "Hello!")])
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        async for _ in engine.generate(EngineRequest(f"d{i}", prompt, SamplingParams(max_tokens=32), ids.stop)):
+            pass
+        lat.append(time.perf_counter() - t)
+    return lat
+
+
+async def sequential(url: str, body: dict, headers: dict, n: int) -> list[float]:
+    import aiohttp
+
+    lat = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(n):
+            t = time.perf_counter()
+            async with s.post(url, json=body, headers=headers) as r:
+                await r.read()
+                assert r.status == 200, await r.text()
+            lat.append(time.perf_counter() - t)
+    return lat
+
+
+async def open_loop(url: str, body: dict, headers: dict, rate: float, seconds: float) -> dict[str, Any]:
+    """Send `rate` requests per second for `seconds`, whatever the answers do."""
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+
+    async def one(s: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        t = time.perf_counter()
+        try:
+            async with s.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+                    return
+        except Exception:
+            errors += 1
+            return
+        lat.append(time.perf_counter() - t)
+
+    conn = aiohttp.TCPConnector(limit=2000)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(s)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"offered": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
+            "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000}  # fmt: skip
+
+
+async def max_rate(url: str, body: dict, headers: dict, rates: list[float], seconds: float) -> dict[str, Any]:
+    best, runs = 0.0, []
+    for rate in rates:
+        r = await open_loop(url, body, headers, rate, seconds)
+        r["rate"] = rate
+        runs.append({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
+        ok = r["errors"] == 0 and r["ok"] == r["offered"] and r["p99_ms"] < 1000
+        print(f"  {url.rsplit('/', 2)[-2:]} rate={rate}: {r['achieved_rps']:.0f} rps, errors={r['errors']}, "
+              f"p99={r['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+        if not ok:
+            break
+        best = rate
+    return {"max_sustained_rps": best, "runs": runs}
+
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = os.getenv("WRK_BODY")
+wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("WRK_AUTH")
+if auth ~= nil and auth ~= "" then wrk.headers["Authorization"] = auth end
+"""
+
+
+def wrk_rate(url: str, body: dict, headers: dict, seconds: float, connections: int = 32) -> dict[str, Any]:
+    """Closed-loop throughput with wrk: requests/s, latency, and every non-2xx or socket error."""
+    import shutil
+    import subprocess
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA)
+    env = {**os.environ, "WRK_BODY": json.dumps(body), "WRK_AUTH": headers.get("authorization", "")}
+    cmd = [
+        shutil.which("wrk") or "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{int(seconds)}s",
+        "--latency",
+        "-s",
+        f.name,
+        url,
+    ]
+    text = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60).stdout
+    os.unlink(f.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
+    sock = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+    lat = {k: v for k, v in re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", text)}
+    return {"connections": connections, "rps": rps, "requests": total, "errors": non2xx + sock,
+            "p50": lat.get("50"), "p99": lat.get("99")}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    seconds = 3.0 if args.quick else 10.0
+    n_lat = 100 if args.quick else 400
+    rates = [50, 100, 200, 300, 400, 600] if args.quick else [50, 100, 150, 200, 250, 300, 400, 500, 600, 800]
+
+    import ray
+    from ray import serve
+    from starlette.requests import Request
+
+    from deployments.app import build_applications, deploy
+    from ossfleet.config import parse_config
+    from ossfleet.redisdb import EmbeddedRedis, connect
+    from ossfleet.tenancy import new_api_key, register_key
+    from ossfleet.tinymodel import make_tiny_checkpoint
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as d, EmbeddedRedis(Path(d) / "redis") as redis_server:
+        ckpt = make_tiny_checkpoint(Path(d) / "tiny")
+        direct = asyncio.run(engine_direct(ckpt, n_lat))
+        port = free_port()
+        cfg = parse_config({
+            "endpoints": {"http_port": port},
+            "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(ckpt), "engine": "stub",
+                        "max_batch_size": 512, "num_gpus": 1, "num_cpus": 0.25}],
+            "tenants": [{"name": "bench", "limits": {"rpm": 10**7, "tpm": 10**9}, "budget": {"limit_usd": 10**6}}],
+        }, "<bench>")  # fmt: skip
+        key = new_api_key()
+        register_key(connect(redis_server.url), cfg.redis.namespace, "bench", key)
+        # Access logs off, as in FACTS.md's floor measurement (read when Serve's actors start).
+        os.environ["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
+        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            assert deploy(build_applications(cfg, redis_server.url), timeout_s=120)
+
+            # The same max_ongoing_requests as the gateway, so both face 32 clients alike.
+            @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1024)
+            class Floor:
+                async def __call__(self, request: Request) -> dict:
+                    await request.body()
+                    return {"ok": True}
+
+            serve.run(Floor.bind(), name="floor", route_prefix="/floor")
+            base = f"http://127.0.0.1:{port}"
+            body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
+            headers = {"authorization": f"Bearer {key}"}
+            asyncio.run(sequential(base + "/v1/chat/completions", body, headers, 20))  # warm-up
+            full = asyncio.run(sequential(base + "/v1/chat/completions", body, headers, n_lat))
+            floor = asyncio.run(sequential(base + "/floor", body, {}, n_lat))
+            import shutil
+
+            if shutil.which("wrk"):
+                full_rate = wrk_rate(base + "/v1/chat/completions", body, headers, seconds * 3)
+                floor_rate = wrk_rate(base + "/floor", body, {}, seconds * 3)
+                full_rate["max_sustained_rps"] = full_rate["rps"] if full_rate["errors"] == 0 else 0.0
+                floor_rate["max_sustained_rps"] = floor_rate["rps"] if floor_rate["errors"] == 0 else 0.0
+                print(f"wrk c=32: full path {full_rate}, floor {floor_rate}", flush=True)
+            else:
+                print("max sustained rate (Python open-loop client):", flush=True)
+                full_rate = asyncio.run(max_rate(base + "/v1/chat/completions", body, headers, rates, seconds))
+                floor_rate = asyncio.run(max_rate(base + "/floor", body, {}, rates, seconds))
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        return {"p50_ms": round(statistics.median(xs) * 1000, 3), "p99_ms": round(pct(xs, 99) * 1000, 3)}
+
+    out["engine_direct"] = stats(direct)
+    out["full_path"] = stats(full)
+    out["serve_floor_trivial_http"] = stats(floor)
+    out["added_by_platform_ms"] = {
+        "p50": round((statistics.median(full) - statistics.median(direct)) * 1000, 3),
+        "p99": round((pct(full, 99) - pct(direct, 99)) * 1000, 3),
+    }
+    out["added_over_serve_floor_p50_ms"] = round((statistics.median(full) - statistics.median(floor)) * 1000, 3)
+    out["full_path_rate"] = full_rate
+    out["serve_floor_rate"] = floor_rate
+    out["targets"] = {"added_p50_ms": 5, "rps": 300}
+    out["targets_met"] = {
+        "added_p50": out["added_by_platform_ms"]["p50"] <= 5,
+        "rps": full_rate["max_sustained_rps"] >= 300,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
