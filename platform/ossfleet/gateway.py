@@ -85,6 +85,7 @@ class GatewayCore:
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
         self._loads: dict[str, tuple[float, ModelLoad]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -256,6 +257,24 @@ class GatewayCore:
 
     async def cancel(self, tenant: str, request_id: str) -> str:
         return await self.queue.cancel(request_id, tenant)
+
+    def cancel_abandoned(self, tenant: str, request_id: str) -> None:
+        """Cancel a request whose client went away, from a task of its own.
+
+        Called from the ``finally`` of a cancelled handler, where any await
+        would be cancelled again (Starlette's cancel scopes are level-triggered),
+        so the cancel must not run in the handler's task.
+        """
+        task = asyncio.get_running_loop().create_task(self._cancel_quietly(tenant, request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel_quietly(self, tenant: str, request_id: str) -> None:
+        try:
+            await self.queue.cancel(request_id, tenant)
+            log.info("event=abandoned_request_cancelled request_id=%s", request_id)
+        except Exception as e:
+            log.warning("event=abandoned_cancel_failed request_id=%s error=%r", request_id, type(e).__name__)
 
     async def depth(self, model: str) -> QueueDepth:
         return await self.queue.depth(model)

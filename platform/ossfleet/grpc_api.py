@@ -116,7 +116,7 @@ class GrpcApi:
                 finished = True
             finally:
                 if not finished:  # the caller went away: stop the work, refund the rest
-                    await self.core.cancel(tenant.name, sub.request_id)
+                    self.core.cancel_abandoned(tenant.name, sub.request_id)
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.GenerateResponse()

@@ -311,7 +311,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             raise _pydantic_error(e) from None
         sub = await core.submit(tenant, to_completion_request(body, request.headers, core.cfg.limits.max_tokens))
         created = int(time.time())
-        headers = {"x-request-id": sub.request_id}
+        headers = {"x-ossfleet-request-id": sub.request_id}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
@@ -325,7 +325,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             finished = True
         finally:
             if not finished:
-                await core.cancel(tenant.name, sub.request_id)
+                core.cancel_abandoned(tenant.name, sub.request_id)
         return JSONResponse(
             {
                 "id": f"cmpl-{sub.request_id}",
@@ -352,7 +352,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
         req = to_chat_request(body, request.headers, core.cfg.limits.max_tokens, core.cfg.limits.max_messages)
         sub = await core.submit(tenant, req)
         created = int(time.time())
-        headers = {"x-request-id": sub.request_id}
+        headers = {"x-ossfleet-request-id": sub.request_id}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
@@ -366,7 +366,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             finished = True
         finally:
             if not finished:  # the client went away (or we failed): stop the work and refund
-                await core.cancel(tenant.name, sub.request_id)
+                core.cancel_abandoned(tenant.name, sub.request_id)
         return JSONResponse(completion_body(sub.request_id, sub.placement.model, created, out), headers=headers)
 
     return app
@@ -415,7 +415,7 @@ async def _sse(
         yield b"data: [DONE]\n\n"
     finally:
         if not finished:  # client disconnected mid-stream: cancel and refund the rest
-            await core.cancel(tenant, rid)
+            core.cancel_abandoned(tenant, rid)
 
 
 async def _completion_sse(
@@ -448,4 +448,4 @@ async def _completion_sse(
         yield b"data: [DONE]\n\n"
     finally:
         if not finished:
-            await core.cancel(tenant, rid)
+            core.cancel_abandoned(tenant, rid)

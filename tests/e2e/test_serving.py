@@ -390,3 +390,42 @@ def test_completions_bad_input(platform):
         resp = httpx.post(platform.base_url + "/v1/completions", json=body, headers=h, timeout=30)
         assert resp.status_code == 400 and resp.json()["error"]["message"]
     assert queue_keys(platform) == before
+
+
+# -- HTTP semantics: idempotency, disconnects -----------------------------------------------------
+
+
+def test_idempotency_key_returns_the_same_request_once(platform):
+    h = {"authorization": f"Bearer {platform.keys['acme']}", "idempotency-key": "order-42"}
+    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "once"}], "max_tokens": 4,
+            "temperature": 0}  # fmt: skip
+    a = httpx.post(platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60)
+    b = httpx.post(platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60)
+    assert a.status_code == b.status_code == 200
+    assert a.json()["id"] == b.json()["id"] == "chatcmpl-" + a.headers["x-ossfleet-request-id"]
+    assert a.json()["choices"][0]["message"]["content"] == b.json()["choices"][0]["message"]["content"]
+
+
+def test_client_disconnect_cancels_the_stream_and_refunds(platform):
+    import time
+
+    r = connect(platform.redis_url)
+    ns = "{" + platform.cfg.redis.namespace + "}:"
+    h = {"authorization": f"Bearer {platform.keys['acme']}"}
+    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "long"}], "max_tokens": 250,
+            "temperature": 0, "stream": True}  # fmt: skip
+    with httpx.stream("POST", platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60) as resp:
+        rid = resp.headers["x-ossfleet-request-id"]
+        next(resp.iter_lines())
+    # The gateway notices the disconnect, cancels; the replica stops and settles what it generated.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = {k.decode(): v.decode() for k, v in r.hgetall(ns + f"req:{rid}").items()}
+        if state.get("state") in ("done", "cancelled"):
+            break
+        time.sleep(0.2)
+    assert state.get("state") in ("done", "cancelled"), state
+    assert int(state.get("out_tokens", 0)) < 250
+    assert state.get("reserved") == "0"
+    done = [f for _, f in r.xrange(ns + f"stream:{rid}") if f.get(b"type") == b"done"]
+    assert done and done[-1][b"finish_reason"] == b"cancelled"
