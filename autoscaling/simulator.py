@@ -62,7 +62,7 @@ def load_trace(
 
 def poisson(rate: float, seconds: float, seed: int = 0, tokens: tuple[int, int] = (1000, 200)) -> list[Arrival]:
     rng = random.Random(seed)
-    t, out = 0.0, []
+    t, out = 0.0, list[Arrival]()
     while True:
         t += rng.expovariate(rate)
         if t >= seconds:
@@ -75,7 +75,7 @@ def modulated(
 ) -> list[Arrival]:
     """A non-homogeneous Poisson process (thinning): bursty or diurnal arrivals."""
     rng = random.Random(seed)
-    t, out = 0.0, []
+    t, out = 0.0, list[Arrival]()
     while True:
         t += rng.expovariate(peak)
         if t >= seconds:

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ray.serve.config import AutoscalingConfig
+from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 from ray.serve.deployment import Application
 
+from autoscaling.serve_policy import POLICY_FUNCTION
 from deployments.gateway import Gateway
 from deployments.replica import ModelReplica
 from ossfleet.config import ModelConfig, PlatformConfig, load_config, parse_config
@@ -29,8 +30,37 @@ class AppSpec:
     route_prefix: str | None
 
 
-def replica_options(m: ModelConfig) -> dict[str, Any]:
-    """Ray Serve options for one model's replicas: resources, placement, scaling."""
+# Serve wraps a custom policy in its own up/down delays (defaults 30 s and 600 s);
+# ossfleet's policy stabilizes by itself, so Serve's delays are off.
+SERVE_DELAYS_OFF = {"upscale_delay_s": 0.0, "downscale_delay_s": 0.0, "downscale_to_zero_delay_s": 0.0}
+
+
+def policy_kwargs(cfg: PlatformConfig, m: ModelConfig, redis_url: str | None) -> dict[str, Any]:
+    """What ossfleet's autoscaling policy needs for one model (JSON, for the Serve controller)."""
+    a = cfg.autoscaling
+    return {
+        "redis_url": redis_url or cfg.redis.url or "",
+        "password_env": cfg.redis.password_env,
+        "namespace": cfg.redis.namespace,
+        "model": m.name,
+        "bands": len(cfg.priorities.bands),
+        "min_replicas": m.replicas.min,
+        "max_replicas": m.replicas.max,
+        "target_wait_s": a.target_wait_s,
+        "upscale_delay_s": a.upscale_delay_s,
+        "downscale_delay_s": a.downscale_delay_s,
+        "idle_to_zero_s": a.idle_to_zero_s,
+        "cold_start_s": a.cold_start_s,
+        "default_slots": m.max_batch_size,
+    }
+
+
+def replica_options(m: ModelConfig, cfg: PlatformConfig | None = None, redis_url: str | None = None) -> dict[str, Any]:
+    """Ray Serve options for one model's replicas: resources, placement, scaling.
+
+    A model whose replica bounds differ scales by ossfleet's policy
+    (autoscaling/serve_policy.py); one replica is one whole pipeline group.
+    """
     opts: dict[str, Any] = {"name": f"{m.name}-replica"}
     stages = m.stages()
     if stages > 1:
@@ -47,8 +77,16 @@ def replica_options(m: ModelConfig) -> dict[str, Any]:
     if r.min == r.max:
         opts["num_replicas"] = r.min
     else:
+        policy = (
+            AutoscalingPolicy(policy_function=POLICY_FUNCTION, policy_kwargs=policy_kwargs(cfg, m, redis_url))
+            if cfg
+            else None
+        )
         opts["autoscaling_config"] = AutoscalingConfig(
-            min_replicas=r.min, max_replicas=r.max, initial_replicas=r.initial
+            min_replicas=r.min,
+            max_replicas=r.max,
+            initial_replicas=r.initial,
+            **({"policy": policy, **SERVE_DELAYS_OFF} if policy else {}),
         )
     return opts
 
@@ -63,7 +101,11 @@ def gateway_deployment(cfg: PlatformConfig) -> Any:
 def build_applications(cfg: PlatformConfig, redis_url: str) -> list[AppSpec]:
     data = cfg.dump()
     apps = [
-        AppSpec(f"model-{m.name}", ModelReplica.options(**replica_options(m)).bind(data, m.name, redis_url), None)
+        AppSpec(
+            f"model-{m.name}",
+            ModelReplica.options(**replica_options(m, cfg, redis_url)).bind(data, m.name, redis_url),
+            None,
+        )
         for m in cfg.models
     ]
     apps.append(AppSpec("gateway", gateway_deployment(cfg).bind(data, redis_url), "/"))
@@ -151,4 +193,5 @@ def model_app(args: dict[str, Any]) -> Application:
     m = cfg.model(args["model"])
     if m is None:
         raise ValueError(f"model {args['model']!r} is not in the config")
-    return ModelReplica.options(**replica_options(m)).bind(cfg.dump(), m.name, _redis_url(cfg, args))
+    url = _redis_url(cfg, args)
+    return ModelReplica.options(**replica_options(m, cfg, url)).bind(cfg.dump(), m.name, url)

@@ -40,7 +40,10 @@ async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> E
 
         ids = SpecialIds.of(tokenizer)
         header = [ids.channel, *tokenizer.encode("final", add_special_tokens=False), ids.message]
-        engine = StubEngine(header, ids.return_, max_slots=m.max_batch_size, max_context=m.max_context)
+        engine = StubEngine(
+            header, ids.return_, max_slots=m.max_batch_size, max_context=m.max_context,
+            token_delay_s=m.stub_token_delay_s,
+        )  # fmt: skip
     elif m.engine == "mii":
         from ossfleet.engine.mii import check_mii
 
@@ -131,6 +134,21 @@ class ModelReplica:
             await asyncio.wait_for(self.redis.ping(), timeout=2)
         except Exception as e:
             raise RuntimeError(f"replica cannot reach Redis: {type(e).__name__}") from None
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """This replica's load for ossfleet's autoscaling policy (see autoscaling/serve_policy.py).
+
+        GPU utilization is left out, not zero, where there is no GPU.
+        """
+        from autoscaling.signals import gpu_utilization
+
+        if self.worker is None:
+            return {}
+        stats = {k: v for k, v in self.worker.load().items() if k != "served"}
+        gpu = gpu_utilization()
+        if gpu is not None:
+            stats["gpu_utilization"] = gpu
+        return stats
 
     async def stats(self) -> dict[str, Any]:
         """Engine and worker counters (for operators and tests)."""

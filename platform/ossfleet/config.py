@@ -139,6 +139,8 @@ class ModelConfig(_Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     # Micro-batches in flight; "auto": one per stage, so every stage stays busy.
     micro_batches: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # engine: stub only: seconds per generated token, to stand in for a GPU's pace in load tests.
+    stub_token_delay_s: Annotated[float, Field(ge=0, le=10)] = 0.0
     stage_cpus: Annotated[float, Field(ge=0)] = 1.0
     num_gpus: Annotated[float, Field(ge=0)] = 1.0
     num_cpus: Annotated[float, Field(ge=0)] = 1.0

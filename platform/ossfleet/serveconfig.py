@@ -16,7 +16,8 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
     Replicas read the same ossfleet YAML at ``config_path`` on the cluster;
     resources and scaling are rendered here so the file shows what will run.
     """
-    from deployments.app import replica_options
+    from autoscaling.serve_policy import POLICY_FUNCTION
+    from deployments.app import SERVE_DELAYS_OFF, policy_kwargs, replica_options
 
     apps: list[dict[str, Any]] = []
     for m in cfg.models:
@@ -33,6 +34,8 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
                 "min_replicas": a.min_replicas,
                 "max_replicas": a.max_replicas,
                 "initial_replicas": a.initial_replicas,
+                "policy": {"policy_function": POLICY_FUNCTION, "policy_kwargs": policy_kwargs(cfg, m, None)},
+                **SERVE_DELAYS_OFF,
             }
         apps.append({
             "name": f"model-{m.name}",

@@ -150,13 +150,16 @@ class ReplicaWorker:
         """This replica's load, as its heartbeat reports it."""
         s = self.engine.stats()
         now = asyncio.get_running_loop().time()
-        return {
-            "running": float(s.running),
+        load = {
+            "running": float(len(self._tasks)),
             "max_slots": float(s.max_slots),
             "tokens_per_s": s.tokens_per_s,
             "requests_per_s": self._completions.rate(now),
             "served": float(self.served),
         }
+        if s.kv_cache_used is not None:
+            load["kv_cache_used"] = s.kv_cache_used
+        return load
 
     # -- the loop --------------------------------------------------------------------
 

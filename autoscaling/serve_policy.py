@@ -1,0 +1,91 @@
+"""The Ray Serve adapter: ossfleet's policy as a custom Serve autoscaling policy.
+
+Serve's controller instantiates :class:`OssfleetServePolicy` once per model
+deployment with the ``policy_kwargs`` the application builder set, and calls
+it with an ``AutoscalingContext`` on every autoscaling tick. It gathers the
+signals (each replica's ``record_autoscaling_stats``, the model's queue depth
+from Redis), runs the pure ``decide`` and returns the replica count with the
+policy's state, which Serve hands back on the next call. If Redis cannot be
+read it keeps the current count rather than guess.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, ReplicaLoad, decide
+from autoscaling.signals import queue_depth
+
+log = logging.getLogger("ossfleet.autoscaling")
+
+POLICY_FUNCTION = "autoscaling.serve_policy:OssfleetServePolicy"
+STATS = ("running", "max_slots", "requests_per_s", "kv_cache_used", "gpu_utilization")
+
+
+class OssfleetServePolicy:
+    def __init__(
+        self,
+        redis_url: str,
+        namespace: str,
+        model: str,
+        bands: int,
+        password_env: str | None = None,
+        **policy: Any,
+    ) -> None:
+        self.redis_url = redis_url
+        self.password_env = password_env
+        self.namespace = namespace
+        self.model = model
+        self.bands = bands
+        self.cfg = PolicyConfig(**policy)
+        self._client: Any = None
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import os
+
+            import redis
+
+            password = os.environ.get(self.password_env) if self.password_env else None
+            self._client = redis.Redis.from_url(self.redis_url, password=password, socket_timeout=1.0)
+        return self._client
+
+    @staticmethod
+    def replica_loads(metrics: dict[str, dict[Any, float]] | None) -> tuple[ReplicaLoad, ...]:
+        """Per-replica loads from Serve's aggregated custom metrics ({metric: {replica: value}})."""
+        metrics = metrics or {}
+        replicas = set().union(*(metrics.get(k, {}).keys() for k in STATS))
+        out = []
+        for rid in replicas:
+            get = {k: metrics.get(k, {}).get(rid) for k in STATS}
+            out.append(
+                ReplicaLoad(
+                    running=int(get["running"] or 0),
+                    max_slots=int(get["max_slots"] or 0),
+                    requests_per_s=float(get["requests_per_s"] or 0.0),
+                    gpu_utilization=get["gpu_utilization"],
+                    kv_cache_used=get["kv_cache_used"],
+                )
+            )
+        return tuple(out)
+
+    def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
+        now = ctx.current_time or time.time()
+        current = ctx.target_num_replicas
+        try:
+            waiting, oldest = queue_depth(self._redis(), self.namespace, self.model, self.bands, now)
+        except Exception as e:
+            log.warning("event=autoscaling_redis_unreadable model=%s error=%r", self.model, type(e).__name__)
+            return current, ctx.policy_state
+        signals = ModelSignals(waiting, oldest, self.replica_loads(ctx.aggregated_metrics))
+        state = PolicyState(**ctx.policy_state.get("ossfleet", {}))
+        desired, state = decide(signals, current, state, self.cfg, now)
+        if desired != current:
+            log.info(
+                "event=autoscale model=%s from=%d to=%d waiting=%d oldest_wait_s=%.1f running=%d",
+                self.model, current, desired, waiting, oldest, signals.running,
+            )  # fmt: skip
+        return desired, {**ctx.policy_state, "ossfleet": asdict(state)}
