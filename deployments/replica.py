@@ -153,9 +153,10 @@ class ModelReplica:
     async def stats(self) -> dict[str, Any]:
         """Engine and worker counters (for operators and tests)."""
         ready = self._started.done() and self._started.exception() is None
+        base = {"model": self.model.name, "owner": self.owner, "pid": os.getpid()}
         if not ready or self.engine is None or self.worker is None:
-            return {"model": self.model.name, "ready": False}
-        return {"model": self.model.name, "ready": True, **self.worker.load()}
+            return {**base, "ready": False}
+        return {**base, "ready": True, **self.worker.load()}
 
     async def __del__(self) -> None:
         # Ray Serve calls __del__ on graceful shutdown: stop pulling, finish or hand back.

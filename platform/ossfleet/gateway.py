@@ -234,7 +234,7 @@ class GatewayCore:
         """
         delivered = -1
         while True:
-            batch = await self.queue.read_stream(request_id, after, block_ms=5000)
+            batch = await self.queue.read_stream(request_id, after, block_ms=2000)
             for ev in batch:
                 after = ev.entry_id
                 if ev.type == "delta":

@@ -143,8 +143,11 @@ def connect_async(url: str, cfg: RedisConfig | None = None, max_connections: int
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
 
+    # A socket timeout well above the longest blocking read we issue (XREAD BLOCK,
+    # BLPOP): redis-py's asyncio default of 5 s killed a stream whose next chunk
+    # came later than that (a replica restarting after a crash).
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=30, **_client_kwargs(cfg)
+        url, max_connections=max_connections, timeout=30, socket_timeout=30, **_client_kwargs(cfg)
     )
     return aioredis.Redis(
         connection_pool=pool,

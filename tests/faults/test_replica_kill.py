@@ -1,0 +1,112 @@
+"""kill -9 of a model replica mid-stream: every accepted request completes once, charged once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from ossfleet.config import parse_config
+from ossfleet.redisdb import connect
+from ossfleet.tenancy import new_api_key, register_key
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+    from ray import serve
+
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    serve.shutdown()
+    ray.shutdown()
+
+
+def stream(url: str, key: str, out: dict, i: int) -> None:
+    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "same prompt for all"}],
+            "max_tokens": 64, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    text, finish, err = "", None, None
+    try:
+        with httpx.stream("POST", url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=120) as r:
+            import json
+
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    err = chunk["error"]["message"]
+                for c in chunk.get("choices", []):
+                    text += c["delta"].get("content") or ""
+                    finish = c.get("finish_reason") or finish
+    except Exception as e:
+        err = f"{type(e).__name__}: {e}"
+    out[i] = {"text": text, "finish": finish, "error": err}
+
+
+def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(ray_local, tiny_checkpoint, redis_server):
+    from ray import serve
+
+    from deployments.app import build_applications, deploy
+
+    port = free_port()
+    cfg = parse_config(
+        {
+            "redis": {"namespace": "killtest", "lease_s": 3},
+            "endpoints": {"http_port": port},
+            "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
+                        "stub_token_delay_s": 0.1, "max_batch_size": 16, "num_gpus": 1, "num_cpus": 0.25,
+                        "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}],
+            "tenants": [{"name": "acme", "budget": {"limit_usd": 100}}],
+        },
+        "<faults>",
+    )  # fmt: skip
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    assert deploy(build_applications(cfg, redis_server.url), timeout_s=180)
+    key = new_api_key()
+    r = connect(redis_server.url)
+    register_key(r, "killtest", "acme", key)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    reference: dict = {}
+    stream(url, key, reference, 0)
+    assert reference[0]["error"] is None and reference[0]["finish"] == "stop"
+
+    n = 8
+    results: dict = {}
+    threads = [threading.Thread(target=stream, args=(url, key, results, i)) for i in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # the streams are under way
+    handle = serve.get_deployment_handle("gpt-oss-20b-replica", app_name="model-gpt-oss-20b")
+    stats = handle.stats.remote().result()
+    assert stats["running"] > 0  # the kill hits requests in flight
+    os.kill(stats["pid"], signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=150)
+
+    assert len(results) == n
+    for res in results.values():
+        # Served in full by the restarted replica, each chunk once (the stub is deterministic).
+        assert res["error"] is None, res
+        assert res["finish"] == "stop" and res["text"] == reference[0]["text"]
+    usage = {k.decode(): int(v) for k, v in r.hgetall(next(r.scan_iter(match="{killtest}:usage:acme:*"))).items()}
+    budget = {k.decode(): int(v) for k, v in r.hgetall(next(r.scan_iter(match="{killtest}:budget:acme:*"))).items()}
+    assert usage["gpt-oss-20b:requests"] == n + 1  # each request settled exactly once
+    assert budget["reserved"] == 0 and budget["spent"] == usage["cost_nusd"]
+    retried = [int(r.hget(f"{{killtest}}:req:{k.decode().rsplit(':', 1)[1]}", "attempts") or 0)
+               for k in r.scan_iter(match="{killtest}:req:*")]  # fmt: skip
+    assert max(retried) >= 2  # the kill really hit requests in flight
