@@ -249,6 +249,17 @@ class GatewayCore:
                 # The request record expired (or never existed): nothing will come.
                 raise RequestFailed(f"request {request_id} is no longer known")
 
+    async def outcome_or_cancel(self, tenant: str, request_id: str) -> Outcome:
+        """The finished request; if the caller goes away first, the request is cancelled."""
+        finished = False
+        try:
+            out = await self.outcome(request_id)
+            finished = True
+            return out
+        finally:
+            if not finished:
+                self.cancel_abandoned(tenant, request_id)
+
     async def outcome(self, request_id: str) -> Outcome:
         out = Outcome()
         async for ev in self.events(request_id):

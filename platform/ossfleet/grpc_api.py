@@ -110,13 +110,7 @@ class GrpcApi:
         try:
             tenant = await self.core.tenant(md.get("authorization"))
             sub = await self.core.submit(tenant, self._chat(req, md))
-            finished = False
-            try:
-                out = await self.core.outcome(sub.request_id)
-                finished = True
-            finally:
-                if not finished:  # the caller went away: stop the work, refund the rest
-                    self.core.cancel_abandoned(tenant.name, sub.request_id)
+            out = await self.core.outcome_or_cancel(tenant.name, sub.request_id)
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.GenerateResponse()

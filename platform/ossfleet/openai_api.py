@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge
 from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
+from ossfleet.queue import StreamEvent
 
 
 class _Strict(BaseModel):
@@ -319,13 +320,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
                 media_type="text/event-stream",
                 headers=headers,
             )
-        finished = False
-        try:
-            out = await core.outcome(sub.request_id)
-            finished = True
-        finally:
-            if not finished:
-                core.cancel_abandoned(tenant.name, sub.request_id)
+        out = await core.outcome_or_cancel(tenant.name, sub.request_id)
         return JSONResponse(
             {
                 "id": f"cmpl-{sub.request_id}",
@@ -360,92 +355,93 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
                 media_type="text/event-stream",
                 headers=headers,
             )
-        finished = False
-        try:
-            out = await core.outcome(sub.request_id)
-            finished = True
-        finally:
-            if not finished:  # the client went away (or we failed): stop the work and refund
-                core.cancel_abandoned(tenant.name, sub.request_id)
+        out = await core.outcome_or_cancel(tenant.name, sub.request_id)
         return JSONResponse(completion_body(sub.request_id, sub.placement.model, created, out), headers=headers)
 
     return app
 
 
-async def _sse(
-    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+def _data(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+# Turns one stream event (already folded into the outcome) into SSE bodies.
+Render = Callable[[StreamEvent, Outcome], list[dict[str, Any]]]
+
+
+async def _relay(
+    core: GatewayCore, tenant: str, rid: str, render: Render, first: list[dict[str, Any]]
 ) -> AsyncIterator[bytes]:
-    base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model}
+    """Relay a request's stream as server-sent events, ending with ``[DONE]``.
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        body = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
+    A failed request ends with an OpenAI error event; a client that goes away
+    before the end cancels the request (and so the rest of its reservation).
+    """
     out = Outcome()
     finished = False
-    tool_index = 0
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        for body in first:
+            yield _data(body)
         async for ev in core.events(rid):
             try:
                 fold(out, ev)
             except OssfleetError as e:
-                yield b"data: " + json.dumps(e.to_openai()).encode() + b"\n\n"
                 finished = True
+                yield _data(e.to_openai())
                 break
-            f = ev.fields
-            if ev.type == "delta":
-                kind = f.get("kind")
-                if kind == "content":
-                    yield chunk({"content": f.get("text", "")})
-                elif kind == "reasoning":
-                    yield chunk({"reasoning": f.get("text", "")})
-                elif kind == "tool_call":
-                    call = {"name": f["name"], "arguments": f["arguments"]}
-                    yield chunk(
-                        {"tool_calls": [{"index": tool_index, "id": f["id"], "type": "function", "function": call}]}
-                    )
-                    tool_index += 1
-            elif ev.type == "done":
-                finished = True
-                yield chunk({}, _finish(out.finish_reason))
-                if include_usage:
-                    body = {**base, "choices": [], "usage": _usage(out)}
-                    yield b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
-    finally:
-        if not finished:  # client disconnected mid-stream: cancel and refund the rest
-            core.cancel_abandoned(tenant, rid)
-
-
-async def _completion_sse(
-    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
-) -> AsyncIterator[bytes]:
-    base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": created, "model": model}
-
-    def event(body: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
-    out = Outcome()
-    finished = False
-    try:
-        async for ev in core.events(rid):
-            try:
-                fold(out, ev)
-            except OssfleetError as e:
-                yield event(e.to_openai())
-                finished = True
-                break
-            if ev.type == "delta" and ev.fields.get("kind") == "content":
-                choice = {"index": 0, "text": ev.fields.get("text", ""), "logprobs": None, "finish_reason": None}
-                yield event({**base, "choices": [choice]})
-            elif ev.type == "done":
-                finished = True
-                choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": _finish(out.finish_reason)}
-                yield event({**base, "choices": [choice]})
-                if include_usage:
-                    yield event({**base, "choices": [], "usage": _usage(out)})
+            finished = ev.type == "done"
+            for body in render(ev, out):
+                yield _data(body)
         yield b"data: [DONE]\n\n"
     finally:
         if not finished:
             core.cancel_abandoned(tenant, rid)
+
+
+def _sse(
+    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    tool_calls = 0
+
+    def render(ev: StreamEvent, out: Outcome) -> list[dict[str, Any]]:
+        nonlocal tool_calls
+        f = ev.fields
+        if ev.type == "done":
+            return [chunk({}, _finish(out.finish_reason))] + (
+                [{**base, "choices": [], "usage": _usage(out)}] if include_usage else []
+            )
+        kind = f.get("kind")
+        if ev.type != "delta" or kind not in ("content", "reasoning", "tool_call"):
+            return []
+        if kind == "tool_call":
+            call = {"index": tool_calls, "id": f["id"], "type": "function",
+                    "function": {"name": f["name"], "arguments": f["arguments"]}}  # fmt: skip
+            tool_calls += 1
+            return [chunk({"tool_calls": [call]})]
+        return [chunk({kind: f.get("text", "")})]
+
+    return _relay(core, tenant, rid, render, [chunk({"role": "assistant", "content": ""})])
+
+
+def _completion_sse(
+    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": created, "model": model}
+
+    def choice(text: str, finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+    def render(ev: StreamEvent, out: Outcome) -> list[dict[str, Any]]:
+        if ev.type == "done":
+            usage = [{**base, "choices": [], "usage": _usage(out)}] if include_usage else []
+            return [choice("", _finish(out.finish_reason)), *usage]
+        if ev.type == "delta" and ev.fields.get("kind") == "content":
+            return [choice(ev.fields.get("text", ""))]
+        return []
+
+    return _relay(core, tenant, rid, render, [])
