@@ -275,6 +275,17 @@ def current_core() -> GatewayCore:
     return _core
 
 
+def text_completion_body(rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
+    return {
+        "id": f"cmpl-{rid}",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": o.content, "logprobs": None, "finish_reason": _finish(o.finish_reason)}],
+        "usage": _usage(o),
+    }
+
+
 def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
     """The app, over the GatewayCore that ``get_core`` returns (the deployment's own)."""
     app = FastAPI(title="ossfleet", version="v1", docs_url=None, redoc_url=None)
@@ -301,62 +312,52 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             }
         )
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
+    async def serve(
+        request: Request,
+        schema: type[_Strict],
+        to_request: Callable[[Any, Any, GatewayCore], ChatRequest],
+        sse: Callable[..., AsyncIterator[bytes]],
+        whole: Callable[[str, str, int, Outcome], dict[str, Any]],
+    ) -> Response:
+        """Authenticate, parse, validate, submit; then stream (SSE) or answer whole."""
         core = get_core()
         tenant = await core.tenant(request.headers.get("authorization"))
         data = await _body(request, core.cfg.limits.max_request_bytes)
         try:
-            body = CompletionRequest.model_validate(data)
+            body: Any = schema.model_validate(data)
         except ValidationError as e:
             raise _pydantic_error(e) from None
-        sub = await core.submit(tenant, to_completion_request(body, request.headers, core.cfg.limits.max_tokens))
+        sub = await core.submit(tenant, to_request(body, request.headers, core))
         created = int(time.time())
         headers = {"x-ossfleet-request-id": sub.request_id}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                _completion_sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage),
-                media_type="text/event-stream",
-                headers=headers,
-            )
+            stream = sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage)
+            return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
         out = await core.outcome_or_cancel(tenant.name, sub.request_id)
-        return JSONResponse(
-            {
-                "id": f"cmpl-{sub.request_id}",
-                "object": "text_completion",
-                "created": created,
-                "model": sub.placement.model,
-                "choices": [
-                    {"index": 0, "text": out.content, "logprobs": None, "finish_reason": _finish(out.finish_reason)}
-                ],
-                "usage": _usage(out),
-            },
-            headers=headers,
+        return JSONResponse(whole(sub.request_id, sub.placement.model, created, out), headers=headers)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await serve(
+            request,
+            CompletionRequest,
+            lambda body, headers, core: to_completion_request(body, headers, core.cfg.limits.max_tokens),
+            _completion_sse,
+            text_completion_body,
         )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        core = get_core()
-        tenant = await core.tenant(request.headers.get("authorization"))
-        data = await _body(request, core.cfg.limits.max_request_bytes)
-        try:
-            body = ChatCompletionRequest.model_validate(data)
-        except ValidationError as e:
-            raise _pydantic_error(e) from None
-        req = to_chat_request(body, request.headers, core.cfg.limits.max_tokens, core.cfg.limits.max_messages)
-        sub = await core.submit(tenant, req)
-        created = int(time.time())
-        headers = {"x-ossfleet-request-id": sub.request_id}
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                _sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage),
-                media_type="text/event-stream",
-                headers=headers,
-            )
-        out = await core.outcome_or_cancel(tenant.name, sub.request_id)
-        return JSONResponse(completion_body(sub.request_id, sub.placement.model, created, out), headers=headers)
+        return await serve(
+            request,
+            ChatCompletionRequest,
+            lambda body, headers, core: to_chat_request(
+                body, headers, core.cfg.limits.max_tokens, core.cfg.limits.max_messages
+            ),
+            _sse,
+            completion_body,
+        )
 
     return app
 
@@ -419,8 +420,12 @@ def _sse(
         if ev.type != "delta" or kind not in ("content", "reasoning", "tool_call"):
             return []
         if kind == "tool_call":
-            call = {"index": tool_calls, "id": f["id"], "type": "function",
-                    "function": {"name": f["name"], "arguments": f["arguments"]}}  # fmt: skip
+            call = {
+                "index": tool_calls,
+                "id": f["id"],
+                "type": "function",
+                "function": {"name": f["name"], "arguments": f["arguments"]},
+            }
             tool_calls += 1
             return [chunk({"tool_calls": [call]})]
         return [chunk({kind: f.get("text", "")})]
