@@ -59,6 +59,45 @@ class RawTextStream:
         return self._flush(final=True)
 
 
+class StopStrings:
+    """Cuts the answer at the first stop string, which may span deltas.
+
+    Text that could still be the start of a stop string is held back until
+    it cannot (or the generation ends), so no part of a stop string ever
+    reaches the client.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.hit = False
+
+    def feed(self, deltas: list[Delta], final: bool) -> list[Delta]:
+        if not self.stops:
+            return deltas
+        out: list[Delta] = []
+        for d in deltas:
+            if d.kind != "content":
+                out.append(d)
+                continue
+            self.text += d.text
+            start = max(0, self.sent - self.hold)
+            found = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+            if found:
+                cut = min(found)
+                if cut > self.sent:
+                    out.append(Delta("content", self.text[self.sent : cut]))
+                self.sent, self.hit = cut, True
+                return out
+        safe = len(self.text) if final else max(self.sent, len(self.text) - self.hold)
+        if safe > self.sent:
+            out.append(Delta("content", self.text[self.sent : safe]))
+            self.sent = safe
+        return out
+
+
 def delta_event(d: Delta, attempt: int, seq: int) -> dict[str, str]:
     """A parsed delta as the fields of one stream entry."""
     e = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
@@ -229,7 +268,7 @@ class ReplicaWorker:
         sampling = sampling_from_payload(p)
         prompt: list[int] = p["prompt"]
         out_tokens, seq, finish = 0, 0, "stop"
-        content = ""
+        stops = StopStrings(sampling.stop)
         try:
             request = EngineRequest(rid, prompt, sampling, self.special.stop)
             async for out in self.engine.generate(request):
@@ -238,12 +277,11 @@ class ReplicaWorker:
                 if out.finished:
                     deltas += parser.finish()
                     finish = out.finish_reason or "stop"
-                deltas, hit = self._apply_stop_strings(deltas, sampling.stop, content)
-                content += "".join(d.text for d in deltas if d.kind == "content")
+                deltas = stops.feed(deltas, final=out.finished)
                 if deltas:
                     await self.queue.emit(rid, [delta_event(d, lease.attempt, seq + i) for i, d in enumerate(deltas)])
                     seq += len(deltas)
-                if hit:
+                if stops.hit:
                     self.engine.abort(rid)
                     finish = "stop"
                     break
@@ -278,25 +316,3 @@ class ReplicaWorker:
     async def _fail(self, rid: str, error: str, retryable: bool) -> None:
         with contextlib.suppress(LeaseLost):
             await self.queue.fail(rid, self.owner, error, retryable=retryable)
-
-    @staticmethod
-    def _apply_stop_strings(deltas: list[Delta], stops: tuple[str, ...], before: str) -> tuple[list[Delta], bool]:
-        """Cut content at the first stop string (which may span deltas); True once one is hit."""
-        if not stops:
-            return deltas, False
-        out: list[Delta] = []
-        seen = before
-        for d in deltas:
-            if d.kind != "content":
-                out.append(d)
-                continue
-            text = seen + d.text
-            cut = min((i for i in (text.find(s, max(0, len(seen) - len(s) + 1)) for s in stops) if i >= 0), default=-1)
-            if cut >= 0:
-                keep = text[len(seen) : cut] if cut > len(seen) else ""
-                if keep:
-                    out.append(Delta("content", keep))
-                return out, True
-            out.append(d)
-            seen = text
-        return out, False
