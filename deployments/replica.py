@@ -15,6 +15,7 @@ from typing import Any
 
 from ray import serve
 
+from ossfleet import metrics
 from ossfleet.config import ModelConfig, PlatformConfig, parse_config
 from ossfleet.engine.base import Engine
 from ossfleet.gateway import queue_for
@@ -148,6 +149,7 @@ class ModelReplica:
         gpu = gpu_utilization()
         if gpu is not None:
             stats["gpu_utilization"] = gpu
+            metrics.gpu_utilization(self.model.name, self.owner, gpu)
         return stats
 
     async def stats(self) -> dict[str, Any]:

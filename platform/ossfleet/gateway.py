@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ossfleet import metrics
 from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
-from ossfleet.errors import InvalidRequest, ModelNotFound, RequestFailed
+from ossfleet.errors import InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
 from ossfleet.pricing import NANO_PER_USD
 from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
@@ -159,7 +160,9 @@ class GatewayCore:
         period = period_id(t.budget.period)
         reserved, spent = await self.r.hmget(self.queue.key("budget", t.name, period), "reserved", "spent")
         limit = round(t.budget.limit_usd * NANO_PER_USD)
-        return limit - int(reserved or 0) - int(spent or 0)
+        left = limit - int(reserved or 0) - int(spent or 0)
+        metrics.budget_left(t.name, max(0, left) / NANO_PER_USD)
+        return left
 
     # -- submit ----------------------------------------------------------------------
 
@@ -171,6 +174,16 @@ class GatewayCore:
 
     async def submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         """Place and admit one request; raises a typed error and changes nothing if refused."""
+        try:
+            sub = await self._submit(t, req)
+        except OssfleetError as e:
+            metrics.request(t.name, req.model, req.priority or t.default_band or self.cfg.priorities.default, e.code)
+            raise
+        band = self.cfg.priorities.bands[sub.placement.band]
+        metrics.request(t.name, sub.placement.model, band, "duplicate" if sub.duplicate else "admitted")
+        return sub
+
+    async def _submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         if req.model != AUTO and self.cfg.model(req.model) is None:
             names = [m.name for m in self.cfg.models]
             raise ModelNotFound(f"model {req.model!r} does not exist; available: {names} or 'auto'", param="model")
@@ -219,20 +232,30 @@ class GatewayCore:
         )
         log.info(
             "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d duplicate=%s",
-            admitted.request_id, t.name, placement.model, placement.band, len(prompt), admitted.duplicate,
-        )  # fmt: skip
+            admitted.request_id,
+            t.name,
+            placement.model,
+            placement.band,
+            len(prompt),
+            admitted.duplicate,
+        )
         return Submitted(admitted.request_id, placement, len(prompt), admitted.duplicate)
 
     # -- results ---------------------------------------------------------------------
 
-    async def events(self, request_id: str, after: str = "0-0") -> AsyncIterator[StreamEvent]:
+    async def events(
+        self, request_id: str, after: str = "0-0", labels: tuple[str, str] | None = None
+    ) -> AsyncIterator[StreamEvent]:
         """The request's events from entry ``after`` on, until its terminal event.
 
         A retried request (its replica died) streams again from its first
         token; events whose ``seq`` was already delivered are skipped, so a
-        reader sees each chunk once.
+        reader sees each chunk once. With ``labels`` (tenant, model) the
+        stream's latencies and its end are recorded as metrics.
         """
         delivered = -1
+        last = time.monotonic()
+        first = True
         while True:
             batch = await self.queue.read_stream(request_id, after, block_ms=2000)
             for ev in batch:
@@ -242,6 +265,8 @@ class GatewayCore:
                     if seq <= delivered:
                         continue
                     delivered = seq
+                if labels is not None:
+                    last, first = _record(ev, labels, last, first)
                 yield ev
                 if ev.type in TERMINAL:
                     return
@@ -249,20 +274,20 @@ class GatewayCore:
                 # The request record expired (or never existed): nothing will come.
                 raise RequestFailed(f"request {request_id} is no longer known")
 
-    async def outcome_or_cancel(self, tenant: str, request_id: str) -> Outcome:
+    async def outcome_or_cancel(self, tenant: str, request_id: str, model: str = "") -> Outcome:
         """The finished request; if the caller goes away first, the request is cancelled."""
         finished = False
         try:
-            out = await self.outcome(request_id)
+            out = await self.outcome(request_id, (tenant, model))
             finished = True
             return out
         finally:
             if not finished:
                 self.cancel_abandoned(tenant, request_id)
 
-    async def outcome(self, request_id: str) -> Outcome:
+    async def outcome(self, request_id: str, labels: tuple[str, str] | None = None) -> Outcome:
         out = Outcome()
-        async for ev in self.events(request_id):
+        async for ev in self.events(request_id, labels=labels):
             fold(out, ev)
         return out
 
@@ -315,6 +340,27 @@ def fold(out: Outcome, ev: StreamEvent) -> None:
         out.cost_nusd = int(f.get("cost_nusd", 0))
     elif ev.type == "error":
         raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
+
+
+def _record(ev: StreamEvent, labels: tuple[str, str], last: float, first: bool) -> tuple[float, bool]:
+    """Metrics for one delivered event: first-token and inter-token latency, the request's end."""
+    tenant, model = labels
+    now = time.monotonic()
+    if ev.type == "delta":
+        (metrics.time_to_first_token if first else metrics.inter_token)(model, now - last)
+        return now, False
+    if ev.type == "done":
+        f = ev.fields
+        metrics.finished(
+            tenant,
+            model,
+            f.get("finish_reason", "stop"),
+            int(f.get("cost_nusd", 0)) / NANO_PER_USD,
+            int(f.get("output_tokens", 0)),
+        )
+    elif ev.type == "error":
+        metrics.finished(tenant, model, "error", 0.0, 0)
+    return last, first
 
 
 def _text(v: bytes | str) -> str:

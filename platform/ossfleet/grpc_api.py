@@ -110,7 +110,7 @@ class GrpcApi:
         try:
             tenant = await self.core.tenant(md.get("authorization"))
             sub = await self.core.submit(tenant, self._chat(req, md))
-            out = await self.core.outcome_or_cancel(tenant.name, sub.request_id)
+            out = await self.core.outcome_or_cancel(tenant.name, sub.request_id, sub.placement.model)
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.GenerateResponse()
@@ -134,7 +134,7 @@ class GrpcApi:
             raise
         # A client that drops a stream does not cancel it: the request runs on and
         # its chunks wait in Redis (stream_ttl_s) for ResumeStream. Cancel cancels.
-        async for chunk in self._chunks(sub.request_id, sub.placement.model, "0-0", ctx):
+        async for chunk in self._chunks(sub.request_id, sub.placement.model, "0-0", ctx, tenant.name):
             yield chunk
 
     async def resume_stream(self, req: pb.ResumeRequest, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
@@ -150,10 +150,13 @@ class GrpcApi:
         async for chunk in self._chunks(req.request_id, state.get("model", ""), req.cursor or "0-0", ctx):
             yield chunk
 
-    async def _chunks(self, rid: str, model: str, after: str, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
+    async def _chunks(
+        self, rid: str, model: str, after: str, ctx: Any, tenant: str | None = None
+    ) -> AsyncIterator[pb.GenerateChunk]:
         out = Outcome()
+        labels = (tenant, model) if tenant else None
         try:
-            async for ev in self.core.events(rid, after):
+            async for ev in self.core.events(rid, after, labels):
                 fold(out, ev)
                 f = ev.fields
                 base: dict[str, Any] = {"request_id": rid, "model": model, "cursor": ev.entry_id}

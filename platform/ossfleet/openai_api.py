@@ -334,7 +334,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             stream = sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage)
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-        out = await core.outcome_or_cancel(tenant.name, sub.request_id)
+        out = await core.outcome_or_cancel(tenant.name, sub.request_id, sub.placement.model)
         return JSONResponse(whole(sub.request_id, sub.placement.model, created, out), headers=headers)
 
     @app.post("/v1/completions")
@@ -371,7 +371,7 @@ Render = Callable[[StreamEvent, Outcome], list[dict[str, Any]]]
 
 
 async def _relay(
-    core: GatewayCore, tenant: str, rid: str, render: Render, first: list[dict[str, Any]]
+    core: GatewayCore, tenant: str, rid: str, model: str, render: Render, first: list[dict[str, Any]]
 ) -> AsyncIterator[bytes]:
     """Relay a request's stream as server-sent events, ending with ``[DONE]``.
 
@@ -383,7 +383,7 @@ async def _relay(
     try:
         for body in first:
             yield _data(body)
-        async for ev in core.events(rid):
+        async for ev in core.events(rid, labels=(tenant, model)):
             try:
                 fold(out, ev)
             except OssfleetError as e:
@@ -430,7 +430,7 @@ def _sse(
             return [chunk({"tool_calls": [call]})]
         return [chunk({kind: f.get("text", "")})]
 
-    return _relay(core, tenant, rid, render, [chunk({"role": "assistant", "content": ""})])
+    return _relay(core, tenant, rid, model, render, [chunk({"role": "assistant", "content": ""})])
 
 
 def _completion_sse(
@@ -449,4 +449,4 @@ def _completion_sse(
             return [choice(ev.fields.get("text", ""))]
         return []
 
-    return _relay(core, tenant, rid, render, [])
+    return _relay(core, tenant, rid, model, render, [])

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ossfleet import metrics
 from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams, ThroughputMeter
 from ossfleet.errors import LeaseLost
 from ossfleet.harmony import Delta, HarmonyStreamParser, SpecialIds
@@ -181,6 +182,12 @@ class ReplicaWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
 
+    async def _record(self, load: dict[str, float]) -> None:
+        metrics.running(self.model, self.owner, load["running"])
+        metrics.tokens_per_s(self.model, self.owner, load["tokens_per_s"])
+        depth = await self.queue.depth(self.model)
+        metrics.queue(self.model, {str(b): n for b, n in enumerate(depth.waiting)}, depth.oldest_wait_s)
+
     def _free_slots(self) -> int:
         """Slots this worker may still fill: the engine's, less leases not yet started on it."""
         return min(self.engine.free_slots(), self.engine.stats().max_slots - len(self._tasks))
@@ -208,8 +215,10 @@ class ReplicaWorker:
         while not self.draining:
             try:
                 if loop.time() >= next_reap:
-                    await self.queue.reap(self.model)
-                    await self.queue.heartbeat(self.model, self.owner, self.load())
+                    metrics.leases(self.model, *await self.queue.reap(self.model))
+                    load = self.load()
+                    await self.queue.heartbeat(self.model, self.owner, load)
+                    await self._record(load)
                     next_reap = loop.time() + self.reap_every_s
                 if self._free_slots() <= 0:
                     self._slot_freed.clear()
