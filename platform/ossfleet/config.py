@@ -186,6 +186,7 @@ class BudgetConfig(_Section):
 class TenantLimitsConfig(_Section):
     rpm: Annotated[int, Field(ge=1)] = 600
     tpm: Annotated[int, Field(ge=1)] = 1_000_000
+    # Requests the tenant may have in flight (waiting or running) at once, across all gateways.
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 64
 
 

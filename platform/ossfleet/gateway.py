@@ -223,6 +223,7 @@ class GatewayCore:
                 reserve_nusd=placement.reserve_nusd,
                 budget_limit_nusd=round(t.budget.limit_usd * NANO_PER_USD),
                 alert_at_nusd=round(t.budget.limit_usd * t.budget.soft_alert_fraction * NANO_PER_USD),
+                max_inflight=t.limits.max_concurrent_streams,
                 period=period_id(t.budget.period),
                 rpm=t.limits.rpm,
                 tpm=t.limits.tpm,

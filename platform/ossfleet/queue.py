@@ -20,6 +20,7 @@ Keys (all under the namespace hash tag ``{ns}:``)::
     usage:<tenant>:<period>       hash: per-model requests and tokens, cost
     rl:<req|tok>:<tenant>:<min>   rate-limit counters
     idem:<tenant>:<key>           idempotency key -> request id
+    inflight:<tenant>             zset: the tenant's unfinished requests (concurrency limit)
     stream:<id>                   stream: the request's output events
     bell:<model>                  list: wake-up tokens for idle replicas
 """
@@ -79,6 +80,7 @@ class Admission:
     weight: float = 1.0
     idempotency_key: str = ""
     alert_at_nusd: int = 0  # 0: no soft alert
+    max_inflight: int = 0  # requests the tenant may have waiting or running at once; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ class RequestQueue:
             a.request_id, a.tenant, a.model, a.band, json.dumps(a.payload, separators=(",", ":")),
             a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
             a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
-            a.alert_at_nusd,
+            a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000,
         )  # fmt: skip
         status = _s(reply[0])
         if status == "OK":
@@ -202,6 +204,13 @@ class RequestQueue:
                 f"tenant {a.tenant!r}'s tokens-per-minute limit ({a.tpm}); lower max_tokens or shorten the prompt",
                 retry_after_s=60.0,
                 limit="tokens",
+            )
+        if status == "CONCURRENCY":
+            raise RateLimited(
+                f"tenant {a.tenant!r} has {_s(reply[1])} requests in flight, its limit ({a.max_inflight}); "
+                "retry when one finishes",
+                retry_after_s=1.0,
+                limit="concurrency",
             )
         if status == "QUEUE_FULL":
             raise QueueFull(f"the queue for model {a.model!r} is full ({_s(reply[1])} waiting); retry shortly")

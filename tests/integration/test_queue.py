@@ -269,3 +269,17 @@ async def test_complete_and_pull_settles_and_leases_the_next_in_one_call(env):
     done, nxt = await q.complete_and_pull("two", "rep", 3, 100, "stop", "m")
     assert done and nxt is None
     assert await budget(q) == {"reserved": 0, "spent": 200}
+
+
+async def test_in_flight_limit_per_tenant_frees_as_requests_end(env):
+    q, _ = env
+    await q.admit(adm(rid="f1", max_inflight=2))
+    await q.admit(adm(rid="f2", max_inflight=2))
+    with pytest.raises(RateLimited, match="2 requests in flight"):
+        await q.admit(adm(rid="f3", max_inflight=2))
+    await q.admit(adm(tenant="other", rid="o1", max_inflight=2))  # per tenant
+    lease = await q.pull("m", "rep")
+    await q.complete(lease.request_id, "rep", 1, 1, "stop")  # one ends...
+    await q.admit(adm(rid="f4", max_inflight=2))  # ...and frees a place
+    await q.cancel("f4", "a")  # cancelling frees one too
+    await q.admit(adm(rid="f5", max_inflight=2))

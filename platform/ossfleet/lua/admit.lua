@@ -1,8 +1,9 @@
 -- admit: rate limits, queue bound, budget reservation, enqueue. All or nothing.
 -- ARGV: P id tenant model band payload in_tokens max_tokens now_ms idem
 --       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
+--       max_inflight (0: no limit) inflight_ttl_ms
 -- Returns {'OK', id} | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
---       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd}
+--       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd} | {'CONCURRENCY', in_flight}
 local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
 local band = ARGV[5]
 local payload = ARGV[6]
@@ -17,6 +18,8 @@ local rpm, tpm = tonumber(ARGV[15]), tonumber(ARGV[16])
 local nbands = tonumber(ARGV[17])
 local weight = ARGV[18]
 local alert_at = ARGV[19]
+local max_inflight = tonumber(ARGV[20] or '0')
+local inflight_ttl = tonumber(ARGV[21] or '3600000')
 
 local idem_key = nil
 if idem ~= '' then
@@ -48,6 +51,15 @@ if wait_req then return {'RATE', 'requests', tostring(wait_req)} end
 local wait_tok, tok_k = window('tok', tokens, tpm)
 if wait_tok then return {'RATE', 'tokens', tostring(wait_tok)} end
 
+-- Requests in flight (waiting or running) per tenant; entries leave when their
+-- request ends, or expire as a safety net.
+local inflight = k('inflight', tenant)
+if max_inflight > 0 then
+  redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
+  local n = redis.call('ZCARD', inflight)
+  if n >= max_inflight then return {'CONCURRENCY', tostring(n)} end
+end
+
 local depth = 0
 for b = 0, nbands - 1 do depth = depth + redis.call('ZCARD', k('wait', model, b)) end
 if depth >= max_queue then return {'QUEUE_FULL', tostring(depth)} end
@@ -76,4 +88,5 @@ redis.call('ZADD', k('wait', model, band), now, id)
 redis.call('RPUSH', k('bell', model), '1')
 redis.call('LTRIM', k('bell', model), -64, -1)
 if idem_key then redis.call('SET', idem_key, id, 'EX', 86400) end
+redis.call('ZADD', inflight, now + inflight_ttl, id)
 return {'OK', id}

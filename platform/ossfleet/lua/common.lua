@@ -104,8 +104,11 @@ local function refund(id)
   end
 end
 
--- The terminal event of a request's result stream, and the stream's TTL.
+-- The terminal event of a request's result stream, and the stream's TTL; the
+-- request stops counting against its tenant's in-flight limit.
 local function finish_stream(id, ttl_s, ...)
+  local tenant = redis.call('HGET', k('req', id), 'tenant')
+  if tenant then redis.call('ZREM', k('inflight', tenant), id) end
   local s = k('stream', id)
   redis.call('XADD', s, '*', ...)
   redis.call('EXPIRE', s, ttl_s)
