@@ -165,7 +165,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         print("ossfleet: keys create needs --redis-url (or redis.url in the config)", file=sys.stderr)
         return 2
     key = new_api_key()
-    register_key(connect(url, cfg.redis), cfg.redis.namespace, args.tenant, key)
+    register_key(connect(url, cfg.redis), cfg.redis.namespace, args.tenant, key, actor="ossfleet keys create")
     print(key)
     return 0
 

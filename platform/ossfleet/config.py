@@ -205,6 +205,7 @@ class TenantConfig(_Section):
     allow_fallback: bool = False
     # `auto` prefers a less capable model over a wait longer than this.
     max_wait_s: Annotated[float, Field(gt=0)] = 30.0
+    # Log this tenant's rendered prompts (event=debug_prompt); off: prompts never reach a log.
     debug_logging: bool = False
 
     def may_use(self, model: str) -> bool:

@@ -201,6 +201,14 @@ class GatewayCore:
         if placement.model != probe or placement.reasoning_effort != effort:
             prompt = self.render(placement.model, req, placement.reasoning_effort)  # type: ignore[arg-type]
         rid = uuid.uuid4().hex
+        if t.debug_logging:  # the tenant asked for its prompts in the logs
+            log.info(
+                "event=debug_prompt request_id=%s tenant=%s model=%s prompt=%r",
+                rid,
+                t.name,
+                placement.model,
+                self.renderers[placement.model].tok.decode(prompt, skip_special_tokens=False),
+            )
         payload: dict[str, Any] = {
             "prompt": prompt,
             "max_tokens": placement.max_tokens,

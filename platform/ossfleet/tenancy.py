@@ -11,6 +11,7 @@ digests in the config, or from ``ossfleet keys create``.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
-    from ossfleet.config import PlatformConfig
+    from ossfleet.config import PlatformConfig, TenantConfig
 
 KEY_PREFIX = "osf-"
 
@@ -39,17 +40,52 @@ def _apikey(namespace: str, digest: str) -> str:
     return "{" + namespace + "}:apikey:" + digest
 
 
-def register_key_digest(client: redis.Redis, namespace: str, tenant: str, digest: str) -> None:
-    client.set(_apikey(namespace, digest), tenant)
+def audit(client: redis.Redis, namespace: str, action: str, **fields: str) -> None:
+    """Append an audit event (key, budget and tenant changes) to ``{ns}:audit``; never a secret."""
+    event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+    client.xadd("{" + namespace + "}:audit", event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
 
 
-def register_key(client: redis.Redis, namespace: str, tenant: str, key: str) -> None:
-    register_key_digest(client, namespace, tenant, key_digest(key))
+def register_key_digest(client: redis.Redis, namespace: str, tenant: str, digest: str, actor: str = "config") -> None:
+    """Map a key digest to its tenant (an audit event names the digest's first 12 hex digits only)."""
+    previous = client.set(_apikey(namespace, digest), tenant, get=True)
+    if previous is None or (previous.decode() if isinstance(previous, bytes) else previous) != tenant:
+        audit(client, namespace, "key_registered", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
 
 
-def revoke_key(client: redis.Redis, namespace: str, key_or_digest: str) -> bool:
+def register_key(client: redis.Redis, namespace: str, tenant: str, key: str, actor: str = "config") -> None:
+    register_key_digest(client, namespace, tenant, key_digest(key), actor)
+
+
+def revoke_key(client: redis.Redis, namespace: str, key_or_digest: str, actor: str = "cli") -> bool:
     digest = key_or_digest if len(key_or_digest) == 64 else key_digest(key_or_digest)
-    return bool(client.delete(_apikey(namespace, digest)))
+    tenant = client.get(_apikey(namespace, digest))
+    removed = bool(client.delete(_apikey(namespace, digest)))
+    if removed:
+        name = tenant.decode() if isinstance(tenant, bytes) else str(tenant)
+        audit(client, namespace, "key_revoked", tenant=name, key_digest_prefix=digest[:12], actor=actor)
+    return removed
+
+
+def _policy(t: TenantConfig) -> str:
+    """The parts of a tenant's config an auditor asks about, as stable JSON (no keys)."""
+    return json.dumps(t.model_dump(mode="json", exclude={"api_key_env", "api_key_sha256"}), sort_keys=True)
+
+
+def record_tenant_changes(client: redis.Redis, cfg: PlatformConfig) -> list[str]:
+    """Audit every tenant whose budget, limits or access differ from the last config seen."""
+    changed = []
+    key = "{" + cfg.redis.namespace + "}:tenantcfg"
+    for t in cfg.tenants:
+        now = _policy(t)
+        before = client.hget(key, t.name)
+        before_s = before.decode() if isinstance(before, bytes) else before
+        if before_s != now:
+            client.hset(key, t.name, now)
+            action = "tenant_created" if before_s is None else "tenant_changed"
+            audit(client, cfg.redis.namespace, action, tenant=t.name, config=now)
+            changed.append(t.name)
+    return changed
 
 
 def sync_config_keys(client: redis.Redis, cfg: PlatformConfig, environ: Mapping[str, str]) -> list[str]:
@@ -58,6 +94,7 @@ def sync_config_keys(client: redis.Redis, cfg: PlatformConfig, environ: Mapping[
     Returns the tenants whose ``api_key_env`` is unset, so a caller can say so.
     """
     ns = cfg.redis.namespace
+    record_tenant_changes(client, cfg)
     unset = []
     for t in cfg.tenants:
         for digest in t.api_key_sha256:
