@@ -274,11 +274,19 @@ GRPC_BAD = [
     ("unknown model", {}, {"model": "gpt-9", "messages": [("user", "x")]}, "NOT_FOUND"),
     ("empty messages", {}, {"model": "gpt-oss-20b", "messages": []}, "INVALID_ARGUMENT"),
     ("bad role", {}, {"model": "gpt-oss-20b", "messages": [("wizard", "x")]}, "INVALID_ARGUMENT"),
-    ("huge max_tokens", {}, {"model": "gpt-oss-20b", "messages": [("user", "x")], "max_tokens": 10**6},
-     "INVALID_ARGUMENT"),
-    ("bad tool schema", {}, {"model": "gpt-oss-20b", "messages": [("user", "x")],
-                             "tools": [{"name": "f", "parameters_json": "{nope"}]}, "INVALID_ARGUMENT"),
-]  # fmt: skip
+    (
+        "huge max_tokens",
+        {},
+        {"model": "gpt-oss-20b", "messages": [("user", "x")], "max_tokens": 10**6},
+        "INVALID_ARGUMENT",
+    ),
+    (
+        "bad tool schema",
+        {},
+        {"model": "gpt-oss-20b", "messages": [("user", "x")], "tools": [{"name": "f", "parameters_json": "{nope"}]},
+        "INVALID_ARGUMENT",
+    ),
+]
 
 
 @pytest.mark.parametrize(("what", "opts", "req", "code"), GRPC_BAD, ids=[b[0] for b in GRPC_BAD])
@@ -375,9 +383,10 @@ def test_completions_continue_a_raw_prompt(platform, client, tiny_checkpoint):
     assert resp.choices[0].text == tok.decode(out, skip_special_tokens=False)
     assert resp.usage.prompt_tokens == len(ids)
     chunks = list(
-        client.completions.create(model="gpt-oss-20b", prompt="The quick brown fox", max_tokens=8, temperature=0,
-                                  stream=True)
-    )  # fmt: skip
+        client.completions.create(
+            model="gpt-oss-20b", prompt="The quick brown fox", max_tokens=8, temperature=0, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == resp.choices[0].text
     assert chunks[-1].choices[0].finish_reason == resp.choices[0].finish_reason
 
@@ -385,8 +394,11 @@ def test_completions_continue_a_raw_prompt(platform, client, tiny_checkpoint):
 def test_completions_bad_input(platform):
     before = queue_keys(platform)
     h = {"authorization": f"Bearer {platform.keys['acme']}"}
-    for body in ({"model": "gpt-oss-20b", "prompt": ""}, {"model": "gpt-oss-20b"},
-                 {"model": "gpt-oss-20b", "prompt": "x", "echo": True}):  # fmt: skip
+    for body in (
+        {"model": "gpt-oss-20b", "prompt": ""},
+        {"model": "gpt-oss-20b"},
+        {"model": "gpt-oss-20b", "prompt": "x", "echo": True},
+    ):
         resp = httpx.post(platform.base_url + "/v1/completions", json=body, headers=h, timeout=30)
         assert resp.status_code == 400 and resp.json()["error"]["message"]
     assert queue_keys(platform) == before
@@ -397,8 +409,12 @@ def test_completions_bad_input(platform):
 
 def test_idempotency_key_returns_the_same_request_once(platform):
     h = {"authorization": f"Bearer {platform.keys['acme']}", "idempotency-key": "order-42"}
-    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "once"}], "max_tokens": 4,
-            "temperature": 0}  # fmt: skip
+    body = {
+        "model": "gpt-oss-20b",
+        "messages": [{"role": "user", "content": "once"}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
     a = httpx.post(platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60)
     b = httpx.post(platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60)
     assert a.status_code == b.status_code == 200
@@ -412,8 +428,13 @@ def test_client_disconnect_cancels_the_stream_and_refunds(platform):
     r = connect(platform.redis_url)
     ns = "{" + platform.cfg.redis.namespace + "}:"
     h = {"authorization": f"Bearer {platform.keys['acme']}"}
-    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "long"}], "max_tokens": 250,
-            "temperature": 0, "stream": True}  # fmt: skip
+    body = {
+        "model": "gpt-oss-20b",
+        "messages": [{"role": "user", "content": "long"}],
+        "max_tokens": 250,
+        "temperature": 0,
+        "stream": True,
+    }
     with httpx.stream("POST", platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60) as resp:
         rid = resp.headers["x-ossfleet-request-id"]
         next(resp.iter_lines())
@@ -429,3 +450,78 @@ def test_client_disconnect_cancels_the_stream_and_refunds(platform):
     assert state.get("reserved") == "0"
     done = [f for _, f in r.xrange(ns + f"stream:{rid}") if f.get(b"type") == b"done"]
     assert done and done[-1][b"finish_reason"] == b"cancelled"
+
+
+# -- fuzzing and isolation ----------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant", "tool", "bogus", 3]), "content": _json}
+)
+_body = st.one_of(
+    _json,
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["gpt-oss-20b", "auto", "", "nope", 7]), "messages": st.lists(_message, max_size=3)},
+        optional={
+            "max_tokens": st.integers(-5, 6),
+            "temperature": _json,
+            "stream": st.booleans(),
+            "stop": _json,
+            "tools": _json,
+            "reasoning_effort": _json,
+            "extra": _json,
+        },
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_body)
+def test_http_fuzz_never_a_server_error(platform, body):
+    h = {"authorization": f"Bearer {platform.keys['acme']}"}
+    resp = httpx.post(platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60)
+    assert resp.status_code < 500, resp.text
+    if resp.status_code != 200:
+        assert resp.json()["error"]["message"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    model=st.sampled_from(["gpt-oss-20b", "auto", "", "nope"]),
+    msgs=st.lists(st.tuples(st.sampled_from(["user", "system", "tool", "x", ""]), st.text(max_size=30)), max_size=3),
+    max_tokens=st.integers(0, 6),
+    effort=st.sampled_from(["", "low", "high", "extreme"]),
+    temperature=st.floats(-1, 3, allow_nan=False),
+)
+def test_grpc_fuzz_never_an_internal_error(grpc_client, model, msgs, max_tokens, effort, temperature):
+    import grpc
+
+    try:
+        grpc_client.generate(
+            model, msgs, max_tokens=max_tokens, reasoning_effort=effort, temperature=temperature, timeout=60
+        )
+    except grpc.RpcError as e:
+        assert e.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), e.details()
+        assert e.details()
+
+
+def test_usage_is_the_callers_own(platform, grpc_client):
+    from ossfleet.client import OssfleetClient
+
+    grpc_client.generate("gpt-oss-20b", [("user", "acme spends")], max_tokens=2, timeout=60)
+    with OssfleetClient(platform.grpc_target, platform.keys["globex"]) as other:
+        usage = other.usage()
+    assert usage.tenant == "globex"
+    acme = grpc_client.usage()
+    assert acme.spent_usd > 0 and usage.spent_usd < acme.spent_usd
