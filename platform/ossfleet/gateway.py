@@ -20,7 +20,7 @@ from typing import Any
 from ossfleet import metrics
 from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
-from ossfleet.errors import InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
+from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
 from ossfleet.pricing import NANO_PER_USD
 from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
@@ -97,8 +97,6 @@ class GatewayCore:
         name = await authenticate(self.r, self.cfg.redis.namespace, authorization)
         t = self.cfg.tenant(name)
         if t is None:  # a key left behind for a tenant removed from the config
-            from ossfleet.errors import AuthenticationFailed
-
             raise AuthenticationFailed("invalid API key")
         return t
 

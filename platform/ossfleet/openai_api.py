@@ -74,11 +74,10 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
+class _Generation(_Strict):
+    """The fields both completion endpoints share: model, sampling, streaming."""
+
     model: Annotated[str, Field(min_length=1, max_length=128)]
-    messages: list[ChatMessage]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0
@@ -87,13 +86,22 @@ class ChatCompletionRequest(_Strict):
     n: Literal[1] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
-    tools: list[ToolDef] | None = None
-    tool_choice: Literal["auto", "none"] | None = None
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
     user: str | None = None
     # Accepted for client compatibility; only the neutral value is supported.
     presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
+
+    def stop_strings(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class ChatCompletionRequest(_Generation):
+    messages: list[ChatMessage]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["auto", "none"] | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
     logprobs: Literal[False] | None = None
 
     @model_validator(mode="after")
@@ -103,26 +111,14 @@ class ChatCompletionRequest(_Strict):
         return self
 
 
-class CompletionRequest(_Strict):
+class CompletionRequest(_Generation):
     """``/v1/completions``: a raw prompt, continued as plain text (no harmony rendering)."""
 
-    model: Annotated[str, Field(min_length=1, max_length=128)]
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] = 16
-    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
-    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    top_k: Annotated[int, Field(ge=0)] = 0
-    seed: int | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    n: Literal[1] = 1
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     echo: Literal[False] = False
     logprobs: None = None
     suffix: None = None
-    user: str | None = None
-    presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
@@ -184,7 +180,6 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
         if body.tool_choice == "none"
         else tuple(Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ())
     )
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return ChatRequest(
         model=body.model,
         messages=messages,
@@ -195,7 +190,7 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
         top_p=body.top_p,
         top_k=body.top_k,
         seed=body.seed,
-        stop=stop,
+        stop=body.stop_strings(),
         priority=headers.get("x-ossfleet-priority"),
         idempotency_key=headers.get("idempotency-key", "")[:128],
     )
@@ -208,7 +203,6 @@ def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limi
         raise InvalidRequest(
             f"max_tokens {body.max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens"
         )
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     return ChatRequest(
         model=body.model,
         messages=(),
@@ -217,7 +211,7 @@ def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limi
         top_p=body.top_p,
         top_k=body.top_k,
         seed=body.seed,
-        stop=stop,
+        stop=body.stop_strings(),
         priority=headers.get("x-ossfleet-priority"),
         idempotency_key=headers.get("idempotency-key", "")[:128],
         prompt=body.text(),
