@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +25,18 @@ class Gateway:
         self.core = GatewayCore(cfg, redis_url)
         self.grpc = GrpcApi(self.core)
         set_current_core(self.core)
+        self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
+
+    async def _adopt_batches(self, every_s: float = 10.0) -> None:
+        """Give every running batch job a driver, whichever gateway or driver died."""
+        from ossfleet.batch.driver import adopt_active
+
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await adopt_active(self.core.cfg.dump(), self.core.redis_url, self.core.batches.store)
+            except Exception as e:
+                logging.getLogger("ossfleet.gateway").warning("event=batch_adopt_error error=%r", type(e).__name__)
 
     async def check_health(self) -> None:
         if not await self.core.ping():

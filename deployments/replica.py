@@ -16,85 +16,14 @@ from typing import Any
 from ray import serve
 
 from ossfleet import metrics
-from ossfleet.config import ModelConfig, PlatformConfig, parse_config
+from ossfleet.config import parse_config
 from ossfleet.engine.base import Engine
+from ossfleet.engine.factory import build_engine
 from ossfleet.gateway import queue_for
-from ossfleet.harmony import SpecialIds
 from ossfleet.redisdb import connect_async
 from ossfleet.worker import ReplicaWorker
 
 log = logging.getLogger("ossfleet.replica")
-
-
-def _dtype(m: ModelConfig) -> str:
-    if m.dtype != "auto":
-        return m.dtype
-    return "bfloat16" if m.device.startswith("cuda") else "float32"
-
-
-async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
-    """The engine a model's config asks for, loaded and started."""
-    path = cfg.model_path(m)
-    engine: Engine
-    if m.engine == "stub":
-        from ossfleet.engine.stub import StubEngine
-
-        ids = SpecialIds.of(tokenizer)
-        header = [ids.channel, *tokenizer.encode("final", add_special_tokens=False), ids.message]
-        engine = StubEngine(
-            header, ids.return_, max_slots=m.max_batch_size, max_context=m.max_context,
-            token_delay_s=m.stub_token_delay_s,
-        )  # fmt: skip
-    elif m.engine == "mii":
-        from ossfleet.engine.mii import check_mii
-
-        check_mii(path)  # raises: no model ossfleet serves runs on MII today (see engine/mii.py)
-        raise RuntimeError("unreachable")
-    elif m.engine == "transformers" and m.stages() == 1:
-        from ossfleet.engine.hf import TransformersEngine
-
-        engine = TransformersEngine(
-            path, device=m.device, dtype=m.dtype, max_batch_size=m.max_batch_size,
-            max_context=m.max_context, torch_threads=m.torch_threads,
-        )  # fmt: skip
-    else:
-        engine = await asyncio.to_thread(_batched_engine, cfg, m, tokenizer)
-    await engine.start()
-    return engine
-
-
-def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
-    import torch
-    from transformers import AutoConfig
-
-    from ossfleet.engine.batched import BatchedEngine, LocalExecutor, RayExecutor, ray_stage_actors
-    from ossfleet.engine.stages import PipelineStage
-
-    if m.torch_threads:
-        torch.set_num_threads(m.torch_threads)
-    path = cfg.model_path(m)
-    layers = AutoConfig.from_pretrained(path).num_hidden_layers
-    ranges = m.stage_ranges(layers)
-    executor: Any
-    if len(ranges) == 1:
-        executor = LocalExecutor([PipelineStage(path, 0, layers, dtype=_dtype(m), device=m.device)])
-    else:
-        from ray.util import get_current_placement_group
-
-        pg = get_current_placement_group()
-        if pg is None:
-            raise RuntimeError(f"model {m.name!r} has {len(ranges)} stages but its replica has no placement group")
-        # Stage i sits in bundle i; bundle 0 also holds this replica (see deployments/app.py).
-        actors = ray_stage_actors(
-            str(path), ranges, pg, first_bundle=0, num_gpus=m.num_gpus, num_cpus=m.stage_cpus,
-            dtype=_dtype(m), device=m.device,
-        )  # fmt: skip
-        executor = RayExecutor(actors)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return BatchedEngine(
-        executor, max_batch_size=m.max_batch_size, micro_batches=m.micro_batch_count(),
-        max_context=m.max_context, pad_id=pad, torch_threads=m.torch_threads,
-    )  # fmt: skip
 
 
 @serve.deployment(name="ModelReplica", graceful_shutdown_timeout_s=60, health_check_period_s=5)
@@ -121,6 +50,7 @@ class ModelReplica:
         self.worker = ReplicaWorker(
             queue_for(self.cfg, self.redis), self.engine, self.tokenizer,
             model=self.model.name, owner=self.owner, price=self.model.price, bell_client=self.bell,
+            reserved_slots=int(self.model.max_batch_size * self.cfg.batch.reserved_slot_fraction),
         )  # fmt: skip
         self.worker.start()
         log.info("event=replica_ready model=%s engine=%s stages=%d", self.model.name, self.model.engine,

@@ -212,6 +212,30 @@ class TenantConfig(_Section):
         return "*" in self.allowed_models or model in self.allowed_models
 
 
+class BatchConfig(_Section):
+    """Offline batch jobs (the OpenAI Batch API): where files live and how jobs run."""
+
+    # Where uploaded input files and the output/error files go: a local folder
+    # (relative paths from the config file's folder) or any fsspec URL, s3://... included.
+    storage_url: str = "../var/files"
+    # What queue-mode lines pay, as a fraction off the model's price.
+    discount: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Lines of one queue-mode job admitted to Redis at once: a million-line job
+    # never floods the queue.
+    window: Annotated[int, Field(ge=1, le=100_000)] = 64
+    max_lines: Annotated[int, Field(ge=1)] = 50_000
+    max_file_bytes: Annotated[int, Field(ge=1024)] = 200 * 1024 * 1024
+    completion_windows: list[Annotated[str, Field(pattern=r"^[0-9]+[smhd]$")]] = ["24h"]
+    # Each replica keeps this fraction of its slots free of batch-band work, so
+    # an interactive request finds a slot at once even while a batch job runs.
+    reserved_slot_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    # dedicated mode: engine actors in Ray Data's autoscaling actor pool.
+    dedicated_max_actors: Annotated[int, Field(ge=1)] = 2
+    dedicated_rows_per_call: Annotated[int, Field(ge=1)] = 32
+    # GPUs per dedicated engine actor; None: the model's num_gpus.
+    dedicated_num_gpus: Annotated[float, Field(ge=0)] | None = None
+
+
 class PlatformConfig(_Section):
     redis: RedisConfig = RedisConfig()
     cluster: ClusterConfig = ClusterConfig()
@@ -219,6 +243,7 @@ class PlatformConfig(_Section):
     priorities: PrioritiesConfig = PrioritiesConfig()
     limits: LimitsConfig = LimitsConfig()
     autoscaling: AutoscalingConfig = AutoscalingConfig()
+    batch: BatchConfig = BatchConfig()
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     tenants: list[TenantConfig] = []
     # Where the file was read from; relative model paths resolve against it.
@@ -253,6 +278,16 @@ class PlatformConfig(_Section):
         if not p.is_absolute() and self.source:
             p = Path(self.source).parent / p
         return p.resolve()
+
+    def storage_url(self) -> str:
+        """Batch file storage: a URL as given, a local path resolved like model paths."""
+        url = self.batch.storage_url
+        if "://" in url:
+            return url
+        p = Path(os.path.expanduser(url))
+        if not p.is_absolute() and self.source and not self.source.startswith("<"):
+            p = Path(self.source).parent / p
+        return str(p.resolve())
 
     def dump(self) -> dict:
         """Plain data, safe to pass to Ray actors and to write into a Serve config."""

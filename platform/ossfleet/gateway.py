@@ -14,15 +14,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ossfleet import metrics
+from ossfleet.batch.service import BatchService
+from ossfleet.batch.store import JobStore
 from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
-from ossfleet.pricing import NANO_PER_USD
+from ossfleet.pricing import NANO_PER_USD, cost_nusd
 from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
@@ -31,6 +33,8 @@ from ossfleet.tenancy import authenticate, period_id
 log = logging.getLogger("ossfleet.gateway")
 
 TERMINAL = ("done", "error")
+# Rate limits a batch line passes with (exact in a Lua number, which is a double).
+UNLIMITED = 2**50
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class ChatRequest:
     # A raw completion (/v1/completions): this text is the whole prompt, with no
     # harmony rendering, and the output is returned as plain text.
     prompt: str | None = None
+    # A line of a queue-mode batch job: the lowest band, the batch discount, no
+    # rate limits (the job's window bounds it) and not one of the tenant's streams.
+    batch: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,14 @@ class GatewayCore:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
         self._loads: dict[str, tuple[float, ModelLoad]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.redis_url = redis_url
+        self.batches = BatchService(cfg, JobStore(self.r, cfg.redis.namespace), self.start_batch_driver)
+
+    def start_batch_driver(self, job_id: str) -> None:
+        """Hand a batch job to its driver actor (see ossfleet.batch.driver)."""
+        from ossfleet.batch.driver import ensure_driver
+
+        ensure_driver(self.cfg.dump(), self.redis_url, self.cfg.redis.namespace, job_id)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -185,6 +200,8 @@ class GatewayCore:
         if req.model != AUTO and self.cfg.model(req.model) is None:
             names = [m.name for m in self.cfg.models]
             raise ModelNotFound(f"model {req.model!r} does not exist; available: {names} or 'auto'", param="model")
+        if req.batch:
+            req = replace(req, priority=self.cfg.priorities.bands[-1])
         effort: ReasoningEffort = req.reasoning_effort or "medium"
         # Token counts come from the requested model's tokenizer (or, for auto,
         # the first one: every gpt-oss model shares the o200k harmony vocab).
@@ -217,6 +234,13 @@ class GatewayCore:
             "stop": list(req.stop),
             "raw": req.prompt is not None,
         }
+        reserve, discount = placement.reserve_nusd, 0.0
+        if req.batch:
+            discount = self.cfg.batch.discount
+            payload["discount"] = discount
+            m = self.cfg.model(placement.model)
+            assert m is not None
+            reserve = cost_nusd(m.price, len(prompt), placement.max_tokens, discount)
         admitted = await self.queue.admit(
             Admission(
                 request_id=rid,
@@ -226,13 +250,14 @@ class GatewayCore:
                 payload=payload,
                 input_tokens=len(prompt),
                 max_tokens=placement.max_tokens,
-                reserve_nusd=placement.reserve_nusd,
+                reserve_nusd=reserve,
                 budget_limit_nusd=round(t.budget.limit_usd * NANO_PER_USD),
                 alert_at_nusd=round(t.budget.limit_usd * t.budget.soft_alert_fraction * NANO_PER_USD),
-                max_inflight=t.limits.max_concurrent_streams,
+                max_inflight=0 if req.batch else t.limits.max_concurrent_streams,
+                track_inflight=not req.batch,
                 period=period_id(t.budget.period),
-                rpm=t.limits.rpm,
-                tpm=t.limits.tpm,
+                rpm=UNLIMITED if req.batch else t.limits.rpm,
+                tpm=UNLIMITED if req.batch else t.limits.tpm,
                 weight=t.weight,
                 idempotency_key=req.idempotency_key,
             )

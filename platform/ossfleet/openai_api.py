@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
@@ -218,6 +219,26 @@ def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limi
     )
 
 
+def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatRequest:
+    """A batch line's body as the request it stands for, checked as an HTTP request would be."""
+    schema: type[_Generation] = ChatCompletionRequest if endpoint == "/v1/chat/completions" else CompletionRequest
+    try:
+        parsed: Any = schema.model_validate(body)
+    except ValidationError as e:
+        raise _pydantic_error(e) from None
+    if endpoint == "/v1/chat/completions":
+        req = to_chat_request(parsed, {}, limits.max_tokens, limits.max_messages)
+    else:
+        req = to_completion_request(parsed, {}, limits.max_tokens)
+    return replace(req, batch=True)
+
+
+def response_body(endpoint: str, rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
+    """The response a request to ``endpoint`` gets, whole (not streamed)."""
+    build = completion_body if endpoint == "/v1/chat/completions" else text_completion_body
+    return build(rid, model, created, o)
+
+
 def _usage(o: Outcome) -> dict[str, int]:
     return {
         "prompt_tokens": o.input_tokens,
@@ -353,6 +374,9 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             completion_body,
         )
 
+    from ossfleet.batch.http import add_batch_routes
+
+    add_batch_routes(app, get_core)
     return app
 
 

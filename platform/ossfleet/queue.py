@@ -81,6 +81,7 @@ class Admission:
     idempotency_key: str = ""
     alert_at_nusd: int = 0  # 0: no soft alert
     max_inflight: int = 0  # requests the tenant may have waiting or running at once; 0: no limit
+    track_inflight: bool = True  # False: a batch line, not one of the tenant's concurrent streams
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class RequestQueue:
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
 
+    def _pull_bands(self, batch_band: bool) -> int:
+        return self.bands if batch_band or self.bands == 1 else self.bands - 1
+
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
@@ -183,7 +187,7 @@ class RequestQueue:
             a.request_id, a.tenant, a.model, a.band, json.dumps(a.payload, separators=(",", ":")),
             a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
             a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
-            a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000,
+            a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000, "1" if a.track_inflight else "0",
         )  # fmt: skip
         status = _s(reply[0])
         if status == "OK":
@@ -259,9 +263,15 @@ class RequestQueue:
 
     # -- replica side -----------------------------------------------------------
 
-    async def pull(self, model: str, owner: str) -> Lease | None:
-        """Lease the next request for ``model``, or None when nothing waits."""
-        reply = await self._run("pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT)
+    async def pull(self, model: str, owner: str, *, batch_band: bool = True) -> Lease | None:
+        """Lease the next request for ``model``, or None when nothing waits.
+
+        With ``batch_band=False`` the lowest band (batch) is left waiting.
+        """
+        reply = await self._run(
+            "pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT,
+            self._pull_bands(batch_band),
+        )  # fmt: skip
         return None if reply is None else _lease(reply)
 
     async def wait_for_work(self, model: str, timeout_s: float, client: redis.asyncio.Redis | None = None) -> None:
@@ -295,15 +305,30 @@ class RequestQueue:
         return done
 
     async def complete_and_pull(
-        self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str, model: str
+        self,
+        request_id: str,
+        owner: str,
+        output_tokens: int,
+        cost_nusd: int,
+        finish_reason: str,
+        model: str,
+        *,
+        batch_band: bool = True,
     ) -> tuple[bool, Lease | None]:
         """Settle one request and lease the next of ``model`` in one round trip (the freed slot's work)."""
-        return await self._complete(request_id, owner, output_tokens, cost_nusd, finish_reason, model)
+        return await self._complete(request_id, owner, output_tokens, cost_nusd, finish_reason, model, batch_band)
 
     async def _complete(
-        self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str, model: str | None
+        self,
+        request_id: str,
+        owner: str,
+        output_tokens: int,
+        cost_nusd: int,
+        finish_reason: str,
+        model: str | None,
+        batch_band: bool = True,
     ) -> tuple[bool, Lease | None]:
-        extra = () if model is None else (self.aging_ms, self.lease_ms, W_INPUT)
+        extra = () if model is None else (self.aging_ms, self.lease_ms, W_INPUT, self._pull_bands(batch_band))
         reply = await self._run(
             "complete", request_id, owner, output_tokens, cost_nusd, self._now(), W_OUTPUT, self.bands,
             self.stream_ttl_s, finish_reason, *extra,

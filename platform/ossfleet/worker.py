@@ -130,6 +130,7 @@ class ReplicaWorker:
         price: PriceConfig,
         bell_client: redis.asyncio.Redis,
         reap_every_s: float = 1.0,
+        reserved_slots: int = 0,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -140,6 +141,8 @@ class ReplicaWorker:
         self.price = price
         self.bell = bell_client
         self.reap_every_s = reap_every_s
+        # Slots kept free of batch-band work, for interactive requests to start at once.
+        self.reserved_slots = reserved_slots
         self.draining = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
@@ -225,7 +228,8 @@ class ReplicaWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), timeout=self.reap_every_s)
                     continue
-                lease = await self.queue.pull(self.model, self.owner)
+                batch_ok = self._free_slots() > self.reserved_slots
+                lease = await self.queue.pull(self.model, self.owner, batch_band=batch_ok)
                 if lease is None:
                     await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
                     continue
@@ -298,10 +302,13 @@ class ReplicaWorker:
                 finish = "tool_calls"
             elif finish == "abort":
                 finish = "cancelled"
-            cost = cost_nusd(self.price, len(prompt), out_tokens)
+            cost = cost_nusd(self.price, len(prompt), out_tokens, float(p.get("discount", 0.0)))
             # This request's slot is free now: settle it and lease the next in one round trip.
-            if not self.draining and self._free_slots() + 1 > 0:
-                _, nxt = await self.queue.complete_and_pull(rid, self.owner, out_tokens, cost, finish, self.model)
+            free = self._free_slots() + 1
+            if not self.draining and free > 0:
+                _, nxt = await self.queue.complete_and_pull(
+                    rid, self.owner, out_tokens, cost, finish, self.model, batch_band=free > self.reserved_slots
+                )
                 if nxt is not None:
                     self._tasks[nxt.request_id] = asyncio.create_task(self._serve(nxt))
             else:

@@ -1,7 +1,8 @@
 -- admit: rate limits, queue bound, budget reservation, enqueue. All or nothing.
 -- ARGV: P id tenant model band payload in_tokens max_tokens now_ms idem
 --       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
---       max_inflight (0: no limit) inflight_ttl_ms
+--       max_inflight (0: no limit) inflight_ttl_ms track_inflight ('0': a batch line, which
+--       does not count against the tenant's concurrent streams)
 -- Returns {'OK', id} | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
 --       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd} | {'CONCURRENCY', in_flight}
 local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
@@ -20,6 +21,7 @@ local weight = ARGV[18]
 local alert_at = ARGV[19]
 local max_inflight = tonumber(ARGV[20] or '0')
 local inflight_ttl = tonumber(ARGV[21] or '3600000')
+local track_inflight = ARGV[22] ~= '0'
 
 local idem_key = nil
 if idem ~= '' then
@@ -88,5 +90,5 @@ redis.call('ZADD', k('wait', model, band), now, id)
 redis.call('RPUSH', k('bell', model), '1')
 redis.call('LTRIM', k('bell', model), -64, -1)
 if idem_key then redis.call('SET', idem_key, id, 'EX', 86400) end
-redis.call('ZADD', inflight, now + inflight_ttl, id)
+if track_inflight then redis.call('ZADD', inflight, now + inflight_ttl, id) end
 return {'OK', id}

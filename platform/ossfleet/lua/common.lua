@@ -40,11 +40,12 @@ end
 -- Lease the next request of `model` to `owner`: highest band (0) first,
 -- unless a lower band holds a request older than the aging bound, which then
 -- goes first; within a band, the backlogged tenant with the least weighted
--- service; FIFO within a tenant. Returns nil or
--- {id, payload, attempts, tenant, band, enq_ms}.
-local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in)
+-- service; FIFO within a tenant. Only bands below `pull_bands` are looked at
+-- (a replica short of free slots leaves the lowest, batch band alone).
+-- Returns nil or {id, payload, attempts, tenant, band, enq_ms}.
+local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, pull_bands)
   local top, aged_band, aged_id, aged_score = nil, nil, nil, nil
-  for b = 0, nbands - 1 do
+  for b = 0, math.min(nbands, pull_bands or nbands) - 1 do
     local o = redis.call('ZRANGE', k('wait', model, b), 0, 0, 'WITHSCORES')
     if #o > 0 then
       local s = tonumber(o[2])

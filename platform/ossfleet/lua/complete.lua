@@ -1,8 +1,8 @@
 -- complete: ack a lease, settle the actual cost (refunding the rest of the
 -- reservation), record usage, charge fair-share service, end the stream.
 -- ARGV: P id owner out_tokens cost_nusd now_ms w_out nbands stream_ttl_s finish_reason
---       [aging_ms lease_ms w_in]: when given, also lease the owner's next request
---       of the same model in the same call (the slot this completion frees).
+--       [aging_ms lease_ms w_in pull_bands]: when given, also lease the owner's next
+--       request of the same model in the same call (the slot this completion frees).
 -- When this spend crosses the tenant's soft-alert mark for the period, one
 -- event goes to the `alerts` stream (once per tenant and period).
 -- Returns {'OK', spent_nusd, alerted(0|1), next_lease|nil} | {'ALREADY'} | {'LOST', state}
@@ -42,6 +42,7 @@ if alert_at > 0 and spent >= alert_at and spent - cost < alert_at then
 end
 local nxt = nil
 if ARGV[11] then
-  nxt = lease_next(model, nbands, tonumber(now), tonumber(ARGV[11]), owner, tonumber(ARGV[12]), tonumber(ARGV[13]))
+  nxt = lease_next(model, nbands, tonumber(now), tonumber(ARGV[11]), owner, tonumber(ARGV[12]), tonumber(ARGV[13]),
+    tonumber(ARGV[14] or ARGV[8]))
 end
 return {'OK', tostring(spent), alerted, nxt}

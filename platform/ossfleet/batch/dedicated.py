@@ -1,0 +1,183 @@
+"""Dedicated mode: a Ray Data pipeline that owns its engines, for throughput.
+
+read (the job's prepared lines, from its storage) -> engine actors in an
+autoscaling actor pool (each builds the model's engine and runs a call's rows
+concurrently) -> write (the job runner records each row in Redis, which is
+the row-level checkpoint: a restarted job skips every row with a result).
+
+A row is charged when its result is recorded (``batch_record.lua``), at the
+batch discount, so a row redone after a crash is never charged twice, and rows
+in flight when a job is cancelled are released uncharged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
+from ossfleet.errors import OssfleetError
+from ossfleet.tenancy import period_id
+
+if TYPE_CHECKING:
+    from ossfleet.batch.runner import JobRunner
+    from ossfleet.batch.store import Job
+
+_END = object()
+
+
+class DedicatedEngine:
+    """A Ray Data callable class: one engine, many rows per call, run concurrently."""
+
+    def __init__(self, config: dict[str, Any], model: str, endpoint: str, done: list[int]) -> None:
+        from transformers import AutoTokenizer
+
+        from ossfleet.config import parse_config
+        from ossfleet.engine.factory import build_engine
+        from ossfleet.harmony import HarmonyRenderer, SpecialIds
+
+        self.cfg = parse_config(config, config.get("source") or "<batch>")
+        m = self.cfg.model(model)
+        assert m is not None
+        self.m = m
+        self.endpoint = endpoint
+        self.done = set(done)
+        self.tok = AutoTokenizer.from_pretrained(self.cfg.model_path(m))
+        self.renderer = HarmonyRenderer(self.tok)
+        self.special = SpecialIds.of(self.tok)
+        # The engine lives on an event loop of its own, which every call feeds.
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True, name="ossfleet-dedicated").start()
+        self.engine = asyncio.run_coroutine_threadsafe(build_engine(self.cfg, m, self.tok), self.loop).result()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        rows = [parse_prepared(str(t)) for t in batch["text"]]
+        todo = [r for r in rows if r.index not in self.done]
+        results = asyncio.run_coroutine_threadsafe(self._all(todo), self.loop).result()
+        cols: dict[str, list[Any]] = {k: [] for k in ("i", "ok", "line", "input_tokens", "output_tokens", "cost")}
+        for r, (ok, line, tin, tout, cost) in zip(todo, results, strict=True):
+            for k, v in zip(cols, (r.index, ok, line, tin, tout, cost), strict=True):
+                cols[k].append(v)
+        return cols
+
+    async def _all(self, rows: list[BatchLine]) -> list[tuple[bool, str, int, int, int]]:
+        return list(await asyncio.gather(*(self._one(r) for r in rows)))
+
+    async def _one(self, row: BatchLine) -> tuple[bool, str, int, int, int]:
+        from ossfleet.engine.base import EngineError, EngineRequest
+        from ossfleet.gateway import Outcome, fold
+        from ossfleet.harmony import HarmonyStreamParser
+        from ossfleet.openai_api import batch_request, response_body
+        from ossfleet.pricing import cost_nusd
+        from ossfleet.queue import StreamEvent
+        from ossfleet.worker import RawTextStream, StopStrings, delta_event, sampling_from_payload
+
+        rid = f"{row.index}-{row.custom_id}"[:64]
+        try:
+            req = batch_request(self.endpoint, row.body, self.cfg.limits)
+        except OssfleetError as e:
+            return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
+        if req.prompt is not None:
+            prompt = list(self.tok.encode(req.prompt, add_special_tokens=False))
+        else:
+            prompt = self.renderer.render(req.messages, effort=req.reasoning_effort or "medium", tools=req.tools)
+        sampling = sampling_from_payload(
+            {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+             "top_k": req.top_k, "seed": req.seed, "stop": list(req.stop)}
+        )  # fmt: skip
+        parser: Any = RawTextStream(self.tok) if req.prompt is not None else HarmonyStreamParser(self.tok, rid)
+        stops = StopStrings(sampling.stop)
+        out, n, finish, seq = Outcome(), 0, "stop", 0
+        try:
+            async for o in self.engine.generate(EngineRequest(rid, prompt, sampling, self.special.stop)):
+                n += len(o.token_ids)
+                deltas = parser.feed(o.token_ids)
+                if o.finished:
+                    deltas += parser.finish()
+                    finish = o.finish_reason or "stop"
+                for d in stops.feed(deltas, final=o.finished):
+                    fold(out, StreamEvent("", delta_event(d, 1, seq)))
+                    seq += 1
+                if stops.hit:
+                    self.engine.abort(rid)
+                    finish = "stop"
+                    break
+        except EngineError as e:
+            return False, error_line(row.custom_id, "invalid_request", str(e), status_code=400), 0, 0, 0
+        out.finish_reason = "tool_calls" if getattr(parser, "stopped_by", None) == "call" else finish
+        out.input_tokens, out.output_tokens = len(prompt), n
+        cost = cost_nusd(self.m.price, len(prompt), n, self.cfg.batch.discount)
+        out.cost_nusd = cost
+        body = response_body(self.endpoint, rid, self.m.name, 0, out)
+        return True, output_line(row.custom_id, rid, body), len(prompt), n, cost
+
+
+def _pipeline(runner: JobRunner, job: Job, done: set[int]) -> Any:
+    import ray.data
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    cfg = runner.core.cfg
+    m = cfg.model(job.model)
+    assert m is not None
+    b = cfg.batch
+    ds = ray.data.read_text(job.prepared_path, filesystem=PyFileSystem(FSSpecHandler(runner.storage.fs)))
+    return ds.map_batches(
+        DedicatedEngine,
+        fn_constructor_kwargs={"config": cfg.dump(), "model": m.name, "endpoint": job.endpoint, "done": sorted(done)},
+        batch_size=b.dedicated_rows_per_call,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=b.dedicated_max_actors),
+        num_gpus=b.dedicated_num_gpus if b.dedicated_num_gpus is not None else m.num_gpus,
+        num_cpus=m.num_cpus,
+    )
+
+
+async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
+    """Run the job's rows that have no result yet; (stop reason, rows left without one)."""
+    store = runner.store
+    done = await store.done(job.id)
+    if len(done) >= len(lines) and all(line.index in done for line in lines):
+        return None, []
+    loop = asyncio.get_running_loop()
+    batches: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+    stopping = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in _pipeline(runner, job, done).iter_batches(batch_size=None):
+                if stopping.is_set():
+                    break
+                asyncio.run_coroutine_threadsafe(batches.put(batch), loop).result()
+        except BaseException as e:  # surfaced in the runner
+            asyncio.run_coroutine_threadsafe(batches.put(e), loop).result()
+        finally:
+            asyncio.run_coroutine_threadsafe(batches.put(_END), loop).result()
+
+    thread = threading.Thread(target=produce, daemon=True, name=f"ossfleet-batch-{job.id}")
+    thread.start()
+    tenant = runner.core.cfg.tenant(job.tenant)
+    period = period_id(tenant.budget.period) if tenant else period_id("monthly")
+    stop: str | None = None
+    while True:
+        try:
+            item = await asyncio.wait_for(batches.get(), timeout=0.5)
+        except TimeoutError:
+            item = None
+        if stop is None:
+            stop = await runner._stop_reason(job)
+            if stop is not None:
+                stopping.set()  # rows in flight are released: not recorded, not charged
+        if item is _END:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        if item is None or stop is not None:
+            continue
+        for i, ok, line, tin, tout, cost in zip(
+            item["i"], item["ok"], item["line"], item["input_tokens"], item["output_tokens"], item["cost"], strict=True
+        ):
+            charge = (job.tenant, period, job.model, int(tin), int(tout), int(cost)) if ok else None
+            await store.record(job.id, int(i), bool(ok), str(line), charge=charge)
+    await asyncio.to_thread(thread.join)
+    done = await store.done(job.id)
+    return stop, [line for line in lines if line.index not in done]

@@ -1,0 +1,260 @@
+"""Drive one batch job to its end: feed lines, collect results, write the files.
+
+All progress lives in Redis (the job's cursor and each line's result), so a
+runner killed at any point and started again picks up where it was:
+
+- queue mode admits each line with an idempotency key of its own
+  (``<job>:<line>``), so re-admitting a line after a crash re-attaches to the
+  request already queued or finished instead of running (and charging) it twice;
+- a line's result is recorded at most once (``batch_record.lua``);
+- dedicated mode (``ossfleet.batch.dedicated``) skips lines that have a result.
+
+A cancelled or expired job stops feeding; lines in flight finish (queue mode)
+or are released uncharged (dedicated mode); every line not run goes to the
+error file, so each input line ends in exactly one of the two files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
+from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
+from ossfleet.errors import OssfleetError, QueueFull, RateLimited, Unavailable
+from ossfleet.gateway import Outcome, fold
+from ossfleet.queue import StreamEvent
+
+if TYPE_CHECKING:
+    from ossfleet.batch.storage import FileStorage
+    from ossfleet.config import TenantConfig
+    from ossfleet.gateway import GatewayCore
+
+log = logging.getLogger("ossfleet.batch")
+
+STOP_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired"}
+
+
+@dataclass
+class _Waiting:
+    line: BatchLine
+    request_id: str
+    model: str
+    after: str = "0-0"
+    delivered: int = -1
+    outcome: Outcome = field(default_factory=Outcome)
+
+
+class JobRunner:
+    def __init__(self, core: GatewayCore, store: JobStore, storage: FileStorage, job_id: str) -> None:
+        self.core = core
+        self.store = store
+        self.storage = storage
+        self.job_id = job_id
+        self.window = core.cfg.batch.window
+        self.created = int(time.time())
+
+    async def run(self) -> str:
+        """Run the job to a terminal status and return it."""
+        job = await self.store.load(self.job_id)
+        if job is None:
+            raise ValueError(f"no batch {self.job_id!r}")
+        if job.status in TERMINAL:
+            return job.status
+        if job.status == "validating":  # its creator died while validating: nothing ran
+            await self.store.update(job.id, errors='[{"code": "validation_interrupted", "message": "retry"}]')
+            await self.store.transition(job.id, "failed", ("validating",))
+            return "failed"
+        if job.status != "finalizing":
+            lines = await asyncio.to_thread(
+                lambda: [parse_prepared(s) for s in self.storage.iter_lines(job.prepared_path)]
+            )
+            if job.mode == "dedicated":
+                from ossfleet.batch.dedicated import run_dedicated
+
+                stop, remaining = await run_dedicated(self, job, lines)
+            else:
+                stop, remaining = await self._queue(job, lines)
+            if stop is not None:
+                for line in remaining:
+                    code = STOP_CODES[stop]
+                    await self.store.record(
+                        job.id,
+                        line.index,
+                        False,
+                        error_line(line.custom_id, code, f"the batch was {stop} before this request ran"),
+                    )
+            await self.store.update(job.id, stop=stop or "")
+            await self.store.transition(job.id, "finalizing", ("in_progress", "cancelling"))
+        return await self._finalize(job)
+
+    async def _stop_reason(self, job: Job) -> str | None:
+        """Why feeding must stop: 'cancelled', 'expired', or None to go on."""
+        status, stop = await self.store.r.hmget(self.store.key("batch", job.id), "status", "stop")
+        status = status.decode() if isinstance(status, bytes) else status
+        if stop:
+            return stop.decode() if isinstance(stop, bytes) else str(stop)
+        if status == "cancelling":
+            return "cancelled"
+        if time.time() >= job.expires_at:
+            return "expired"
+        return None
+
+    # -- queue mode -------------------------------------------------------------------------
+
+    async def _queue(self, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
+        t = self.core.cfg.tenant(job.tenant)
+        done = await self.store.done(job.id)
+        # Lines admitted before a restart but not recorded: admitted again, which
+        # (idempotency keys) re-attaches to their requests.
+        pending = collections.deque(line for line in lines[: job.cursor] if line.index not in done)
+        cursor = job.cursor
+        waiting: dict[str, _Waiting] = {}
+        stop: str | None = None
+        next_check = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_check:
+                stop = await self._stop_reason(job)
+                await self._forget_lost(job, waiting)
+                next_check = now + 0.5
+            blocked = False
+            while stop is None and len(waiting) < self.window and (pending or cursor < len(lines)):
+                line = pending[0] if pending else lines[cursor]
+                if t is None:
+                    await self._record_error(
+                        job, line, "tenant_removed", f"tenant {job.tenant!r} is no longer configured", 403
+                    )
+                    w = None
+                else:
+                    try:
+                        w = await self._admit(job, t, line)
+                    except (QueueFull, RateLimited, Unavailable):
+                        blocked = True  # the queue is full: try again shortly, in order
+                        break
+                if pending:
+                    pending.popleft()
+                else:
+                    cursor += 1
+                    await self.store.update(job.id, cursor=cursor)
+                if w is not None:
+                    waiting[w.request_id] = w
+            if not waiting:
+                if stop is not None or (not pending and cursor >= len(lines)):
+                    break
+                await asyncio.sleep(0.2 if blocked else 0)
+                continue
+            await self._read(job, waiting)
+        return stop, [*pending, *lines[cursor:]]
+
+    async def _admit(self, job: Job, t: TenantConfig, line: BatchLine) -> _Waiting | None:
+        from dataclasses import replace
+
+        from ossfleet.openai_api import batch_request
+
+        try:
+            req = replace(
+                batch_request(job.endpoint, line.body, self.core.cfg.limits), idempotency_key=f"{job.id}:{line.index}"
+            )
+            sub = await self.core.submit(t, req)
+        except (QueueFull, RateLimited, Unavailable):
+            raise
+        except OssfleetError as e:
+            await self._record_error(job, line, e.code, e.message, e.http_status)
+            return None
+        return _Waiting(line, sub.request_id, sub.placement.model)
+
+    async def _record_error(
+        self, job: Job, line: BatchLine, code: str, message: str, status: int, rid: str = ""
+    ) -> None:
+        await self.store.record(
+            job.id, line.index, False, error_line(line.custom_id, code, message, status_code=status, request_id=rid)
+        )
+
+    async def _read(self, job: Job, waiting: dict[str, _Waiting]) -> None:
+        """Read the waiting requests' streams (one XREAD for all); record those that ended."""
+        q = self.core.queue
+        streams = {q.key("stream", rid): w.after for rid, w in waiting.items()}
+        reply: Any = await q.r.xread(streams, block=1000, count=512)  # type: ignore[arg-type]
+        for key, entries in reply or []:
+            rid = (key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[1]
+            w = waiting.get(rid)
+            if w is None:
+                continue
+            for entry_id, raw in entries:
+                fields = {
+                    (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                    for k, v in raw.items()
+                }
+                ev = StreamEvent(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
+                w.after = ev.entry_id
+                if ev.type == "delta":
+                    seq = int(fields.get("seq", "0"))
+                    if seq <= w.delivered:
+                        continue  # a retried request streams again from its start
+                    w.delivered = seq
+                try:
+                    fold(w.outcome, ev)
+                except OssfleetError as e:
+                    await self._record_error(job, w.line, "generation_failed", e.message, 500, rid)
+                    del waiting[rid]
+                    break
+                if ev.type == "done":
+                    from ossfleet.openai_api import response_body
+
+                    body = response_body(job.endpoint, rid, w.model, self.created, w.outcome)
+                    await self.store.record(job.id, w.line.index, True, output_line(w.line.custom_id, rid, body))
+                    del waiting[rid]
+                    break
+
+    async def _forget_lost(self, job: Job, waiting: dict[str, _Waiting]) -> None:
+        """Requests whose records expired (a driver down longer than the stream TTL): failed, visibly."""
+        if not waiting:
+            return
+        q = self.core.queue
+        pipe = q.r.pipeline(transaction=False)
+        for rid in waiting:
+            pipe.exists(q.key("req", rid))
+        for rid, alive in zip(list(waiting), await pipe.execute(), strict=True):
+            if not alive:
+                w = waiting.pop(rid)
+                await self._record_error(
+                    job, w.line, "result_expired", "the request's result expired before it was collected", 500, rid
+                )
+
+    # -- the end ------------------------------------------------------------------------------
+
+    async def _finalize(self, job: Job) -> str:
+        """Write the output and error files (input order) and settle the job's status."""
+        raw_stop = await self.store.r.hget(self.store.key("batch", job.id), "stop")
+        stop = (raw_stop.decode() if isinstance(raw_stop, bytes) else raw_stop) or None
+        await self.store.r.expire(self.store.key("bres", job.id), 7 * 86400)
+        results = await self.store.results(job.id)
+        ids: dict[str, str | int] = {}
+        for ok, kind, field_name in ((True, "output", "output_file_id"), (False, "errors", "error_file_id")):
+            chosen = [line for _, good, line in results if good is ok]
+            if not chosen:
+                continue
+            fid = f"file-{job.id.removeprefix('batch_')}-{kind}"
+            path = self.storage.path(job.tenant, f"{fid}.jsonl")
+            size = await asyncio.to_thread(self.storage.write_lines, path, iter(chosen))
+            await self.store.add_file(
+                FileRecord(fid, job.tenant, f"{job.id}_{kind}.jsonl", "batch_output", size, int(time.time()), path)
+            )
+            ids[field_name] = fid
+        if ids:
+            await self.store.update(job.id, **ids)
+        final = {None: "completed", "cancelled": "cancelled", "expired": "expired"}[stop]
+        await self.store.transition(job.id, final, ("finalizing",))
+        await self.store.drop_results(job.id)
+        fresh = await self.store.load(job.id)
+        assert fresh is not None
+        log.info(
+            "event=batch_finished batch=%s tenant=%s status=%s total=%d completed=%d failed=%d",
+            job.id, job.tenant, fresh.status, fresh.total, fresh.completed, fresh.failed,
+        )  # fmt: skip
+        return fresh.status

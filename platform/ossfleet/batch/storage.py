@@ -1,0 +1,54 @@
+"""Where batch files live: a local folder or any fsspec URL (s3://, gs://, ...).
+
+Paths are ``<root>/<tenant>/<file id>.jsonl``: one tenant's files never share
+a folder with another's, and no caller-supplied name reaches a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fsspec
+
+
+class FileStorage:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+
+    def path(self, tenant: str, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{tenant}/{name}"
+
+    def put(self, path: str, data: bytes) -> None:
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(path, "wb") as f:
+            f.write(data)
+
+    def write_lines(self, path: str, lines: Iterator[str]) -> int:
+        """Write lines (each ending in a newline); returns the bytes written."""
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        n = 0
+        with self.fs.open(path, "wb") as f:
+            for line in lines:
+                b = line.encode() + b"\n"
+                f.write(b)
+                n += len(b)
+        return n
+
+    def get(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as f:
+            return bytes(f.read())
+
+    def iter_lines(self, path: str) -> Iterator[str]:
+        with self.fs.open(path, "rb") as f:
+            for raw in f:
+                yield raw.decode().rstrip("\n")
+
+    def delete(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path)
+
+    def full_url(self, path: str) -> str:
+        """The path as a URL another process (a Ray Data read task) can open."""
+        return path if self.protocol in ("file", "local") else f"{self.protocol}://{path}"

@@ -1,0 +1,281 @@
+"""Batch jobs and files in Redis: records, owner-only reads, results recorded once.
+
+Keys (under the namespace's hash tag, beside the queue's)::
+
+    batch:<id>           hash: the job (tenant, status, counts, file ids, times, cursor)
+    batches:<tenant>     zset: the tenant's jobs by creation time
+    batches:active       set: jobs that need a driver (not yet in a terminal status)
+    bres:<id>            hash: line index -> 'o' or 'e' + the result line (written once)
+    file:<id>            hash: a file's owner, name, size, purpose and storage path
+    files:<tenant>       zset: the tenant's files by creation time
+
+Every read takes the caller's tenant: another tenant's job or file is
+reported as not found, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ossfleet.errors import NotFound
+from ossfleet.queue import _script
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+STATUSES = ("validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled")
+TERMINAL = ("failed", "completed", "expired", "cancelled")
+STAMPS = {
+    "in_progress": "in_progress_at",
+    "finalizing": "finalizing_at",
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "expired": "expired_at",
+    "cancelling": "cancelling_at",
+    "cancelled": "cancelled_at",
+}
+_INT_FIELDS = ("total", "completed", "failed", "cursor", "created_at", "expires_at", *STAMPS.values())
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass
+class Job:
+    id: str
+    tenant: str
+    status: str
+    mode: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    created_at: int
+    expires_at: int
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    cursor: int = 0
+    model: str = ""
+    output_file_id: str = ""
+    error_file_id: str = ""
+    prepared_path: str = ""
+    metadata: dict[str, str] | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    stamps: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> Job:
+        ints = {k: int(h[k]) for k in _INT_FIELDS if h.get(k)}
+        return cls(
+            id=h["id"],
+            tenant=h["tenant"],
+            status=h["status"],
+            mode=h.get("mode", "queue"),
+            endpoint=h["endpoint"],
+            input_file_id=h["input_file_id"],
+            completion_window=h["completion_window"],
+            created_at=ints.get("created_at", 0),
+            expires_at=ints.get("expires_at", 0),
+            total=ints.get("total", 0),
+            completed=ints.get("completed", 0),
+            failed=ints.get("failed", 0),
+            cursor=ints.get("cursor", 0),
+            model=h.get("model", ""),
+            output_file_id=h.get("output_file_id", ""),
+            error_file_id=h.get("error_file_id", ""),
+            prepared_path=h.get("prepared_path", ""),
+            metadata=json.loads(h["metadata"]) if h.get("metadata") else None,
+            errors=json.loads(h["errors"]) if h.get("errors") else [],
+            stamps={v: ints[v] for v in STAMPS.values() if v in ints},
+        )
+
+    def to_hash(self) -> dict[str, str]:
+        h = {
+            "id": self.id, "tenant": self.tenant, "status": self.status, "mode": self.mode,
+            "endpoint": self.endpoint, "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window, "created_at": str(self.created_at),
+            "expires_at": str(self.expires_at), "total": str(self.total), "completed": str(self.completed),
+            "failed": str(self.failed), "cursor": str(self.cursor), "model": self.model,
+            "output_file_id": self.output_file_id, "error_file_id": self.error_file_id,
+            "prepared_path": self.prepared_path, "metadata": json.dumps(self.metadata) if self.metadata else "",
+            "errors": json.dumps(self.errors) if self.errors else "",
+        }  # fmt: skip
+        h.update({k: str(v) for k, v in self.stamps.items()})
+        return h
+
+    def to_openai(self) -> dict[str, Any]:
+        """The job as OpenAI's Batch object (plus ``mode``, ossfleet's)."""
+        return {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status,
+            "output_file_id": self.output_file_id or None,
+            "error_file_id": self.error_file_id or None,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            **{k: self.stamps.get(k) for k in STAMPS.values()},
+            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
+            "metadata": self.metadata,
+            "mode": self.mode,
+            "model": self.model or None,
+        }
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: str
+    tenant: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    path: str
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+        }
+
+
+class JobStore:
+    """Job and file records of one namespace."""
+
+    def __init__(self, client: redis.asyncio.Redis, namespace: str = "ossfleet") -> None:
+        self.r = client
+        self.prefix = "{" + namespace + "}:"
+        self._record = client.register_script(_script("batch_record"))
+        self._transition = client.register_script(_script("batch_transition"))
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    # -- jobs -------------------------------------------------------------------------
+
+    async def create(self, job: Job, *, active: bool) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.key("batch", job.id), mapping=dict(job.to_hash()))  # type: ignore[arg-type]
+        pipe.zadd(self.key("batches", job.tenant), {job.id: job.created_at})
+        if active:
+            pipe.sadd(self.key("batches", "active"), job.id)
+        await pipe.execute()
+
+    async def load(self, job_id: str) -> Job | None:
+        raw: dict[Any, Any] = await self.r.hgetall(self.key("batch", job_id))
+        return Job.from_hash({_s(k): _s(v) for k, v in raw.items()}) if raw else None
+
+    async def get(self, tenant: str, job_id: str) -> Job:
+        """The tenant's own job; NotFound for a job of another tenant, as for none."""
+        job = await self.load(job_id)
+        if job is None or job.tenant != tenant:
+            raise NotFound(f"no batch {job_id!r} for this tenant", param="batch_id")
+        return job
+
+    async def jobs(self, tenant: str, limit: int = 20, after: str | None = None) -> tuple[list[Job], bool]:
+        """The tenant's jobs, newest first, after job ``after``; and whether more follow."""
+        ids: list[Any] = await self.r.zrevrange(self.key("batches", tenant), 0, -1)
+        names = [_s(i) for i in ids]
+        if after is not None:
+            if after not in names:
+                raise NotFound(f"no batch {after!r} for this tenant", param="after")
+            names = names[names.index(after) + 1 :]
+        page = names[:limit]
+        jobs = [j for j in [await self.load(i) for i in page] if j is not None]
+        return jobs, len(names) > limit
+
+    async def update(self, job_id: str, **fields: str | int) -> None:
+        await self.r.hset(self.key("batch", job_id), mapping={k: str(v) for k, v in fields.items()})
+
+    async def transition(self, job_id: str, to: str, allowed: tuple[str, ...]) -> bool:
+        """Move the job to ``to`` if it is in one of ``allowed``; False (nothing changed) if not."""
+        reply = await self._transition(
+            keys=[self.key("slot")],
+            args=[self.prefix, job_id, to, int(time.time()), ",".join(allowed), STAMPS.get(to, ""),
+                  "1" if to in TERMINAL else "0"],
+        )  # fmt: skip
+        return _s(reply[0]) == "OK"
+
+    async def activate(self, job_id: str) -> None:
+        await self.r.sadd(self.key("batches", "active"), job_id)
+
+    async def active(self) -> list[str]:
+        members: Any = await self.r.smembers(self.key("batches", "active"))
+        return sorted(_s(i) for i in members)
+
+    # -- results ------------------------------------------------------------------------
+
+    async def record(
+        self,
+        job_id: str,
+        index: int,
+        ok: bool,
+        line: str,
+        *,
+        charge: tuple[str, str, str, int, int, int] | None = None,
+    ) -> bool:
+        """Record a line's result once; False if it already had one. ``charge``
+        (tenant, period, model, input, output, cost) bills a dedicated-mode line in the same step."""
+        tenant, period, model, tin, tout, cost = charge or ("", "", "", 0, 0, 0)
+        reply = await self._record(
+            keys=[self.key("slot")],
+            args=[self.prefix, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout],
+        )
+        return int(reply) == 1
+
+    async def done(self, job_id: str) -> set[int]:
+        return {int(_s(i)) for i in await self.r.hkeys(self.key("bres", job_id))}
+
+    async def results(self, job_id: str) -> list[tuple[int, bool, str]]:
+        """Every recorded result: (index, ok, line), in input order."""
+        raw: dict[Any, Any] = await self.r.hgetall(self.key("bres", job_id))
+        out = [(int(_s(i)), _s(v)[0] == "o", _s(v)[1:]) for i, v in raw.items()]
+        return sorted(out)
+
+    async def drop_results(self, job_id: str) -> None:
+        await self.r.delete(self.key("bres", job_id))
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def add_file(self, f: FileRecord) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(
+            self.key("file", f.id),
+            mapping={"id": f.id, "tenant": f.tenant, "filename": f.filename, "purpose": f.purpose,
+                     "bytes": str(f.bytes), "created_at": str(f.created_at), "path": f.path},
+        )  # fmt: skip
+        pipe.zadd(self.key("files", f.tenant), {f.id: f.created_at})
+        await pipe.execute()
+
+    async def file(self, tenant: str, file_id: str) -> FileRecord:
+        raw: dict[Any, Any] = await self.r.hgetall(self.key("file", file_id))
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        if not h or h["tenant"] != tenant:
+            raise NotFound(f"no file {file_id!r} for this tenant", param="file_id")
+        return FileRecord(
+            h["id"], h["tenant"], h["filename"], h["purpose"], int(h["bytes"]), int(h["created_at"]), h["path"]
+        )
+
+    async def files(self, tenant: str, limit: int = 100) -> list[FileRecord]:
+        ids: list[Any] = await self.r.zrevrange(self.key("files", tenant), 0, limit - 1)
+        return [await self.file(tenant, _s(i)) for i in ids]
+
+    async def delete_file(self, tenant: str, file_id: str) -> FileRecord:
+        f = await self.file(tenant, file_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(self.key("file", file_id))
+        pipe.zrem(self.key("files", tenant), file_id)
+        await pipe.execute()
+        return f

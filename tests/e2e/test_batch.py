@@ -1,0 +1,242 @@
+"""Batch jobs end to end: real Ray (Serve and Ray Data), real embedded Redis, tiny checkpoints.
+
+Each input line must end in exactly one of the output and error files, every
+line is charged once, and a job is its owner's alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from conftest import Platform, free_port
+
+from ossfleet.config import parse_config
+from ossfleet.redisdb import connect
+from ossfleet.tenancy import new_api_key, period_id, register_key
+
+pytestmark = pytest.mark.slow
+
+NS = "batche2e"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head node and four one-GPU nodes: three for Serve's replicas, one for dedicated engines."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+    for _ in range(4):
+        cluster.add_node(num_cpus=1, num_gpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.wait_for_nodes()
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Platform:
+    from ray import serve
+
+    from deployments.app import build_applications, deploy
+
+    port = free_port()
+    model = {"device": "cpu", "max_context": 512, "num_gpus": 1, "num_cpus": 0.25, "torch_threads": 1}
+    cfg = parse_config(
+        {
+            "redis": {"namespace": NS, "lease_s": 4},
+            "endpoints": {"http_host": "127.0.0.1", "http_port": port},
+            "limits": {"max_tokens": 256},
+            "batch": {"storage_url": str(tmp_path_factory.mktemp("files")), "window": 64,
+                      "completion_windows": ["24h", "1h"], "dedicated_max_actors": 1,
+                      "dedicated_rows_per_call": 64},
+            "models": [
+                # The real (tiny) model, run by ossfleet's batched engine.
+                {"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), **model,
+                 "max_batch_size": 16, "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}},
+                # A stand-in with a GPU's per-token pace, for the contention tests.
+                {"name": "gpt-oss-120b", "spec": "gpt-oss-120b", "path": str(tiny_checkpoint), **model,
+                 "engine": "stub", "stub_token_delay_s": 0.01, "max_batch_size": 8, "pipeline_stages": 1,
+                 "price": {"input_per_1k": 0.003, "output_per_1k": 0.006}},
+            ],
+            "tenants": [{"name": "acme", "budget": {"limit_usd": 1000}, "max_band": "interactive"},
+                        {"name": "globex", "budget": {"limit_usd": 1000}}],
+        },
+        "<batch e2e>",
+    )  # fmt: skip
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
+    client = connect(redis_server.url)
+    keys = {}
+    for t in cfg.tenants:
+        keys[t.name] = new_api_key()
+        register_key(client, NS, t.name, keys[t.name])
+    client.close()
+    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys, "")
+
+
+def jsonl(n: int, model: str = "gpt-oss-20b", max_tokens: int = 2, prefix: str = "req") -> bytes:
+    lines = [
+        {"custom_id": f"{prefix}-{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": model, "messages": [{"role": "user", "content": f"question {i % 7}"}],
+                  "max_tokens": max_tokens, "temperature": 0}}
+        for i in range(n)
+    ]  # fmt: skip
+    return "\n".join(json.dumps(x) for x in lines).encode() + b"\n"
+
+
+def openai_client(platform: Platform, tenant: str = "acme"):
+    import openai
+
+    return openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys[tenant], max_retries=0)
+
+
+def wait_for(client, batch_id: str, timeout_s: float = 240, until=("completed", "failed", "expired", "cancelled")):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        b = client.batches.retrieve(batch_id)
+        if b.status in until:
+            return b
+        time.sleep(0.5)
+    raise AssertionError(f"batch {batch_id} still {b.status} after {timeout_s} s: {b.request_counts}")
+
+
+def lines_of(client, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(x) for x in client.files.content(file_id).read().decode().splitlines() if x]
+
+
+def usage(platform: Platform, model: str, tenant: str = "acme") -> dict[str, int]:
+    r = connect(platform.redis_url)
+    try:
+        raw = r.hgetall(f"{{{NS}}}:usage:{tenant}:{period_id('monthly')}")
+        budget = r.hgetall(f"{{{NS}}}:budget:{tenant}:{period_id('monthly')}")
+    finally:
+        r.close()
+    u = {k.decode(): int(v) for k, v in raw.items()}
+    b = {k.decode(): int(v) for k, v in budget.items()}
+    return {"requests": u.get(f"{model}:requests", 0), "cost": u.get("cost_nusd", 0),
+            "reserved": b.get("reserved", 0), "spent": b.get("spent", 0)}  # fmt: skip
+
+
+def assert_each_line_once(client, b, n: int, prefix: str = "req") -> tuple[list[dict], list[dict]]:
+    out, err = lines_of(client, b.output_file_id), lines_of(client, b.error_file_id)
+    ids = [x["custom_id"] for x in out + err]
+    assert sorted(ids) == sorted(f"{prefix}-{i}" for i in range(n)), "every input line once, in one file"
+    assert b.request_counts.total == n
+    assert b.request_counts.completed == len(out) and b.request_counts.failed == len(err)
+    return out, err
+
+
+def test_openai_client_runs_a_2000_line_queue_job_end_to_end(platform):
+    client = openai_client(platform)
+    before = usage(platform, "gpt-oss-20b")
+    f = client.files.create(file=("eval.jsonl", io.BytesIO(jsonl(2000))), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert b.status == "in_progress" and b.request_counts.total == 2000
+    b = wait_for(client, b.id)
+    assert b.status == "completed", b
+    out, err = assert_each_line_once(client, b, 2000)
+    assert err == [] and len(out) == 2000
+    for x in out:
+        assert x["response"]["status_code"] == 200 and x["error"] is None
+        body = x["response"]["body"]
+        assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] >= 1
+    # Greedy decoding: the same question gets the same answer whichever replica slot ran it.
+    answers = {}
+    for x in out:
+        q = int(x["custom_id"].split("-")[1]) % 7
+        answers.setdefault(q, set()).add(json.dumps(x["response"]["body"]["choices"][0]["message"]))
+    assert all(len(a) == 1 for a in answers.values())
+    after = usage(platform, "gpt-oss-20b")
+    assert after["requests"] - before["requests"] == 2000, "each line charged once"
+    assert after["reserved"] == 0
+    # At the batch discount: the charge equals the sum of the lines' own costs at half price.
+    from ossfleet.pricing import cost_nusd
+
+    m = platform.cfg.model("gpt-oss-20b")
+    expected = sum(
+        cost_nusd(m.price, x["response"]["body"]["usage"]["prompt_tokens"],
+                  x["response"]["body"]["usage"]["completion_tokens"], 0.5)
+        for x in out
+    )  # fmt: skip
+    assert after["cost"] - before["cost"] == expected
+
+
+def test_dedicated_mode_runs_2000_lines_on_ray_data_once_each(platform):
+    client = openai_client(platform)
+    before = usage(platform, "gpt-oss-20b")
+    f = client.files.create(file=("eval.jsonl", io.BytesIO(jsonl(2000))), purpose="batch")
+    b = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", extra_body={"mode": "dedicated"}
+    )
+    b = wait_for(client, b.id)
+    assert b.status == "completed", b
+    out, err = assert_each_line_once(client, b, 2000)
+    assert err == []
+    after = usage(platform, "gpt-oss-20b")
+    assert after["requests"] - before["requests"] == 2000
+    assert after["spent"] - before["spent"] == sum(
+        __import__("ossfleet.pricing", fromlist=["x"]).cost_nusd(
+            platform.cfg.model("gpt-oss-20b").price, x["response"]["body"]["usage"]["prompt_tokens"],
+            x["response"]["body"]["usage"]["completion_tokens"], 0.5)
+        for x in out
+    )  # fmt: skip
+
+
+def test_bad_lines_are_reported_with_their_numbers_and_nothing_runs(platform):
+    client = openai_client(platform)
+    good = jsonl(3).decode().splitlines()
+    data = "\n".join([good[0], "{not json", good[1], json.dumps({"custom_id": "x", "method": "GET",
+                      "url": "/v1/chat/completions", "body": {}}), good[2], good[0]]).encode()  # fmt: skip
+    f = client.files.create(file=("bad.jsonl", io.BytesIO(data)), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert b.status == "failed"
+    errs = {e.line: e.message for e in b.errors.data}
+    assert sorted(errs) == [2, 4, 6], errs
+    assert "JSON" in errs[2] and "method" in errs[4] and "repeats line 1" in errs[6]
+    assert b.output_file_id is None and b.request_counts.completed == 0
+    # With skip_invalid_lines the good lines run and the bad ones go to the error file, numbered.
+    b = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+        extra_body={"skip_invalid_lines": True},
+    )  # fmt: skip
+    b = wait_for(client, b.id)
+    assert b.status == "completed" and b.request_counts.completed == 3 and b.request_counts.failed == 3
+    err = lines_of(client, b.error_file_id)
+    assert sorted(x["error"]["message"].split(":")[0] for x in err) == ["line 2", "line 4", "line 6"]
+
+
+def test_a_batch_of_another_tenant_is_invisible_by_every_route(platform):
+    acme, globex = openai_client(platform, "acme"), openai_client(platform, "globex")
+    import openai
+
+    f = acme.files.create(file=("a.jsonl", io.BytesIO(jsonl(5))), purpose="batch")
+    b = acme.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        globex.batches.retrieve(b.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.batches.cancel(b.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.files.content(f.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.files.retrieve(f.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.files.delete(f.id)
+    with pytest.raises(openai.NotFoundError):  # nor may it start a batch from another's file
+        globex.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert b.id not in [x.id for x in globex.batches.list().data]
+    assert f.id not in [x.id for x in globex.files.list().data]
+    b = wait_for(acme, b.id)
+    assert b.status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        globex.files.content(b.output_file_id)
+    assert acme.batches.retrieve(b.id).request_counts.completed == 5
