@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
+import httpx
 import pytest
 from conftest import Platform, free_port
 
@@ -240,3 +242,140 @@ def test_a_batch_of_another_tenant_is_invisible_by_every_route(platform):
     with pytest.raises(openai.NotFoundError):
         globex.files.content(b.output_file_id)
     assert acme.batches.retrieve(b.id).request_counts.completed == 5
+
+
+def slow_job(client, n: int, max_tokens: int, prefix: str, mode: str = "queue"):
+    """A job on the stub model (10 ms a token): slow enough to act on while it runs."""
+    f = client.files.create(
+        file=("slow.jsonl", io.BytesIO(jsonl(n, "gpt-oss-120b", max_tokens, prefix))), purpose="batch"
+    )
+    return client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", extra_body={"mode": mode}
+    )
+
+
+def wait_progress(client, batch_id: str, done: int, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        b = client.batches.retrieve(batch_id)
+        if b.request_counts.completed >= done:
+            return b
+        time.sleep(0.2)
+    raise AssertionError(f"batch {batch_id} made no progress: {b.request_counts}")
+
+
+def test_cancel_finishes_lines_in_flight_and_accounts_for_every_line(platform):
+    client = openai_client(platform)
+    before = usage(platform, "gpt-oss-120b")
+    b = slow_job(client, 400, 20, "cx")
+    wait_progress(client, b.id, 20)
+    assert client.batches.cancel(b.id).status in ("cancelling", "cancelled")
+    b = wait_for(client, b.id)
+    assert b.status == "cancelled" and b.cancelled_at is not None
+    out, err = assert_each_line_once(client, b, 400, "cx")
+    assert 20 <= len(out) < 400
+    assert {x["error"]["code"] for x in err} == {"batch_cancelled"}
+    after = usage(platform, "gpt-oss-120b")
+    assert after["requests"] - before["requests"] == len(out), "only lines that ran are charged"
+    assert after["reserved"] == 0
+
+
+def test_killing_the_job_driver_resumes_where_it_was(platform):
+    import ray
+
+    from ossfleet.batch.driver import RAY_NAMESPACE, driver_name
+
+    client = openai_client(platform)
+    before = usage(platform, "gpt-oss-120b")
+    b = slow_job(client, 300, 10, "dk")
+    wait_progress(client, b.id, 30)
+    driver = ray.get_actor(driver_name(NS, b.id), namespace=RAY_NAMESPACE)
+    pid = ray.get(driver.pid.remote())
+    ray.kill(driver, no_restart=False)  # the process dies; Ray restarts the actor and retries run()
+    done_at_kill = client.batches.retrieve(b.id).request_counts.completed
+    b = wait_for(client, b.id)
+    assert b.status == "completed"
+    _, err = assert_each_line_once(client, b, 300, "dk")
+    assert err == [] and done_at_kill < 300
+    after = usage(platform, "gpt-oss-120b")
+    assert after["requests"] - before["requests"] == 300, "no line redone or charged twice"
+    assert after["reserved"] == 0
+    assert pid > 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the driver leaves once the job is done
+        try:
+            ray.get_actor(driver_name(NS, b.id), namespace=RAY_NAMESPACE)
+        except ValueError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the job's driver is still alive after the job ended")
+
+
+def test_kill_minus_9_of_a_replica_mid_job_loses_no_line(platform):
+    import signal
+
+    from ray import serve
+
+    client = openai_client(platform)
+    before = usage(platform, "gpt-oss-120b")
+    b = slow_job(client, 200, 20, "rk")
+    wait_progress(client, b.id, 10)
+    handle = serve.get_deployment_handle("gpt-oss-120b-replica", app_name="model-gpt-oss-120b")
+    stats = handle.stats.remote().result()
+    assert stats["running"] > 0
+    os.kill(stats["pid"], signal.SIGKILL)
+    b = wait_for(client, b.id)
+    assert b.status == "completed"
+    _, err = assert_each_line_once(client, b, 200, "rk")
+    assert err == []
+    after = usage(platform, "gpt-oss-120b")
+    assert after["requests"] - before["requests"] == 200
+    assert after["reserved"] == 0
+
+
+def test_interactive_requests_go_first_while_a_queue_job_runs(platform):
+    """No batch line is leased while an interactive request waits; latency idle vs loaded is reported."""
+    client = openai_client(platform)
+    chat = {"model": "gpt-oss-120b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+    headers = {"authorization": f"Bearer {platform.keys['acme']}", "x-ossfleet-priority": "interactive"}
+    url = platform.base_url + "/v1/chat/completions"
+
+    def interactive(n: int) -> tuple[list[float], list[str]]:
+        lat, ids = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = httpx.post(url, json=chat, headers=headers, timeout=60)
+            lat.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["x-ossfleet-request-id"])
+        return lat, ids
+
+    idle, _ = interactive(10)
+    b = slow_job(client, 600, 20, "lat")
+    wait_progress(client, b.id, 10)
+    r = connect(platform.redis_url)
+    waiting_batch = r.zcard(f"{{{NS}}}:wait:gpt-oss-120b:2")
+    loaded, ids = interactive(10)
+    client.batches.cancel(b.id)
+    wait_for(client, b.id)
+    assert waiting_batch > 0, "batch lines were waiting while the interactive requests ran"
+
+    def times(rid: str) -> tuple[int, int, str]:
+        enq, lease, band = r.hmget(f"{{{NS}}}:req:{rid}", "enq_ms", "first_lease_ms", "band")
+        return int(enq), int(lease), band.decode()
+
+    batch_leases = []
+    for key in r.scan_iter(match=f"{{{NS}}}:req:*", count=1000):
+        enq, lease, band = r.hmget(key, "enq_ms", "first_lease_ms", "band")
+        if band == b"2" and lease:
+            batch_leases.append(int(lease))
+    for rid in ids:
+        enq, lease, band = times(rid)
+        assert band == "0"
+        jumped = [t for t in batch_leases if enq < t < lease]
+        assert jumped == [], f"{len(jumped)} batch lines were leased while interactive request {rid} waited"
+    r.close()
+    idle_p50, loaded_p50 = sorted(idle)[5], sorted(loaded)[5]
+    print(json.dumps({"interactive_p50_idle_s": round(idle_p50, 4), "interactive_p50_loaded_s": round(loaded_p50, 4),
+                      "ratio": round(loaded_p50 / idle_p50, 2)}))  # fmt: skip

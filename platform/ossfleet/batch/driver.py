@@ -36,7 +36,9 @@ class BatchDriver:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         status = await asyncio.shield(self._task)
-        ray.actor.exit_actor()
+        # Leave once this call has returned (exiting inside it would make Ray retry it).
+        me = ray.get_runtime_context().current_actor
+        asyncio.get_running_loop().call_later(0.5, lambda: ray.kill(me, no_restart=True))
         return status
 
     async def _run(self) -> str:

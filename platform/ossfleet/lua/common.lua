@@ -71,6 +71,7 @@ local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, p
 
   local r = k('req', id)
   local attempts = redis.call('HINCRBY', r, 'attempts', 1)
+  if attempts == 1 then redis.call('HSET', r, 'first_lease_ms', now) end
   local deadline = now + lease_ms
   redis.call('HSET', r, 'state', 'leased', 'owner', owner, 'lease_ms', deadline)
   redis.call('ZADD', k('leases', model), deadline, id)
