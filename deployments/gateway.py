@@ -63,3 +63,19 @@ class Gateway:
 
     async def GetUsage(self, request: Any, grpc_context: Any) -> Any:
         return await self.grpc.get_usage(request, grpc_context)
+
+    async def SubmitBatch(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.submit_batch(request, grpc_context)
+
+    async def GetBatch(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.get_batch(request, grpc_context)
+
+    async def ListBatches(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.list_batches(request, grpc_context)
+
+    async def CancelBatch(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.cancel_batch(request, grpc_context)
+
+    async def GetBatchResults(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+        async for chunk in self.grpc.batch_results(request, grpc_context):
+            yield chunk

@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     kc.add_argument("--redis-url", default=None)
     kc.set_defaults(fn=cmd_keys_create)
 
+    from ossfleet.batch.cli import add_batch_parser
+
+    add_batch_parser(sub)
+
     args = p.parse_args(argv)
     return int(args.fn(args))
 

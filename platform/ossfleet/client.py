@@ -62,3 +62,23 @@ class OssfleetClient:
 
     def usage(self) -> Any:
         return self.stub.GetUsage(pb.GetUsageRequest(), metadata=self.metadata)
+
+    # -- batch jobs --------------------------------------------------------------------------
+
+    def submit_batch(self, data: bytes, **kw: Any) -> Any:
+        """Submit a JSONL batch inline; ``kw``: endpoint, completion_window, mode, skip_invalid_lines, metadata."""
+        return self.stub.SubmitBatch(pb.SubmitBatchRequest(input=data, **kw), metadata=self.metadata)
+
+    def get_batch(self, batch_id: str) -> Any:
+        return self.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id), metadata=self.metadata)
+
+    def list_batches(self, limit: int = 20, after: str = "") -> Any:
+        return self.stub.ListBatches(pb.ListBatchesRequest(limit=limit, after=after), metadata=self.metadata)
+
+    def cancel_batch(self, batch_id: str) -> Any:
+        return self.stub.CancelBatch(pb.GetBatchRequest(batch_id=batch_id), metadata=self.metadata)
+
+    def batch_results(self, batch_id: str, errors: bool = False) -> bytes:
+        """The batch's output (or error) file, whole."""
+        req = pb.GetBatchResultsRequest(batch_id=batch_id, errors=errors)
+        return b"".join(c.data for c in self.stub.GetBatchResults(req, metadata=self.metadata))

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from ossfleet.batch.store import Job
 from ossfleet.errors import InvalidRequest, NotFound, OssfleetError
 from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
@@ -208,3 +209,79 @@ class GrpcApi:
             budget_left_usd=max(0, u["left_nusd"]) / NANO_PER_USD,
             models=[pb.ModelUsage(model=m, **v) for m, v in u["models"].items()],
         )
+
+    # -- batch jobs --------------------------------------------------------------------------
+
+    async def submit_batch(self, req: pb.SubmitBatchRequest, ctx: Any) -> pb.Batch:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            batches = self.core.batches
+            file_id = req.input_file_id
+            if bool(req.input) == bool(file_id):
+                raise InvalidRequest("give the input inline (input) or an uploaded file (input_file_id), one of them")
+            if req.input:
+                file_id = (await batches.upload(tenant, "grpc-input.jsonl", "batch", req.input)).id
+            job = await batches.create(
+                tenant, file_id, req.endpoint or "/v1/chat/completions", req.completion_window or "24h",
+                metadata=dict(req.metadata) or None, mode=req.mode or "queue",
+                skip_invalid_lines=req.skip_invalid_lines,
+            )  # fmt: skip
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.Batch()
+        return batch_pb(job)
+
+    async def get_batch(self, req: pb.GetBatchRequest, ctx: Any) -> pb.Batch:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            return batch_pb(await self.core.batches.get(tenant, req.batch_id))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.Batch()
+
+    async def list_batches(self, req: pb.ListBatchesRequest, ctx: Any) -> pb.ListBatchesResponse:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            jobs, more = await self.core.batches.jobs(tenant, req.limit or 20, req.after or None)
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.ListBatchesResponse()
+        return pb.ListBatchesResponse(batches=[batch_pb(j) for j in jobs], has_more=more)
+
+    async def cancel_batch(self, req: pb.GetBatchRequest, ctx: Any) -> pb.Batch:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            return batch_pb(await self.core.batches.cancel(tenant, req.batch_id))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.Batch()
+
+    async def batch_results(self, req: pb.GetBatchResultsRequest, ctx: Any) -> AsyncIterator[pb.FileChunk]:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            job = await self.core.batches.get(tenant, req.batch_id)
+            file_id = job.error_file_id if req.errors else job.output_file_id
+            if not file_id:
+                what = "error" if req.errors else "output"
+                raise NotFound(f"batch {job.id} has no {what} file (status {job.status})", param="batch_id")
+            data = await self.core.batches.content(tenant, file_id)
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            raise
+        for i in range(0, len(data), RESULT_CHUNK):
+            yield pb.FileChunk(data=data[i : i + RESULT_CHUNK])
+
+
+RESULT_CHUNK = 1 << 20
+
+
+def batch_pb(job: Job) -> pb.Batch:
+    return pb.Batch(
+        id=job.id, status=job.status, mode=job.mode, endpoint=job.endpoint, input_file_id=job.input_file_id,
+        output_file_id=job.output_file_id, error_file_id=job.error_file_id,
+        completion_window=job.completion_window, created_at=job.created_at, expires_at=job.expires_at,
+        total=job.total, completed=job.completed, failed=job.failed,
+        errors=[pb.BatchError(code=e.get("code", ""), message=e.get("message", ""), line=int(e.get("line") or 0))
+                for e in job.errors],
+        metadata=job.metadata or {}, timestamps=job.stamps,
+    )  # fmt: skip

@@ -46,10 +46,12 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Platform:
     from ray import serve
+    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
+    from ossfleet.grpc_api import SERVICER_FUNCTION
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     model = {"device": "cpu", "max_context": 512, "num_gpus": 1, "num_cpus": 0.25, "torch_threads": 1}
     cfg = parse_config(
         {
@@ -73,7 +75,10 @@ def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Pl
         },
         "<batch e2e>",
     )  # fmt: skip
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
+    )
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
     client = connect(redis_server.url)
     keys = {}
@@ -81,7 +86,7 @@ def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Pl
         keys[t.name] = new_api_key()
         register_key(client, NS, t.name, keys[t.name])
     client.close()
-    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys, "")
+    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys, f"127.0.0.1:{grpc_port}")
 
 
 def jsonl(n: int, model: str = "gpt-oss-20b", max_tokens: int = 2, prefix: str = "req") -> bytes:
@@ -379,3 +384,65 @@ def test_interactive_requests_go_first_while_a_queue_job_runs(platform):
     idle_p50, loaded_p50 = sorted(idle)[5], sorted(loaded)[5]
     print(json.dumps({"interactive_p50_idle_s": round(idle_p50, 4), "interactive_p50_loaded_s": round(loaded_p50, 4),
                       "ratio": round(loaded_p50 / idle_p50, 2)}))  # fmt: skip
+
+
+def test_grpc_batch_rpcs_submit_watch_download_and_isolate(platform):
+    import grpc
+
+    from ossfleet.client import OssfleetClient
+
+    with OssfleetClient(platform.grpc_target, platform.keys["acme"]) as acme, \
+            OssfleetClient(platform.grpc_target, platform.keys["globex"]) as globex:  # fmt: skip
+        b = acme.submit_batch(jsonl(20, prefix="g"), metadata={"team": "eval"})
+        assert b.status == "in_progress" and b.total == 20 and b.metadata["team"] == "eval"
+        for call in (lambda: globex.get_batch(b.id), lambda: globex.cancel_batch(b.id),
+                     lambda: globex.batch_results(b.id)):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert b.id not in [x.id for x in globex.list_batches().batches]
+        deadline = time.monotonic() + 120
+        while (b := acme.get_batch(b.id)).status not in ("completed", "failed") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert b.status == "completed" and b.completed == 20 and "completed_at" in b.timestamps
+        out = [json.loads(x) for x in acme.batch_results(b.id).decode().splitlines()]
+        assert sorted(x["custom_id"] for x in out) == sorted(f"g-{i}" for i in range(20))
+        assert b.id in [x.id for x in acme.list_batches().batches]
+        with pytest.raises(grpc.RpcError) as e:  # no error file: said so
+            acme.batch_results(b.id, errors=True)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND and "no error file" in e.value.details()
+        bad = acme.submit_batch(b'{"custom_id": "a"}\n\xff\n')
+        assert bad.status == "failed" and [e.line for e in bad.errors] == [1, 2]
+        with pytest.raises(grpc.RpcError) as e:
+            acme.submit_batch(jsonl(2), mode="sideways")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "mode" in e.value.details()
+
+
+def test_cli_submits_waits_with_a_progress_bar_and_downloads(platform, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(jsonl(30, prefix="cli"))
+    env = {**os.environ, "OSSFLEET_API_KEY": platform.keys["acme"]}
+    cli = [sys.executable, "-m", "ossfleet.cli", "batch"]
+    sub = subprocess.run([*cli, "submit", str(src), "--wait", "--poll-s", "0.3", "--url", platform.base_url],
+                         env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert sub.returncode == 0, sub.stderr
+    batch_id = sub.stdout.split()[0]
+    assert "completed" in sub.stdout.splitlines()[-1] and "30 completed" in sub.stdout
+    out = tmp_path / "out.jsonl"
+    res = subprocess.run([*cli, "results", batch_id, "-o", f"file://{out}", "--url", platform.base_url],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert sorted(json.loads(x)["custom_id"] for x in out.read_text().splitlines()) == sorted(
+        f"cli-{i}" for i in range(30)
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": "x"}\n')
+    fail = subprocess.run([*cli, "submit", str(bad), "--url", platform.base_url], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert fail.returncode == 1 and "line 1: method must be 'POST'" in fail.stderr
+    nokey = subprocess.run([*cli, "list", "--url", platform.base_url], env={k: v for k, v in env.items()
+                           if k != "OSSFLEET_API_KEY"}, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert nokey.returncode == 1 and "OSSFLEET_API_KEY" in nokey.stderr

@@ -64,6 +64,31 @@ class OssfleetStub:
                 request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/SubmitBatch',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.Batch.FromString,
+                _registered_method=True)
+        self.GetBatch = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/GetBatch',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.Batch.FromString,
+                _registered_method=True)
+        self.ListBatches = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/ListBatches',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListBatchesRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListBatchesResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/CancelBatch',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.Batch.FromString,
+                _registered_method=True)
+        self.GetBatchResults = channel.unary_stream(
+                '/ossfleet.v1.Ossfleet/GetBatchResults',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchResultsRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class OssfleetServicer:
@@ -111,6 +136,41 @@ class OssfleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitBatch(self, request, context):
+        """Batch jobs (the OpenAI Batch format). Submit validates every line first:
+        a file with a bad line gives a batch in status "failed" whose errors name
+        each bad line, unless skip_invalid_lines sends bad lines to the error file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBatches(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """Stop a batch: lines in flight finish, the rest go to the error file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBatchResults(self, request, context):
+        """The output (or error) file of a finished batch, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OssfleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +203,31 @@ def add_OssfleetServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetUsageRequest.FromString,
                     response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.Batch.SerializeToString,
+            ),
+            'GetBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatch,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.Batch.SerializeToString,
+            ),
+            'ListBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBatches,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListBatchesRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListBatchesResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.Batch.SerializeToString,
+            ),
+            'GetBatchResults': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetBatchResults,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchResultsRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +392,141 @@ class Ossfleet:
             '/ossfleet.v1.Ossfleet/GetUsage',
             ossfleet_dot_v1_dot_ossfleet__pb2.GetUsageRequest.SerializeToString,
             ossfleet_dot_v1_dot_ossfleet__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/SubmitBatch',
+            ossfleet_dot_v1_dot_ossfleet__pb2.SubmitBatchRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/GetBatch',
+            ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/ListBatches',
+            ossfleet_dot_v1_dot_ossfleet__pb2.ListBatchesRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.ListBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/CancelBatch',
+            ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.Batch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatchResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/GetBatchResults',
+            ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchResultsRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,
