@@ -283,3 +283,26 @@ async def test_in_flight_limit_per_tenant_frees_as_requests_end(env):
     await q.admit(adm(rid="f4", max_inflight=2))  # ...and frees a place
     await q.cancel("f4", "a")  # cancelling frees one too
     await q.admit(adm(rid="f5", max_inflight=2))
+
+
+async def test_a_replica_short_of_slots_leaves_the_batch_band_waiting(env):
+    q, _ = env
+    await q.admit(adm(band=2, rid="batch-line"))
+    assert await q.pull("m", "w1", batch_band=False) is None  # only the batch band waits: left alone
+    await q.admit(adm(band=0, rid="interactive"))
+    lease = await q.pull("m", "w1", batch_band=False)
+    assert lease is not None and lease.request_id == "interactive"
+    # complete_and_pull honours the same bound.
+    done, nxt = await q.complete_and_pull("interactive", "w1", 1, 10, "stop", "m", batch_band=False)
+    assert done and nxt is None
+    lease = await q.pull("m", "w1", batch_band=True)
+    assert lease is not None and lease.request_id == "batch-line"
+
+
+async def test_batch_lines_do_not_count_as_the_tenants_streams(env):
+    q, _ = env
+    for i in range(3):
+        await q.admit(adm(rid=f"line{i}", max_inflight=1, track_inflight=False))
+    await q.admit(adm(rid="mine", max_inflight=1))  # the tenant's own stream still fits
+    with pytest.raises(RateLimited):
+        await q.admit(adm(rid="second", max_inflight=1))
