@@ -59,7 +59,7 @@ def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Pl
             "endpoints": {"http_host": "127.0.0.1", "http_port": port},
             "limits": {"max_tokens": 256},
             "batch": {"storage_url": str(tmp_path_factory.mktemp("files")), "window": 64,
-                      "completion_windows": ["24h", "1h"], "dedicated_max_actors": 1,
+                      "completion_windows": ["24h", "10s"], "dedicated_max_actors": 1,
                       "dedicated_rows_per_call": 64},
             "models": [
                 # The real (tiny) model, run by ossfleet's batched engine.
@@ -249,13 +249,13 @@ def test_a_batch_of_another_tenant_is_invisible_by_every_route(platform):
     assert acme.batches.retrieve(b.id).request_counts.completed == 5
 
 
-def slow_job(client, n: int, max_tokens: int, prefix: str, mode: str = "queue"):
+def slow_job(client, n: int, max_tokens: int, prefix: str, mode: str = "queue", window: str = "24h"):
     """A job on the stub model (10 ms a token): slow enough to act on while it runs."""
     f = client.files.create(
         file=("slow.jsonl", io.BytesIO(jsonl(n, "gpt-oss-120b", max_tokens, prefix))), purpose="batch"
     )
     return client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", extra_body={"mode": mode}
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window=window, extra_body={"mode": mode}
     )
 
 
@@ -446,3 +446,13 @@ def test_cli_submits_waits_with_a_progress_bar_and_downloads(platform, tmp_path)
     nokey = subprocess.run([*cli, "list", "--url", platform.base_url], env={k: v for k, v in env.items()
                            if k != "OSSFLEET_API_KEY"}, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert nokey.returncode == 1 and "OSSFLEET_API_KEY" in nokey.stderr
+
+
+def test_a_job_past_its_completion_window_expires_and_accounts_for_every_line(platform):
+    client = openai_client(platform)
+    b = slow_job(client, 500, 20, "ex", window="10s")
+    b = wait_for(client, b.id)
+    assert b.status == "expired" and b.expired_at is not None
+    out, err = assert_each_line_once(client, b, 500, "ex")
+    assert 0 < len(out) < 500
+    assert {x["error"]["code"] for x in err} == {"batch_expired"}
