@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
@@ -52,6 +53,7 @@ class DedicatedEngine:
         self.engine = asyncio.run_coroutine_threadsafe(build_engine(self.cfg, m, self.tok), self.loop).result()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        started = time.time()
         rows = [parse_prepared(str(t)) for t in batch["text"]]
         todo = [r for r in rows if r.index not in self.done]
         results = asyncio.run_coroutine_threadsafe(self._all(todo), self.loop).result()
@@ -59,6 +61,7 @@ class DedicatedEngine:
         for r, (ok, line, tin, tout, cost) in zip(todo, results, strict=True):
             for k, v in zip(cols, (r.index, ok, line, tin, tout, cost), strict=True):
                 cols[k].append(v)
+        cols["started"] = [started] * len(todo)  # when this call's rows reached the engine
         return cols
 
     async def _all(self, rows: list[BatchLine]) -> list[tuple[bool, str, int, int, int]]:
@@ -158,6 +161,7 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
     tenant = runner.core.cfg.tenant(job.tenant)
     period = period_id(tenant.budget.period) if tenant else period_id("monthly")
     stop: str | None = None
+    engine_started = 0.0
     while True:
         try:
             item = await asyncio.wait_for(batches.get(), timeout=0.5)
@@ -173,6 +177,10 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
             raise item
         if item is None or stop is not None:
             continue
+        if len(item["i"]) and not engine_started:
+            # When the engines first had rows: the job's start-up (actors, weights) ends here.
+            engine_started = float(min(item["started"]))
+            await store.update(job.id, engine_started_at=repr(engine_started))
         for i, ok, line, tin, tout, cost in zip(
             item["i"], item["ok"], item["line"], item["input_tokens"], item["output_tokens"], item["cost"], strict=True
         ):
