@@ -24,7 +24,7 @@ from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
-from ossfleet.pricing import NANO_PER_USD, cost_nusd
+from ossfleet.pricing import NANO_PER_USD
 from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
@@ -209,7 +209,14 @@ class GatewayCore:
         prompt = self.render(probe, req, effort)
         left = await self.budget_left(t)
         placement = place(
-            RouteRequest(req.model, len(prompt), req.max_tokens, req.priority, effort),
+            RouteRequest(
+                req.model,
+                len(prompt),
+                req.max_tokens,
+                req.priority,
+                effort,
+                self.cfg.batch.discount if req.batch else 0.0,
+            ),
             self.policy(t, left),
             await self.options(req.model),
         )
@@ -234,13 +241,8 @@ class GatewayCore:
             "stop": list(req.stop),
             "raw": req.prompt is not None,
         }
-        reserve, discount = placement.reserve_nusd, 0.0
         if req.batch:
-            discount = self.cfg.batch.discount
-            payload["discount"] = discount
-            m = self.cfg.model(placement.model)
-            assert m is not None
-            reserve = cost_nusd(m.price, len(prompt), placement.max_tokens, discount)
+            payload["discount"] = self.cfg.batch.discount
         admitted = await self.queue.admit(
             Admission(
                 request_id=rid,
@@ -250,7 +252,7 @@ class GatewayCore:
                 payload=payload,
                 input_tokens=len(prompt),
                 max_tokens=placement.max_tokens,
-                reserve_nusd=reserve,
+                reserve_nusd=placement.reserve_nusd,
                 budget_limit_nusd=round(t.budget.limit_usd * NANO_PER_USD),
                 alert_at_nusd=round(t.budget.limit_usd * t.budget.soft_alert_fraction * NANO_PER_USD),
                 max_inflight=0 if req.batch else t.limits.max_concurrent_streams,

@@ -37,6 +37,7 @@ class RouteRequest:
     max_tokens: int
     priority: str | None = None  # a band name; None: the tenant's default
     reasoning_effort: str | None = None  # None: "medium"
+    discount: float = 0.0  # off every model's price (batch lines)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def place(req: RouteRequest, tenant: TenantPolicy, models: Sequence[ModelOption]
         for e in _efforts(effort, may_lower):
             cap = EFFORT_OUTPUT_CAP[e] if e != effort else None
             max_tokens = min(req.max_tokens, cap) if cap else req.max_tokens
-            reserve = cost_nusd(m.price, req.input_tokens, max_tokens)
+            reserve = cost_nusd(m.price, req.input_tokens, max_tokens, req.discount)
             cheapest = reserve if cheapest is None else min(cheapest, reserve)
             if tenant.budget_left_nusd is None or reserve <= tenant.budget_left_nusd:
                 return Placement(m.name, band, e, max_tokens, reserve, req.model, effort)

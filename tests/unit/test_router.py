@@ -95,3 +95,15 @@ def test_expected_wait():
     assert ModelLoad(0, 2, 1.0).expected_wait_s() == 0
     assert ModelLoad(10, 2, 1.0).expected_wait_s() == 5
     assert ModelLoad(5, 0, 1.0, cold_start_s=60).expected_wait_s() == 65
+
+
+def test_a_discounted_request_reserves_and_fits_the_budget_at_its_discounted_price():
+    from ossfleet.pricing import cost_nusd
+
+    m = ModelOption("small", 20, PriceConfig(input_per_1k=1.0, output_per_1k=1.0), 4096)
+    full = cost_nusd(m.price, 100, 100)
+    t = tenant(budget_left_nusd=full // 2 + 1)
+    with pytest.raises(BudgetExhausted):
+        place(RouteRequest("small", 100, 100), t, [m])
+    p = place(RouteRequest("small", 100, 100, discount=0.5), t, [m])
+    assert p.reserve_nusd == cost_nusd(m.price, 100, 100, 0.5) == full // 2
