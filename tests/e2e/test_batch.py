@@ -456,3 +456,59 @@ def test_a_job_past_its_completion_window_expires_and_accounts_for_every_line(pl
     out, err = assert_each_line_once(client, b, 500, "ex")
     assert 0 < len(out) < 500
     assert {x["error"]["code"] for x in err} == {"batch_expired"}
+
+
+def test_isolation_sweep_tenant_b_reaches_nothing_of_tenant_a_by_any_api(platform):
+    """Requests, streams, jobs, files and usage: every id-taking route, both APIs, answers NOT_FOUND."""
+    import grpc
+    import openai
+
+    from ossfleet.client import OssfleetClient
+
+    acme_http, globex_http = openai_client(platform, "acme"), openai_client(platform, "globex")
+    with OssfleetClient(platform.grpc_target, platform.keys["acme"]) as acme, \
+            OssfleetClient(platform.grpc_target, platform.keys["globex"]) as globex:  # fmt: skip
+        usage_before = globex.usage()
+        # A's live request and its stream.
+        stream = acme.stream("gpt-oss-120b", [("user", "hello")], max_tokens=100)
+        first = next(iter(stream))
+        rid = first.request_id
+        # A's job and files.
+        f = acme_http.files.create(file=("a.jsonl", io.BytesIO(jsonl(3))), purpose="batch")
+        job = acme.submit_batch(jsonl(3, prefix="iso"))
+        denied = {
+            "grpc Cancel": lambda: globex.cancel(rid),
+            "grpc ResumeStream": lambda: list(globex.resume(rid, first.cursor)),
+            "grpc GetBatch": lambda: globex.get_batch(job.id),
+            "grpc CancelBatch": lambda: globex.cancel_batch(job.id),
+            "grpc GetBatchResults": lambda: globex.batch_results(job.id),
+            "grpc GetBatchResults errors": lambda: globex.batch_results(job.id, errors=True),
+            "grpc SubmitBatch from A's file": lambda: globex.stub.SubmitBatch(
+                __import__("ossfleet.v1.ossfleet_pb2", fromlist=["x"]).SubmitBatchRequest(input_file_id=f.id),
+                metadata=globex.metadata),
+            "grpc ListBatches after A's job": lambda: globex.list_batches(after=job.id),
+        }  # fmt: skip
+        for name, call in denied.items():
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND, name
+        for name, call in {
+            "http retrieve batch": lambda: globex_http.batches.retrieve(job.id),
+            "http cancel batch": lambda: globex_http.batches.cancel(job.id),
+            "http file": lambda: globex_http.files.retrieve(f.id),
+            "http file content": lambda: globex_http.files.content(f.id),
+            "http delete file": lambda: globex_http.files.delete(f.id),
+            "http list after A's job": lambda: globex_http.batches.list(after=job.id),
+        }.items():
+            with pytest.raises(openai.NotFoundError):
+                call()
+            assert name
+        assert job.id not in [b.id for b in globex.list_batches().batches]
+        assert job.id not in [b.id for b in globex_http.batches.list().data]
+        assert f.id not in [x.id for x in globex_http.files.list().data]
+        # A's stream is intact, and A's spend never shows in B's usage.
+        rest = list(acme.resume(rid, first.cursor))
+        assert rest[-1].finish_reason and rest[-1].usage.output_tokens > 0
+        usage_after = globex.usage()
+        assert usage_after.spent_usd == usage_before.spent_usd and usage_after.tenant == "globex"
+        assert acme.cancel_batch(job.id).status in ("cancelling", "cancelled", "completed", "finalizing")
