@@ -28,6 +28,7 @@ from ossfleet.pricing import NANO_PER_USD
 from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
+from ossfleet.streams import StreamHub
 from ossfleet.tenancy import authenticate, period_id
 
 log = logging.getLogger("ossfleet.gateway")
@@ -89,6 +90,10 @@ class GatewayCore:
         self.cfg = cfg
         self.r = connect_async(redis_url, cfg.redis)
         self.queue = queue_for(cfg, self.r)
+        # Reads every stream this gateway relays with one XREAD on a connection of its own.
+        self.hub = StreamHub(
+            connect_async(redis_url, cfg.redis, max_connections=2), lambda rid: self.queue.key("stream", rid)
+        )
         self.renderers: dict[str, HarmonyRenderer] = {}
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
@@ -104,6 +109,8 @@ class GatewayCore:
         ensure_driver(self.cfg.dump(), self.redis_url, self.cfg.redis.namespace, job_id)
 
     async def close(self) -> None:
+        await self.hub.close()
+        await self.hub.r.aclose()
         await self.r.aclose()
 
     # -- who is calling -------------------------------------------------------------
@@ -291,7 +298,7 @@ class GatewayCore:
         last = time.monotonic()
         first = True
         while True:
-            batch = await self.queue.read_stream(request_id, after, block_ms=2000)
+            batch = await self.hub.read(request_id, after, timeout_s=2.0)
             for ev in batch:
                 after = ev.entry_id
                 if ev.type == "delta":

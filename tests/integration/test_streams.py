@@ -1,0 +1,55 @@
+"""The gateway's stream hub on a real embedded Redis: every reader gets every event after its position, once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ossfleet.redisdb import connect_async
+from ossfleet.streams import StreamHub
+
+
+async def test_many_readers_of_many_streams_each_get_their_events_in_order(redis_server, namespace):
+    client = connect_async(redis_server.url)
+    hub = StreamHub(client, lambda rid: f"{{{namespace}}}:stream:{rid}", block_ms=20)
+
+    async def reader(rid: str, n: int) -> list[str]:
+        after, texts = "0-0", []
+        while len(texts) < n:
+            for ev in await hub.read(rid, after, timeout_s=5):
+                after = ev.entry_id
+                texts.append(ev.fields["text"])
+        return texts
+
+    async def writer(rid: str, n: int) -> None:
+        for i in range(n):
+            await client.xadd(f"{{{namespace}}}:stream:{rid}", {"text": str(i)})
+            await asyncio.sleep(0.001 * (i % 3))
+
+    n, streams = 40, 50
+    readers = [asyncio.create_task(reader(f"r{s}", n)) for s in range(streams)]
+    # Two readers of one stream, one joining from the start while the other is far ahead.
+    await asyncio.gather(*(writer(f"r{s}", n) for s in range(streams)))
+    late = await reader("r0", n)
+    results = await asyncio.gather(*readers)
+    assert all(r == [str(i) for i in range(n)] for r in results)
+    assert late == [str(i) for i in range(n)]
+    assert await hub.read("nothing-here", "0-0", timeout_s=0.1) == []
+    await hub.close()
+    await client.aclose()
+
+
+async def test_a_reader_from_further_back_than_a_running_read_misses_nothing(redis_server, namespace):
+    client = connect_async(redis_server.url)
+    key = f"{{{namespace}}}:stream:x"
+    hub = StreamHub(client, lambda rid: key, block_ms=500)
+    ids = [await client.xadd(key, {"text": str(i)}) for i in range(5)]
+    last = ids[-1].decode()
+    ahead = asyncio.create_task(hub.read("x", last, timeout_s=5))  # blocks: nothing after the last entry
+    await asyncio.sleep(0.1)
+    behind = asyncio.create_task(hub.read("x", "0-0", timeout_s=5))  # joins during that blocking read
+    await asyncio.sleep(0.05)
+    await client.xadd(key, {"text": "5"})
+    assert [e.fields["text"] for e in await ahead] == ["5"]
+    assert [e.fields["text"] for e in await behind] == [str(i) for i in range(6)]
+    await hub.close()
+    await client.aclose()
