@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 
+def _rebuild(cls: type[OssfleetError], message: str, param: str | None, details: dict[str, Any]) -> OssfleetError:
+    return cls(message, param=param, **details)
+
+
 class OssfleetError(Exception):
     """Base class: a request that ossfleet refused or could not finish."""
 
@@ -23,6 +27,11 @@ class OssfleetError(Exception):
         self.message = message
         self.param = param
         self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by keyword (Ray ships exceptions between processes: Serve's gRPC
+        # proxy failed to rebuild a RateLimited from its args alone and answered INTERNAL).
+        return (_rebuild, (type(self), self.message, self.param, self.details))
 
     def to_openai(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}

@@ -34,8 +34,6 @@ from ossfleet.tenancy import authenticate, period_id
 log = logging.getLogger("ossfleet.gateway")
 
 TERMINAL = ("done", "error")
-# Rate limits a batch line passes with (exact in a Lua number, which is a double).
-UNLIMITED = 2**50
 
 
 @dataclass(frozen=True)
@@ -264,9 +262,10 @@ class GatewayCore:
                 alert_at_nusd=round(t.budget.limit_usd * t.budget.soft_alert_fraction * NANO_PER_USD),
                 max_inflight=0 if req.batch else t.limits.max_concurrent_streams,
                 track_inflight=not req.batch,
+                count_rate=not req.batch,
                 period=period_id(t.budget.period),
-                rpm=UNLIMITED if req.batch else t.limits.rpm,
-                tpm=UNLIMITED if req.batch else t.limits.tpm,
+                rpm=t.limits.rpm,
+                tpm=t.limits.tpm,
                 weight=t.weight,
                 idempotency_key=req.idempotency_key,
             )

@@ -82,6 +82,7 @@ class Admission:
     alert_at_nusd: int = 0  # 0: no soft alert
     max_inflight: int = 0  # requests the tenant may have waiting or running at once; 0: no limit
     track_inflight: bool = True  # False: a batch line, not one of the tenant's concurrent streams
+    count_rate: bool = True  # False: a batch line, outside the tenant's rpm/tpm
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class RequestQueue:
             a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
             a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
             a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000, "1" if a.track_inflight else "0",
+            "1" if a.count_rate else "0",
         )  # fmt: skip
         status = _s(reply[0])
         if status == "OK":

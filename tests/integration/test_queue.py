@@ -306,3 +306,12 @@ async def test_batch_lines_do_not_count_as_the_tenants_streams(env):
     await q.admit(adm(rid="mine", max_inflight=1))  # the tenant's own stream still fits
     with pytest.raises(RateLimited):
         await q.admit(adm(rid="second", max_inflight=1))
+
+
+async def test_batch_lines_neither_meet_nor_use_up_the_tenants_rate_limits(env):
+    q, _ = env
+    for i in range(5):  # far past rpm=2 and tpm=40 (each line is 30 tokens)
+        await q.admit(adm(rid=f"line{i}", rpm=2, tpm=40, count_rate=False, track_inflight=False))
+    await q.admit(adm(rid="mine", rpm=2, tpm=40))  # the tenant's own requests still have their whole minute
+    with pytest.raises(RateLimited):
+        await q.admit(adm(rid="second", rpm=2, tpm=40))

@@ -2,7 +2,8 @@
 -- ARGV: P id tenant model band payload in_tokens max_tokens now_ms idem
 --       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
 --       max_inflight (0: no limit) inflight_ttl_ms track_inflight ('0': a batch line, which
---       does not count against the tenant's concurrent streams)
+--       does not count against the tenant's concurrent streams) count_rate ('0': a batch line,
+--       which neither meets nor uses up the tenant's rpm/tpm)
 -- Returns {'OK', id} | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
 --       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd} | {'CONCURRENCY', in_flight}
 local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
@@ -22,6 +23,7 @@ local alert_at = ARGV[19]
 local max_inflight = tonumber(ARGV[20] or '0')
 local inflight_ttl = tonumber(ARGV[21] or '3600000')
 local track_inflight = ARGV[22] ~= '0'
+local count_rate = ARGV[23] ~= '0'
 
 local idem_key = nil
 if idem ~= '' then
@@ -47,11 +49,15 @@ local function window(kind, add, lim)
   return 60000 - (now % 60000) + 1, cur_k
 end
 local tokens = in_tok + max_tok
-if tokens > tpm then return {'RATE_NEVER', 'tokens', tostring(tpm)} end
-local wait_req, req_k = window('req', 1, rpm)
-if wait_req then return {'RATE', 'requests', tostring(wait_req)} end
-local wait_tok, tok_k = window('tok', tokens, tpm)
-if wait_tok then return {'RATE', 'tokens', tostring(wait_tok)} end
+local req_k, tok_k = nil, nil
+if count_rate then
+  if tokens > tpm then return {'RATE_NEVER', 'tokens', tostring(tpm)} end
+  local wait_req, wait_tok
+  wait_req, req_k = window('req', 1, rpm)
+  if wait_req then return {'RATE', 'requests', tostring(wait_req)} end
+  wait_tok, tok_k = window('tok', tokens, tpm)
+  if wait_tok then return {'RATE', 'tokens', tostring(wait_tok)} end
+end
 
 -- Requests in flight (waiting or running) per tenant; entries leave when their
 -- request ends, or expire as a safety net.
@@ -74,10 +80,12 @@ if limit >= 0 then
 end
 
 -- Accepted: from here on every write happens.
-redis.call('INCRBY', req_k, 1)
-redis.call('PEXPIRE', req_k, 120000)
-redis.call('INCRBY', tok_k, tokens)
-redis.call('PEXPIRE', tok_k, 120000)
+if count_rate then
+  redis.call('INCRBY', req_k, 1)
+  redis.call('PEXPIRE', req_k, 120000)
+  redis.call('INCRBY', tok_k, tokens)
+  redis.call('PEXPIRE', tok_k, 120000)
+end
 redis.call('HINCRBY', budget, 'reserved', reserve)
 redis.call('HSET', k('req', id),
   'tenant', tenant, 'model', model, 'band', band, 'payload', payload,
