@@ -27,7 +27,7 @@ class Gateway:
         set_current_core(self.core)
         self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
 
-    async def _adopt_batches(self, every_s: float = 10.0) -> None:
+    async def _adopt_batches(self, every_s: float = 5.0) -> None:
         """Give every running batch job a driver, whichever gateway or driver died."""
         from ossfleet.batch.driver import adopt_active
 

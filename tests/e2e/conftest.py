@@ -70,8 +70,8 @@ def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A head node and three worker nodes with one logical GPU each."""
+def ray_cluster(request):
+    """A head node and worker nodes with one logical GPU each: three, or a module's ``GPU_NODES``."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -79,7 +79,7 @@ def ray_cluster():
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "3"
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S"] = "3"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
-    for _ in range(3):
+    for _ in range(getattr(request.module, "GPU_NODES", 3)):
         cluster.add_node(num_cpus=1, num_gpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()

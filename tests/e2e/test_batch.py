@@ -15,32 +15,17 @@ import httpx
 import pytest
 from conftest import Platform, free_port
 
-from ossfleet.config import parse_config
+from ossfleet.config import PriceConfig, parse_config
+from ossfleet.pricing import cost_nusd
 from ossfleet.redisdb import connect
 from ossfleet.tenancy import new_api_key, period_id, register_key
 
 pytestmark = pytest.mark.slow
 
 NS = "batche2e"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A head node and four one-GPU nodes: three for Serve's replicas, one for dedicated engines."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
-    for _ in range(4):
-        cluster.add_node(num_cpus=1, num_gpus=1)
-    ray.init(address=cluster.address, log_to_driver=False)
-    cluster.wait_for_nodes()
-    yield ray
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
-    cluster.shutdown()
+PRICE_20B = PriceConfig(input_per_1k=0.001, output_per_1k=0.002)
+# Three GPU nodes for Serve's replicas, one for dedicated-mode engine actors.
+GPU_NODES = 4
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +56,8 @@ def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Pl
                  "price": {"input_per_1k": 0.003, "output_per_1k": 0.006}},
             ],
             "tenants": [{"name": "acme", "budget": {"limit_usd": 1000}, "max_band": "interactive"},
-                        {"name": "globex", "budget": {"limit_usd": 1000}}],
+                        {"name": "globex", "budget": {"limit_usd": 1000}},
+                        {"name": "frugal", "budget": {"limit_usd": 0.002}}],
         },
         "<batch e2e>",
     )  # fmt: skip
@@ -167,15 +153,7 @@ def test_openai_client_runs_a_2000_line_queue_job_end_to_end(platform):
     assert after["requests"] - before["requests"] == 2000, "each line charged once"
     assert after["reserved"] == 0
     # At the batch discount: the charge equals the sum of the lines' own costs at half price.
-    from ossfleet.pricing import cost_nusd
-
-    m = platform.cfg.model("gpt-oss-20b")
-    expected = sum(
-        cost_nusd(m.price, x["response"]["body"]["usage"]["prompt_tokens"],
-                  x["response"]["body"]["usage"]["completion_tokens"], 0.5)
-        for x in out
-    )  # fmt: skip
-    assert after["cost"] - before["cost"] == expected
+    assert after["cost"] - before["cost"] == sum(cost_of(x) for x in out)
 
 
 def test_dedicated_mode_runs_2000_lines_on_ray_data_once_each(platform):
@@ -191,12 +169,7 @@ def test_dedicated_mode_runs_2000_lines_on_ray_data_once_each(platform):
     assert err == []
     after = usage(platform, "gpt-oss-20b")
     assert after["requests"] - before["requests"] == 2000
-    assert after["spent"] - before["spent"] == sum(
-        __import__("ossfleet.pricing", fromlist=["x"]).cost_nusd(
-            platform.cfg.model("gpt-oss-20b").price, x["response"]["body"]["usage"]["prompt_tokens"],
-            x["response"]["body"]["usage"]["completion_tokens"], 0.5)
-        for x in out
-    )  # fmt: skip
+    assert after["spent"] - before["spent"] == sum(cost_of(x) for x in out)
 
 
 def test_bad_lines_are_reported_with_their_numbers_and_nothing_runs(platform):
@@ -464,6 +437,7 @@ def test_isolation_sweep_tenant_b_reaches_nothing_of_tenant_a_by_any_api(platfor
     import openai
 
     from ossfleet.client import OssfleetClient
+    from ossfleet.v1 import ossfleet_pb2 as pb
 
     acme_http, globex_http = openai_client(platform, "acme"), openai_client(platform, "globex")
     with OssfleetClient(platform.grpc_target, platform.keys["acme"]) as acme, \
@@ -484,7 +458,7 @@ def test_isolation_sweep_tenant_b_reaches_nothing_of_tenant_a_by_any_api(platfor
             "grpc GetBatchResults": lambda: globex.batch_results(job.id),
             "grpc GetBatchResults errors": lambda: globex.batch_results(job.id, errors=True),
             "grpc SubmitBatch from A's file": lambda: globex.stub.SubmitBatch(
-                __import__("ossfleet.v1.ossfleet_pb2", fromlist=["x"]).SubmitBatchRequest(input_file_id=f.id),
+                pb.SubmitBatchRequest(input_file_id=f.id),
                 metadata=globex.metadata),
             "grpc ListBatches after A's job": lambda: globex.list_batches(after=job.id),
         }  # fmt: skip
@@ -512,3 +486,33 @@ def test_isolation_sweep_tenant_b_reaches_nothing_of_tenant_a_by_any_api(platfor
         usage_after = globex.usage()
         assert usage_after.spent_usd == usage_before.spent_usd and usage_after.tenant == "globex"
         assert acme.cancel_batch(job.id).status in ("cancelling", "cancelled", "completed", "finalizing")
+
+
+@pytest.mark.parametrize("mode", ["queue", "dedicated"])
+def test_a_job_that_meets_the_budget_stops_charging_and_reports_the_rest(platform, mode):
+    from ossfleet.pricing import NANO_PER_USD
+
+    client = openai_client(platform, "frugal")
+    f = client.files.create(file=("big.jsonl", io.BytesIO(jsonl(300, prefix=mode))), purpose="batch")
+    b = client.batches.create(
+        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", extra_body={"mode": mode}
+    )
+    b = wait_for(client, b.id)
+    assert b.status == "completed"
+    out, err = assert_each_line_once(client, b, 300, mode)
+    assert err and {x["error"]["code"] for x in err} == {"budget_exhausted"}
+    u = usage(platform, "gpt-oss-20b", "frugal")
+    limit = round(0.002 * NANO_PER_USD)
+    line_cost = max(cost_of(x) for x in out) if out else 0
+    if mode == "queue":
+        assert u["spent"] <= limit, "admission reserves first: never over the budget"
+    else:
+        # Charged as rows are recorded: at most one delivered batch of rows past the limit.
+        assert u["spent"] <= limit + platform.cfg.batch.dedicated_rows_per_call * 2 * line_cost
+    assert u["reserved"] == 0
+
+
+def cost_of(x: dict) -> int:
+    """A served line's cost at the batch discount, from its own usage."""
+    b = x["response"]["body"]["usage"]
+    return cost_nusd(PRICE_20B, b["prompt_tokens"], b["completion_tokens"], 0.5)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.errors import OssfleetError
+from ossfleet.pricing import NANO_PER_USD
 from ossfleet.tenancy import period_id
 
 if TYPE_CHECKING:
@@ -135,12 +136,22 @@ def _pipeline(runner: JobRunner, job: Job, done: set[int]) -> Any:
     )
 
 
+async def _budget_left(store: Any, tenant: str, period: str, limit: int) -> int:
+    spent, reserved = await store.r.hmget(store.key("budget", tenant, period), "spent", "reserved")
+    return limit - int(spent or 0) - int(reserved or 0)
+
+
 async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
     """Run the job's rows that have no result yet; (stop reason, rows left without one)."""
     store = runner.store
     done = await store.done(job.id)
     if len(done) >= len(lines) and all(line.index in done for line in lines):
         return None, []
+    tenant = runner.core.cfg.tenant(job.tenant)
+    period = period_id(tenant.budget.period) if tenant else period_id("monthly")
+    limit = round(tenant.budget.limit_usd * NANO_PER_USD) if tenant else None
+    if limit is not None and await _budget_left(store, job.tenant, period, limit) <= 0:
+        return "budget", [line for line in lines if line.index not in done]
     loop = asyncio.get_running_loop()
     batches: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
     stopping = threading.Event()
@@ -158,8 +169,6 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
 
     thread = threading.Thread(target=produce, daemon=True, name=f"ossfleet-batch-{job.id}")
     thread.start()
-    tenant = runner.core.cfg.tenant(job.tenant)
-    period = period_id(tenant.budget.period) if tenant else period_id("monthly")
     stop: str | None = None
     engine_started = 0.0
     while True:
@@ -186,6 +195,10 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
         ):
             charge = (job.tenant, period, job.model, int(tin), int(tout), int(cost)) if ok else None
             await store.record(job.id, int(i), bool(ok), str(line), charge=charge)
+        if limit is not None and await _budget_left(store, job.tenant, period, limit) <= 0:
+            # Rows are charged as they are recorded: the rows in flight are released, uncharged.
+            stop = "budget"
+            stopping.set()
     await asyncio.to_thread(thread.join)
     done = await store.done(job.id)
     return stop, [line for line in lines if line.index not in done]

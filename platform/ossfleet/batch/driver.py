@@ -1,9 +1,9 @@
 """The job driver: one detached Ray actor per running batch job.
 
-Ray restarts a driver that dies (``max_restarts``) and retries its ``run``
-(``max_task_retries``); the runner resumes from Redis. Gateways also adopt
-every active job every few seconds (:func:`adopt_active`): a job whose
-driver is gone for good (its node lost, the cluster restarted) gets a new one.
+Ray restarts a driver whose process dies (``max_restarts``); gateways start
+every active job's driver every few seconds (:func:`adopt_active`, cheap and
+idempotent), which also gives a job whose driver is gone for good (its node
+lost, the cluster restarted) a new one. The runner resumes from Redis.
 """
 
 from __future__ import annotations
@@ -23,23 +23,32 @@ def driver_name(namespace: str, job_id: str) -> str:
     return f"batch-driver:{namespace}:{job_id}"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class BatchDriver:
+    """Runs one job's runner in the background; :meth:`start` is cheap and idempotent."""
+
     def __init__(self, config: dict[str, Any], redis_url: str, job_id: str) -> None:
         self.config = config
         self.redis_url = redis_url
         self.job_id = job_id
-        self._task: asyncio.Task[str] | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def run(self) -> str:
-        """Run the job to its end (once, however often called), then leave."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        status = await asyncio.shield(self._task)
-        # Leave once this call has returned (exiting inside it would make Ray retry it).
-        me = ray.get_runtime_context().current_actor
-        asyncio.get_running_loop().call_later(0.5, lambda: ray.kill(me, no_restart=True))
-        return status
+    async def start(self) -> bool:
+        """Start the runner unless it runs already (or restart it after it failed); True if started."""
+        if self._task is not None and not self._task.done():
+            return False
+        self._task = asyncio.get_running_loop().create_task(self._run_then_leave())
+        return True
+
+    async def _run_then_leave(self) -> None:
+        try:
+            status = await self._run()
+        except Exception:
+            # Redis away, say: the next start() (a gateway re-adopts every few seconds) tries again.
+            log.exception("event=batch_driver_error batch=%s", self.job_id)
+            return
+        log.info("event=batch_driver_done batch=%s status=%s", self.job_id, status)
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     async def _run(self) -> str:
         from ossfleet.batch.runner import JobRunner
@@ -67,16 +76,21 @@ def ensure_driver(config: dict[str, Any], redis_url: str, namespace: str, job_id
     handle = BatchDriver.options(  # type: ignore[attr-defined]
         name=driver_name(namespace, job_id), namespace=RAY_NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(config, redis_url, job_id)
-    handle.run.remote()
+    handle.start.remote()
     return handle
 
 
 async def adopt_active(config: dict[str, Any], redis_url: str, store: Any) -> int:
     """Give every active job a driver (those that have one keep it); the number of active jobs."""
     jobs = await store.active()
-    for job_id in jobs:
-        try:
-            ensure_driver(config, redis_url, store.prefix[1:-2], job_id)
-        except Exception as e:
-            log.warning("event=batch_adopt_failed batch=%s error=%r", job_id, type(e).__name__)
+
+    def adopt() -> None:  # Ray's actor lookups block: off the event loop
+        for job_id in jobs:
+            try:
+                ensure_driver(config, redis_url, store.prefix[1:-2], job_id)
+            except Exception as e:
+                log.warning("event=batch_adopt_failed batch=%s error=%r", job_id, type(e).__name__)
+
+    if jobs:
+        await asyncio.to_thread(adopt)
     return len(jobs)

@@ -36,7 +36,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ossfleet.batch")
 
-STOP_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired"}
+STOP_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired", "budget": "budget_exhausted"}
+STOP_MESSAGES = {
+    "cancelled": "the batch was cancelled before this request ran",
+    "expired": "the batch expired before this request ran",
+    "budget": "the tenant's budget ran out before this request ran",
+}
+# A job stopped by its budget completes (like a queue-mode job whose lines met the budget).
+FINAL_STATUS = {None: "completed", "cancelled": "cancelled", "expired": "expired", "budget": "completed"}
 
 
 @dataclass
@@ -81,12 +88,9 @@ class JobRunner:
                 stop, remaining = await self._queue(job, lines)
             if stop is not None:
                 for line in remaining:
-                    code = STOP_CODES[stop]
+                    message = STOP_MESSAGES[stop]
                     await self.store.record(
-                        job.id,
-                        line.index,
-                        False,
-                        error_line(line.custom_id, code, f"the batch was {stop} before this request ran"),
+                        job.id, line.index, False, error_line(line.custom_id, STOP_CODES[stop], message)
                     )
             await self.store.update(job.id, stop=stop or "")
             await self.store.transition(job.id, "finalizing", ("in_progress", "cancelling"))
@@ -248,7 +252,7 @@ class JobRunner:
             ids[field_name] = fid
         if ids:
             await self.store.update(job.id, **ids)
-        final = {None: "completed", "cancelled": "cancelled", "expired": "expired"}[stop]
+        final = FINAL_STATUS[stop]
         await self.store.transition(job.id, final, ("finalizing",))
         await self.store.drop_results(job.id)
         fresh = await self.store.load(job.id)
