@@ -43,7 +43,7 @@ class _Reader:
 
 class StreamHub:
     def __init__(
-        self, client: redis.asyncio.Redis, key: Callable[[str], str], *, block_ms: int = 50, count: int = 256
+        self, client: redis.asyncio.Redis, key: Callable[[str], str], *, block_ms: int = 25, count: int = 256
     ) -> None:
         self.r = client
         self.key = key
