@@ -7,15 +7,41 @@ a folder with another's, and no caller-supplied name reaches a path.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import fsspec
 
+from ossfleet.errors import Unavailable
+
 
 class FileStorage:
+    """Opened on first use: a gateway starts even where the storage's fsspec driver
+    (s3fs for s3://) is missing, and batch calls then say what to install."""
+
     def __init__(self, url: str) -> None:
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        self._opened: tuple[Any, str] | None = None
+
+    def _open(self) -> tuple[Any, str]:
+        if self._opened is None:
+            try:
+                self._opened = fsspec.core.url_to_fs(self.url)
+            except (ImportError, ValueError) as e:
+                raise Unavailable(f"batch storage {self.url!r} cannot be opened: {e}") from None
+        return self._opened
+
+    @property
+    def fs(self) -> Any:
+        return self._open()[0]
+
+    @property
+    def root(self) -> str:
+        return self._open()[1]
+
+    @property
+    def protocol(self) -> str:
+        p = self.fs.protocol
+        return p if isinstance(p, str) else p[0]
 
     def path(self, tenant: str, name: str) -> str:
         return f"{self.root.rstrip('/')}/{tenant}/{name}"
