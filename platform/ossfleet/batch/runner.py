@@ -97,7 +97,7 @@ class JobRunner:
         return await self._finalize(job)
 
     async def _stop_reason(self, job: Job) -> str | None:
-        """Why feeding must stop: 'cancelled', 'expired', or None to go on."""
+        """Why feeding must stop: 'cancelled', 'expired', 'budget' (dedicated mode), or None to go on."""
         status, stop = await self.store.r.hmget(self.store.key("batch", job.id), "status", "stop")
         status = status.decode() if isinstance(status, bytes) else status
         if stop:
@@ -127,7 +127,9 @@ class JobRunner:
                 await self._forget_lost(job, waiting)
                 next_check = now + 0.5
             blocked = False
-            while stop is None and len(waiting) < self.window and (pending or cursor < len(lines)):
+            # Lines admitted before a restart are re-attached even after a stop (they may be
+            # running and charged); lines past the cursor are admitted only while none is asked.
+            while len(waiting) < self.window and (pending or (stop is None and cursor < len(lines))):
                 line = pending[0] if pending else lines[cursor]
                 if t is None:
                     await self._record_error(
@@ -148,12 +150,12 @@ class JobRunner:
                 if w is not None:
                     waiting[w.request_id] = w
             if not waiting:
-                if stop is not None or (not pending and cursor >= len(lines)):
+                if not pending and (stop is not None or cursor >= len(lines)):
                     break
                 await asyncio.sleep(0.2 if blocked else 0)
                 continue
             await self._read(job, waiting)
-        return stop, [*pending, *lines[cursor:]]
+        return stop, lines[cursor:]
 
     async def _admit(self, job: Job, t: TenantConfig, line: BatchLine) -> _Waiting | None:
         from dataclasses import replace
