@@ -25,7 +25,7 @@ from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
 from ossfleet.pricing import NANO_PER_USD
-from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent
+from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent, _s
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
 from ossfleet.streams import StreamHub
@@ -164,10 +164,10 @@ class GatewayCore:
         period = period_id(t.budget.period)
         budget: dict[Any, Any] = await self.r.hgetall(self.queue.key("budget", t.name, period))
         raw: dict[Any, Any] = await self.r.hgetall(self.queue.key("usage", t.name, period))
-        b = {_text(k): int(v) for k, v in budget.items()}
+        b = {_s(k): int(v) for k, v in budget.items()}
         models: dict[str, dict[str, int]] = {}
         for k, v in raw.items():
-            name, _, field = _text(k).rpartition(":")
+            name, _, field = _s(k).rpartition(":")
             if name and field in ("requests", "input_tokens", "output_tokens"):
                 models.setdefault(name, {"requests": 0, "input_tokens": 0, "output_tokens": 0})[field] = int(v)
         limit = round(t.budget.limit_usd * NANO_PER_USD)
@@ -401,10 +401,6 @@ def _record(ev: StreamEvent, labels: tuple[str, str], last: float, first: bool) 
     elif ev.type == "error":
         metrics.finished(tenant, model, "error", 0.0, 0)
     return last, first
-
-
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def queue_for(cfg: PlatformConfig, client: Any, clock: Any = time.time) -> RequestQueue:

@@ -95,6 +95,19 @@ class _Generation(_Strict):
     def stop_strings(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
+    def common(self, headers: Any) -> dict[str, Any]:
+        """The ChatRequest fields both endpoints fill alike: sampling, priority, idempotency."""
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "stop": self.stop_strings(),
+            "priority": headers.get("x-ossfleet-priority"),
+            "idempotency_key": headers.get("idempotency-key", "")[:128],
+        }
+
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage]
@@ -182,18 +195,11 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
         else tuple(Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools or ())
     )
     return ChatRequest(
-        model=body.model,
         messages=messages,
         max_tokens=max_tokens,
         tools=tools,
         reasoning_effort=body.reasoning_effort,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        seed=body.seed,
-        stop=body.stop_strings(),
-        priority=headers.get("x-ossfleet-priority"),
-        idempotency_key=headers.get("idempotency-key", "")[:128],
+        **body.common(headers),
     )
 
 
@@ -204,19 +210,7 @@ def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limi
         raise InvalidRequest(
             f"max_tokens {body.max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens"
         )
-    return ChatRequest(
-        model=body.model,
-        messages=(),
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        seed=body.seed,
-        stop=body.stop_strings(),
-        priority=headers.get("x-ossfleet-priority"),
-        idempotency_key=headers.get("idempotency-key", "")[:128],
-        prompt=body.text(),
-    )
+    return ChatRequest(messages=(), max_tokens=body.max_tokens, prompt=body.text(), **body.common(headers))
 
 
 def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatRequest:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ossfleet.queue import StreamEvent
+from ossfleet.queue import StreamEvent, _s
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -28,10 +28,6 @@ log = logging.getLogger("ossfleet.streams")
 def _pos(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass

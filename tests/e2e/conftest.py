@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-from dataclasses import dataclass
 
 import pytest
+from e2e_platform import Platform, free_port
 
-from ossfleet.config import PlatformConfig, parse_config
+from ossfleet.config import parse_config
 from ossfleet.redisdb import connect
 from ossfleet.tenancy import new_api_key, register_key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Platform:
-    cfg: PlatformConfig
-    base_url: str
-    redis_url: str
-    keys: dict[str, str]
-    grpc_target: str
 
 
 def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine: str = "batched") -> dict:

@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from conftest import Platform, free_port
+from e2e_platform import Platform, free_port
 
 from ossfleet.config import PriceConfig, parse_config
 from ossfleet.pricing import cost_nusd

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -17,23 +16,6 @@ from ossfleet.redisdb import connect
 from ossfleet.tenancy import new_api_key, register_key
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-    from ray import serve
-
-    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    yield ray
-    serve.shutdown()
-    ray.shutdown()
 
 
 def gateway_pids() -> list[int]:
@@ -61,7 +43,9 @@ def follow(client, rid: str, cursor: str, deadline: float) -> tuple[str, list[st
     raise AssertionError(f"stream {rid} did not finish")
 
 
-def test_gateway_replicas_killed_mid_stream_clients_resume_every_chunk_once(ray_local, tiny_checkpoint, redis_server):
+def test_gateway_replicas_killed_mid_stream_clients_resume_every_chunk_once(
+    ray_local, tiny_checkpoint, redis_server, free_port
+):
     from ray import serve
     from ray.serve.config import gRPCOptions
 

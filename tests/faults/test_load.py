@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 
@@ -26,23 +25,6 @@ pytestmark = pytest.mark.slow
 TENANTS = 10
 PER_TENANT = 100
 DURATION_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-    from ray import serve
-
-    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    serve.shutdown()
-    ray.shutdown()
 
 
 def rss_mib(pattern: str) -> float:
@@ -113,7 +95,7 @@ async def load(url: str, keys: dict[str, str], patterns: dict[str, str]) -> tupl
     return results, samples
 
 
-def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, redis_server):
+def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, redis_server, free_port):
     from ray import serve
 
     from deployments.app import build_applications, deploy

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -16,23 +15,6 @@ from ossfleet.redisdb import connect
 from ossfleet.tenancy import new_api_key, register_key
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-    from ray import serve
-
-    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    serve.shutdown()
-    ray.shutdown()
 
 
 def stream(url: str, key: str, out: dict, i: int) -> None:
@@ -57,7 +39,9 @@ def stream(url: str, key: str, out: dict, i: int) -> None:
     out[i] = {"text": text, "finish": finish, "error": err}
 
 
-def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(ray_local, tiny_checkpoint, redis_server):
+def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
+    ray_local, tiny_checkpoint, redis_server, free_port
+):
     from ray import serve
 
     from deployments.app import build_applications, deploy

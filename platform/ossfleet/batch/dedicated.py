@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.errors import OssfleetError
-from ossfleet.pricing import NANO_PER_USD
 from ossfleet.tenancy import period_id
 
 if TYPE_CHECKING:
@@ -136,11 +135,6 @@ def _pipeline(runner: JobRunner, job: Job, done: set[int]) -> Any:
     )
 
 
-async def _budget_left(store: Any, tenant: str, period: str, limit: int) -> int:
-    spent, reserved = await store.r.hmget(store.key("budget", tenant, period), "spent", "reserved")
-    return limit - int(spent or 0) - int(reserved or 0)
-
-
 async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
     """Run the job's rows that have no result yet; (stop reason, rows left without one)."""
     store = runner.store
@@ -149,8 +143,7 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
         return None, []
     tenant = runner.core.cfg.tenant(job.tenant)
     period = period_id(tenant.budget.period) if tenant else period_id("monthly")
-    limit = round(tenant.budget.limit_usd * NANO_PER_USD) if tenant else None
-    if limit is not None and await _budget_left(store, job.tenant, period, limit) <= 0:
+    if tenant is not None and await runner.core.budget_left(tenant) <= 0:
         return "budget", [line for line in lines if line.index not in done]
     loop = asyncio.get_running_loop()
     batches: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
@@ -195,7 +188,7 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
         ):
             charge = (job.tenant, period, job.model, int(tin), int(tout), int(cost)) if ok else None
             await store.record(job.id, int(i), bool(ok), str(line), charge=charge)
-        if limit is not None and await _budget_left(store, job.tenant, period, limit) <= 0:
+        if tenant is not None and await runner.core.budget_left(tenant) <= 0:
             # Rows are charged as they are recorded: the rows in flight are released, uncharged.
             stop = "budget"
             stopping.set()

@@ -20,14 +20,14 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
-from ossfleet.errors import OssfleetError, QueueFull, RateLimited, Unavailable
-from ossfleet.gateway import Outcome, fold
-from ossfleet.queue import StreamEvent
+from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable
+from ossfleet.queue import _s
 
 if TYPE_CHECKING:
     from ossfleet.batch.storage import FileStorage
@@ -44,16 +44,6 @@ STOP_MESSAGES = {
 }
 # A job stopped by its budget completes (like a queue-mode job whose lines met the budget).
 FINAL_STATUS = {None: "completed", "cancelled": "cancelled", "expired": "expired", "budget": "completed"}
-
-
-@dataclass
-class _Waiting:
-    line: BatchLine
-    request_id: str
-    model: str
-    after: str = "0-0"
-    delivered: int = -1
-    outcome: Outcome = field(default_factory=Outcome)
 
 
 class JobRunner:
@@ -99,10 +89,9 @@ class JobRunner:
     async def _stop_reason(self, job: Job) -> str | None:
         """Why feeding must stop: 'cancelled', 'expired', 'budget' (dedicated mode), or None to go on."""
         status, stop = await self.store.r.hmget(self.store.key("batch", job.id), "status", "stop")
-        status = status.decode() if isinstance(status, bytes) else status
         if stop:
-            return stop.decode() if isinstance(stop, bytes) else str(stop)
-        if status == "cancelling":
+            return _s(stop)
+        if status is not None and _s(status) == "cancelling":
             return "cancelled"
         if time.time() >= job.expires_at:
             return "expired"
@@ -117,49 +106,55 @@ class JobRunner:
         # (idempotency keys) re-attaches to their requests.
         pending = collections.deque(line for line in lines[: job.cursor] if line.index not in done)
         cursor = job.cursor
-        waiting: dict[str, _Waiting] = {}
+        # One task per admitted line, each following its request's stream through the
+        # gateway's stream hub (one XREAD for all of them) and recording its result.
+        waiting: set[asyncio.Task[None]] = set()
         stop: str | None = None
         next_check = 0.0
-        while True:
-            now = time.monotonic()
-            if now >= next_check:
-                stop = await self._stop_reason(job)
-                await self._forget_lost(job, waiting)
-                next_check = now + 0.5
-            blocked = False
-            # Lines admitted before a restart are re-attached even after a stop (they may be
-            # running and charged); lines past the cursor are admitted only while none is asked.
-            while len(waiting) < self.window and (pending or (stop is None and cursor < len(lines))):
-                line = pending[0] if pending else lines[cursor]
-                if t is None:
-                    await self._record_error(
-                        job, line, "tenant_removed", f"tenant {job.tenant!r} is no longer configured", 403
-                    )
-                    w = None
-                else:
-                    try:
-                        w = await self._admit(job, t, line)
-                    except (QueueFull, RateLimited, Unavailable):
-                        blocked = True  # the queue is full: try again shortly, in order
+        try:
+            while True:
+                if time.monotonic() >= next_check:
+                    stop = await self._stop_reason(job)
+                    next_check = time.monotonic() + 0.5
+                blocked = False
+                # Lines admitted before a restart are re-attached even after a stop (they may be
+                # running and charged); lines past the cursor are admitted only while none is asked.
+                while len(waiting) < self.window and (pending or (stop is None and cursor < len(lines))):
+                    line = pending[0] if pending else lines[cursor]
+                    if t is None:
+                        await self._record_error(
+                            job, line, "tenant_removed", f"tenant {job.tenant!r} is no longer configured", 403
+                        )
+                        follow = None
+                    else:
+                        try:
+                            follow = await self._admit(job, t, line)
+                        except (QueueFull, RateLimited, Unavailable):
+                            blocked = True  # the queue is full: try again shortly, in order
+                            break
+                    if pending:
+                        pending.popleft()
+                    else:
+                        cursor += 1
+                        await self.store.update(job.id, cursor=cursor)
+                    if follow is not None:
+                        waiting.add(asyncio.create_task(follow))
+                if not waiting:
+                    if not pending and (stop is not None or cursor >= len(lines)):
                         break
-                if pending:
-                    pending.popleft()
-                else:
-                    cursor += 1
-                    await self.store.update(job.id, cursor=cursor)
-                if w is not None:
-                    waiting[w.request_id] = w
-            if not waiting:
-                if not pending and (stop is not None or cursor >= len(lines)):
-                    break
-                await asyncio.sleep(0.2 if blocked else 0)
-                continue
-            await self._read(job, waiting)
+                    await asyncio.sleep(0.2 if blocked else 0)
+                    continue
+                finished, _ = await asyncio.wait(waiting, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    waiting.discard(task)
+                    task.result()  # a Redis error ends the run; the driver starts it again
+        finally:
+            for task in waiting:
+                task.cancel()
         return stop, lines[cursor:]
 
-    async def _admit(self, job: Job, t: TenantConfig, line: BatchLine) -> _Waiting | None:
-        from dataclasses import replace
-
+    async def _admit(self, job: Job, t: TenantConfig, line: BatchLine) -> Coroutine[Any, Any, None] | None:
+        """Admit a line; the coroutine that collects its result, or None if it was refused (recorded)."""
         from ossfleet.openai_api import batch_request
 
         try:
@@ -172,7 +167,23 @@ class JobRunner:
         except OssfleetError as e:
             await self._record_error(job, line, e.code, e.message, e.http_status)
             return None
-        return _Waiting(line, sub.request_id, sub.placement.model)
+        return self._collect(job, line, sub.request_id, sub.placement.model)
+
+    async def _collect(self, job: Job, line: BatchLine, rid: str, model: str) -> None:
+        """Wait for the line's request to end and record its response or its error."""
+        from ossfleet.openai_api import response_body
+
+        try:
+            out = await self.core.outcome(rid)
+        except RequestFailed as e:
+            if await self.core.queue.owner(rid) is None:  # a driver down longer than the stream TTL
+                code, message = "result_expired", "the request's result expired before it was collected"
+            else:
+                code, message = "generation_failed", e.message
+            await self._record_error(job, line, code, message, 500, rid)
+            return
+        body = response_body(job.endpoint, rid, model, self.created, out)
+        await self.store.record(job.id, line.index, True, output_line(line.custom_id, rid, body))
 
     async def _record_error(
         self, job: Job, line: BatchLine, code: str, message: str, status: int, rid: str = ""
@@ -181,63 +192,12 @@ class JobRunner:
             job.id, line.index, False, error_line(line.custom_id, code, message, status_code=status, request_id=rid)
         )
 
-    async def _read(self, job: Job, waiting: dict[str, _Waiting]) -> None:
-        """Read the waiting requests' streams (one XREAD for all); record those that ended."""
-        q = self.core.queue
-        streams = {q.key("stream", rid): w.after for rid, w in waiting.items()}
-        reply: Any = await q.r.xread(streams, block=1000, count=512)  # type: ignore[arg-type]
-        for key, entries in reply or []:
-            rid = (key.decode() if isinstance(key, bytes) else key).rsplit(":", 1)[1]
-            w = waiting.get(rid)
-            if w is None:
-                continue
-            for entry_id, raw in entries:
-                fields = {
-                    (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                    for k, v in raw.items()
-                }
-                ev = StreamEvent(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
-                w.after = ev.entry_id
-                if ev.type == "delta":
-                    seq = int(fields.get("seq", "0"))
-                    if seq <= w.delivered:
-                        continue  # a retried request streams again from its start
-                    w.delivered = seq
-                try:
-                    fold(w.outcome, ev)
-                except OssfleetError as e:
-                    await self._record_error(job, w.line, "generation_failed", e.message, 500, rid)
-                    del waiting[rid]
-                    break
-                if ev.type == "done":
-                    from ossfleet.openai_api import response_body
-
-                    body = response_body(job.endpoint, rid, w.model, self.created, w.outcome)
-                    await self.store.record(job.id, w.line.index, True, output_line(w.line.custom_id, rid, body))
-                    del waiting[rid]
-                    break
-
-    async def _forget_lost(self, job: Job, waiting: dict[str, _Waiting]) -> None:
-        """Requests whose records expired (a driver down longer than the stream TTL): failed, visibly."""
-        if not waiting:
-            return
-        q = self.core.queue
-        pipe = q.r.pipeline(transaction=False)
-        for rid in waiting:
-            pipe.exists(q.key("req", rid))
-        for rid, alive in zip(list(waiting), await pipe.execute(), strict=True):
-            if not alive:
-                w = waiting.pop(rid)
-                await self._record_error(
-                    job, w.line, "result_expired", "the request's result expired before it was collected", 500, rid
-                )
-
     # -- the end ------------------------------------------------------------------------------
 
     async def _finalize(self, job: Job) -> str:
         """Write the output and error files (input order) and settle the job's status."""
         raw_stop = await self.store.r.hget(self.store.key("batch", job.id), "stop")
-        stop = (raw_stop.decode() if isinstance(raw_stop, bytes) else raw_stop) or None
+        stop = _s(raw_stop) if raw_stop else None  # why feeding stopped, recorded before finalizing
         await self.store.r.expire(self.store.key("bres", job.id), 7 * 86400)
         results = await self.store.results(job.id)
         ids: dict[str, str | int] = {}

@@ -10,6 +10,7 @@ for its driver (see ``ossfleet.batch.driver``) and handed to one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -132,7 +133,7 @@ class BatchService:
                 for e in errors[:MAX_REPORTED_ERRORS]
             ]
             job.total = len(checked.lines) + len(checked.errors)
-            await self.store.update(job.id, errors=job.to_hash()["errors"], total=job.total)
+            await self.store.update(job.id, errors=json.dumps(job.errors), total=job.total)
             await self.store.transition(job.id, "failed", ("validating",))
             log.info("event=batch_invalid batch=%s tenant=%s bad_lines=%d", job.id, t.name, len(errors))
             return await self.store.get(t.name, job.id)

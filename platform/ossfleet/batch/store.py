@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.errors import NotFound
-from ossfleet.queue import _script
+from ossfleet.queue import _s, _script
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -38,10 +38,6 @@ STAMPS = {
     "cancelled": "cancelled_at",
 }
 _INT_FIELDS = ("total", "completed", "failed", "cursor", "created_at", "expires_at", *STAMPS.values())
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass
