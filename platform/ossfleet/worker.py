@@ -115,6 +115,8 @@ def sampling_from_payload(p: dict[str, Any]) -> SamplingParams:
         top_k=int(p.get("top_k", 0)),
         seed=p.get("seed"),
         stop=tuple(p.get("stop") or ()),
+        min_tokens=int(p.get("min_tokens", 0)),
+        ignore_eos=bool(p.get("ignore_eos", False)),
     )
 
 
@@ -283,8 +285,10 @@ class ReplicaWorker:
         out_tokens, seq, finish = 0, 0, "stop"
         stops = StopStrings(sampling.stop)
         try:
-            request = EngineRequest(rid, prompt, sampling, self.special.stop)
+            request = EngineRequest(rid, prompt, sampling, self.special.stop, priority=lease.band)
             async for out in self.engine.generate(request):
+                if out.error:  # the engine failed under this request: another replica may serve it
+                    raise RuntimeError(out.error)
                 out_tokens += len(out.token_ids)
                 deltas = parser.feed(out.token_ids)
                 if out.finished:

@@ -74,9 +74,10 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
     threads = [threading.Thread(target=stream, args=(url, key, results, i)) for i in range(n)]
     for t in threads:
         t.start()
-    time.sleep(1.0)  # the streams are under way
     handle = serve.get_deployment_handle("gpt-oss-20b-replica", app_name="model-gpt-oss-20b")
-    stats = handle.stats.remote().result()
+    deadline = time.monotonic() + 60
+    while (stats := handle.stats.remote().result())["running"] < n // 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the streams are under way (each runs about 2 s on the stub)
     assert stats["running"] > 0  # the kill hits requests in flight
     os.kill(stats["pid"], signal.SIGKILL)
     for t in threads:

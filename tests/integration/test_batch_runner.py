@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 from transformers import AutoTokenizer
 
 from ossfleet.batch.runner import JobRunner
 from ossfleet.config import parse_config
+from ossfleet.engine.base import EngineRequest, TokenOutput
+from ossfleet.engine.stub import StubEngine
 from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import SpecialIds
 from ossfleet.tenancy import period_id
@@ -30,6 +34,27 @@ def config(ckpt, namespace, storage) -> dict:
     }  # fmt: skip
 
 
+class GatedStubEngine(StubEngine):
+    """The stub engine, except that requests after the first ``free`` wait for ``gate`` before their first token.
+
+    It holds the job at a known point (exactly ``free`` lines finished, the
+    next ones admitted and running) however fast the machine is.
+    """
+
+    def __init__(self, *args: Any, free: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.free = free
+        self.started = 0
+        self.gate = asyncio.Event()
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[TokenOutput]:
+        self.started += 1
+        if self.started > self.free:
+            await self.gate.wait()
+        async for out in super().generate(request):
+            yield out
+
+
 def jsonl(n: int) -> bytes:
     return "\n".join(
         json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
@@ -42,7 +67,6 @@ def jsonl(n: int) -> bytes:
 async def test_a_runner_killed_mid_job_and_cancelled_resumes_without_losing_or_double_charging(
     tiny_checkpoint, redis_server, namespace, tmp_path
 ):
-    from ossfleet.engine.stub import StubEngine
     from ossfleet.redisdb import connect_async
 
     cfg = parse_config(config(tiny_checkpoint, namespace, tmp_path / "files"), "<runner>")
@@ -57,23 +81,24 @@ async def test_a_runner_killed_mid_job_and_cancelled_resumes_without_losing_or_d
     ids = SpecialIds.of(tok)
     header = [ids.channel, *tok.encode("final", add_special_tokens=False), ids.message]
     bell = connect_async(redis_server.url)
+    engine = GatedStubEngine(header, ids.return_, max_slots=4, token_delay_s=0.02, chunk=1, free=6)
     worker = ReplicaWorker(
-        core.queue, StubEngine(header, ids.return_, max_slots=4, token_delay_s=0.02, chunk=1), tok,
+        core.queue, engine, tok,
         model="gpt-oss-20b", owner="w1", price=cfg.models[0].price, bell_client=bell,
     )  # fmt: skip
     worker.start()
 
     first = asyncio.create_task(JobRunner(core, core.batches.store, core.batches.storage, job.id).run())
-    for _ in range(400):  # until some lines are done and others admitted
-        j = await core.batches.get(t, job.id)
-        if j.completed >= 6:
-            break
+    # The gate holds every line after the sixth, so the job stops at exactly 6 recorded lines
+    # with more admitted: a state that, once reached, stays until the gate opens.
+    while (await core.batches.get(t, job.id)).completed < 6:
         await asyncio.sleep(0.05)
     first.cancel()  # the driver dies here, lines in flight
     await asyncio.gather(first, return_exceptions=True)
     killed_at = await core.batches.get(t, job.id)
-    assert 6 <= killed_at.completed < killed_at.cursor <= 60, "lines were admitted and not yet recorded"
+    assert killed_at.completed == 6 < killed_at.cursor <= 60, "lines were admitted and not yet recorded"
     await core.batches.cancel(t, job.id)
+    engine.gate.set()
 
     status = await JobRunner(core, core.batches.store, core.batches.storage, job.id).run()
     assert status == "cancelled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from transformers import AutoTokenizer
@@ -73,5 +74,39 @@ async def test_stop_string_cuts_the_answer_and_finishes_the_request(redis_server
     text = "".join(e.fields.get("text", "") for e in events if e.type == "delta")
     assert text == "Hello " and events[-1].fields["finish_reason"] == "stop"
     await w.drain()
+    await client.aclose()
+    await bell.aclose()
+
+
+async def test_an_interactive_request_is_served_while_a_long_batch_line_keeps_generating(
+    redis_server, namespace, tok, tiny_checkpoint
+):
+    """Through Redis and the real (tiny) engine: the scheduler runs both in the same steps."""
+    from ossfleet.engine.batched import local_engine
+
+    client, bell = connect_async(redis_server.url), connect_async(redis_server.url)
+    q = RequestQueue(client, namespace, bands=3)
+    engine = local_engine(str(tiny_checkpoint), [(0, 2)], max_batch_size=4, max_context=2048)
+    await engine.start()
+    w = ReplicaWorker(q, engine, tok, model="m", owner="w", price=PriceConfig(), bell_client=bell)
+    w.start()
+    line = admission("line", [5, 6, 7], raw=True, temperature=0, ignore_eos=True, max_tokens=1500)
+    await q.admit(dataclasses.replace(line, band=2, max_tokens=1500))
+    while not await q.read_stream("line"):  # the batch line is generating
+        await asyncio.sleep(0.01)
+    await q.admit(admission("chat", [8, 9, 10], raw=True, temperature=0, max_tokens=16))
+    assert await wait_states(q, ["chat"], "done", timeout=120) == ["done"]
+    # The chat finished while the batch line was still running: it did not wait for it.
+    assert (await q.request_state("line"))["state"] == "leased"
+    chat = await q.read_stream("chat")
+    assert chat[-1].type == "done" and chat[-1].fields["finish_reason"] in ("stop", "length")
+    assert await wait_states(q, ["line"], "done", timeout=240) == ["done"]
+    events, after = [], "0-0"
+    while not events or events[-1].type != "done":
+        events += await q.read_stream("line", after)
+        after = events[-1].entry_id
+    assert events[-1].fields["finish_reason"] == "length"  # ignore_eos: it ran to max_tokens
+    await w.drain()
+    await engine.stop()
     await client.aclose()
     await bell.aclose()

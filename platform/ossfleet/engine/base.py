@@ -26,6 +26,8 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_tokens: int = 0  # the stop tokens cannot be sampled before this many tokens
+    ignore_eos: bool = False  # the stop tokens do not end the request (benchmarks of long outputs)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class EngineRequest:
     prompt_ids: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_token_ids: tuple[int, ...] = ()
+    priority: int = 0  # the request's band: 0 first; a lower band is preempted first when KV runs short
 
 
 @dataclass(frozen=True)

@@ -1,84 +1,82 @@
-"""The micro-batched engine: one model in-process, or gpt-oss-120b as a pipeline of stage actors.
+"""ossfleet's engine: a step loop over the scheduler, in-process or over a pipeline of stage actors.
 
-Requests are grouped into micro-batches. A micro-batch is prefilled together
-(left-padded, with the attention mask and per-row positions ``generate`` uses)
-and decoded step by step; a row that finishes leaves its micro-batch at the
-next step (its KV rows are dropped on every stage), and its slot goes to the
-next micro-batch that forms. Up to ``micro_batches`` micro-batches are in
-flight at once: on a pipeline, while stage 2 runs micro-batch A's step, stage
-1 runs micro-batch B's, so every stage stays busy.
+Every step, :class:`~ossfleet.engine.scheduler.Scheduler` decides which
+requests advance and by how many tokens (decode one token, prefill a chunk);
+the executor runs that plan through the stages as one packed forward (the
+stages hold a paged KV cache, ``engine/kvcache.py``); the engine samples each
+request's next token with the request's own generator, and the scheduler folds
+the tokens back. A request joins the running batch at the next step, and one
+that finishes or is aborted leaves at once, so no request waits for another
+to finish.
 
-Why our own batching rather than transformers' ``ContinuousBatchingManager``
-(which ``engine/hf.py`` wraps for the single-model role): the manager owns the
-whole forward pass, so it cannot run a model cut into stages on different
-actors; and it samples with one global generator, so a request's ``seed``
-cannot make its tokens reproducible. This engine does both, and its greedy
-tokens equal ``generate``'s exactly (tested for 1, 2 and 3 stages).
+The loop runs on a thread of its own (one forward at a time per plan in
+flight), so the replica's event loop and its Redis I/O stay responsive while
+a forward pass runs; outputs reach the event loop once per step. On a
+pipeline of S stages (``RayExecutor``) the loop keeps S plans in flight:
+while stage 2 runs one group's step, stage 1 runs the next group's.
 
-Each micro-batch decodes on a thread of its own (outputs reach the event
-loop once per step): handing every step to a thread from asyncio cost a third
-of the single-request speed on CPU, and it keeps the replica's Redis I/O
-responsive while a forward pass runs.
-
-A new request joins at micro-batch granularity, not token granularity: it
-waits for a micro-batch slot (at most one micro-batch's lifetime under full
-load). That is the price of static KV shapes per micro-batch.
+Why not transformers' ``ContinuousBatchingManager`` (which ``engine/hf.py``
+wraps as a baseline): the manager owns the whole forward pass, so it cannot
+run a model cut into stages on different actors; it samples with one global
+generator, so a request's ``seed`` cannot make its tokens reproducible; and
+it has no priorities or preemption. This engine does all three, and its
+greedy tokens equal ``generate``'s exactly (tested for 1, 2 and 3 stages,
+with requests joining mid-way and across preemption).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import itertools
+import math
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
 from ossfleet.engine.base import EngineError, EngineRequest, EngineStats, ThroughputMeter, TokenOutput
+from ossfleet.engine.kvcache import StepBatch
 from ossfleet.engine.sampling import generator_for, sample
+from ossfleet.engine.scheduler import Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
 
 
 class StageExecutor(Protocol):
-    """Runs one step of a micro-batch through every stage, returning last-position logits.
+    """Runs one packed step through every stage, returning the logits of its sampled positions."""
 
-    Called from the micro-batch's own thread; it may block.
-    """
+    def init_cache(self, num_blocks: int, block_size: int) -> int:
+        """Allocate every stage's KV cache; returns the bytes of the largest."""
 
-    def step(
-        self, batch_id: int, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: list[int] | None
-    ) -> torch.Tensor: ...
+    def submit(self, step: StepBatch) -> Any:
+        """Start a step; returns a handle for :meth:`result`. It may run the step before returning."""
 
-    def release(self, batch_id: int) -> None: ...
+    def result(self, handle: Any) -> torch.Tensor:
+        """The step's logits ``[len(step.sample_index), V]``; blocks until they exist."""
 
     def close(self) -> None: ...
 
 
 class LocalExecutor:
-    """Stages in this process, one forward at a time (they share the device)."""
+    """Stages in this process, run one after another when a step is submitted."""
 
     def __init__(self, stages: Sequence[Any]) -> None:
         self.stages = list(stages)
-        self._lock = threading.Lock()
 
-    def step(
-        self, batch_id: int, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: list[int] | None
-    ) -> torch.Tensor:
-        with self._lock:
-            h = x
-            for s in self.stages:
-                h = s.forward(batch_id, h, mask, pos, keep)
-            return h
+    def init_cache(self, num_blocks: int, block_size: int) -> int:
+        return max(int(s.init_cache(num_blocks, block_size)) for s in self.stages)
 
-    def release(self, batch_id: int) -> None:
-        with self._lock:
-            for s in self.stages:
-                s.release(batch_id)
+    def submit(self, step: StepBatch) -> torch.Tensor:
+        h: torch.Tensor | None = None
+        for s in self.stages:
+            h = s.forward(step, h)
+        assert h is not None
+        return h
+
+    def result(self, handle: Any) -> torch.Tensor:
+        return handle
 
     def close(self) -> None:
         self.stages = []
@@ -87,27 +85,31 @@ class LocalExecutor:
 class RayExecutor:
     """Stages as Ray actors; activations go actor to actor as Ray objects, never through the driver.
 
-    Each actor runs its calls in order, so while stage 2 works on one
-    micro-batch's step, stage 1 is free for the next micro-batch's.
+    Each actor runs its calls in order, so while stage 2 works on one plan's
+    step, stage 1 is free for the next plan's.
     """
 
     def __init__(self, actors: Sequence[Any]) -> None:
         self.actors = list(actors)
 
-    def step(
-        self, batch_id: int, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: list[int] | None
-    ) -> torch.Tensor:
+    def init_cache(self, num_blocks: int, block_size: int) -> int:
         import ray
 
-        ref: Any = x
+        return max(ray.get([a.init_cache.remote(num_blocks, block_size) for a in self.actors]))
+
+    def submit(self, step: StepBatch) -> Any:
+        import ray
+
+        step_ref = ray.put(step)
+        ref: Any = None
         for a in self.actors:
-            ref = a.forward.remote(batch_id, ref, mask, pos, keep)
-        return ray.get(ref)
+            ref = a.forward.remote(step_ref, ref)
+        return ref
 
-    def release(self, batch_id: int) -> None:
+    def result(self, handle: Any) -> torch.Tensor:
         import ray
 
-        ray.get([a.release.remote(batch_id) for a in self.actors])
+        return ray.get(handle)
 
     def close(self) -> None:
         import ray
@@ -122,18 +124,11 @@ class _Row:
     request: EngineRequest
     out: asyncio.Queue[TokenOutput]
     gen: torch.Generator
-    generated: int = 0
-    aborted: bool = False
-
-
-@dataclass
-class _MicroBatch:
-    id: int
-    rows: list[_Row]
-    width: int = 0  # tokens per row in its KV cache (padded prompt + generated)
 
 
 class BatchedEngine:
+    """The :class:`~ossfleet.engine.base.Engine` over a scheduler and stage executor."""
+
     def __init__(
         self,
         executor: StageExecutor,
@@ -143,50 +138,55 @@ class BatchedEngine:
         max_context: int = 4096,
         pad_id: int = 0,
         torch_threads: int | None = None,
+        kv_cache_tokens: int | None = None,
+        block_size: int = 16,
+        max_step_tokens: int = 512,
+        max_prefill_chunk: int | None = None,
     ) -> None:
         if micro_batches < 1 or micro_batches > max_batch_size:
             raise EngineError(f"micro_batches must lie in [1, max_batch_size={max_batch_size}]")
         self.executor = executor
         self.max_slots = max_batch_size
-        self.micro_batches = micro_batches
         self.max_context = max_context
         self.pad_id = pad_id
-        self._waiting: list[_Row] = []
-        self._active: dict[int, _MicroBatch] = {}
-        self._rows: dict[str, _Row] = {}
-        self._ids = itertools.count()
-        self._wake = asyncio.Event()
-        self._scheduler: asyncio.Task[None] | None = None
-        # torch's intra-op thread count is per calling thread: set it on ours.
-        threads = torch_threads or torch.get_num_threads()
-        self._pool = ThreadPoolExecutor(
-            max_workers=micro_batches, thread_name_prefix="ossfleet-mb", initializer=torch.set_num_threads,
-            initargs=(threads,),
+        tokens = kv_cache_tokens if kv_cache_tokens is not None else max_batch_size * max_context
+        self.config = SchedulerConfig(
+            max_slots=max_batch_size, num_blocks=max(1, math.ceil(tokens / block_size)), block_size=block_size,
+            max_step_tokens=max_step_tokens, max_prefill_chunk=max_prefill_chunk or max_step_tokens,
+            in_flight=micro_batches,
         )  # fmt: skip
+        self.scheduler = Scheduler(self.config)  # touched by the step thread only
+        self._rows: dict[str, _Row] = {}
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._threads = torch_threads or torch.get_num_threads()
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._meter = ThroughputMeter()
         self._failed: str | None = None
         self._stopping = False
+        self.steps = 0
+        self.kv_cache_bytes = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._scheduler = asyncio.create_task(self._schedule())
+        self.kv_cache_bytes = await asyncio.to_thread(
+            self.executor.init_cache, self.config.num_blocks, self.config.block_size
+        )
+        self._thread = threading.Thread(target=self._run, name="ossfleet-engine", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
-        for row in list(self._rows.values()):
-            row.aborted = True
-        await asyncio.to_thread(self._pool.shutdown, True)
+        self._inbox.put(("stop", None))
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self._deliver([SeqOutput(rid, (), True, "abort") for rid in list(self._rows)])
         await asyncio.to_thread(self.executor.close)
 
     def healthy(self) -> bool:
-        return self._failed is None and self._scheduler is not None and not self._scheduler.done()
+        return self._failed is None and self._thread is not None and self._thread.is_alive()
 
     # -- the Engine interface -------------------------------------------------------------------
 
@@ -194,116 +194,139 @@ class BatchedEngine:
         return self.max_slots - len(self._rows)
 
     def stats(self) -> EngineStats:
-        """``kv_cache_used``: tokens held in KV caches over the engine's token capacity (slots x context)."""
-        active = list(self._active.values())
-        running = sum(len(mb.rows) for mb in active)
-        held = sum(len(mb.rows) * mb.width for mb in active)
-        kv = held / (self.max_slots * self.max_context)
-        return EngineStats(running, len(self._waiting), self.max_slots, kv, self._meter.rate(time.monotonic()))
+        """``kv_cache_used``: KV blocks held by requests over the blocks the cache has."""
+        s = self.scheduler
+        kv = s.used_blocks / self.config.num_blocks
+        return EngineStats(len(s.running), len(s.waiting), self.max_slots, kv, self._meter.rate(time.monotonic()))
 
     def abort(self, request_id: str) -> None:
-        row = self._rows.get(request_id)
-        if row is None:
-            return
-        row.aborted = True  # a running row leaves at its micro-batch's next step
-        if row in self._waiting:
-            self._waiting.remove(row)
-            self._deliver([(row, TokenOutput([], True, "abort"))])
+        if request_id in self._rows:
+            self._inbox.put(("abort", request_id))
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[TokenOutput]:
         n = len(request.prompt_ids)
+        sp = request.sampling
         if n == 0:
             raise EngineError("the prompt is empty")
-        if n + request.sampling.max_tokens > self.max_context:
+        if n + sp.max_tokens > self.max_context:
             raise EngineError(
-                f"prompt ({n} tokens) + max_tokens ({request.sampling.max_tokens}) exceed the model's context "
-                f"({self.max_context})"
+                f"prompt ({n} tokens) + max_tokens ({sp.max_tokens}) exceed the model's context ({self.max_context})"
+            )
+        if not self.scheduler.fits(n, sp.max_tokens):
+            raise EngineError(
+                f"prompt ({n} tokens) + max_tokens ({sp.max_tokens}) exceed this replica's KV cache "
+                f"({self.config.num_blocks * self.config.block_size} tokens)"
             )
         if self._failed:
             raise EngineError(f"the engine failed: {self._failed}")
-        row = _Row(request, asyncio.Queue(), generator_for(request.sampling))
+        if request.request_id in self._rows:
+            raise EngineError(f"request {request.request_id!r} is already running")
+        row = _Row(request, asyncio.Queue(), generator_for(sp))
         self._rows[request.request_id] = row
-        self._waiting.append(row)
-        self._wake.set()
+        params = SeqParams(
+            max_tokens=sp.max_tokens, stop_token_ids=frozenset(request.stop_token_ids), min_tokens=sp.min_tokens,
+            ignore_eos=sp.ignore_eos, priority=request.priority,
+        )  # fmt: skip
+        self._inbox.put(("add", (request.request_id, list(request.prompt_ids), params)))
         while True:
             item = await row.out.get()
             yield item
             if item.finished:
                 return
 
-    # -- scheduling (event loop) ------------------------------------------------------------------
+    # -- delivery (event loop) ------------------------------------------------------------------
 
-    def _deliver(self, outputs: list[tuple[_Row, TokenOutput]]) -> None:
-        for row, out in outputs:
-            row.out.put_nowait(out)
-            if out.finished:
-                self._rows.pop(row.request.request_id, None)
+    def _deliver(self, outputs: list[SeqOutput], error: str | None = None) -> None:
+        for o in outputs:
+            row = self._rows.get(o.request_id)
+            if row is None:
+                continue
+            reason = None if error else o.finish_reason
+            row.out.put_nowait(TokenOutput(list(o.token_ids), o.finished, reason, error))
+            if o.finished:
+                self._rows.pop(o.request_id, None)
 
-    async def _schedule(self) -> None:
-        cap = max(1, self.max_slots // self.micro_batches)
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._waiting and len(self._active) < self.micro_batches:
-                rows, self._waiting = self._waiting[:cap], self._waiting[cap:]
-                mb = _MicroBatch(next(self._ids), rows)
-                self._active[mb.id] = mb
-                fut = loop.run_in_executor(self._pool, self._run, mb)
-                fut.add_done_callback(functools.partial(self._done, mb.id))
-
-    def _done(self, mb_id: int, _future: object = None) -> None:
-        self._active.pop(mb_id, None)
-        self._wake.set()
-
-    # -- one micro-batch (its own thread) ----------------------------------------------------------
-
-    def _emit(self, outputs: list[tuple[_Row, TokenOutput]]) -> None:
+    def _emit(self, outputs: list[SeqOutput], error: str | None = None) -> None:
         if outputs and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver, outputs)
+            self._loop.call_soon_threadsafe(self._deliver, outputs, error)
 
-    def _run(self, mb: _MicroBatch) -> None:
+    # -- the step loop (its own thread) ---------------------------------------------------------
+
+    def _command(self, kind: str, arg: Any) -> None:
+        if kind == "add":
+            rid, prompt, params = arg
+            try:
+                self.scheduler.add(rid, prompt, params)
+            except ValueError as e:
+                self._emit([SeqOutput(rid, (), True, None)], error=str(e))
+        elif kind == "abort":
+            self._emit(self.scheduler.abort(arg))
+
+    def _drain(self, block: bool) -> None:
+        """Apply the commands waiting in the inbox; with ``block``, wait for one first (unless stopping)."""
         try:
-            prompts = [r.request.prompt_ids for r in mb.rows]
-            width = max(len(p) for p in prompts)
-            x = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
-            pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-            keep: list[int] | None = None
-            while mb.rows:
-                mb.width = mask.shape[1]
-                logits = self.executor.step(mb.id, x, mask, pos, keep)
-                tokens = sample(logits, [r.request.sampling for r in mb.rows], [r.gen for r in mb.rows])
-                self._meter.add(time.monotonic(), len(tokens))
-                outputs: list[tuple[_Row, TokenOutput]] = []
-                alive: list[int] = []
-                for i, (row, tok) in enumerate(zip(mb.rows, tokens, strict=True)):
-                    row.generated += 1
-                    if row.aborted or self._stopping:
-                        outputs.append((row, TokenOutput([], True, "abort")))
-                    elif tok in row.request.stop_token_ids:
-                        outputs.append((row, TokenOutput([tok], True, "stop")))
-                    elif row.generated >= row.request.sampling.max_tokens:
-                        outputs.append((row, TokenOutput([tok], True, "length")))
-                    else:
-                        outputs.append((row, TokenOutput([tok])))
-                        alive.append(i)
+            kind, arg = self._inbox.get() if block and not self._stopping else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if kind == "stop":
+                self._stopping = True
+                return
+            self._command(kind, arg)
+            try:
+                kind, arg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _batch(self, plan: StepPlan) -> StepBatch:
+        ids: list[int] = []
+        pos: list[int] = []
+        chunks: list[tuple[int, int, int, list[int]]] = []
+        sample_index: list[int] = []
+        for c in plan.chunks:
+            n = len(c.token_ids)
+            chunks.append((len(ids), n, c.start, list(c.block_ids)))
+            ids += c.token_ids
+            pos += range(c.start, c.start + n)
+            if c.sample:
+                sample_index.append(len(ids) - 1)
+        return StepBatch(ids, pos, chunks, sample_index)
+
+    def _sample(self, plan: StepPlan, logits: torch.Tensor) -> dict[str, int]:
+        picked = [c for c in plan.chunks if c.sample]
+        rows = [self._rows.get(c.request_id) for c in picked]
+        live = [(i, c, r) for i, (c, r) in enumerate(zip(picked, rows, strict=True)) if r is not None]
+        if not live:
+            return {}
+        tokens = sample(
+            logits[[i for i, _, _ in live]], [r.request.sampling for _, _, r in live], [r.gen for _, _, r in live],
+            [c.banned_ids for _, c, _ in live],
+        )  # fmt: skip
+        return {c.request_id: t for (_, c, _), t in zip(live, tokens, strict=True)}
+
+    def _run(self) -> None:
+        torch.set_num_threads(self._threads)
+        in_flight: deque[tuple[StepPlan, Any]] = deque()
+        try:
+            while not self._stopping:
+                self._drain(block=False)
+                while not self._stopping and len(in_flight) < self.config.in_flight:
+                    plan = self.scheduler.schedule()
+                    if plan is None:
+                        break
+                    in_flight.append((plan, self.executor.submit(self._batch(plan))))
+                if not in_flight:
+                    self._drain(block=True)
+                    continue
+                plan, handle = in_flight.popleft()
+                logits = self.executor.result(handle)
+                outputs = self.scheduler.update(plan, self._sample(plan, logits))
+                self.steps += 1
+                self._meter.add(time.monotonic(), sum(len(o.token_ids) for o in outputs))
                 self._emit(outputs)
-                keep = alive if len(alive) < len(mb.rows) else None
-                mb.rows = [mb.rows[i] for i in alive]
-                if not mb.rows:
-                    break
-                x = torch.tensor([[tokens[i]] for i in alive], dtype=torch.long)
-                if keep is not None:
-                    mask, pos = mask[keep], pos[keep]
-                mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=torch.long)], dim=-1)
-                pos = pos[:, -1:] + 1
-        except Exception as e:  # a stage failed: fail this micro-batch's rows and report unhealthy
+        except Exception as e:  # a stage failed: every request fails with it, and the engine is unhealthy
             self._failed = f"{type(e).__name__}: {e}"
-            self._emit([(row, TokenOutput([], True, None, self._failed)) for row in mb.rows])
-        finally:
-            with contextlib.suppress(Exception):
-                self.executor.release(mb.id)
+            self._emit([SeqOutput(rid, (), True, None) for rid in list(self.scheduler.seqs)], error=self._failed)
 
 
 def local_engine(path: str, stage_ranges: Sequence[tuple[int, int]], **kw: Any) -> BatchedEngine:

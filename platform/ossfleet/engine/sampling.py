@@ -37,8 +37,18 @@ def sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) ->
     return int(torch.multinomial(probs.cpu(), 1, generator=gen))
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams], gens: list[torch.Generator]) -> list[int]:
-    """The next token of every row of ``logits`` ``[B, V]``."""
+def sample(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    gens: list[torch.Generator],
+    banned: list[tuple[int, ...]] | None = None,
+) -> list[int]:
+    """The next token of every row of ``logits`` ``[B, V]``; ``banned[i]`` lists tokens row i may not take."""
+    if banned and any(banned):
+        logits = logits.clone()
+        for i, ids in enumerate(banned):
+            if ids:
+                logits[i, list(ids)] = float("-inf")
     if all(p.temperature == 0 for p in params):
         return [int(t) for t in torch.argmax(logits, dim=-1)]
     return [sample_row(logits[i], p, g) for i, (p, g) in enumerate(zip(params, gens, strict=True))]

@@ -8,10 +8,11 @@ gpt-oss-120b on a 48 GB GPU never sees the other half of the weights. MXFP4
 expert weights (the released checkpoints) are dequantized to the stage's dtype
 as they load.
 
-Each stage keeps the KV cache of its own layers, one ``DynamicCache`` per
-micro-batch, built from a config that lists only its layers (renumbered from
-0), and builds its own causal and sliding-window masks and rotary embeddings,
-so that the stages chained together compute exactly what the whole model does.
+Each stage keeps the KV cache of its own layers in a paged pool
+(``engine/kvcache.py``) addressed by the block tables of the engine's
+scheduler, built from a config that lists only its layers (renumbered from
+0), and applies its own rotary embeddings and attention masks, so that the
+stages chained together compute exactly what the whole model does.
 
 The same class runs in-process (tests, a one-stage executor) or as a Ray actor
 placed in its bundle of the replica's placement group.
@@ -26,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ossfleet.engine.kvcache import ATTENTION_NAME, PagedKVCache, StepBatch, register
+
+register()
 
 
 def _weight_files(path: Path, names: Iterable[str]) -> dict[str, list[str]]:
@@ -98,7 +103,7 @@ class PipelineStage:
         cfg = copy.deepcopy(full)
         cfg.num_hidden_layers = end - start
         cfg.layer_types = list(full.layer_types[start:end])
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = ATTENTION_NAME
         cfg._experts_implementation = getattr(full, "_experts_implementation", None) or "eager"
         self.config = cfg
 
@@ -125,7 +130,7 @@ class PipelineStage:
         if self.norm is not None and self.lm_head is not None:
             self._load(self.norm, {"weight": tensors["model.norm.weight"]}, fp32=True)
             self._load(self.lm_head, {"weight": tensors["lm_head.weight"]})
-        self._caches: dict[int, Any] = {}
+        self.cache: PagedKVCache | None = None
 
     @classmethod
     def whole_model(cls, model: Any) -> PipelineStage:
@@ -138,7 +143,7 @@ class PipelineStage:
 
         self = cls.__new__(cls)
         cfg = copy.deepcopy(model.config)
-        cfg._attn_implementation = "eager"
+        cfg._attn_implementation = ATTENTION_NAME
         self.path = Path(".")
         self.start, self.end = 0, cfg.num_hidden_layers
         self.first = self.last = True
@@ -150,7 +155,9 @@ class PipelineStage:
         self.norm = model.model.norm
         self.lm_head = model.lm_head
         self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
-        self._caches = {}
+        self.cache = None
+        for layer in self.layers:  # the model's layers now read the paged cache
+            layer.self_attn.config = cfg  # type: ignore[union-attr]
         return self
 
     def _load(self, module: torch.nn.Module, sd: dict[str, torch.Tensor], fp32: bool = False) -> None:
@@ -174,70 +181,42 @@ class PipelineStage:
     def layer_range(self) -> tuple[int, int]:
         return self.start, self.end
 
+    # -- KV cache ------------------------------------------------------------------------
+
+    def init_cache(self, num_blocks: int, block_size: int) -> int:
+        """Allocate this stage's paged KV cache (every stage of an engine gets the same block count);
+        returns its bytes."""
+        cfg = self.config
+        self.cache = PagedKVCache(
+            len(self.layers), num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim,
+            dtype=self.dtype, device=self.device,
+        )  # fmt: skip
+        return self.cache.nbytes()
+
     # -- compute --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def forward(
-        self,
-        batch_id: int,
-        x: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor,
-        keep: list[int] | None = None,
-    ) -> torch.Tensor:
-        """Run this stage's layers for one step of micro-batch ``batch_id``.
+    def forward(self, step: StepBatch, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Run this stage's layers over one packed step.
 
-        ``x`` is token ids ``[B, T]`` on the first stage and hidden states
-        ``[B, T, H]`` elsewhere; ``attention_mask`` is the 2-D mask over past
-        and new tokens. ``keep`` drops finished rows from the cache first.
-        Returns hidden states, or on the last stage the logits of each row's
-        last position ``[B, V]`` (float32).
+        The first stage embeds ``step.token_ids``; the others take the previous
+        stage's hidden states ``x`` (``[1, T, H]``). Returns hidden states, or
+        on the last stage the float32 logits of the positions in
+        ``step.sample_index`` (``[len(sample_index), V]``).
         """
-        from transformers import DynamicCache
-        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
-        cache = self._caches.get(batch_id)
-        if cache is None:
-            cache = self._caches[batch_id] = DynamicCache(config=self.config)
-        elif keep is not None:
-            cache.batch_select_indices(torch.tensor(keep, dtype=torch.long))
-        x = x.to(self.device)
-        attention_mask = attention_mask.to(self.device)
-        position_ids = position_ids.to(self.device)
-        h = self.embed(x) if self.embed is not None else x.to(self.dtype)
-        kw = {
-            "config": self.config,
-            "inputs_embeds": h,
-            "attention_mask": attention_mask,
-            "past_key_values": cache,
-            "position_ids": position_ids,
-        }
-        masks = {
-            "full_attention": create_causal_mask(**kw),
-            "sliding_attention": create_sliding_window_causal_mask(**kw),
-        }
+        if self.cache is None:
+            raise RuntimeError("init_cache() was not called on this stage")
+        ids = torch.tensor(step.token_ids, dtype=torch.long, device=self.device)[None]
+        position_ids = torch.tensor(step.positions, dtype=torch.long, device=self.device)[None]
+        h = self.embed(ids) if self.embed is not None else x.to(self.device, self.dtype)  # type: ignore[union-attr]
+        meta = self.cache.meta(step, self.config.sliding_window, self.dtype)
         pe = self.rotary(h, position_ids)
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             h = layer(
-                h,
-                attention_mask=masks[self.config.layer_types[i]],
-                position_embeddings=pe,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=True,
-            )
+                h, attention_mask=None, position_embeddings=pe, position_ids=position_ids,
+                ossfleet_meta=meta, ossfleet_cache=self.cache,
+            )  # fmt: skip
         if self.norm is None or self.lm_head is None:
             return h
-        return self.lm_head(self.norm(h[:, -1:, :]))[:, -1, :].float()
-
-    def release(self, batch_id: int) -> None:
-        """Forget a finished micro-batch's KV cache."""
-        self._caches.pop(batch_id, None)
-
-    def cached_tokens(self) -> int:
-        """Tokens held in this stage's KV caches (for the KV-use stat)."""
-        total = 0
-        for c in self._caches.values():
-            if c.layers and getattr(c.layers[0], "keys", None) is not None and c.layers[0].keys.numel():
-                total += int(c.layers[-1].keys.shape[0] * c.get_seq_length())
-        return total
+        rows = torch.tensor(step.sample_index, dtype=torch.long, device=self.device)
+        return self.lm_head(self.norm(h[0, rows])).float()
