@@ -50,6 +50,8 @@ class ChatRequest:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    min_tokens: int = 0
+    ignore_eos: bool = False
     priority: str | None = None
     idempotency_key: str = ""
     # A raw completion (/v1/completions): this text is the whole prompt, with no
@@ -244,6 +246,8 @@ class GatewayCore:
             "top_k": req.top_k,
             "seed": req.seed,
             "stop": list(req.stop),
+            "min_tokens": min(req.min_tokens, placement.max_tokens),
+            "ignore_eos": req.ignore_eos,
             "raw": req.prompt is not None,
         }
         if req.batch:

@@ -89,6 +89,8 @@ def to_chat(req: pb.GenerateRequest, md: dict[str, str], max_tokens_limit: int, 
         top_k=req.top_k if req.HasField("top_k") else 0,
         seed=req.seed if req.HasField("seed") else None,
         stop=tuple(req.stop),
+        min_tokens=req.min_tokens,
+        ignore_eos=req.ignore_eos,
         priority=req.priority or md.get("x-ossfleet-priority") or None,
         idempotency_key=(req.idempotency_key or md.get("idempotency-key", ""))[:128],
     )

@@ -217,12 +217,46 @@ class Delta:
     tool_call: ToolCall | None = None
 
 
+class IncrementalDecoder:
+    """The text of a growing run of token ids, decoding a short window per call, not the whole run.
+
+    vLLM's method: keep two offsets into the ids; decode from ``prefix`` to
+    ``read`` (text already sent) and from ``prefix`` to the end, and send the
+    difference; then move both offsets up. A trailing partial UTF-8 sequence
+    (decoded as U+FFFD) is held back until the bytes that complete it arrive,
+    or until :meth:`flush`. The cost of a token does not grow with the message.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tok = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def feed(self, token_ids: Sequence[int]) -> str:
+        self.ids.extend(token_ids)
+        return self._advance(final=False)
+
+    def flush(self) -> str:
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> str:
+        if self._read == len(self.ids):
+            return ""
+        sent = self.tok.decode(self.ids[self._prefix : self._read], skip_special_tokens=False)
+        text = self.tok.decode(self.ids[self._prefix :], skip_special_tokens=False)
+        if len(text) <= len(sent) or (not final and text.endswith("\ufffd")):
+            return ""
+        self._prefix, self._read = self._read, len(self.ids)
+        return text[len(sent) :]
+
+
 @dataclass
 class _Msg:
     channel: str = "final"
     recipient: str | None = None
     ids: list[int] = field(default_factory=list)
-    sent: int = 0  # characters of decoded text already emitted
+    text: IncrementalDecoder | None = None  # the body's decoder, for a message sent as text
 
 
 class HarmonyStreamParser:
@@ -272,11 +306,11 @@ class HarmonyStreamParser:
         m = self._msg
         if m is None or m.recipient is not None:
             return []
-        text = self._decode(m.ids)
-        # Hold back a trailing partial UTF-8 sequence until its next byte arrives.
-        if not final and text.endswith("\ufffd"):
-            return []
-        new, m.sent = text[m.sent :], len(text)
+        if m.text is None:
+            m.text = IncrementalDecoder(self.tok)
+        new = m.text.feed(m.ids[len(m.text.ids) :])
+        if final:
+            new += m.text.flush()
         if not new:
             return []
         return [Delta("reasoning" if m.channel == "analysis" else "content", new)]

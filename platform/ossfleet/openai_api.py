@@ -82,8 +82,12 @@ class _Generation(_Strict):
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    # vLLM's extra sampling parameters (the openai client sends them in extra_body): the stop tokens
+    # cannot end the answer before min_tokens; with ignore_eos they never do (benchmarks of long outputs).
+    min_tokens: Annotated[int, Field(ge=0)] = 0
+    ignore_eos: bool = False
     n: Literal[1] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -104,6 +108,8 @@ class _Generation(_Strict):
             "top_k": self.top_k,
             "seed": self.seed,
             "stop": self.stop_strings(),
+            "min_tokens": self.min_tokens,
+            "ignore_eos": self.ignore_eos,
             "priority": headers.get("x-ossfleet-priority"),
             "idempotency_key": headers.get("idempotency-key", "")[:128],
         }

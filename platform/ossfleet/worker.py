@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ossfleet import metrics
 from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams, ThroughputMeter
 from ossfleet.errors import LeaseLost
-from ossfleet.harmony import Delta, HarmonyStreamParser, SpecialIds
+from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds
 from ossfleet.pricing import cost_nusd
 
 if TYPE_CHECKING:
@@ -41,23 +41,15 @@ class RawTextStream:
     stopped_by: str | None = None
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tok = tokenizer
-        self.ids: list[int] = []
-        self.sent = 0
-
-    def _flush(self, final: bool) -> list[Delta]:
-        text = self.tok.decode(self.ids, skip_special_tokens=False)
-        if not final and text.endswith("\ufffd"):
-            return []
-        new, self.sent = text[self.sent :], len(text)
-        return [Delta("content", new)] if new else []
+        self.text = IncrementalDecoder(tokenizer)
 
     def feed(self, token_ids: list[int]) -> list[Delta]:
-        self.ids += token_ids
-        return self._flush(final=False)
+        new = self.text.feed(token_ids)
+        return [Delta("content", new)] if new else []
 
     def finish(self) -> list[Delta]:
-        return self._flush(final=True)
+        new = self.text.flush()
+        return [Delta("content", new)] if new else []
 
 
 class StopStrings:

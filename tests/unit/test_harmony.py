@@ -1,7 +1,9 @@
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from ossfleet.harmony import HarmonyRenderer, HarmonyStreamParser, Message, Tool, ToolCall
+from ossfleet.harmony import HarmonyRenderer, HarmonyStreamParser, IncrementalDecoder, Message, Tool, ToolCall
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +118,32 @@ def test_output_without_a_header_is_taken_as_the_answer(tok):
     p = HarmonyStreamParser(tok, "r")
     deltas = p.feed(r._text("plain words")) + p.finish()
     assert "".join(d.text for d in deltas) == "plain words"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=60), st.lists(st.integers(1, 5), max_size=30))
+def test_incremental_decoding_sends_exactly_the_whole_text_however_the_ids_arrive(tok, s, cuts):
+    ids = tok.encode(s, add_special_tokens=False)
+    dec, out, i = IncrementalDecoder(tok), "", 0
+    for c in [*cuts, len(ids)]:
+        piece = dec.feed(ids[i : i + c])
+        assert "\ufffd" not in piece or "\ufffd" in s  # a partial character is held back, never sent
+        out += piece
+        i += c
+    out += dec.flush()
+    assert out == text(tok, ids)
+
+
+def test_incremental_decoding_cost_does_not_grow_with_the_message(tok):
+    calls = []
+
+    class Counting:
+        def decode(self, ids, skip_special_tokens=False):
+            calls.append(len(ids))
+            return tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    dec = IncrementalDecoder(Counting())
+    ids = tok.encode("the quick brown fox jumps " * 80, add_special_tokens=False)
+    for t in ids:
+        dec.feed([t])
+    assert len(ids) > 300 and max(calls) <= 8  # each call decodes a few ids, never the whole message
