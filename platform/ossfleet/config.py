@@ -137,8 +137,14 @@ class ModelConfig(_Section):
     pipeline_stages: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
     gpu_memory_gib: Annotated[float, Field(gt=0)] = 80.0
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-    # Micro-batches in flight; "auto": one per stage, so every stage stays busy.
+    # Engine steps in flight (each over its own group of requests); "auto": one per stage, so every
+    # stage works on every step.
     micro_batches: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # engine: batched only. KV cache size in tokens (each stage holds its layers' share); None:
+    # max_batch_size x max_context, room for every slot's whole context. Tokens one engine step
+    # computes over all its requests (decodes first, then prefill chunks of what is left).
+    kv_cache_tokens: Annotated[int, Field(ge=16)] | None = None
+    max_step_tokens: Annotated[int, Field(ge=16, le=65536)] = 512
     # engine: stub only: seconds per generated token, to stand in for a GPU's pace in load tests.
     stub_token_delay_s: Annotated[float, Field(ge=0, le=10)] = 0.0
     stage_cpus: Annotated[float, Field(ge=0)] = 1.0

@@ -227,6 +227,8 @@ class IncrementalDecoder:
     or until :meth:`flush`. The cost of a token does not grow with the message.
     """
 
+    CONTEXT = 6
+
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tok = tokenizer
         self.ids: list[int] = []
@@ -247,7 +249,9 @@ class IncrementalDecoder:
         text = self.tok.decode(self.ids[self._prefix :], skip_special_tokens=False)
         if len(text) <= len(sent) or (not final and text.endswith("\ufffd")):
             return ""
-        self._prefix, self._read = self._read, len(self.ids)
+        # The next window starts a few ids back from what is now sent (context for a character split
+        # across ids), never at the start of a long run fed at once.
+        self._prefix, self._read = max(self._read, len(self.ids) - self.CONTEXT), len(self.ids)
         return text[len(sent) :]
 
 

@@ -136,7 +136,6 @@ class BatchedEngine:
         max_batch_size: int = 8,
         micro_batches: int = 1,
         max_context: int = 4096,
-        pad_id: int = 0,
         torch_threads: int | None = None,
         kv_cache_tokens: int | None = None,
         block_size: int = 16,
@@ -148,7 +147,6 @@ class BatchedEngine:
         self.executor = executor
         self.max_slots = max_batch_size
         self.max_context = max_context
-        self.pad_id = pad_id
         tokens = kv_cache_tokens if kv_cache_tokens is not None else max_batch_size * max_context
         self.config = SchedulerConfig(
             max_slots=max_batch_size, num_blocks=max(1, math.ceil(tokens / block_size)), block_size=block_size,

@@ -74,8 +74,8 @@ def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engi
             dtype=_dtype(m), device=m.device,
         )  # fmt: skip
         executor = RayExecutor(actors)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return BatchedEngine(
         executor, max_batch_size=m.max_batch_size, micro_batches=m.micro_batch_count(),
-        max_context=m.max_context, pad_id=pad, torch_threads=m.torch_threads,
+        max_context=m.max_context, torch_threads=m.torch_threads, kv_cache_tokens=m.kv_cache_tokens,
+        max_step_tokens=m.max_step_tokens,
     )  # fmt: skip

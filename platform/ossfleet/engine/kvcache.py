@@ -11,9 +11,9 @@ experts run once over all of them; only attention is done per request:
 - each prefill chunk on its own, ``[1, n]`` over its keys.
 
 Sliding-window layers gather only the last ``sliding_window`` positions.
-Scores go through transformers' own ``eager_attention_forward`` for gpt-oss
-(attention sinks included), so the numbers are the library's; only where the
-keys come from differs.
+Scores follow transformers' ``eager_attention_forward`` for gpt-oss step for
+step (attention sinks included), except that a KV head's query heads share
+its keys rather than copies of them; greedy tokens equal ``generate``'s.
 
 Why not transformers' ``PagedAttentionCache`` and its ``paged|eager``
 attention: that attention computes one score matrix over the packed step's
@@ -152,8 +152,6 @@ def paged_attention(
     applied); the step's :class:`StepMeta` and the stage's cache arrive in
     ``kwargs`` (``ossfleet_meta``, ``ossfleet_cache``). Returns ``[1, T, H, D]``.
     """
-    from transformers.models.gpt_oss.modeling_gpt_oss import eager_attention_forward
-
     meta: StepMeta = kwargs["ossfleet_meta"]
     cache: PagedKVCache = kwargs["ossfleet_cache"]
     layer = module.layer_idx
@@ -167,9 +165,33 @@ def paged_attention(
         q = query[0, :, g.tokens, :].reshape(heads, g.rows, g.q, dim).transpose(0, 1)  # [B, H, q, D]
         k = kpool[g.slots].transpose(1, 2)  # [B, KV, L, D]
         v = vpool[g.slots].transpose(1, 2)
-        o, _ = eager_attention_forward(module, q, k, v, g.mask, scaling=scaling)  # [B, q, H, D]
+        o = _gqa_attention(q, k, v, g.mask, module.sinks, scaling)  # [B, q, H, D]
         out[0, g.tokens] = o.reshape(g.rows * g.q, heads, dim)
     return out, None
+
+
+def _gqa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, sinks: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """transformers' ``eager_attention_forward`` for gpt-oss, step for step, without copying K/V per head.
+
+    The library repeats each KV head for its query heads (a copy of every
+    gathered key and value); here each KV head's query heads are folded into
+    the query rows instead: ``[B, KV, G*q, D] @ [B, KV, D, L]``, the same dot
+    products. Sinks, the max subtraction and the softmax follow the library's
+    order of operations.
+    """
+    b, heads, nq, dim = q.shape
+    kv = k.shape[1]
+    g = heads // kv
+    scores = torch.matmul(q.reshape(b, kv, g * nq, dim), k.transpose(2, 3)) * scaling  # [B, KV, G*q, L]
+    scores = scores.view(b, heads, nq, -1) + mask
+    sink = sinks.reshape(1, -1, 1, 1).expand(b, -1, nq, -1)
+    combined = torch.cat([scores, sink], dim=-1)
+    combined = combined - combined.max(dim=-1, keepdim=True).values
+    probs = torch.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1].to(v.dtype)
+    o = torch.matmul(probs.reshape(b, kv, g * nq, -1), v)  # [B, KV, G*q, D]
+    return o.view(b, heads, nq, dim).transpose(1, 2).contiguous()
 
 
 def register() -> None:

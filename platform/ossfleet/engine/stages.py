@@ -104,7 +104,8 @@ class PipelineStage:
         cfg.num_hidden_layers = end - start
         cfg.layer_types = list(full.layer_types[start:end])
         cfg._attn_implementation = ATTENTION_NAME
-        cfg._experts_implementation = getattr(full, "_experts_implementation", None) or "eager"
+        # transformers' default for gpt-oss (what from_pretrained picks); faster than eager here.
+        cfg._experts_implementation = getattr(full, "_experts_implementation", None) or "grouped_mm"
         self.config = cfg
 
         with torch.device("meta"):
