@@ -69,9 +69,11 @@ async def engine_rate(model: Any, ps: list[list[int]], new: int, concurrency: in
     from ossfleet.engine.batched import BatchedEngine, LocalExecutor
     from ossfleet.engine.stages import PipelineStage
 
+    longest = max(len(p) for p in ps) + new
     engine = BatchedEngine(
-        LocalExecutor([PipelineStage.whole_model(model)]), max_batch_size=concurrency, max_context=131072
-    )
+        LocalExecutor([PipelineStage.whole_model(model)]), max_batch_size=concurrency, max_context=131072,
+        kv_cache_tokens=concurrency * longest, max_step_tokens=max(2048, concurrency),
+    )  # fmt: skip
     await engine.start()
     sem = asyncio.Semaphore(concurrency)
     count = 0

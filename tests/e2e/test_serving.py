@@ -69,6 +69,24 @@ def test_openai_client_chat_plain_returns_the_tiny_models_greedy_tokens(platform
     assert resp.choices[0].message.content == tok.decode(out, skip_special_tokens=False)
 
 
+def test_ignore_eos_and_min_tokens_reach_the_engine_over_both_apis(platform, client, grpc_client):
+    # The tiny random model meets a stop token within tens of tokens; ignore_eos runs to max_tokens.
+    resp = client.completions.create(
+        model="gpt-oss-20b", prompt="Once", max_tokens=240, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert resp.usage.completion_tokens == 240 and resp.choices[0].finish_reason == "length"
+    resp = client.chat.completions.create(
+        model="gpt-oss-20b", messages=[{"role": "user", "content": "Hi"}], max_tokens=200, temperature=0,
+        extra_body={"min_tokens": 150},
+    )  # fmt: skip
+    assert resp.usage.completion_tokens >= 150
+    reply = grpc_client.generate("gpt-oss-20b", [("user", "Hi")], max_tokens=220, temperature=0, ignore_eos=True,
+                                 timeout=120)  # fmt: skip
+    assert reply.usage.output_tokens == 220
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="gpt-oss-20b", prompt="x", max_tokens=4, extra_body={"min_tokens": -1})
+
+
 def test_openai_client_chat_streamed(platform, client):
     stream = client.chat.completions.create(
         model="gpt-oss-120b",

@@ -176,3 +176,35 @@ async def test_preempted_greedy_rows_complete_with_exactly_the_tokens_they_would
         assert engine.stats().kv_cache_used == 0
     finally:
         await engine.stop()
+
+
+async def test_a_stage_failure_fails_its_requests_with_the_error_and_marks_the_engine_unhealthy(tiny_checkpoint_sw8):
+    from ossfleet.engine.batched import BatchedEngine, LocalExecutor
+
+    class FailsOnThirdStep:  # a real stage whose device goes away mid-request
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def init_cache(self, *a):
+            return self.inner.init_cache(*a)
+
+        def forward(self, step, x=None):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("device lost")
+            return self.inner.forward(step, x)
+
+    engine = BatchedEngine(
+        LocalExecutor([FailsOnThirdStep(PipelineStage(tiny_checkpoint_sw8, 0, 4))]), max_batch_size=2
+    )
+    await engine.start()
+    try:
+        outs = [o async for o in engine.generate(EngineRequest("r", PROMPTS[1], GREEDY))]
+        assert [len(o.token_ids) for o in outs] == [1, 1, 0]
+        assert outs[-1].finished and outs[-1].error == "RuntimeError: device lost"
+        assert not engine.healthy() and engine.free_slots() == 2
+        with pytest.raises(EngineError, match="device lost"):
+            async for _ in engine.generate(EngineRequest("next", PROMPTS[0], GREEDY)):
+                pass
+    finally:
+        await engine.stop()
