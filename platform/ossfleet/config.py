@@ -85,6 +85,11 @@ class LimitsConfig(_Section):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     max_messages: Annotated[int, Field(ge=1)] = 512
     max_tokens: Annotated[int, Field(ge=1)] = 32_768
+    # Rendering and tokenizing run on this many threads per gateway, off its event loop; one
+    # tenant has at most tenant_render_concurrency of its requests there at once (the rest of its
+    # requests queue behind each other, not in front of other tenants').
+    render_threads: Annotated[int, Field(ge=1, le=64)] = 4
+    tenant_render_concurrency: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class AutoscalingConfig(_Section):

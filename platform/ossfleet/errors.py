@@ -7,6 +7,8 @@ Messages never include a prompt, a completion or a key.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 
@@ -121,6 +123,9 @@ class Unavailable(OssfleetError):
     error_type = "server_error"
     code = "unavailable"
 
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "2"}
+
 
 class RequestFailed(OssfleetError):
     """A request was accepted, then failed for good (dead-lettered)."""
@@ -132,3 +137,28 @@ class RequestFailed(OssfleetError):
 
 class LeaseLost(Exception):
     """A replica's lease on a request is gone (expired and taken back, or finished)."""
+
+
+class InternalError(OssfleetError):
+    """Something unexpected: the caller gets an error id, the log gets the traceback under it."""
+
+    code = "internal_error"
+
+
+def from_unexpected(e: BaseException, log: logging.Logger, where: str) -> OssfleetError:
+    """The typed error an unexpected exception becomes at an API's edge.
+
+    Redis unreachable or too slow: :class:`Unavailable` (503 / UNAVAILABLE, retry advice).
+    Anything else: :class:`InternalError` with a generic message and an error id; the
+    traceback goes to the log under that id, never to the caller.
+    """
+    import redis.exceptions
+
+    if isinstance(e, OssfleetError):
+        return e
+    if isinstance(e, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)):
+        log.warning("event=redis_unavailable where=%s error=%r", where, type(e).__name__)
+        return Unavailable("the queue store (Redis) is unavailable; retry in a few seconds")
+    error_id = uuid.uuid4().hex[:16]
+    log.error("event=internal_error where=%s error_id=%s", where, error_id, exc_info=e)
+    return InternalError(f"internal error; quote error id {error_id} to the operator", error_id=error_id)

@@ -10,10 +10,12 @@ before Redis changes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -62,6 +64,57 @@ class ChatRequest:
     batch: bool = False
 
 
+def _check_text(value: str | None, field_name: str) -> None:
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequest(
+            f"{field_name} is not valid Unicode (a lone surrogate at character {e.start}); send UTF-8 text",
+            param=field_name,
+        ) from None
+
+
+def check_request(req: ChatRequest) -> None:
+    """Input checks every request passes before it is rendered, whichever API or batch line it came from.
+
+    Every string must be valid Unicode (JSON can carry lone surrogates, which no tokenizer accepts), and
+    each tool's ``parameters`` must be a valid JSON Schema (checked by the ``jsonschema`` library against
+    its draft's meta-schema). Raises :class:`InvalidRequest` naming the field.
+    """
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
+    _check_text(req.prompt, "prompt")
+    for i, m in enumerate(req.messages):
+        _check_text(m.content, f"messages[{i}].content")
+        _check_text(m.reasoning, f"messages[{i}].reasoning")
+        _check_text(m.name, f"messages[{i}].name")
+        for j, c in enumerate(m.tool_calls):
+            _check_text(c.name, f"messages[{i}].tool_calls[{j}].function.name")
+            _check_text(c.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
+    for i, s in enumerate(req.stop):
+        _check_text(s, f"stop[{i}]")
+    for i, t in enumerate(req.tools):
+        _check_text(t.name, f"tools[{i}].function.name")
+        _check_text(t.description, f"tools[{i}].function.description")
+        try:
+            json.dumps(t.parameters)
+            validator_for(t.parameters).check_schema(t.parameters)
+        except SchemaError as e:
+            where = "/".join(str(p) for p in e.path) or "(root)"
+            raise InvalidRequest(
+                f"tools[{i}].function.parameters is not a valid JSON Schema at {where}: {e.message}",
+                param=f"tools[{i}].function.parameters",
+            ) from None
+        except (TypeError, ValueError, RecursionError) as e:
+            raise InvalidRequest(
+                f"tools[{i}].function.parameters is not a JSON Schema object ({type(e).__name__})",
+                param=f"tools[{i}].function.parameters",
+            ) from None
+
+
 @dataclass(frozen=True)
 class Submitted:
     request_id: str
@@ -98,6 +151,8 @@ class GatewayCore:
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
         self._loads: dict[str, tuple[float, ModelLoad]] = {}
+        self._render_pool = ThreadPoolExecutor(cfg.limits.render_threads, thread_name_prefix="ossfleet-render")
+        self._render_slots: dict[str, asyncio.Semaphore] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.redis_url = redis_url
         self.batches = BatchService(cfg, JobStore(self.r, cfg.redis.namespace), self.start_batch_driver)
@@ -109,6 +164,7 @@ class GatewayCore:
         ensure_driver(self.cfg.dump(), self.redis_url, self.cfg.redis.namespace, job_id)
 
     async def close(self) -> None:
+        self._render_pool.shutdown(wait=False, cancel_futures=True)
         await self.hub.close()
         await self.hub.r.aclose()
         await self.r.aclose()
@@ -192,6 +248,16 @@ class GatewayCore:
             return list(renderer.tok.encode(req.prompt, add_special_tokens=False))
         return renderer.render(req.messages, effort=effort, tools=req.tools)
 
+    async def render_off_loop(self, tenant: str, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
+        """:meth:`render` on the render pool: a large prompt never blocks the event loop (the
+        tokenizer releases the GIL), and a tenant's own renders wait for each other, not others'."""
+        slots = self._render_slots.get(tenant)
+        if slots is None:
+            slots = self._render_slots[tenant] = asyncio.Semaphore(self.cfg.limits.tenant_render_concurrency)
+        async with slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._render_pool, self.render, model, req, effort)
+
     async def submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         """Place and admit one request; raises a typed error and changes nothing if refused."""
         try:
@@ -213,7 +279,8 @@ class GatewayCore:
         # Token counts come from the requested model's tokenizer (or, for auto,
         # the first one: every gpt-oss model shares the o200k harmony vocab).
         probe = req.model if req.model != AUTO else self.cfg.models[0].name
-        prompt = self.render(probe, req, effort)
+        check_request(req)
+        prompt = await self.render_off_loop(t.name, probe, req, effort)
         left = await self.budget_left(t)
         placement = place(
             RouteRequest(
@@ -228,7 +295,7 @@ class GatewayCore:
             await self.options(req.model),
         )
         if placement.model != probe or placement.reasoning_effort != effort:
-            prompt = self.render(placement.model, req, placement.reasoning_effort)  # type: ignore[arg-type]
+            prompt = await self.render_off_loop(t.name, placement.model, req, placement.reasoning_effort)  # type: ignore[arg-type]
         rid = uuid.uuid4().hex
         if t.debug_logging:  # the tenant asked for its prompts in the logs
             log.info(

@@ -10,19 +10,24 @@ to fix; like the HTTP API, it changes nothing in Redis.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 from ossfleet.batch.store import Job
-from ossfleet.errors import InvalidRequest, NotFound, OssfleetError
+from ossfleet.errors import InvalidRequest, NotFound, OssfleetError, RequestTooLarge, from_unexpected
 from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.pricing import NANO_PER_USD
 from ossfleet.tenancy import period_id
 from ossfleet.v1 import ossfleet_pb2 as pb
+
+log = logging.getLogger("ossfleet.grpc")
 
 SERVICER_FUNCTION = "ossfleet.v1.ossfleet_pb2_grpc.add_OssfleetServicer_to_server"
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -100,14 +105,58 @@ def _usage(o: Outcome) -> pb.Usage:
     return pb.Usage(input_tokens=o.input_tokens, output_tokens=o.output_tokens, cost_usd=o.cost_nusd / NANO_PER_USD)
 
 
+def guarded(empty: Callable[[], Any] | None = None) -> Callable[[Any], Any]:
+    """Unexpected exceptions leave a method as a typed status, never as a traceback.
+
+    Redis unreachable: UNAVAILABLE; anything else: INTERNAL with an error id (the
+    traceback is logged under it). A unary method returns ``empty()`` with the
+    status set; a streaming one (``empty`` None) raises, as Serve needs.
+    """
+
+    def wrap(method: Any) -> Any:
+        if inspect.isasyncgenfunction(method):
+
+            @functools.wraps(method)
+            async def stream(self: Any, req: Any, ctx: Any) -> AsyncIterator[Any]:
+                try:
+                    async for item in method(self, req, ctx):
+                        yield item
+                except OssfleetError:
+                    raise
+                except Exception as e:
+                    err = from_unexpected(e, log, method.__name__)
+                    abort_with(ctx, err)
+                    raise err from None
+
+            return stream
+
+        @functools.wraps(method)
+        async def unary(self: Any, req: Any, ctx: Any) -> Any:
+            try:
+                return await method(self, req, ctx)
+            except Exception as e:
+                abort_with(ctx, from_unexpected(e, log, method.__name__))
+                return empty() if empty is not None else None
+
+        return unary
+
+    return wrap
+
+
 class GrpcApi:
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
 
     def _chat(self, req: pb.GenerateRequest, md: dict[str, str]) -> ChatRequest:
         lim = self.core.cfg.limits
+        size = req.ByteSize()
+        if size > lim.max_request_bytes:
+            raise RequestTooLarge(
+                f"request is {size} bytes; the limit is {lim.max_request_bytes} (limits.max_request_bytes)"
+            )
         return to_chat(req, md, lim.max_tokens, lim.max_messages)
 
+    @guarded(pb.GenerateResponse)
     async def generate(self, req: pb.GenerateRequest, ctx: Any) -> pb.GenerateResponse:
         md = metadata(ctx)
         try:
@@ -127,6 +176,7 @@ class GrpcApi:
             usage=_usage(out),
         )
 
+    @guarded()
     async def generate_stream(self, req: pb.GenerateRequest, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
         md = metadata(ctx)
         try:
@@ -140,6 +190,7 @@ class GrpcApi:
         async for chunk in self._chunks(sub.request_id, sub.placement.model, "0-0", ctx, tenant.name):
             yield chunk
 
+    @guarded()
     async def resume_stream(self, req: pb.ResumeRequest, ctx: Any) -> AsyncIterator[pb.GenerateChunk]:
         md = metadata(ctx)
         try:
@@ -178,6 +229,7 @@ class GrpcApi:
             abort_with(ctx, e)
             raise
 
+    @guarded(pb.CancelResponse)
     async def cancel(self, req: pb.CancelRequest, ctx: Any) -> pb.CancelResponse:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
@@ -186,6 +238,7 @@ class GrpcApi:
             abort_with(ctx, e)
             return pb.CancelResponse()
 
+    @guarded(pb.ListModelsResponse)
     async def list_models(self, req: pb.ListModelsRequest, ctx: Any) -> pb.ListModelsResponse:
         try:
             await self.core.tenant(metadata(ctx).get("authorization"))
@@ -195,6 +248,7 @@ class GrpcApi:
         names = [m.name for m in self.core.cfg.models] + ["auto"]
         return pb.ListModelsResponse(models=[pb.Model(id=n) for n in names])
 
+    @guarded(pb.GetUsageResponse)
     async def get_usage(self, req: pb.GetUsageRequest, ctx: Any) -> pb.GetUsageResponse:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
@@ -214,6 +268,7 @@ class GrpcApi:
 
     # -- batch jobs --------------------------------------------------------------------------
 
+    @guarded(pb.Batch)
     async def submit_batch(self, req: pb.SubmitBatchRequest, ctx: Any) -> pb.Batch:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
@@ -233,6 +288,7 @@ class GrpcApi:
             return pb.Batch()
         return batch_pb(job)
 
+    @guarded(pb.Batch)
     async def get_batch(self, req: pb.GetBatchRequest, ctx: Any) -> pb.Batch:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
@@ -241,6 +297,7 @@ class GrpcApi:
             abort_with(ctx, e)
             return pb.Batch()
 
+    @guarded(pb.ListBatchesResponse)
     async def list_batches(self, req: pb.ListBatchesRequest, ctx: Any) -> pb.ListBatchesResponse:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
@@ -250,6 +307,7 @@ class GrpcApi:
             return pb.ListBatchesResponse()
         return pb.ListBatchesResponse(batches=[batch_pb(j) for j in jobs], has_more=more)
 
+    @guarded(pb.Batch)
     async def cancel_batch(self, req: pb.GetBatchRequest, ctx: Any) -> pb.Batch:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
@@ -258,6 +316,7 @@ class GrpcApi:
             abort_with(ctx, e)
             return pb.Batch()
 
+    @guarded()
     async def batch_results(self, req: pb.GetBatchResultsRequest, ctx: Any) -> AsyncIterator[pb.FileChunk]:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))

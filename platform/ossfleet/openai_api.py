@@ -10,6 +10,7 @@ current OpenAI-compatible servers do; the model that served is in ``model``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -19,10 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge
-from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
+from ossfleet import jsonlimits
+from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge, from_unexpected
+from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, check_request, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.queue import StreamEvent
+
+log = logging.getLogger("ossfleet.http")
 
 
 class _Strict(BaseModel):
@@ -170,10 +174,7 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidRequest(f"request body is not valid UTF-8 (byte {e.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InvalidRequest(f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    data = jsonlimits.loads(text)
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     return data
@@ -230,6 +231,7 @@ def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatReque
         req = to_chat_request(parsed, {}, limits.max_tokens, limits.max_messages)
     else:
         req = to_completion_request(parsed, {}, limits.max_tokens)
+    check_request(req)  # what admission checks, so that a line that passes here can be admitted
     return replace(req, batch=True)
 
 
@@ -308,6 +310,11 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
     @app.exception_handler(OssfleetError)
     async def _ossfleet_error(request: Request, e: OssfleetError) -> JSONResponse:
         return error_response(e)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception) -> JSONResponse:
+        # Redis down: 503 with retry advice; anything else: a 500 with an error id, no traceback.
+        return error_response(from_unexpected(e, log, request.url.path))
 
     @app.get("/health")
     async def health(request: Request) -> Response:

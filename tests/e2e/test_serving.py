@@ -543,3 +543,56 @@ def test_usage_is_the_callers_own(platform, grpc_client):
     assert usage.tenant == "globex"
     acme = grpc_client.usage()
     assert acme.spent_usd > 0 and usage.spent_usd < acme.spent_usd
+
+
+# -- hardening: malformed input over both APIs -------------------------------------------------------
+
+_MSG = '[{"role": "user", "content": "x"}]'
+HARDENING_HTTP = [
+    ("malformed tool schema", "/v1/chat/completions",
+     '{"model": "gpt-oss-20b", "messages": ' + _MSG + ', "tools": [{"type": "function", "function": '
+     '{"name": "f", "parameters": {"properties": [1]}}}]}', "tools[0].function.parameters"),
+    ("tool schema of the wrong type", "/v1/chat/completions",
+     '{"model": "gpt-oss-20b", "messages": ' + _MSG + ', "tools": [{"type": "function", "function": '
+     '{"name": "f", "parameters": {"type": 5}}}]}', "tools[0].function.parameters"),
+    ("lone surrogate in content", "/v1/chat/completions",
+     '{"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "a\\ud800b"}]}', "messages[0].content"),
+    ("lone surrogate in a prompt", "/v1/completions", '{"model": "gpt-oss-20b", "prompt": "\\udfff"}', "prompt"),
+    ("nested too deep", "/v1/chat/completions",
+     '{"model": "gpt-oss-20b", "messages": ' + _MSG + ', "stop": ' + "[" * 5000 + "]" * 5000 + "}", "nested too"),
+    ("a 5,000-digit number", "/v1/chat/completions",
+     '{"model": "gpt-oss-20b", "messages": ' + _MSG + ', "max_tokens": 1' + "0" * 5000 + "}", "number too large"),
+    ("seed past int64", "/v1/chat/completions",
+     '{"model": "gpt-oss-20b", "messages": ' + _MSG + ', "seed": ' + str(2**70) + "}", "seed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "path", "raw", "names"), HARDENING_HTTP, ids=[h[0] for h in HARDENING_HTTP])
+def test_hardening_http_malformed_input_is_a_400_naming_the_problem(platform, what, path, raw, names):
+    before = queue_keys(platform)
+    h = {"authorization": f"Bearer {platform.keys['acme']}", "content-type": "application/json"}
+    r = httpx.post(platform.base_url + path, content=raw.encode(), headers=h, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert names in err["message"] and "Traceback" not in r.text
+    assert queue_keys(platform) == before
+    assert httpx.get(platform.base_url + "/v1/models", headers=h, timeout=30).status_code == 200
+
+
+def test_hardening_grpc_malformed_schema_and_oversized_requests_are_invalid_argument(platform, grpc_client):
+    import grpc
+
+    from ossfleet.v1 import ossfleet_pb2 as pb
+
+    before = queue_keys(platform)
+    cases = [
+        ({"tools": [pb.Tool(name="f", parameters_json='{"properties": [1]}')]}, "tools[0].function.parameters"),
+        ({"max_tokens": 4, "seed": 2**62, "stop": ["x" * 70_000]}, "limits.max_request_bytes"),
+    ]
+    for kw, names in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            grpc_client.generate("gpt-oss-20b", [("user", "x")], timeout=30, **kw)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert names in e.value.details() and "Traceback" not in e.value.details()
+    assert queue_keys(platform) == before
+    assert grpc_client.list_models()

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ossfleet import jsonlimits
+from ossfleet.errors import InvalidRequest
+
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 MAX_CUSTOM_ID = 512
 _LINE_FIELDS = {"custom_id", "method", "url", "body"}
@@ -99,11 +102,11 @@ def _one(
 ) -> tuple[BatchLine | None, LineError | None]:
     n = i + 1
     try:
-        d = json.loads(raw.decode("utf-8"))
+        d = jsonlimits.loads(raw.decode("utf-8"), "the line")
     except UnicodeDecodeError as e:
         return None, LineError(n, f"not valid UTF-8 (byte {e.start})")
-    except json.JSONDecodeError as e:
-        return None, LineError(n, f"not valid JSON: {e.msg} at column {e.colno}")
+    except InvalidRequest as e:
+        return None, LineError(n, e.message.removeprefix("the line is ").removeprefix("the line "))
     if not isinstance(d, dict):
         return None, LineError(n, "a line must be a JSON object")
     cid = d.get("custom_id")

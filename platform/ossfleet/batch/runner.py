@@ -24,9 +24,11 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
+
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
-from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable
+from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable, from_unexpected
 from ossfleet.queue import _s
 
 if TYPE_CHECKING:
@@ -162,10 +164,14 @@ class JobRunner:
                 batch_request(job.endpoint, line.body, self.core.cfg.limits), idempotency_key=f"{job.id}:{line.index}"
             )
             sub = await self.core.submit(t, req)
-        except (QueueFull, RateLimited, Unavailable):
-            raise
+        except (QueueFull, RateLimited, Unavailable, redis.exceptions.RedisError, OSError):
+            raise  # try again later (the driver restarts a run that a Redis error ended)
         except OssfleetError as e:
             await self._record_error(job, line, e.code, e.message, e.http_status)
+            return None
+        except Exception as e:  # never a stuck job: the line fails, with an id for the operator's log
+            err = from_unexpected(e, log, f"batch {job.id} line {line.index + 1}")
+            await self._record_error(job, line, err.code, err.message, err.http_status)
             return None
         return self._collect(job, line, sub.request_id, sub.placement.model)
 
