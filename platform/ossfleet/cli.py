@@ -41,7 +41,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from deployments.app import build_applications, deploy
     from ossfleet.redisdb import EmbeddedRedis, connect
     from ossfleet.tenancy import new_api_key, register_key, sync_config_keys
 
@@ -51,63 +50,79 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"ossfleet: model {m.name!r}: no checkpoint at {cfg.model_path(m)}", file=sys.stderr)
             return 2
     embedded = None
-    url = cfg.redis.url
-    if not url:
-        embedded = EmbeddedRedis(cfg.redis.data_dir).start()
-        url = embedded.url
-    client = connect(url, cfg.redis)
-    generated: dict[str, str] = {}
-    for tenant in sync_config_keys(client, cfg, os.environ):
-        key = new_api_key()
-        register_key(client, cfg.redis.namespace, tenant, key)
-        generated[tenant] = key
-    address = args.address or cfg.cluster.address
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus)
+    client = None
+    ray_up = False
     try:
-        from ray.serve.config import gRPCOptions
-
-        from ossfleet.grpc_api import SERVICER_FUNCTION
-
-        serve.start(
-            http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
-            grpc_options=gRPCOptions(
-                port=cfg.endpoints.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True
-            ),
-        )
-        # Replicas that cannot be placed (a pipeline group short of GPUs, say)
-        # are reported with Serve's reason while we wait, never silently.
-        if not deploy(build_applications(cfg, url), report=lambda m: print(f"waiting: {m}", flush=True)):
-            print("ossfleet: an application failed to deploy (see the messages above)", file=sys.stderr)
-            return 1
-        base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
-        redis_kind = "embedded" if embedded else "external"
-        grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
-        print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at} (metadata application=gateway)")
-        print(f"Redis: {redis_kind}")
-        for tenant, key in generated.items():
-            print(f"tenant {tenant!r} had no key in its environment variable; a key for this run: {key}")
-        if cfg.tenants:
-            t = cfg.tenants[0]
-            key = generated.get(t.name, f"${t.api_key_env or 'OSSFLEET_KEY'}")
-            body = json.dumps({"model": cfg.models[0].name, "messages": [{"role": "user", "content": "Hello!"}],
-                               "max_tokens": 32})  # fmt: skip
-            print(f"\ncurl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
-                  f"-H 'Content-Type: application/json' -d '{body}'\n")  # fmt: skip
-        print("Ctrl-C stops it.", flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        stop.wait()
-        print("stopping...", flush=True)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        client.close()
+        url = cfg.redis.url
+        if not url:
+            embedded = EmbeddedRedis(cfg.redis.data_dir).start()
+            url = embedded.url
+        client = connect(url, cfg.redis)
+        generated: dict[str, str] = {}
+        for tenant in sync_config_keys(client, cfg, os.environ):
+            key = new_api_key()
+            register_key(client, cfg.redis.namespace, tenant, key)
+            generated[tenant] = key
+        address = args.address or cfg.cluster.address
+        try:
+            if address:
+                ray.init(address=address)
+            else:
+                ray.init(address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            print(f"ossfleet: cannot start or join the Ray cluster {address or '(local)'}: {e}", file=sys.stderr)
+            return 2
+        ray_up = True
+        return _serve(cfg, url, embedded is not None, generated)
+    finally:  # on every path, the embedded Redis too
+        if ray_up:
+            serve.shutdown()
+            ray.shutdown()
+        if client is not None:
+            client.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, str]) -> int:
+    """Start Serve on the Ray that ``cmd_up`` joined, deploy, print the endpoints and wait for Ctrl-C."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from deployments.app import build_applications, deploy
+    from ossfleet.grpc_api import SERVICER_FUNCTION
+
+    serve.start(
+        http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
+        grpc_options=gRPCOptions(
+            port=cfg.endpoints.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True
+        ),
+    )
+    # Replicas that cannot be placed (a pipeline group short of GPUs, say)
+    # are reported with Serve's reason while we wait, never silently.
+    if not deploy(build_applications(cfg, url), report=lambda m: print(f"waiting: {m}", flush=True)):
+        print("ossfleet: an application failed to deploy (see the messages above)", file=sys.stderr)
+        return 1
+    base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
+    redis_kind = "embedded" if embedded else "external"
+    grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
+    print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at} (metadata application=gateway)")
+    print(f"Redis: {redis_kind}")
+    for tenant, key in generated.items():
+        print(f"tenant {tenant!r} had no key in its environment variable; a key for this run: {key}")
+    if cfg.tenants:
+        t = cfg.tenants[0]
+        key = generated.get(t.name, f"${t.api_key_env or 'OSSFLEET_KEY'}")
+        body = json.dumps({"model": cfg.models[0].name, "messages": [{"role": "user", "content": "Hello!"}],
+                           "max_tokens": 32})  # fmt: skip
+        print(f"\ncurl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+              f"-H 'Content-Type: application/json' -d '{body}'\n")  # fmt: skip
+    print("Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    print("stopping...", flush=True)
     return 0
 
 

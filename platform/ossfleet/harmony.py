@@ -57,6 +57,12 @@ class SpecialIds:
             raise ValueError(f"tokenizer lacks harmony special tokens {missing}; is this a gpt-oss checkpoint?")
         return cls(*ids)
 
+    def all_special(self, tokenizer: Tokenizer) -> frozenset[int]:
+        """Every special token id: the harmony ones and whatever else the tokenizer marks special."""
+        extra = getattr(tokenizer, "all_special_ids", None) or []
+        return frozenset([*extra, self.start, self.end, self.message, self.channel, self.return_, self.call,
+                          self.constrain])  # fmt: skip
+
     @property
     def stop(self) -> tuple[int, int]:
         """The assistant's stop tokens: end of answer, and a tool call."""
@@ -278,6 +284,8 @@ class HarmonyStreamParser:
     def __init__(self, tokenizer: Tokenizer, request_id: str = "call") -> None:
         self.tok = tokenizer
         self.ids = SpecialIds.of(tokenizer)
+        # Special tokens are structure, never text: one inside a message body is dropped.
+        self._special = self.ids.all_special(tokenizer)
         self.request_id = request_id
         self._header: list[int] | None = []  # None while inside a message body
         self._after_start = False  # the header began with <|start|>, so a role comes first
@@ -353,11 +361,12 @@ class HarmonyStreamParser:
                     # No header at all: take the text as the final answer.
                     self._msg = _Msg()
                     self._header = None
-                    self._msg.ids.append(t)
+                    if t not in self._special:
+                        self._msg.ids.append(t)
                 else:
                     self._header.append(t)
                     if len(self._header) > self.MAX_HEADER:
-                        self._msg = _Msg(ids=list(self._header))
+                        self._msg = _Msg(ids=[x for x in self._header if x not in self._special])
                         self._header = None
                 continue
             if t in (i.end, i.return_, i.call):
@@ -368,7 +377,8 @@ class HarmonyStreamParser:
                     self.stopped_by = "call"
                 continue
             assert self._msg is not None
-            self._msg.ids.append(t)
+            if t not in self._special:
+                self._msg.ids.append(t)
         out += self._flush_text()
         return out
 

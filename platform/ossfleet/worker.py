@@ -35,16 +35,17 @@ log = logging.getLogger("ossfleet.worker")
 class RawTextStream:
     """Plain text from generated ids, for raw completions: no channels, no tool calls.
 
-    Same interface as :class:`HarmonyStreamParser`; special tokens print as themselves.
+    Same interface as :class:`HarmonyStreamParser`; special tokens are dropped (they are structure, never text).
     """
 
     stopped_by: str | None = None
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.text = IncrementalDecoder(tokenizer)
+        self.special = SpecialIds.of(tokenizer).all_special(tokenizer)
 
     def feed(self, token_ids: list[int]) -> list[Delta]:
-        new = self.text.feed(token_ids)
+        new = self.text.feed([t for t in token_ids if t not in self.special])
         return [Delta("content", new)] if new else []
 
     def finish(self) -> list[Delta]:

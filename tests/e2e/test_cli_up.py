@@ -89,3 +89,22 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
     # The embedded Redis kept its data on disk (AOF) and is stopped.
     assert (tmp_path / "redis" / "appendonly.aof").exists() or (tmp_path / "redis" / "appendonlydir").exists()
+
+
+def test_hardening_up_that_cannot_join_its_cluster_says_so_and_stops_its_embedded_redis(tmp_path, tiny_checkpoint):
+    cfg = yaml.safe_load((ROOT / "config/local.yaml").read_text())
+    data_dir = tmp_path / "redis-left-behind"
+    cfg["redis"]["data_dir"] = str(data_dir)
+    for m in cfg["models"]:
+        m["path"] = str(tiny_checkpoint)
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path), "--address", "ray://"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "cannot start or join the Ray cluster ray://" in proc.stderr
+    assert (data_dir / "redis.log").exists()  # the embedded Redis had started
+    left = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True).stdout.split()
+    assert left == [], "the embedded redis-server outlived `ossfleet up`"

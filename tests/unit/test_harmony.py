@@ -149,3 +149,25 @@ def test_incremental_decoding_cost_does_not_grow_with_the_message(tok):
     for t in ids[200:]:
         dec.feed([t])
     assert len(ids) > 300 and max(calls) <= 8  # each call decodes a few ids, never the whole message
+
+
+def test_hardening_special_tokens_never_reach_content_reasoning_or_tool_arguments(tok):
+    from ossfleet.harmony import SpecialIds
+    from ossfleet.worker import RawTextStream
+
+    ids = SpecialIds.of(tok)
+    w = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    out = [
+        ids.channel, *w("analysis"), ids.message, *w("think"), ids.start, ids.constrain, *w(" more"), ids.end,
+        ids.start, *w("assistant"), ids.channel, *w("commentary to=functions.f "), ids.constrain, *w("json"),
+        ids.message, *w('{"a":'), ids.channel, *w("1}"), ids.call,
+    ]  # fmt: skip
+    p = HarmonyStreamParser(tok, "r")
+    deltas = p.feed(out) + p.finish()
+    texts = [d.text for d in deltas] + [d.tool_call.arguments for d in deltas if d.tool_call]
+    assert "".join(d.text for d in deltas if d.kind == "reasoning") == "think more"
+    assert [d.tool_call.arguments for d in deltas if d.tool_call] == ['{"a":1}']
+    assert not any("<|" in t for t in texts)
+    raw = RawTextStream(tok)
+    text = "".join(d.text for d in raw.feed([*w("hi "), ids.start, ids.channel, *w("there")]) + raw.finish())
+    assert text == "hi there"
