@@ -22,7 +22,7 @@ from ossfleet.batch.format import ENDPOINTS, BatchLine, LineError, error_line, i
 from ossfleet.batch.storage import FileStorage
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
 from ossfleet.config import PlatformConfig, TenantConfig
-from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge
+from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge, from_unexpected
 from ossfleet.router import AUTO
 
 log = logging.getLogger("ossfleet.batch")
@@ -117,10 +117,18 @@ class BatchService:
             expires_at=now + window_seconds(completion_window), metadata=metadata,
         )  # fmt: skip
         await self.store.create(job, active=False)
-        data = await asyncio.to_thread(self.storage.get, f.path)
-        checked = await asyncio.to_thread(
-            validate, iter_lines(data), endpoint, self._body_checker(t, endpoint), max_lines=self.cfg.batch.max_lines
-        )
+        try:
+            data = await asyncio.to_thread(self.storage.get, f.path)
+            checked = await asyncio.to_thread(
+                validate, iter_lines(data), endpoint, self._body_checker(t, endpoint),
+                max_lines=self.cfg.batch.max_lines,
+            )  # fmt: skip
+        except Exception as exc:  # never left in `validating`: the job fails, saying why
+            err = from_unexpected(exc, log, f"batch {job.id} validation")
+            job.errors = [{"code": err.code, "message": err.message, "param": None, "line": None}]
+            await self.store.update(job.id, errors=json.dumps(job.errors))
+            await self.store.transition(job.id, "failed", ("validating",))
+            return await self.store.get(t.name, job.id)
         errors = list(checked.errors)
         model = ""
         if mode == "dedicated" and checked.lines:
@@ -163,6 +171,8 @@ class BatchService:
                 req = batch_request(endpoint, body, self.cfg.limits)
             except OssfleetError as e:
                 return e.message
+            except Exception as exc:  # a check that breaks fails its line, not the whole upload
+                return from_unexpected(exc, log, "batch line check").message
             if req.model != AUTO and req.model not in models:
                 return f"model {req.model!r} does not exist; available: {sorted(models)} or 'auto'"
             if req.model != AUTO and not t.may_use(req.model):
