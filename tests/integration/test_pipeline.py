@@ -157,6 +157,7 @@ async def test_preempted_greedy_rows_complete_with_exactly_the_tokens_they_would
     engine = local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=8, kv_cache_tokens=64)
     await engine.start()
     order: list[str] = []
+    generating = asyncio.Event()
     try:
 
         async def one(i, p, band):
@@ -164,11 +165,11 @@ async def test_preempted_greedy_rows_complete_with_exactly_the_tokens_they_would
             async for out in engine.generate(EngineRequest(f"r{i}", p, GREEDY, priority=band)):
                 toks += out.token_ids
                 order.append(f"r{i}")
+                generating.set()
             return toks
 
         batch = [asyncio.create_task(one(i, p, 2)) for i, p in enumerate(PROMPTS) if i != 3]
-        while not order:  # until the batch rows are generating
-            await asyncio.sleep(0.01)
+        await generating.wait()  # the batch rows are generating
         chat = await one(3, PROMPTS[3], 0)
         results = await asyncio.gather(*batch)
         assert [*results[:3], chat, results[3]] == reference

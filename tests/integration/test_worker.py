@@ -92,8 +92,8 @@ async def test_an_interactive_request_is_served_while_a_long_batch_line_keeps_ge
     w.start()
     line = admission("line", [5, 6, 7], raw=True, temperature=0, ignore_eos=True, max_tokens=1500)
     await q.admit(dataclasses.replace(line, band=2, max_tokens=1500))
-    while not await q.read_stream("line"):  # the batch line is generating
-        await asyncio.sleep(0.01)
+    while not await q.read_stream("line", block_ms=1000):  # until the batch line is generating (XREAD blocks)
+        pass
     await q.admit(admission("chat", [8, 9, 10], raw=True, temperature=0, max_tokens=16))
     assert await wait_states(q, ["chat"], "done", timeout=120) == ["done"]
     # The chat finished while the batch line was still running: it did not wait for it.
