@@ -42,10 +42,6 @@ class StepBatch:
     chunks: list[tuple[int, int, int, list[int]]]  # (offset in T, length, first position, block table)
     sample_index: list[int]  # packed indices whose logits are wanted, in order
 
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
 
 @dataclass
 class _Group:

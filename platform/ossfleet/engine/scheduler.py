@@ -76,7 +76,6 @@ class Sequence:
     last_step: int = -1  # the last step it ran in, for taking turns under a pipeline's per-plan cap
     in_flight: bool = False
     aborted: bool = False
-    preemptions: int = 0
 
     @property
     def length(self) -> int:
@@ -106,10 +105,6 @@ class StepPlan:
     step: int
     chunks: tuple[Chunk, ...]
     preempted: tuple[str, ...] = ()
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(c.token_ids) for c in self.chunks)
 
 
 @dataclass(frozen=True)
@@ -148,9 +143,6 @@ class Scheduler:
     @property
     def used_blocks(self) -> int:
         return self.config.num_blocks - len(self._free)
-
-    def has_work(self) -> bool:
-        return bool(self.waiting) or any(not s.in_flight for s in self.running)
 
     # -- changes from outside ---------------------------------------------------------------
 
@@ -314,7 +306,6 @@ class Scheduler:
         self.running.remove(seq)
         self._release(seq)
         seq.computed = 0
-        seq.preemptions += 1
         self.preemptions += 1
         self._enqueue(seq)
 
