@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -596,3 +598,58 @@ def test_hardening_grpc_malformed_schema_and_oversized_requests_are_invalid_argu
         assert names in e.value.details() and "Traceback" not in e.value.details()
     assert queue_keys(platform) == before
     assert grpc_client.list_models()
+
+
+def _abusive_body(kind: str, size: int, schema: object) -> str:
+    base = '{"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2'
+    if kind == "deep":
+        return base + ', "stop": ' + "[" * size + "]" * size + "}"
+    if kind == "number":
+        return base + ', "seed": 1' + "0" * size + "}"
+    if kind == "big":
+        return base + ', "user": "' + "a" * (size * 20) + '"}'
+    if kind == "surrogate":
+        return (
+            '{"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "' + "\\ud800" * (size % 7 + 1) + '"}]}'
+        )
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    return base + ', "tools": ' + json.dumps([tool]) + "}"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kind=st.sampled_from(["deep", "number", "big", "surrogate", "schema"]),
+    size=st.integers(10, 6000),
+    schema=_json,
+    path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
+)
+def test_hardening_abuse_over_http_is_never_a_server_error(platform, kind, size, schema, path):
+    h = {"authorization": f"Bearer {platform.keys['acme']}", "content-type": "application/json"}
+    raw = _abusive_body(kind, size, schema)
+    r = httpx.post(platform.base_url + path, content=raw.encode(), headers=h, timeout=60)
+    assert r.status_code < 500 or (r.status_code == 503 and r.json()["error"]["code"] == "unavailable"), r.text
+    if r.status_code != 200:
+        assert r.json()["error"]["message"] and "Traceback" not in r.text
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(schema=_json, content_size=st.integers(0, 80_000), depth=st.integers(0, 300))
+def test_hardening_abuse_over_grpc_is_never_internal(platform, grpc_client, schema, content_size, depth):
+    import grpc
+
+    from ossfleet.v1 import ossfleet_pb2 as pb
+
+    params = "[" * depth + json.dumps(schema) + "]" * depth
+    try:
+        grpc_client.generate(
+            "gpt-oss-20b", [("user", "x" * content_size)], max_tokens=2, timeout=60,
+            tools=[pb.Tool(name="f", parameters_json=params)],
+        )  # fmt: skip
+    except grpc.RpcError as e:
+        assert e.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), e.details()
+        assert e.details() and "Traceback" not in e.details()
+
+
+def test_hardening_the_server_is_up_after_the_abuse(platform, grpc_client, client):
+    assert grpc_client.list_models()
+    assert client.models.list().data
