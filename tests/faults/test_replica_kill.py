@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from ossfleet.tenancy import new_api_key, register_key
 pytestmark = pytest.mark.slow
 
 
-def stream(url: str, key: str, out: dict, i: int) -> None:
+def stream(url: str, key: str, out: dict, i: int, first: threading.Event | None = None) -> None:
     body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "same prompt for all"}],
             "max_tokens": 64, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
     text, finish, err = "", None, None
@@ -34,6 +33,8 @@ def stream(url: str, key: str, out: dict, i: int) -> None:
                 for c in chunk.get("choices", []):
                     text += c["delta"].get("content") or ""
                     finish = c.get("finish_reason") or finish
+                if first is not None and text:
+                    first.set()  # this stream is under way
     except Exception as e:
         err = f"{type(e).__name__}: {e}"
     out[i] = {"text": text, "finish": finish, "error": err}
@@ -71,13 +72,14 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
 
     n = 8
     results: dict = {}
-    threads = [threading.Thread(target=stream, args=(url, key, results, i)) for i in range(n)]
+    under_way = [threading.Event() for _ in range(n)]
+    threads = [threading.Thread(target=stream, args=(url, key, results, i, under_way[i])) for i in range(n)]
     for t in threads:
         t.start()
     handle = serve.get_deployment_handle("gpt-oss-20b-replica", app_name="model-gpt-oss-20b")
-    deadline = time.monotonic() + 60
-    while (stats := handle.stats.remote().result())["running"] < n // 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # until the streams are under way (each runs about 2 s on the stub)
+    for ev in under_way:  # every stream has had content (each runs about 2 s on the stub)
+        assert ev.wait(timeout=120), "a stream never started"
+    stats = handle.stats.remote().result()
     assert stats["running"] > 0  # the kill hits requests in flight
     os.kill(stats["pid"], signal.SIGKILL)
     for t in threads:
