@@ -127,6 +127,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
             serve.start(
+                proxy_location="HeadOnly",
                 http_options={"host": "127.0.0.1", "port": port},
                 grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
             )

@@ -209,7 +209,7 @@ def main() -> None:
         os.environ["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
             assert deploy(build_applications(cfg, redis_server.url), timeout_s=120)
 
             # The same max_ongoing_requests as the gateway, so both face 32 clients alike.

@@ -8,10 +8,17 @@
 It adds the metadata every call needs (``authorization`` and the Serve
 ``application``). ``secure=True`` speaks TLS, as a production endpoint
 (behind its load balancer) requires.
+
+Calls that change nothing or are idempotent (reads, cancels, resuming a
+stream from its cursor) are retried by gRPC itself on ``UNAVAILABLE`` (a
+proxy restarted, a connection reset), through the channel's service config;
+``Generate``, ``GenerateStream`` and ``SubmitBatch`` are not, since a retry
+could run the work twice.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -25,10 +32,22 @@ def messages(pairs: Sequence[tuple[str, str]] | Sequence[pb.Message]) -> list[pb
     return [m if isinstance(m, pb.Message) else pb.Message(role=m[0], content=m[1]) for m in pairs]
 
 
+IDEMPOTENT = ("Cancel", "ResumeStream", "ListModels", "GetUsage", "GetBatch", "ListBatches", "CancelBatch",
+              "GetBatchResults")  # fmt: skip
+SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "ossfleet.v1.Ossfleet", "method": m} for m in IDEMPOTENT],
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})  # fmt: skip
+
+
 class OssfleetClient:
     def __init__(self, target: str, api_key: str, *, secure: bool = False, application: str = "gateway") -> None:
         creds = grpc.ssl_channel_credentials() if secure else None
-        self.channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
+        opts = [("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG)]
+        self.channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
         self.stub = pb_grpc.OssfleetStub(self.channel)
         self.metadata = (("authorization", f"Bearer {api_key}"), ("application", application))
 

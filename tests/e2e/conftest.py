@@ -86,6 +86,7 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> 
     port, grpc_port = free_port(), free_port()
     cfg = parse_config(platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port), "<e2e>")
     serve.start(
+        proxy_location="HeadOnly",
         http_options={"host": "127.0.0.1", "port": port},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True),
     )

@@ -42,7 +42,7 @@ def test_backlog_grows_replicas_from_zero_then_they_shrink_back_and_nothing_is_l
         },
         "<autoscaling-e2e>",
     )  # fmt: skip
-    serve.start(http_options={"host": "127.0.0.1", "port": 0})
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": 0})
     specs = [s for s in build_applications(cfg, redis_server.url) if s.name.startswith("model-")]
     assert deploy(specs, timeout_s=120)
     app = specs[0].name

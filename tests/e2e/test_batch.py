@@ -62,6 +62,7 @@ def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Pl
         "<batch e2e>",
     )  # fmt: skip
     serve.start(
+        proxy_location="HeadOnly",
         http_options={"host": "127.0.0.1", "port": port},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
     )

@@ -43,7 +43,7 @@ def test_request_queue_and_latency_metrics_are_exported(tiny_checkpoint, redis_s
             },
             "<metrics>",
         )  # fmt: skip
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
         assert deploy(build_applications(cfg, redis_server.url), timeout_s=120)
         key = new_api_key()
         register_key(connect(redis_server.url), "metrics", "acme", key)

@@ -66,6 +66,7 @@ def test_gateway_replicas_killed_mid_stream_clients_resume_every_chunk_once(
         "<faults>",
     )  # fmt: skip
     serve.start(
+        proxy_location="HeadOnly",
         http_options={"host": "127.0.0.1", "port": port},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
     )

@@ -117,7 +117,7 @@ def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, 
         },
         "<load>",
     )  # fmt: skip
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=180)
     r = connect(redis_server.url)
     keys = {}

@@ -59,7 +59,7 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
         },
         "<faults>",
     )  # fmt: skip
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=180)
     key = new_api_key()
     r = connect(redis_server.url)
