@@ -1,12 +1,19 @@
 """Engine benchmark on a GPU: gpt-oss-20b's full shape, and one gpt-oss-120b pipeline stage.
 
 Both models are randomly initialised in bf16 directly on the GPU (no weights
-are downloaded): gpt-oss-20b with all 24 layers (about 42 GB in bf16, since
-the experts are not MXFP4 here), and a slice of gpt-oss-120b's shape with
-``--stage-layers`` layers, the work of one stage of a pipeline. For each,
-side by side in one run: sequential ``model.generate`` (one prompt at a time)
-against ossfleet's micro-batched engine at several concurrencies. Greedy, no
-stop tokens, so every request generates exactly ``--new-tokens``.
+are downloaded): gpt-oss-20b with all 24 layers (about 42 GB with the experts
+in bf16), and a slice of gpt-oss-120b's shape with ``--stage-layers`` layers,
+the work of one stage of a pipeline. For each, side by side in one run:
+sequential ``model.generate`` (one prompt at a time) against ossfleet's
+engine at several concurrencies, in both weight formats: ``bf16`` (experts
+dense) and then ``mxfp4`` (the same experts quantized in place and kept
+packed, dequantized per step for the experts a step routes to), with the GPU
+memory each format holds. Greedy, no stop tokens, so every request generates
+exactly the number of new tokens.
+
+It imports only torch, transformers and ossfleet's engine modules (no Ray,
+no pydantic, no network), so it runs in a bare GPU environment with
+``PYTHONPATH=platform``.
 
 It refuses to run without a CUDA GPU. Record what it prints in bench/RESULTS.md.
 The last line printed is one JSON object.
@@ -64,14 +71,13 @@ def sequential(model: Any, ps: list[list[int]], new: int) -> float:
     return len(ps) * new / (time.perf_counter() - t)
 
 
-async def engine_rate(model: Any, ps: list[list[int]], new: int, concurrency: int) -> float:
+async def engine_rate(stage: Any, ps: list[list[int]], new: int, concurrency: int) -> float:
     from ossfleet.engine.base import EngineRequest, SamplingParams
     from ossfleet.engine.batched import BatchedEngine, LocalExecutor
-    from ossfleet.engine.stages import PipelineStage
 
     longest = max(len(p) for p in ps) + new
     engine = BatchedEngine(
-        LocalExecutor([PipelineStage.whole_model(model)]), max_batch_size=concurrency, max_context=131072,
+        LocalExecutor([stage]), max_batch_size=concurrency, max_context=131072,
         kv_cache_tokens=concurrency * longest, max_step_tokens=max(2048, concurrency),
     )  # fmt: skip
     await engine.start()
@@ -94,16 +100,26 @@ async def engine_rate(model: Any, ps: list[list[int]], new: int, concurrency: in
 
 
 def measure(name: str, model: Any, ps: list[list[int]], new: int, seq_n: int, concurrencies: list[int]) -> dict:
+    from ossfleet.engine.stages import PipelineStage
+
     out: dict[str, Any] = {}
     sequential(model, ps[:1], 4)  # warm-up
     base = sequential(model, ps[:seq_n], new)
     out["sequential_generate_tok_s"] = round(base, 1)
     print(f"{name}: sequential generate {base:.0f} tok/s", flush=True)
-    for c in concurrencies:
-        rate = asyncio.run(engine_rate(model, ps[: max(c * 2, seq_n)], new, c))
-        out[f"c{c}_tok_s"] = round(rate, 1)
-        out[f"c{c}_vs_sequential"] = round(rate / base, 2)
-        print(f"{name}: engine c={c} {rate:.0f} tok/s ({rate / base:.2f}x)", flush=True)
+    for weights in ("bf16", "mxfp4"):  # mxfp4 last: it packs the model's experts in place
+        stage = PipelineStage.whole_model(model, weights=weights)
+        gc.collect()
+        torch.cuda.empty_cache()
+        res: dict[str, Any] = {"weight_gib": round(stage.param_bytes() / 2**30, 2)}
+        for c in concurrencies:
+            rate = asyncio.run(engine_rate(stage, ps[: max(c * 2, seq_n)], new, c))
+            res[f"c{c}_tok_s"] = round(rate, 1)
+            res[f"c{c}_vs_sequential"] = round(rate / base, 2)
+            print(f"{name} {weights}: engine c={c} {rate:.0f} tok/s ({rate / base:.2f}x)", flush=True)
+        res["max_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        torch.cuda.reset_peak_memory_stats()
+        out[weights] = res
     return out
 
 

@@ -52,3 +52,13 @@ def tiny_checkpoint_sw8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "tiny-sw8", TinySpec(layers=4, sliding_window=8, seed=3)
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_mxfp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four layers, sliding window 8, in the released format: MXFP4 experts, bf16 elsewhere."""
+    from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
+
+    return make_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny-mxfp4", TinySpec(layers=4, sliding_window=8, seed=5, mxfp4=True)
+    )

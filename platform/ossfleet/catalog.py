@@ -1,25 +1,42 @@
 """The gpt-oss model catalog: real architectures, and the GPU plan they imply.
 
 Sizes (layers, GPUs per replica, pipeline stages) come from here, never from
-code elsewhere. :meth:`ModelSpec.plan` turns a spec and a GPU's memory into a
-replica plan: how many pipeline stages (one GPU each), which layers each stage
-holds, and how much memory is left on each for the KV cache.
+code elsewhere. :meth:`ModelSpec.plan` turns a spec, a GPU's memory, the
+weight format the engine keeps in memory and the longest context into a
+replica plan: how many pipeline stages (one GPU each), which layers each
+stage holds, the bytes each stage's weights occupy, and the KV cache (bytes
+and tokens) that is left.
+
+The plan counts what the engine actually holds (``bench/residency.py``
+checks it against the stage's tensors):
+
+- ``weights: bf16``: every tensor in the engine's dtype, the MXFP4 experts
+  dequantized as they load (about 3.8x the packed experts);
+- ``weights: mxfp4``: the experts stay packed (a byte per two e2m1 values and
+  one e8m0 scale byte per 32 values: 4.25 bits a weight), everything else in
+  the engine's dtype;
+- norms in float32 (transformers keeps them so for gpt-oss);
+- a KV pool of the same size for every layer of a stage (the engine's paged
+  cache does not yet shrink sliding-window layers to their window).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 GIB = 1024**3
+
+WeightFormat = Literal["bf16", "mxfp4"]
+WEIGHT_FORMATS: tuple[str, ...] = ("bf16", "mxfp4")
+# MXFP4 bytes per expert weight: half a byte of e2m1, plus one scale byte per 32 values.
+MXFP4_BYTES_PER_WEIGHT = 0.5 + 1 / 32
 
 # Share of a GPU's memory the engine may use; the rest is left to the CUDA
 # context, the allocator's fragmentation and NCCL buffers.
 GPU_MEMORY_UTILIZATION = 0.92
 # Activations and workspace of one forward pass at the batch sizes we run.
 RUNTIME_OVERHEAD_GIB = 0.75
-# A stage that cannot keep at least this much KV cache would serve one short
-# request at a time; we refuse such a plan rather than run it.
-MIN_KV_CACHE_GIB = 0.5
 
 
 class PlanError(ValueError):
@@ -36,9 +53,8 @@ class ModelSpec:
     experts_per_token: int
     total_params: float
     active_params: float
-    # Bytes of the released checkpoint: MXFP4 experts, everything else bf16.
-    checkpoint_bytes: int
     hidden_size: int = 2880
+    intermediate_size: int = 2880
     heads: int = 64
     kv_heads: int = 8
     head_dim: int = 64
@@ -46,67 +62,163 @@ class ModelSpec:
     context_length: int = 131_072
     sliding_window: int = 128
 
-    @property
-    def embedding_bytes(self) -> int:
-        """One of the two untied vocab matrices (embedding, LM head), in bf16."""
-        return self.vocab_size * self.hidden_size * 2
+    @classmethod
+    def from_hf_config(cls, cfg: Any, name: str = "checkpoint") -> ModelSpec:
+        """The spec of a checkpoint from its ``GptOssConfig`` (tiny checkpoints, for the planner's checks)."""
+        return cls(
+            name=name, layers=cfg.num_hidden_layers, experts=cfg.num_local_experts,
+            experts_per_token=cfg.num_experts_per_tok, total_params=0.0, active_params=0.0,
+            hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size, heads=cfg.num_attention_heads,
+            kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, vocab_size=cfg.vocab_size,
+            context_length=cfg.max_position_embeddings, sliding_window=cfg.sliding_window or 0,
+        )  # fmt: skip
+
+    # -- parameters, from the architecture ------------------------------------------------
 
     @property
-    def layer_bytes(self) -> int:
-        """One transformer block, from the checkpoint size less both vocab matrices."""
-        return (self.checkpoint_bytes - 2 * self.embedding_bytes) // self.layers
+    def expert_weights_per_layer(self) -> int:
+        """The experts' matrices: gate_up (H x 2I) and down (I x H), per expert."""
+        return self.experts * 3 * self.hidden_size * self.intermediate_size
 
     @property
-    def full_attention_layers(self) -> int:
-        # Layers alternate sliding-window (even) and full attention (odd).
-        return self.layers // 2
+    def dense_params_per_layer(self) -> int:
+        """Everything else in a layer except its two norms: attention, sinks, router, expert biases."""
+        h, q, kv = self.hidden_size, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        attention = h * q + q + 2 * (h * kv + kv) + q * h + h + self.heads
+        router = self.experts * h + self.experts
+        expert_bias = self.experts * (2 * self.intermediate_size + h)
+        return attention + router + expert_bias
 
-    def kv_bytes_per_token(self, layers: int | None = None) -> int:
-        """KV-cache bytes per token of context, in bf16, over ``layers`` full-attention layers."""
-        n = self.full_attention_layers if layers is None else layers
-        return 2 * self.kv_heads * self.head_dim * 2 * n
+    @property
+    def params(self) -> int:
+        per_layer = self.expert_weights_per_layer + self.dense_params_per_layer + 2 * self.hidden_size
+        return self.layers * per_layer + 2 * self.vocab_size * self.hidden_size + self.hidden_size
 
-    def stage_bytes(self, layers_per_stage: tuple[int, ...]) -> tuple[int, ...]:
-        """Weight bytes of each stage: its layers, plus the embedding (first) and LM head (last)."""
+    # -- bytes ----------------------------------------------------------------------------
+
+    def embedding_bytes(self, dtype_bytes: int = 2) -> int:
+        """One of the two untied vocab matrices (embedding, LM head)."""
+        return self.vocab_size * self.hidden_size * dtype_bytes
+
+    def layer_bytes(self, weights: WeightFormat = "mxfp4", dtype_bytes: int = 2) -> int:
+        """One transformer block as the engine holds it in memory."""
+        check_weights(weights)
+        ew = self.expert_weights_per_layer
+        experts = int(ew * MXFP4_BYTES_PER_WEIGHT) if weights == "mxfp4" else ew * dtype_bytes
+        return experts + self.dense_params_per_layer * dtype_bytes + 2 * self.hidden_size * 4
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """Bytes of the released checkpoint (MXFP4 experts, everything else bf16): the download."""
+        return self.layers * self.layer_bytes("mxfp4") + 2 * self.embedding_bytes() + self.hidden_size * 4
+
+    def kv_bytes_per_token(self, layers: int | None = None, dtype_bytes: int = 2) -> int:
+        """KV-cache bytes per token of context over ``layers`` layers (default: all)."""
+        n = self.layers if layers is None else layers
+        return 2 * self.kv_heads * self.head_dim * dtype_bytes * n
+
+    def stage_bytes(
+        self, layers_per_stage: tuple[int, ...], weights: WeightFormat = "mxfp4", dtype_bytes: int = 2
+    ) -> tuple[int, ...]:
+        """Weight bytes of each stage: its layers, plus the embedding (first) and the LM head (last).
+        (The last stage's final norm, 4 x hidden_size bytes, is left out, as Terraform's sizing does.)"""
         out = []
         for i, n in enumerate(layers_per_stage):
-            b = n * self.layer_bytes
+            b = n * self.layer_bytes(weights, dtype_bytes)
             if i == 0:
-                b += self.embedding_bytes
+                b += self.embedding_bytes(dtype_bytes)
             if i == len(layers_per_stage) - 1:
-                b += self.embedding_bytes
+                b += self.embedding_bytes(dtype_bytes)
             out.append(b)
         return tuple(out)
 
-    def plan(self, gpu_memory_gib: float, max_stages: int | None = None) -> ReplicaPlan:
-        """The fewest pipeline stages (one GPU each) that fit this model on GPUs of this size."""
+    # -- the plan -------------------------------------------------------------------------
+
+    def plan(
+        self,
+        gpu_memory_gib: float,
+        max_stages: int | None = None,
+        *,
+        weights: WeightFormat = "mxfp4",
+        max_context: int | None = None,
+        dtype_bytes: int = 2,
+    ) -> ReplicaPlan:
+        """The fewest pipeline stages (one GPU each) on which every stage holds its weights and the
+        KV cache of at least one request of ``max_context`` tokens (default: the model's context)."""
+        check_weights(weights)
         if gpu_memory_gib <= 0:
             raise PlanError(f"gpu_memory_gib must be positive, got {gpu_memory_gib}")
-        usable = gpu_memory_gib * GPU_MEMORY_UTILIZATION * GIB - RUNTIME_OVERHEAD_GIB * GIB
         limit = min(self.layers, max_stages or self.layers)
         for stages in range(1, limit + 1):
-            split = split_layers(self.layers, stages)
-            weights = self.stage_bytes(split)
-            if max(weights) + MIN_KV_CACHE_GIB * GIB <= usable:
-                kv = tuple(int(usable - w) for w in weights)
-                return ReplicaPlan(self.name, gpu_memory_gib, stages, split, weights, kv)
-        raise PlanError(
-            f"{self.name} does not fit on {limit} GPU(s) of {gpu_memory_gib:g} GiB: "
-            f"its checkpoint is {self.checkpoint_bytes / GIB:.1f} GiB and each GPU offers "
-            f"{max(usable, 0) / GIB:.1f} GiB after overheads"
+            plan = self._layout(gpu_memory_gib, stages, weights, max_context, dtype_bytes)
+            if plan.kv_cache_tokens >= plan.max_context:
+                return plan
+        raise self._refusal(gpu_memory_gib, limit, weights, max_context, dtype_bytes)
+
+    def plan_stages(
+        self,
+        gpu_memory_gib: float,
+        stages: int,
+        *,
+        weights: WeightFormat = "mxfp4",
+        max_context: int | None = None,
+        dtype_bytes: int = 2,
+    ) -> ReplicaPlan:
+        """The plan for a configured stage count; refused, with the numbers, if a stage does not fit."""
+        check_weights(weights)
+        if gpu_memory_gib <= 0:
+            raise PlanError(f"gpu_memory_gib must be positive, got {gpu_memory_gib}")
+        plan = self._layout(gpu_memory_gib, stages, weights, max_context, dtype_bytes)
+        if plan.kv_cache_tokens < plan.max_context:
+            raise self._refusal(gpu_memory_gib, stages, weights, max_context, dtype_bytes)
+        return plan
+
+    def _layout(
+        self, gib: float, stages: int, weights: WeightFormat, max_context: int | None, dtype_bytes: int
+    ) -> ReplicaPlan:
+        context = self.context_length if max_context is None else max_context
+        usable = int(gib * GPU_MEMORY_UTILIZATION * GIB - RUNTIME_OVERHEAD_GIB * GIB)
+        split = split_layers(self.layers, stages)
+        wb = self.stage_bytes(split, weights, dtype_bytes)
+        kv = tuple(max(usable - w, 0) for w in wb)
+        tokens = min(k // self.kv_bytes_per_token(n, dtype_bytes) for k, n in zip(kv, split, strict=True))
+        return ReplicaPlan(self.name, gib, weights, context, stages, split, wb, kv, tokens)
+
+    def _refusal(
+        self, gib: float, stages: int, weights: WeightFormat, max_context: int | None, dtype_bytes: int
+    ) -> PlanError:
+        p = self._layout(gib, stages, weights, max_context, dtype_bytes)
+        usable = int(gib * GPU_MEMORY_UTILIZATION * GIB - RUNTIME_OVERHEAD_GIB * GIB)
+        need = p.max_context * self.kv_bytes_per_token(dtype_bytes=dtype_bytes)
+        return PlanError(
+            f"{self.name} ({weights} weights) does not fit on {stages} GPU(s) of {gib:g} GiB: its weights take "
+            f"{sum(p.weight_bytes_per_stage) / GIB:.1f} GiB ({max(p.weight_bytes_per_stage) / GIB:.1f} GiB on the "
+            f"largest of {stages} stages), each GPU offers {max(usable, 0) / GIB:.1f} GiB after overheads, and the "
+            f"KV cache of one {p.max_context}-token request needs {need / GIB:.2f} GiB over all layers (the "
+            f"tightest stage holds {p.kv_cache_tokens} tokens); use larger or more GPUs, weights: mxfp4, or a "
+            f"shorter max_context"
         )
+
+
+def check_weights(weights: str) -> None:
+    if weights not in WEIGHT_FORMATS:
+        raise PlanError(f"weights must be one of {list(WEIGHT_FORMATS)}, got {weights!r}")
 
 
 @dataclass(frozen=True)
 class ReplicaPlan:
-    """How one replica of a model is laid out on GPUs."""
+    """How one replica of a model is laid out on GPUs, and what each stage holds."""
 
     model: str
     gpu_memory_gib: float
+    weights: str
+    max_context: int
     stages: int
     layers_per_stage: tuple[int, ...]
     weight_bytes_per_stage: tuple[int, ...]
     kv_cache_bytes_per_stage: tuple[int, ...]
+    # Tokens of context the replica's KV cache holds (the least any stage can keep).
+    kv_cache_tokens: int
 
     @property
     def gpus(self) -> int:
@@ -119,6 +231,17 @@ class ReplicaPlan:
             out.append(range(start, start + n))
             start += n
         return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "gpu_memory_gib": self.gpu_memory_gib, "weights": self.weights,
+            "max_context": self.max_context, "stages": self.stages,
+            "layers_per_stage": list(self.layers_per_stage),
+            "weight_gib_per_stage": [round(b / GIB, 2) for b in self.weight_bytes_per_stage],
+            "kv_cache_gib_per_stage": [round(b / GIB, 2) for b in self.kv_cache_bytes_per_stage],
+            "weight_bytes_per_stage": list(self.weight_bytes_per_stage),
+            "kv_cache_tokens": self.kv_cache_tokens,
+        }  # fmt: skip
 
 
 def split_layers(layers: int, stages: int) -> tuple[int, ...]:
@@ -145,7 +268,6 @@ GPT_OSS_20B = ModelSpec(
     experts_per_token=4,
     total_params=20.9e9,
     active_params=3.6e9,
-    checkpoint_bytes=13_800_000_000,  # ~12.9 GiB; fits a 16 GB GPU
 )
 
 GPT_OSS_120B = ModelSpec(
@@ -155,7 +277,6 @@ GPT_OSS_120B = ModelSpec(
     experts_per_token=4,
     total_params=116.8e9,
     active_params=5.1e9,
-    checkpoint_bytes=65_300_000_000,  # ~60.8 GiB; one 80 GB GPU or a pipeline
 )
 
 CATALOG: dict[str, ModelSpec] = {s.name: s for s in (GPT_OSS_20B, GPT_OSS_120B)}

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from ossfleet.config import ConfigError, PlatformConfig, load_config
 
@@ -24,15 +25,33 @@ def _load(path: str) -> PlatformConfig:
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
 
-    out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed))
-    print(f"wrote a tiny gpt-oss checkpoint ({args.layers} layers) to {out}")
+    out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed, mxfp4=args.mxfp4))
+    kind = "MXFP4 experts, as released" if args.mxfp4 else "dense"
+    print(f"wrote a tiny gpt-oss checkpoint ({args.layers} layers, {kind}) to {out}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the catalog's plan for a model on GPUs of a size, as one JSON object (exit 1: it does not fit)."""
+    from ossfleet.catalog import CATALOG, PlanError
+
+    spec = CATALOG.get(args.model)
+    if spec is None:
+        print(f"ossfleet: unknown model {args.model!r}; the catalog has {sorted(CATALOG)}", file=sys.stderr)
+        return 2
+    try:
+        plan = spec.plan(args.gpu_gib, max_stages=args.max_stages, weights=args.weights, max_context=args.max_context)
+    except PlanError as e:
+        print(f"ossfleet: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(plan.as_dict()))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     for m in cfg.models:
-        print(f"{m.name}: spec={m.spec} stages={m.stages()} path={cfg.model_path(m)}")
+        print(f"{m.name}: spec={m.spec} weights={m.weights} stages={m.stages()} path={cfg.model_path(m)}")
     print(f"{args.config}: ok ({len(cfg.models)} models, {len(cfg.tenants)} tenants)")
     return 0
 
@@ -73,7 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"ossfleet: cannot start or join the Ray cluster {address or '(local)'}: {e}", file=sys.stderr)
             return 2
         ray_up = True
-        return _serve(cfg, url, embedded is not None, generated)
+        return _serve(cfg, url, embedded is not None, generated, local=not address)
     finally:  # on every path, the embedded Redis too
         if ray_up:
             serve.shutdown()
@@ -84,8 +103,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
-def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, str]) -> int:
-    """Start Serve on the Ray that ``cmd_up`` joined, deploy, print the endpoints and wait for Ctrl-C."""
+def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, str], local: bool) -> int:
+    """Start Serve on the Ray that ``cmd_up`` joined, deploy, print the endpoints and wait for Ctrl-C.
+
+    On a cluster of its own (``local``) Serve's proxy runs on the head only:
+    logical nodes on one host would otherwise share the ports (SO_REUSEPORT),
+    and a proxy that Serve drains off a node without replicas would reset the
+    connections the kernel gave it. A joined cluster keeps a proxy per node.
+    """
     from ray import serve
     from ray.serve.config import gRPCOptions
 
@@ -93,6 +118,7 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
     from ossfleet.grpc_api import SERVICER_FUNCTION
 
     serve.start(
+        proxy_location="HeadOnly" if local else "EveryNode",
         http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
         grpc_options=gRPCOptions(
             port=cfg.endpoints.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True
@@ -139,26 +165,30 @@ def cmd_render_serve_config(args: argparse.Namespace) -> int:
 
 
 def cmd_terraform_vars(args: argparse.Namespace) -> int:
-    from ossfleet.catalog import CATALOG
+    from ossfleet.catalog import CATALOG, ModelSpec
+
+    def spec_vars(spec: ModelSpec, weights: Any, context: int, dtype_bytes: int) -> dict[str, int]:
+        return {
+            "layers": spec.layers, "layer_bytes": spec.layer_bytes(weights, dtype_bytes),
+            "embedding_bytes": spec.embedding_bytes(dtype_bytes),
+            "kv_layer_bytes": context * spec.kv_bytes_per_token(1, dtype_bytes),
+        }  # fmt: skip
 
     if args.config:
         cfg = _load(args.config)
         models = {
             m.name: {
-                "layers": CATALOG[m.spec].layers,
-                "layer_bytes": CATALOG[m.spec].layer_bytes,
-                "embedding_bytes": CATALOG[m.spec].embedding_bytes,
+                **spec_vars(CATALOG[m.spec], m.weights, m.max_context, 4 if m.torch_dtype() == "float32" else 2),
                 "min_replicas": m.replicas.min,
                 "max_replicas": m.replicas.max,
             }
             for m in cfg.models
         }
-    else:
+    else:  # the catalog's defaults: released (MXFP4) weights, bf16 elsewhere, the full context
         models = {
-            s.name: {"layers": s.layers, "layer_bytes": s.layer_bytes, "embedding_bytes": s.embedding_bytes,
-                     "min_replicas": 0, "max_replicas": 4}
+            s.name: {**spec_vars(s, "mxfp4", s.context_length, 2), "min_replicas": 0, "max_replicas": 4}
             for s in CATALOG.values()
-        }  # fmt: skip
+        }
     text = json.dumps({"models": models}, indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text)
@@ -198,7 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("dir")
     tiny.add_argument("--layers", type=int, default=2)
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--mxfp4", action="store_true", help="experts in MXFP4, the rest bf16 (the released format)")
     tiny.set_defaults(fn=cmd_make_tiny_checkpoint)
+
+    pl = sub.add_parser("plan", help="the GPU plan of a model: stages, bytes per stage, KV cache (JSON)")
+    pl.add_argument("--model", required=True)
+    pl.add_argument("--gpu-gib", type=float, required=True, help="memory of one GPU, GiB")
+    pl.add_argument("--weights", choices=["mxfp4", "bf16"], default="mxfp4", help="how the experts are held")
+    pl.add_argument("--max-context", type=int, default=None, help="tokens one request may hold (default: the model's)")
+    pl.add_argument("--max-stages", type=int, default=None)
+    pl.set_defaults(fn=cmd_plan)
 
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("config")

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ossfleet.catalog import CATALOG
+from ossfleet.catalog import CATALOG, PlanError, ReplicaPlan
 
 
 class ConfigError(ValueError):
@@ -99,6 +99,10 @@ class AutoscalingConfig(_Section):
     idle_to_zero_s: Annotated[float, Field(ge=0)] = 300.0
     # How long a first replica takes to come up (the router's wait estimate at zero replicas).
     cold_start_s: Annotated[float, Field(ge=0)] = 60.0
+    # How long capacity for a burst the policy could not follow is held after it was seen.
+    burst_hold_s: Annotated[float, Field(ge=0)] = 3600.0
+    # Replicas batch-band work alone may ask for (0: it only fills spare slots).
+    batch_max_replicas: Annotated[int, Field(ge=0)] = 1
 
 
 class PriceConfig(_Section):
@@ -135,6 +139,11 @@ class ModelConfig(_Section):
     engine: Literal["transformers", "batched", "stub", "mii"] = "batched"
     device: str = "cpu"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # How the engine keeps the experts in memory. bf16: dequantized to ``dtype`` as they load (what
+    # transformers does without its Triton kernels; 3.8x the packed bytes). mxfp4: packed as released
+    # (4.25 bits a weight), only the experts a step routes to dequantized, per step (needs a checkpoint
+    # in the released MXFP4 format).
+    weights: Literal["bf16", "mxfp4"] = "bf16"
     max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
     max_context: Annotated[int, Field(ge=16)] = 4096
     # GPUs one pipeline stage uses, and how many stages one replica has.
@@ -183,8 +192,37 @@ class ModelConfig(_Section):
     def stages(self) -> int:
         """Pipeline stages per replica: as configured, or planned by the catalog."""
         if self.pipeline_stages == "auto":
-            return CATALOG[self.spec].plan(self.gpu_memory_gib).stages
+            return self.plan().stages
         return self.pipeline_stages
+
+    def torch_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.device.startswith("cuda") else "float32"
+
+    def plan(self) -> ReplicaPlan:
+        """The catalog's plan for this model on GPUs of ``gpu_memory_gib``: its weight format, its dtype,
+        its ``max_context``, and the configured stage count (or the fewest that fit, for ``auto``)."""
+        spec = CATALOG[self.spec]
+        dtype_bytes = 4 if self.torch_dtype() == "float32" else 2
+        if self.pipeline_stages == "auto":
+            return spec.plan(
+                self.gpu_memory_gib, weights=self.weights, max_context=self.max_context, dtype_bytes=dtype_bytes
+            )
+        return spec.plan_stages(
+            self.gpu_memory_gib, self.pipeline_stages, weights=self.weights, max_context=self.max_context,
+            dtype_bytes=dtype_bytes,
+        )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _fits_its_gpus(self) -> ModelConfig:
+        # A model on GPUs must fit them as configured; on CPU there is no GPU memory to plan.
+        if self.device.startswith("cuda") or self.pipeline_stages == "auto":
+            try:
+                self.plan()
+            except PlanError as e:
+                raise ValueError(str(e)) from None
+        return self
 
 
 class BudgetConfig(_Section):
@@ -245,6 +283,9 @@ class BatchConfig(_Section):
     dedicated_rows_per_call: Annotated[int, Field(ge=1)] = 32
     # GPUs per dedicated engine actor; None: the model's num_gpus.
     dedicated_num_gpus: Annotated[float, Field(ge=0)] | None = None
+    # A dedicated job whose first engine actor cannot get its resources (CPUs, GPUs, and a CPU share
+    # for Ray Data's read task) for this long fails, saying which it lacked.
+    dedicated_start_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
 
 class PlatformConfig(_Section):

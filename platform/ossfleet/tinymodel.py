@@ -7,6 +7,11 @@ carries the harmony special tokens and a chat template, so that the checkpoint
 loads through ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained``: the same code path as the real gpt-oss
 checkpoints. Nothing is downloaded.
+
+With ``mxfp4=True`` the checkpoint is in the format OpenAI released: the
+experts quantized to MXFP4 (``*_blocks`` / ``*_scales``, see
+``ossfleet.engine.mxfp4``), every other tensor in bf16, and the
+``quantization_config`` of openai/gpt-oss-20b in ``config.json``.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class TinySpec:
     sliding_window: int = 16
     max_position_embeddings: int = 4096
     seed: int = 0
+    mxfp4: bool = False
 
 
 def build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
@@ -133,6 +139,45 @@ def make_tiny_checkpoint(directory: str | Path, spec: TinySpec | None = None) ->
         eos_token_id=stop_ids, pad_token_id=ids["<|endoftext|>"], do_sample=False
     )
     model.save_pretrained(out)
+    if spec.mxfp4:
+        _write_mxfp4(model, out)
     tokenizer.save_pretrained(out)
     (out / "ossfleet-tiny.json").write_text(json.dumps(spec.__dict__, indent=2) + "\n")
     return out
+
+
+# openai/gpt-oss-20b's config.json, "quantization_config".
+MXFP4_QUANTIZATION_CONFIG = {
+    "modules_to_not_convert": [
+        "model.layers.*.self_attn",
+        "model.layers.*.mlp.router",
+        "model.embed_tokens",
+        "lm_head",
+    ],
+    "quant_method": "mxfp4",
+}
+
+
+def _write_mxfp4(model, out: Path) -> None:  # model: GptOssForCausalLM
+    """Rewrite the saved weights as released: MXFP4 experts, bf16 elsewhere."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ossfleet.engine.mxfp4 import PROJECTIONS, quantize
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        proj = name.rsplit(".", 1)[-1]
+        if ".mlp.experts." in name and proj in PROJECTIONS:
+            # transformers holds [E, in, out]; the release stores rows = out features.
+            blocks, scales = quantize(t.transpose(1, 2))
+            tensors[f"{name}_blocks"], tensors[f"{name}_scales"] = blocks, scales
+        else:
+            tensors[name] = t.detach().to(torch.bfloat16).contiguous()
+    for f in out.glob("model*.safetensors*"):
+        f.unlink()
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["quantization_config"] = MXFP4_QUANTIZATION_CONFIG
+    cfg["dtype"] = "bfloat16"
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

@@ -72,8 +72,10 @@ def test_sizing_module_agrees_with_the_catalog(tmp_path):
     for spec in CATALOG.values():
         for gib in grid:
             key = f"{spec.name}@{gib}"
-            models[key] = {"layers": spec.layers, "layer_bytes": spec.layer_bytes,
-                           "embedding_bytes": spec.embedding_bytes, "min_replicas": 0, "max_replicas": 1}  # fmt: skip
+            models[key] = {"layers": spec.layers, "layer_bytes": spec.layer_bytes("mxfp4"),
+                           "embedding_bytes": spec.embedding_bytes(),
+                           "kv_layer_bytes": spec.context_length * spec.kv_bytes_per_token(1),
+                           "min_replicas": 0, "max_replicas": 1}  # fmt: skip
             gpus[key] = {"gpu_memory_gib": gib, "gpus_per_node": 1}
             try:
                 expected[key] = spec.plan(gib).stages

@@ -13,13 +13,27 @@ def test_real_architectures():
     for s in (S20, S120):
         assert (s.hidden_size, s.heads, s.kv_heads, s.head_dim) == (2880, 64, 8, 64)
         assert (s.vocab_size, s.context_length, s.sliding_window) == (201_088, 131_072, 128)
-    assert 12 < S20.checkpoint_bytes / GIB < 14
-    assert 60 < S120.checkpoint_bytes / GIB < 62
+    # The published parameter counts and the released checkpoints' sizes, from the architecture.
+    assert abs(S20.params - S20.total_params) / S20.total_params < 0.01
+    assert abs(S120.params - S120.total_params) / S120.total_params < 0.01
+    assert 13.7e9 < S20.checkpoint_bytes < 13.9e9  # 13.8 GB on the hub
+    assert 65.2e9 < S120.checkpoint_bytes < 65.4e9  # 65.3 GB
 
 
-def test_20b_fits_one_16gb_gpu():
-    assert S20.plan(16).stages == 1
-    assert S20.plan(24).stages == 1
+def test_bf16_weights_hold_the_experts_dequantized():
+    # What the engine holds with weights: bf16 (experts dequantized): about 42 GB and 234 GB.
+    for spec, gb in ((S20, 41.8), (S120, 233.7)):
+        held = spec.layers * spec.layer_bytes("bf16") + 2 * spec.embedding_bytes()
+        assert abs(held / 1e9 - gb) < 0.1
+
+
+def test_20b_fits_one_24gb_gpu_only_in_mxfp4():
+    assert S20.plan(24, weights="mxfp4").stages == 1
+    assert S20.plan(24, weights="bf16").stages == 3
+    with pytest.raises(PlanError, match=r"does not fit on 1 GPU\(s\) of 24 GiB: its weights take 39.0 GiB"):
+        S20.plan_stages(24, 1, weights="bf16")
+    # A shorter context frees the KV cache a 131k-token request needs, but not the weights' 39 GiB.
+    assert S20.plan(48, weights="bf16", max_context=32768).stages == 1
 
 
 def test_120b_on_80gb_is_one_gpu_and_on_48gb_a_two_stage_pipeline():
@@ -28,10 +42,14 @@ def test_120b_on_80gb_is_one_gpu_and_on_48gb_a_two_stage_pipeline():
     assert p.stages == 2 and p.layers_per_stage == (18, 18)
     assert [r.start for r in p.layer_ranges()] == [0, 18]
     assert all(w + k <= 48 * GIB for w, k in zip(p.weight_bytes_per_stage, p.kv_cache_bytes_per_stage, strict=True))
+    # Every stage keeps the KV cache of at least one request of the whole context, over its layers.
+    assert p.kv_cache_tokens >= S120.context_length
+    assert min(p.kv_cache_bytes_per_stage) // S120.kv_bytes_per_token(18) == p.kv_cache_tokens
+    assert S120.plan(80, weights="bf16").stages == 4
 
 
 def test_smaller_gpus_need_more_stages():
-    assert S120.plan(24).stages == 3
+    assert S120.plan(24).stages == 4
 
 
 def test_model_that_cannot_fit_raises():
@@ -39,6 +57,8 @@ def test_model_that_cannot_fit_raises():
         S120.plan(8, max_stages=4)
     with pytest.raises(PlanError):
         S20.plan(0)
+    with pytest.raises(PlanError, match="weights must be one of"):
+        S20.plan(80, weights="fp8")  # type: ignore[arg-type]
 
 
 @given(st.integers(1, 200), st.integers(1, 200))
@@ -50,3 +70,18 @@ def test_split_layers_is_contiguous_and_balanced(layers, stages):
     sizes = split_layers(layers, stages)
     assert sum(sizes) == layers and len(sizes) == stages
     assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_plan_command_prints_the_plan_as_json_or_refuses_with_the_numbers(capsys):
+    import json
+
+    from ossfleet.cli import main
+
+    assert main(["plan", "--model", "gpt-oss-120b", "--gpu-gib", "48", "--weights", "mxfp4"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["stages"] == 2 and plan["layers_per_stage"] == [18, 18] and plan["weights"] == "mxfp4"
+    assert plan["kv_cache_tokens"] >= 131072 and plan["weight_gib_per_stage"] == [30.38, 30.38]
+    assert main(["plan", "--model", "gpt-oss-20b", "--gpu-gib", "24", "--weights", "bf16", "--max-stages", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit on 1 GPU(s) of 24 GiB" in err and "39.0 GiB" in err
+    assert main(["plan", "--model", "gpt-oss-7b", "--gpu-gib", "24"]) == 2

@@ -22,6 +22,27 @@ def test_shipped_configs_load():
     assert prod.model("gpt-oss-20b").stages() == 1
 
 
+def test_production_config_plans_every_model_onto_its_gpus():
+    """Every model in config/production.yaml fits its GPU as configured: weights, dtype, context."""
+    from ossfleet.catalog import GIB, GPU_MEMORY_UTILIZATION, RUNTIME_OVERHEAD_GIB
+
+    prod = load_config(ROOT / "config/production.yaml")
+    for m in prod.models:
+        plan = m.plan()
+        usable = m.gpu_memory_gib * GPU_MEMORY_UTILIZATION * GIB - RUNTIME_OVERHEAD_GIB * GIB
+        assert plan.weights == m.weights and plan.max_context == m.max_context
+        assert all(w <= usable for w in plan.weight_bytes_per_stage), m.name
+        assert plan.kv_cache_tokens >= m.max_context, m.name  # one whole-context request fits every stage
+        assert plan.stages == m.stages()
+
+
+def test_production_layout_that_does_not_fit_is_refused_with_the_numbers():
+    raw = yaml.safe_load((ROOT / "config/production.yaml").read_text())
+    raw["models"][0]["weights"] = "bf16"  # gpt-oss-20b's experts dequantized: 39 GiB on a 24 GB GPU
+    with pytest.raises(ConfigError, match=r"models.0.*gpt-oss-20b \(bf16 weights\) does not fit.*39.0 GiB"):
+        parse_config(raw, "<production, bf16>")
+
+
 def test_relative_model_path_resolves_against_the_config_file():
     cfg = load_config(ROOT / "config/local.yaml")
     assert cfg.model_path(cfg.models[0]) == (ROOT / "var/checkpoints/tiny-gpt-oss-20b").resolve()

@@ -333,7 +333,8 @@ def local_engine(path: str, stage_ranges: Sequence[tuple[int, int]], **kw: Any) 
 
     dtype = kw.pop("dtype", "float32")
     device = kw.pop("device", "cpu")
-    stages = [PipelineStage(path, a, b, dtype=dtype, device=device) for a, b in stage_ranges]
+    weights = kw.pop("weights", "bf16")
+    stages = [PipelineStage(path, a, b, dtype=dtype, device=device, weights=weights) for a, b in stage_ranges]
     return BatchedEngine(LocalExecutor(stages), **kw)
 
 
@@ -347,6 +348,7 @@ def ray_stage_actors(
     num_cpus: float = 1.0,
     dtype: str = "float32",
     device: str = "cpu",
+    weights: str = "bf16",
 ) -> list[Any]:
     """One stage actor per bundle of ``placement_group``, stage i in bundle ``first_bundle + i``."""
     import ray
@@ -361,7 +363,7 @@ def ray_stage_actors(
             placement_group=placement_group, placement_group_bundle_index=first_bundle + i
         )
         opts = {"num_gpus": num_gpus, "num_cpus": num_cpus, "scheduling_strategy": strategy}
-        actors.append(remote.options(**opts).remote(path, a, b, dtype=dtype, device=device))
+        actors.append(remote.options(**opts).remote(path, a, b, dtype=dtype, device=device, weights=weights))
     # Fail fast (with the actor's own error) if a stage cannot load.
     ray.get([act.layer_range.remote() for act in actors])
     return actors

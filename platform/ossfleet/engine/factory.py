@@ -10,12 +10,6 @@ from ossfleet.engine.base import Engine
 from ossfleet.harmony import SpecialIds
 
 
-def _dtype(m: ModelConfig) -> str:
-    if m.dtype != "auto":
-        return m.dtype
-    return "bfloat16" if m.device.startswith("cuda") else "float32"
-
-
 async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
     """The engine a model's config asks for, loaded and started."""
     path = cfg.model_path(m)
@@ -47,6 +41,17 @@ async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> E
     return engine
 
 
+def kv_cache_tokens(m: ModelConfig) -> int | None:
+    """The KV cache the engine allocates, in tokens: as configured; on a GPU, what the catalog's plan
+    leaves after the weights (at most every slot's whole context); None (every slot's whole context)
+    on a CPU, which has no GPU memory to plan."""
+    if m.kv_cache_tokens is not None:
+        return m.kv_cache_tokens
+    if m.device.startswith("cuda"):
+        return min(m.plan().kv_cache_tokens, m.max_batch_size * m.max_context)
+    return None
+
+
 def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
     import torch
     from transformers import AutoConfig
@@ -61,7 +66,9 @@ def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engi
     ranges = m.stage_ranges(layers)
     executor: Any
     if len(ranges) == 1:
-        executor = LocalExecutor([PipelineStage(path, 0, layers, dtype=_dtype(m), device=m.device)])
+        executor = LocalExecutor(
+            [PipelineStage(path, 0, layers, dtype=m.torch_dtype(), device=m.device, weights=m.weights)]
+        )
     else:
         from ray.util import get_current_placement_group
 
@@ -71,11 +78,11 @@ def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engi
         # Stage i sits in bundle i; bundle 0 also holds this replica (see deployments/app.py).
         actors = ray_stage_actors(
             str(path), ranges, pg, first_bundle=0, num_gpus=m.num_gpus, num_cpus=m.stage_cpus,
-            dtype=_dtype(m), device=m.device,
+            dtype=m.torch_dtype(), device=m.device, weights=m.weights,
         )  # fmt: skip
         executor = RayExecutor(actors)
     return BatchedEngine(
         executor, max_batch_size=m.max_batch_size, micro_batches=m.micro_batch_count(),
-        max_context=m.max_context, torch_threads=m.torch_threads, kv_cache_tokens=m.kv_cache_tokens,
+        max_context=m.max_context, torch_threads=m.torch_threads, kv_cache_tokens=kv_cache_tokens(m),
         max_step_tokens=m.max_step_tokens,
     )  # fmt: skip

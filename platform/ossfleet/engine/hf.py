@@ -73,8 +73,17 @@ class TransformersEngine:
             raise EngineError(f"no checkpoint at {self.path} (config.json missing); point the model's path at one")
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
-        # .to(device) rather than device_map: device_map needs `accelerate`.
-        model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=self._resolve_dtype())
+        # .to(device) rather than device_map: device_map needs `accelerate`. An MXFP4 checkpoint (the
+        # released format) is dequantized as it loads, as transformers does without its Triton kernels
+        # (asked for explicitly: otherwise transformers wants `accelerate` first).
+        from ossfleet.engine.stages import is_mxfp4
+
+        kw: dict[str, Any] = {}
+        if is_mxfp4(Path(self.path)):
+            from transformers.utils.quantization_config import Mxfp4Config
+
+            kw["quantization_config"] = Mxfp4Config(dequantize=True)
+        model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=self._resolve_dtype(), **kw)
         self.model = model.to(self.device).eval()
         gen = self.model.generation_config
         eos = gen.eos_token_id

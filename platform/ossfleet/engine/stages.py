@@ -4,9 +4,13 @@ A :class:`PipelineStage` holds layers ``[start, end)`` of the model; the first
 stage also holds the token embedding, the last the final norm and the LM
 head. It reads exactly those tensors from the checkpoint's safetensors files
 (through the index when the checkpoint is sharded), so a stage of
-gpt-oss-120b on a 48 GB GPU never sees the other half of the weights. MXFP4
-expert weights (the released checkpoints) are dequantized to the stage's dtype
-as they load.
+gpt-oss-120b on a 48 GB GPU never sees the other half of the weights.
+
+The released checkpoints keep the experts in MXFP4 (``*_blocks`` /
+``*_scales``). With ``weights="bf16"`` a stage dequantizes them to its dtype
+as they load (transformers' ``convert_moe_packed_tensors``); with
+``weights="mxfp4"`` it keeps them packed (``engine/mxfp4.py``) and
+dequantizes only the experts each step routes to.
 
 Each stage keeps the KV cache of its own layers in a paged pool
 (``engine/kvcache.py``) addressed by the block tables of the engine's
@@ -66,8 +70,11 @@ def load_tensors(path: Path, prefixes: tuple[str, ...], exact: tuple[str, ...]) 
     return out
 
 
-def _dequantize_mxfp4(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Replace ``*_blocks``/``*_scales`` MXFP4 pairs with dense weights."""
+def _dequantize_mxfp4(
+    tensors: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Replace ``*_blocks``/``*_scales`` MXFP4 pairs with dense weights, dequantized on ``device`` (so a
+    GPU stage never holds the dense experts in host memory)."""
     blocks = [n for n in tensors if n.endswith("_blocks")]
     if not blocks:
         return tensors
@@ -76,14 +83,30 @@ def _dequantize_mxfp4(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> d
     out = {n: t for n, t in tensors.items() if not n.endswith(("_blocks", "_scales"))}
     for b in blocks:
         base = b[: -len("_blocks")]
-        out[base] = convert_moe_packed_tensors(tensors[b], tensors[base + "_scales"], dtype=dtype)
+        packed, scales = tensors[b].to(device), tensors[base + "_scales"].to(device)
+        out[base] = convert_moe_packed_tensors(packed, scales, dtype=dtype)
     return out
+
+
+def is_mxfp4(path: Path) -> bool:
+    """Whether a checkpoint stores its experts in MXFP4 (as released)."""
+    cfg = json.loads((path / "config.json").read_text())
+    return (cfg.get("quantization_config") or {}).get("quant_method") == "mxfp4"
 
 
 class PipelineStage:
     """Layers ``[start, end)`` of a gpt-oss checkpoint, their weights, and their KV caches."""
 
-    def __init__(self, path: str | Path, start: int, end: int, *, dtype: str = "float32", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        start: int,
+        end: int,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        weights: str = "bf16",
+    ) -> None:
         from transformers import AutoConfig
         from transformers.models.gpt_oss.modeling_gpt_oss import (
             GptOssDecoderLayer,
@@ -91,7 +114,18 @@ class PipelineStage:
             GptOssRotaryEmbedding,
         )
 
+        from ossfleet.engine.mxfp4 import PackedExperts
+
         self.path = Path(path)
+        if weights not in ("bf16", "mxfp4"):
+            raise ValueError(f"weights must be 'bf16' or 'mxfp4', got {weights!r}")
+        packed = weights == "mxfp4"
+        if packed and not is_mxfp4(self.path):
+            raise ValueError(
+                f"weights: mxfp4 keeps the experts as the checkpoint stores them, but {self.path} is not in MXFP4 "
+                f"(no quantization_config with quant_method mxfp4): use weights: bf16 for a dense checkpoint"
+            )
+        self.weights = weights
         full = AutoConfig.from_pretrained(self.path)
         if not 0 <= start < end <= full.num_hidden_layers:
             raise ValueError(f"stage layers [{start}, {end}) outside the model's {full.num_hidden_layers} layers")
@@ -113,13 +147,18 @@ class PipelineStage:
             self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.hidden_size) if self.first else None
             self.norm = GptOssRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps) if self.last else None
             self.lm_head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if self.last else None
+            if packed:
+                for layer in self.layers:
+                    layer.mlp.experts = PackedExperts(cfg, self.dtype)  # type: ignore[union-attr]
         self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
 
         prefixes = tuple(f"model.layers.{i}." for i in range(start, end))
         exact: tuple[str, ...] = ("model.embed_tokens.weight",) if self.first else ()
         if self.last:
             exact += ("model.norm.weight", "lm_head.weight")
-        tensors = _dequantize_mxfp4(load_tensors(self.path, prefixes, exact), self.dtype)
+        tensors = load_tensors(self.path, prefixes, exact)
+        if not packed:
+            tensors = _dequantize_mxfp4(tensors, self.dtype, self.device)
         layer_sd: dict[str, torch.Tensor] = {}
         for name, t in tensors.items():
             if name.startswith("model.layers."):
@@ -134,11 +173,12 @@ class PipelineStage:
         self.cache: PagedKVCache | None = None
 
     @classmethod
-    def whole_model(cls, model: Any) -> PipelineStage:
+    def whole_model(cls, model: Any, weights: str = "bf16") -> PipelineStage:
         """A single stage over an already-built ``GptOssForCausalLM`` (no copy, no loading).
 
         For benchmarks on randomly initialised full-size models, which have no
-        checkpoint on disk to load from.
+        checkpoint on disk to load from. ``weights="mxfp4"`` quantizes the
+        model's experts in place into packed ones (the dense ones are freed).
         """
         from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRotaryEmbedding
 
@@ -159,20 +199,32 @@ class PipelineStage:
         self.cache = None
         for layer in self.layers:  # the model's layers now read the paged cache
             layer.self_attn.config = cfg  # type: ignore[union-attr]
+        self.weights = weights
+        if weights == "mxfp4":
+            from ossfleet.engine.mxfp4 import PackedExperts
+
+            for layer in self.layers:
+                layer.mlp.experts = PackedExperts.from_dense(layer.mlp.experts, cfg, self.dtype)  # type: ignore[union-attr,arg-type]
         return self
 
     def _load(self, module: torch.nn.Module, sd: dict[str, torch.Tensor], fp32: bool = False) -> None:
-        # Norms stay in float32, as transformers keeps them for gpt-oss.
-        cast = {n: t.to(self.device, torch.float32 if fp32 or "norm" in n else self.dtype) for n, t in sd.items()}
+        # Norms stay in float32, as transformers keeps them for gpt-oss; packed MXFP4 bytes stay bytes.
+        def dtype(n: str, t: torch.Tensor) -> torch.dtype:
+            if t.dtype == torch.uint8:
+                return torch.uint8
+            return torch.float32 if fp32 or "norm" in n else self.dtype
+
+        cast = {n: t.to(self.device, dtype(n, t)) for n, t in sd.items()}
         module.load_state_dict(cast, strict=True, assign=True)
         module.eval()
 
     # -- what a stage reports -----------------------------------------------------------
 
     def param_bytes(self) -> int:
-        """Bytes of the weights this stage holds."""
-        mods = [self.layers, self.embed, self.norm, self.lm_head]
-        return sum(p.numel() * p.element_size() for m in mods if m is not None for p in m.parameters())
+        """Bytes of the weights this stage holds (parameters, and packed experts' buffers)."""
+        mods = [m for m in (self.layers, self.embed, self.norm, self.lm_head) if m is not None]
+        tensors = [t for m in mods for t in (*m.parameters(), *m.buffers())]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def node_id(self) -> str:
         import ray

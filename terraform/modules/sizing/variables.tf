@@ -1,9 +1,10 @@
 variable "models" {
-  description = "Model specs, as `ossfleet terraform-vars` writes them from the catalog: layers, bytes per layer and per vocab matrix, and replica bounds."
+  description = "Model specs, as `ossfleet terraform-vars` writes them from the catalog: layers, bytes per layer (in the model's weight format) and per vocab matrix, the KV bytes one layer holds for a request of the model's max_context, and replica bounds."
   type = map(object({
     layers          = number
     layer_bytes     = number
     embedding_bytes = number
+    kv_layer_bytes  = number
     min_replicas    = number
     max_replicas    = number
   }))
@@ -17,8 +18,8 @@ variable "models" {
     error_message = "Every model needs a whole, positive number of layers."
   }
   validation {
-    condition     = alltrue([for m in values(var.models) : m.layer_bytes > 0 && m.embedding_bytes > 0])
-    error_message = "layer_bytes and embedding_bytes must be positive."
+    condition     = alltrue([for m in values(var.models) : m.layer_bytes > 0 && m.embedding_bytes > 0 && m.kv_layer_bytes >= 0])
+    error_message = "layer_bytes and embedding_bytes must be positive, kv_layer_bytes not negative."
   }
   validation {
     condition     = alltrue([for m in values(var.models) : m.min_replicas >= 0 && m.max_replicas >= 1 && m.min_replicas <= m.max_replicas])
@@ -58,10 +59,4 @@ variable "runtime_overhead_gib" {
   description = "Activations and workspace per GPU (catalog.RUNTIME_OVERHEAD_GIB)."
   type        = number
   default     = 0.75
-}
-
-variable "min_kv_cache_gib" {
-  description = "The least KV cache a stage must keep (catalog.MIN_KV_CACHE_GIB)."
-  type        = number
-  default     = 0.5
 }

@@ -62,7 +62,7 @@ run "gpt_oss_120b_on_48gb_is_a_two_stage_pipeline" {
   }
 }
 
-run "gpt_oss_120b_on_24gb_needs_three_stages" {
+run "gpt_oss_120b_on_24gb_needs_four_stages" {
   command = plan
   variables {
     gpu = {
@@ -71,8 +71,8 @@ run "gpt_oss_120b_on_24gb_needs_three_stages" {
     }
   }
   assert {
-    condition     = output.stages["gpt-oss-120b"] == 3 && output.nodes_per_replica["gpt-oss-120b"] == 1
-    error_message = "gpt-oss-120b on 24 GB GPUs should be 3 stages on one 4-GPU node."
+    condition     = output.stages["gpt-oss-120b"] == 4 && output.nodes_per_replica["gpt-oss-120b"] == 1
+    error_message = "gpt-oss-120b on 24 GB GPUs should be 4 stages on one 4-GPU node."
   }
 }
 
@@ -102,7 +102,7 @@ run "rejects_inverted_replica_bounds" {
   command = plan
   variables {
     models = {
-      "gpt-oss-20b" = { layers = 24, layer_bytes = 478477760, embedding_bytes = 1158266880, min_replicas = 3, max_replicas = 1 }
+      "gpt-oss-20b" = { layers = 24, layer_bytes = 476875072, embedding_bytes = 1158266880, kv_layer_bytes = 268435456, min_replicas = 3, max_replicas = 1 }
     }
     gpu = { "gpt-oss-20b" = { gpu_memory_gib = 24, gpus_per_node = 1 } }
   }
