@@ -3,10 +3,12 @@
 Serve's controller instantiates :class:`OssfleetServePolicy` once per model
 deployment with the ``policy_kwargs`` the application builder set, and calls
 it with an ``AutoscalingContext`` on every autoscaling tick. It gathers the
-signals (each replica's ``record_autoscaling_stats``, the model's queue depth
-from Redis), runs the pure ``decide`` and returns the replica count with the
-policy's state, which Serve hands back on the next call. If Redis cannot be
-read it keeps the current count rather than guess.
+signals (each replica's ``record_autoscaling_stats``; the model's queue depth
+per band and its online arrival counter from Redis, whose increments over the
+last ``ARRIVAL_WINDOW_S`` give the arrival rate), runs the pure ``decide`` and
+returns the replica count with the policy's state, which Serve hands back on
+the next call. If Redis cannot be read it keeps the current count rather than
+guess.
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from autoscaling.signals import queue_depth
 log = logging.getLogger("ossfleet.autoscaling")
 
 POLICY_FUNCTION = "autoscaling.serve_policy:OssfleetServePolicy"
-STATS = ("running", "max_slots", "requests_per_s", "kv_cache_used", "gpu_utilization")
+STATS = ("running", "max_slots", "requests_per_s", "kv_cache_used", "gpu_utilization", "running_batch",
+         "completions", "service_s")  # fmt: skip
+ARRIVAL_WINDOW_S = 10.0
+
+
+def arrival_rate(samples: list[list[float]], now: float, count: int) -> tuple[float | None, list[list[float]]]:
+    """The rate of a counter over the last ``ARRIVAL_WINDOW_S`` from its samples ([time, count], oldest
+    first), and the samples to keep; None until a second has been seen."""
+    samples = [x for x in samples if x[0] >= now - ARRIVAL_WINDOW_S and x[1] <= count] + [[now, float(count)]]
+    t0, c0 = samples[0]
+    return ((count - c0) / (now - t0) if now - t0 >= 1.0 else None), samples
 
 
 class OssfleetServePolicy:
@@ -68,6 +80,9 @@ class OssfleetServePolicy:
                     requests_per_s=float(get["requests_per_s"] or 0.0),
                     gpu_utilization=get["gpu_utilization"],
                     kv_cache_used=get["kv_cache_used"],
+                    running_batch=int(get["running_batch"] or 0),
+                    completions=None if get["completions"] is None else int(get["completions"]),
+                    service_s=get["service_s"],
                 )
             )
         return tuple(out)
@@ -76,16 +91,31 @@ class OssfleetServePolicy:
         now = ctx.current_time or time.time()
         current = ctx.target_num_replicas
         try:
-            waiting, oldest = queue_depth(self._redis(), self.namespace, self.model, self.bands, now)
+            q = queue_depth(self._redis(), self.namespace, self.model, self.bands, now)
         except Exception as e:
             log.warning("event=autoscaling_redis_unreadable model=%s error=%r", self.model, type(e).__name__)
             return current, ctx.policy_state
-        signals = ModelSignals(waiting, oldest, self.replica_loads(ctx.aggregated_metrics))
-        state = PolicyState(**ctx.policy_state.get("ossfleet", {}))
+        rate, samples = arrival_rate(ctx.policy_state.get("arrivals", []), now, q.arrivals_online)
+        signals = ModelSignals(
+            q.waiting, q.oldest_online_s, self.replica_loads(ctx.aggregated_metrics),
+            waiting_batch=q.waiting_batch, arrivals_per_s=rate,
+        )  # fmt: skip
+        state = policy_state(ctx.policy_state.get("ossfleet", {}))
         desired, state = decide(signals, current, state, self.cfg, now)
         if desired != current:
             log.info(
-                "event=autoscale model=%s from=%d to=%d waiting=%d oldest_wait_s=%.1f running=%d",
-                self.model, current, desired, waiting, oldest, signals.running,
+                "event=autoscale model=%s from=%d to=%d waiting=%d waiting_batch=%d oldest_wait_s=%.1f "
+                "running=%d arrivals_per_s=%.2f",
+                self.model, current, desired, q.waiting, q.waiting_batch, q.oldest_online_s, signals.running,
+                rate or 0.0,
             )  # fmt: skip
-        return desired, {**ctx.policy_state, "ossfleet": asdict(state)}
+        return desired, {**ctx.policy_state, "ossfleet": asdict(state), "arrivals": samples}
+
+
+def policy_state(d: dict[str, Any]) -> PolicyState:
+    """The policy's state from its JSON-ish form (tuples come back as lists)."""
+    d = dict(d)
+    for k in ("rates", "bursts"):
+        if k in d:
+            d[k] = tuple(tuple(x) for x in d[k])
+    return PolicyState(**d)

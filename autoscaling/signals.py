@@ -10,22 +10,39 @@ or no NVML, never zero.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 
-def queue_depth(client: Any, namespace: str, model: str, bands: int, now: float | None = None) -> tuple[int, float]:
-    """(requests waiting in every band, age of the oldest in seconds) for a model."""
+@dataclass(frozen=True)
+class QueueDepth:
+    waiting: int  # requests waiting, every band
+    waiting_batch: int  # of those, in the batch band (the lowest, when there are several)
+    oldest_online_s: float  # the oldest online (non-batch) request's wait
+    arrivals_online: int  # online requests ever admitted (a counter: its increments are the arrivals)
+
+
+def queue_depth(client: Any, namespace: str, model: str, bands: int, now: float | None = None) -> QueueDepth:
+    """A model's queue in Redis, in one round trip."""
     prefix = "{" + namespace + "}:"
+    batch = bands - 1 if bands > 1 else None
     pipe = client.pipeline(transaction=False)
     for b in range(bands):
         pipe.zcard(f"{prefix}wait:{model}:{b}")
         pipe.zrange(f"{prefix}wait:{model}:{b}", 0, 0, withscores=True)
+    pipe.hgetall(f"{prefix}arrivals:{model}")
     res = pipe.execute()
-    waiting = sum(int(res[i]) for i in range(0, 2 * bands, 2))
-    heads = [res[i][0][1] for i in range(1, 2 * bands, 2) if res[i]]
+    counts = [int(res[2 * b]) for b in range(bands)]
+    heads = [res[2 * b + 1][0][1] for b in range(bands) if res[2 * b + 1] and b != batch]
     now_ms = (now if now is not None else time.time()) * 1000
     oldest = max(0.0, (now_ms - min(heads)) / 1000) if heads else 0.0
-    return waiting, oldest
+    arrivals = {int(k): int(v) for k, v in (res[-1] or {}).items()}
+    return QueueDepth(
+        waiting=sum(counts),
+        waiting_batch=counts[batch] if batch is not None else 0,
+        oldest_online_s=oldest,
+        arrivals_online=sum(v for b, v in arrivals.items() if b != batch),
+    )
 
 
 def gpu_utilization() -> float | None:

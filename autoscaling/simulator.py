@@ -9,10 +9,18 @@ ready replica has a free slot. It reports SLO attainment (share of requests
 whose wait was within the target), p50/p99 wait, GPU-seconds and scaling
 actions.
 
+Requests carry a band: online ones (interactive, standard) are served
+first; batch-band lines take a slot only when no online request waits, and
+the SLO counts online requests only.
+
 Policies are callables ``(signals, current_replicas, now) -> desired``:
 :class:`OssfleetPolicy` wraps ``autoscaling.policy.decide``;
-:class:`RayServeDefaultPolicy` models Ray Serve's default request-based
-policy; :class:`StaticPolicy` holds a fixed count.
+:class:`RayServeDefaultPolicy` models Ray Serve's request-based policy
+(its defaults, or tuned to the replica's slots); :class:`QueueLengthPolicy`
+a KEDA Redis list-length scaler behind a Kubernetes HPA;
+:class:`OraclePolicy` knows every arrival ahead (the lower bound on
+GPU-seconds at the SLO, paying the same cold start); :class:`StaticPolicy`
+holds a fixed count.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, ReplicaLoad, decide
+
+BATCH_BAND = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,11 @@ class Arrival:
     t: float
     input_tokens: int
     output_tokens: int
+    band: int = 1  # 0 interactive, 1 standard, 2 batch
+
+    @property
+    def online(self) -> bool:
+        return self.band < BATCH_BAND
 
 
 def load_trace(
@@ -88,6 +103,29 @@ def bursty(base: float, burst: float, seconds: float, period_s: float = 300, bur
     return modulated(lambda t: burst if (t % period_s) < burst_s else base, max(base, burst), seconds, seed)
 
 
+def spiky(
+    base: float,
+    seconds: float,
+    seed: int = 0,
+    burst_s: tuple[float, float] = (10, 60),
+    factor: tuple[float, float] = (8, 16),
+    mean_gap_s: float = 300,
+) -> list[Arrival]:
+    """Poisson at ``base`` with bursts of ``burst_s`` seconds at ``factor`` x the base, at random times
+    (exponential gaps of mean ``mean_gap_s`` between bursts)."""
+    rng = random.Random(seed + 1000)
+    bursts, t = [], rng.expovariate(1 / mean_gap_s)
+    while t < seconds:
+        length = rng.uniform(*burst_s)
+        bursts.append((t, t + length, base * rng.uniform(*factor)))
+        t += length + rng.expovariate(1 / mean_gap_s)
+
+    def rate(t: float) -> float:
+        return next((r for a, b, r in bursts if a <= t < b), base)
+
+    return modulated(rate, base * factor[1], seconds, seed)
+
+
 def diurnal(low: float, high: float, seconds: float, period_s: float = 3600, seed: int = 0):
     def rate(t: float) -> float:
         return low + (high - low) * (1 - math.cos(2 * math.pi * t / period_s)) / 2
@@ -113,8 +151,8 @@ class ReplicaModel:
 class _Replica:
     ready_at: float
     started_at: float
-    running: list[float] = field(default_factory=list)  # finish times
-    done: deque[float] = field(default_factory=deque)  # completion times, for its measured rate
+    running: list[tuple[float, bool, float]] = field(default_factory=list)  # (finish, batch line?, start)
+    done: deque[tuple[float, float]] = field(default_factory=deque)  # (completion time, service s)
     draining: bool = False
 
 
@@ -134,18 +172,32 @@ Policy = Callable[[ModelSignals, int, float], int]
 
 
 class OssfleetPolicy:
-    def __init__(self, cfg: PolicyConfig) -> None:
+    def __init__(self, cfg: PolicyConfig, state: PolicyState | None = None) -> None:
         self.cfg = cfg
-        self.state = PolicyState()
+        self.state = state or PolicyState()
+        self.last_now = 0.0
+
+    def memory(self) -> PolicyState:
+        """The state as a policy that kept running would carry into the next window: its times moved
+        back by this run's length (what it remembers of rates and bursts; no pending up/down timers)."""
+        dt = self.last_now
+        st = self.state
+        return replace(
+            st, up_since=None, down_since=None, idle_since=None,
+            rates=tuple((t - dt, r) for t, r in st.rates), bursts=tuple((t - dt, r) for t, r in st.bursts),
+            burst_start=None if st.burst_start is None else st.burst_start - dt,
+        )  # fmt: skip
 
     def __call__(self, s: ModelSignals, current: int, now: float) -> int:
         desired, self.state = decide(s, current, self.state, self.cfg, now)
+        self.last_now = now
         return desired
 
 
 class RayServeDefaultPolicy:
-    """Ray Serve's default: replicas = ongoing requests (averaged over a look-back
-    window) / target_ongoing_requests, with its up and down delays."""
+    """Ray Serve's request-based policy: replicas = ongoing requests (averaged over a look-back
+    window) / target_ongoing_requests, with its up and down delays. Its default target is 2; a
+    user tunes it to the replica (``target_ongoing_requests`` = 0.8 x slots)."""
 
     def __init__(
         self,
@@ -185,6 +237,51 @@ class RayServeDefaultPolicy:
         return current
 
 
+class QueueLengthPolicy:
+    """A KEDA Redis scaler (list length) behind a Kubernetes HPA: replicas = ceil(waiting /
+    ``list_length``), up at once, down after the HPA's stabilization window (the highest
+    recommendation of its last ``stabilization_s``), one replica while anything waited within
+    KEDA's ``cooldown_s``, zero after it. It sees the queue only, not what runs."""
+
+    def __init__(
+        self, max_replicas: int, list_length: int = 8, stabilization_s: float = 300.0, cooldown_s: float = 300.0
+    ) -> None:
+        self.max = max_replicas
+        self.list_length = list_length
+        self.stabilization_s, self.cooldown_s = stabilization_s, cooldown_s
+        self.recs: deque[tuple[float, int]] = deque()
+        self.last_active: float | None = None
+
+    def __call__(self, s: ModelSignals, current: int, now: float) -> int:
+        online = s.waiting - s.waiting_batch
+        if s.waiting:
+            self.last_active = now
+        self.recs.append((now, min(self.max, math.ceil(online / self.list_length))))
+        while self.recs[0][0] < now - self.stabilization_s:
+            self.recs.popleft()
+        want = max(r for _, r in self.recs)
+        active = self.last_active is not None and now - self.last_active < self.cooldown_s
+        return max(want, 1) if active else want
+
+
+class OraclePolicy:
+    """Clairvoyant: knows every arrival ahead and pays the same cold start. At each decision it runs
+    the replicas that the requests in service over the next cold start (each served at once, for its
+    service time) fill, at full slots, and drops the rest at once."""
+
+    def __init__(self, arrivals: list[Arrival], model: ReplicaModel, decide_every_s: float = 1.0) -> None:
+        self.lead = model.cold_start_s + decide_every_s
+        inflight: dict[int, int] = {}
+        for a in arrivals:
+            for sec in range(int(a.t), int(a.t + model.service_s(a)) + 1):
+                inflight[sec] = inflight.get(sec, 0) + 1
+        self.need = {sec: math.ceil(n / model.slots) for sec, n in inflight.items()}
+
+    def __call__(self, s: ModelSignals, current: int, now: float) -> int:
+        ahead = range(int(now), int(now + self.lead) + 1)
+        return max((self.need.get(sec, 0) for sec in ahead), default=0)
+
+
 class StaticPolicy:
     def __init__(self, replicas: int) -> None:
         self.replicas = replicas
@@ -216,8 +313,11 @@ def simulate(
     decide_every_s: float = 1.0,
     initial_replicas: int = 0,
     rate_window_s: float = 30.0,
+    arrival_window_s: float = 10.0,
 ) -> SimResult:
-    queue: deque[Arrival] = deque()
+    queue: deque[Arrival] = deque()  # online requests, FIFO
+    batch: deque[Arrival] = deque()  # batch-band lines, served when no online request waits
+    arrived: deque[float] = deque()  # online arrival times within the last rate window
     replicas = [_Replica(ready_at=0.0, started_at=0.0) for _ in range(initial_replicas)]
     waits: list[float] = []
     gpu_s = 0.0
@@ -227,36 +327,51 @@ def simulate(
     end = (arrivals[-1].t if arrivals else 0.0) + 3600.0
     while now <= end:
         while i < len(arrivals) and arrivals[i].t <= now:
-            queue.append(arrivals[i])
+            a = arrivals[i]
+            if a.online:
+                queue.append(a)
+                arrived.append(a.t)
+            else:
+                batch.append(a)
             i += 1
+        while arrived and arrived[0] < now - arrival_window_s:
+            arrived.popleft()
         for r in replicas:
-            while r.running and min(r.running) <= now:
-                t = min(r.running)
-                r.running.remove(t)
-                r.done.append(t)
-            while r.done and r.done[0] < now - rate_window_s:
+            while r.running and min(r.running)[0] <= now:
+                first = min(r.running)
+                r.running.remove(first)
+                r.done.append((first[0], first[0] - first[2]))
+            while r.done and r.done[0][0] < now - rate_window_s:
                 r.done.popleft()
         replicas = [r for r in replicas if not (r.draining and not r.running)]
         for r in replicas:
             if r.draining or r.ready_at > now:
                 continue
-            while queue and len(r.running) < model.slots:
-                a = queue.popleft()
-                waits.append(now - a.t)
-                r.running.append(now + model.service_s(a))
+            while (queue or batch) and len(r.running) < model.slots:
+                if queue:
+                    a = queue.popleft()
+                    waits.append(now - a.t)
+                else:
+                    a = batch.popleft()
+                r.running.append((now + model.service_s(a), not a.online, now))
         if now >= next_decision:
             live = [r for r in replicas if not r.draining]
             signals = ModelSignals(
-                waiting=len(queue),
+                waiting=len(queue) + len(batch),
                 oldest_wait_s=now - queue[0].t if queue else 0.0,
                 replicas=tuple(
                     ReplicaLoad(
                         len(r.running),
                         model.slots,
                         len(r.done) / min(rate_window_s, max(now - r.ready_at, 1e-9)) if r.ready_at <= now else 0.0,
+                        running_batch=sum(1 for _, b, _ in r.running if b),
+                        completions=len(r.done),
+                        service_s=sum(d for _, d in r.done) / len(r.done) if r.done else None,
                     )
                     for r in live
                 ),
+                waiting_batch=len(batch),
+                arrivals_per_s=len(arrived) / min(arrival_window_s, max(now, 1.0)),
             )
             desired = policy(signals, len(live), now)
             if desired > len(live):
@@ -274,7 +389,7 @@ def simulate(
             next_decision = now + decide_every_s
         gpu_s += len(replicas) * model.gpus * tick_s
         # The run ends when the trace is served; GPU time after that is not the policy's to answer for.
-        if i >= len(arrivals) and not queue and all(not r.running for r in replicas):
+        if i >= len(arrivals) and not queue and not batch and all(not r.running for r in replicas):
             break
         now += tick_s
     waits.sort()

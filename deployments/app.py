@@ -51,6 +51,8 @@ def policy_kwargs(cfg: PlatformConfig, m: ModelConfig, redis_url: str | None) ->
         "downscale_delay_s": a.downscale_delay_s,
         "idle_to_zero_s": a.idle_to_zero_s,
         "cold_start_s": a.cold_start_s,
+        "burst_hold_s": a.burst_hold_s,
+        "batch_max_replicas": a.batch_max_replicas,
         "default_slots": m.max_batch_size,
     }
 

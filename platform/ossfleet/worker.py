@@ -140,6 +140,7 @@ class ReplicaWorker:
         self.reserved_slots = reserved_slots
         self.draining = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._batch_running: set[str] = set()  # of ``_tasks``, batch-band lines
         self._slot_freed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._cancel_task: asyncio.Task[None] | None = None
@@ -200,7 +201,14 @@ class ReplicaWorker:
             "tokens_per_s": s.tokens_per_s,
             "requests_per_s": self._completions.rate(now),
             "served": float(self.served),
+            # For the autoscaling policy: batch-band lines running, completions the rate was measured
+            # over, and the mean time a completed request held its slot.
+            "running_batch": float(len(self._batch_running)),
+            "completions": float(self._completions.count(now)),
         }
+        service_s = self._completions.mean(now)
+        if service_s is not None:
+            load["service_s"] = service_s
         if s.kv_cache_used is not None:
             load["kv_cache_used"] = s.kv_cache_used
         return load
@@ -269,6 +277,9 @@ class ReplicaWorker:
 
     async def _serve(self, lease: Lease) -> None:
         rid, p = lease.request_id, lease.payload
+        started = asyncio.get_running_loop().time()
+        if self.queue.bands > 1 and lease.band == self.queue.bands - 1:
+            self._batch_running.add(rid)
         renew = asyncio.create_task(self._renew(lease))
         parser: HarmonyStreamParser | RawTextStream = (
             RawTextStream(self.tokenizer) if p.get("raw") else HarmonyStreamParser(self.tokenizer, rid)
@@ -311,7 +322,8 @@ class ReplicaWorker:
             else:
                 await self.queue.complete(rid, self.owner, out_tokens, cost, finish)
             self.served += 1
-            self._completions.add(asyncio.get_running_loop().time(), 1)
+            now = asyncio.get_running_loop().time()
+            self._completions.add(now, 1, now - started)
         except EngineError as e:
             await self._fail(rid, str(e), retryable=False)
         except LeaseLost:
@@ -324,6 +336,7 @@ class ReplicaWorker:
         finally:
             renew.cancel()
             self._tasks.pop(rid, None)
+            self._batch_running.discard(rid)
             self._slot_freed.set()
 
     async def _fail(self, rid: str, error: str, retryable: bool) -> None:

@@ -94,22 +94,48 @@ class Engine(Protocol):
 
 
 class ThroughputMeter:
-    """Events (tokens, requests) per second over a sliding window; safe across threads."""
+    """Events (tokens, requests) per second over a sliding window; safe across threads.
+
+    Until the meter has existed for a whole window (from its first use), the
+    rate divides by the time it has, not by the window: a young replica's rate
+    is not read as a slow one. Each event may carry a value (a request's
+    service time, say), whose mean over the window ``mean`` gives.
+    """
 
     def __init__(self, window_s: float = 10.0) -> None:
         self.window_s = window_s
-        self._events: deque[tuple[float, int]] = deque()
+        self._events: deque[tuple[float, int, float]] = deque()
         self._lock = threading.Lock()
+        self._since: float | None = None
 
-    def add(self, now: float, count: int) -> None:
+    def add(self, now: float, count: int, value: float = 0.0) -> None:
         with self._lock:
-            self._events.append((now, count))
+            if self._since is None:
+                self._since = now
+            self._events.append((now, count, value))
             cutoff = now - self.window_s
             while self._events and self._events[0][0] < cutoff:
                 self._events.popleft()
 
-    def rate(self, now: float) -> float:
+    def _window(self, now: float) -> list[tuple[float, int, float]]:
         cutoff = now - self.window_s
         with self._lock:
-            total = sum(n for t, n in self._events if t >= cutoff)
-        return total / self.window_s
+            if self._since is None:
+                self._since = now
+            return [e for e in self._events if e[0] >= cutoff]
+
+    def rate(self, now: float) -> float:
+        events = self._window(now)
+        assert self._since is not None
+        span = min(self.window_s, max(now - self._since, 1.0))
+        return sum(n for _, n, _ in events) / span
+
+    def count(self, now: float) -> int:
+        """Events within the window."""
+        return sum(n for _, n, _ in self._window(now))
+
+    def mean(self, now: float) -> float | None:
+        """The mean value of the window's events (None without any)."""
+        events = self._window(now)
+        n = sum(c for _, c, _ in events)
+        return sum(v for _, _, v in events) / n if n else None

@@ -87,6 +87,8 @@ if count_rate then
   redis.call('PEXPIRE', tok_k, 120000)
 end
 redis.call('HINCRBY', budget, 'reserved', reserve)
+-- Arrivals per band, ever: the autoscaling policy reads the rate from its increments.
+redis.call('HINCRBY', k('arrivals', model), band, 1)
 redis.call('HSET', k('req', id),
   'tenant', tenant, 'model', model, 'band', band, 'payload', payload,
   'in_tokens', in_tok, 'max_tokens', max_tok, 'reserved', reserve, 'period', period,
