@@ -15,13 +15,14 @@ _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 def _get(kind: str, name: str, description: str, tags: tuple[str, ...]) -> Any:
+    import ray
+
+    if not ray.is_initialized():  # checked on every use: a metric made under a Ray since shut down is dead
+        _metrics.clear()
+        return None
     m = _metrics.get(name)
     if m is not None:
         return m
-    import ray
-
-    if not ray.is_initialized():
-        return None
     from ray.util import metrics
 
     if kind == "counter":

@@ -11,13 +11,13 @@ at most); events for streams already read return at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.queue import StreamEvent, _s
+from ossfleet.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -70,9 +70,7 @@ class StreamHub:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         assert self._wake is not None

@@ -20,6 +20,7 @@ from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams, Thr
 from ossfleet.errors import LeaseLost
 from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds
 from ossfleet.pricing import cost_nusd
+from ossfleet.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -170,16 +171,12 @@ class ReplicaWorker:
             self.engine.abort(rid)
             task = self._tasks.get(rid)
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await cancel_and_wait(task)
             with contextlib.suppress(LeaseLost):
                 await self.queue.release(rid, self.owner)
         for t in (self._loop_task, self._cancel_task):
             if t is not None:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                await cancel_and_wait(t)
 
     async def _record(self, load: dict[str, float]) -> None:
         metrics.running(self.model, self.owner, load["running"])

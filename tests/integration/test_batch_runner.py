@@ -20,6 +20,7 @@ from ossfleet.engine.base import EngineRequest, TokenOutput
 from ossfleet.engine.stub import StubEngine
 from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import SpecialIds
+from ossfleet.tasks import cancel_and_wait
 from ossfleet.tenancy import period_id
 from ossfleet.worker import ReplicaWorker
 
@@ -55,6 +56,18 @@ class GatedStubEngine(StubEngine):
             yield out
 
 
+async def dump_tasks_after(seconds: float, test: asyncio.Task) -> None:
+    """A watchdog: if the test still runs after ``seconds``, print where every task waits and cancel
+    the test (a hang then shows its awaits, not only its threads)."""
+    import sys
+
+    await asyncio.sleep(seconds)
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    test.cancel()
+
+
 def jsonl(n: int) -> bytes:
     return "\n".join(
         json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
@@ -69,6 +82,16 @@ async def test_a_runner_killed_mid_job_and_cancelled_resumes_without_losing_or_d
 ):
     from ossfleet.redisdb import connect_async
 
+    test = asyncio.current_task()
+    assert test is not None
+    watchdog = asyncio.create_task(dump_tasks_after(240, test))
+    try:
+        await _runner_killed_mid_job(tiny_checkpoint, redis_server, namespace, tmp_path, connect_async)
+    finally:
+        watchdog.cancel()
+
+
+async def _runner_killed_mid_job(tiny_checkpoint, redis_server, namespace, tmp_path, connect_async):
     cfg = parse_config(config(tiny_checkpoint, namespace, tmp_path / "files"), "<runner>")
     core = GatewayCore(cfg, redis_server.url)
     core.batches.start_driver = lambda job_id: None  # the test drives the runner itself
@@ -91,10 +114,15 @@ async def test_a_runner_killed_mid_job_and_cancelled_resumes_without_losing_or_d
     first = asyncio.create_task(JobRunner(core, core.batches.store, core.batches.storage, job.id).run())
     # The gate holds every line after the sixth, so the job stops at exactly 6 recorded lines
     # with more admitted: a state that, once reached, stays until the gate opens.
-    while (await core.batches.get(t, job.id)).completed < 6:
+    deadline = asyncio.get_running_loop().time() + 120
+    while (now := await core.batches.get(t, job.id)).completed < 6:
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"stuck: completed={now.completed} cursor={now.cursor} engine.started={engine.started} "
+            f"running={len(worker._tasks)} worker_error={worker.last_error} runner_done={first.done()} "
+            f"runner={first.exception() if first.done() else None!r}"
+        )
         await asyncio.sleep(0.05)
-    first.cancel()  # the driver dies here, lines in flight
-    await asyncio.gather(first, return_exceptions=True)
+    await cancel_and_wait(first)  # the driver dies here, lines in flight (a lone cancel can be lost on 3.11)
     killed_at = await core.batches.get(t, job.id)
     assert killed_at.completed == 6 < killed_at.cursor <= 60, "lines were admitted and not yet recorded"
     await core.batches.cancel(t, job.id)
