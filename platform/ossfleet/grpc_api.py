@@ -344,5 +344,5 @@ def batch_pb(job: Job) -> pb.Batch:
         total=job.total, completed=job.completed, failed=job.failed,
         errors=[pb.BatchError(code=e.get("code", ""), message=e.get("message", ""), line=int(e.get("line") or 0))
                 for e in job.errors],
-        metadata=job.metadata or {}, timestamps=job.stamps,
+        metadata=job.metadata or {}, timestamps=job.stamps, status_message=job.status_message,
     )  # fmt: skip

@@ -98,3 +98,15 @@ def test_hardening_unexpected_errors_become_503_for_redis_and_500_with_an_id_oth
     assert isinstance(err, InternalError) and err.http_status == 500 and err.grpc_code == "INTERNAL"
     assert "secret" not in err.message and err.details["error_id"] in err.message
     assert err.details["error_id"] in caplog.text and "Traceback" in caplog.text  # the log has it all
+
+
+def test_hardening_dedicated_resources_lacking_are_named_with_what_is_free():
+    from ossfleet.batch.dedicated import missing_resources
+
+    need = {"CPU": 0.5, "GPU": 1.0}
+    assert missing_resources(need, {"CPU": 2.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 3.0}) is None
+    assert missing_resources(need, {"CPU": 0.25}, {"CPU": 2.0, "GPU": 3.0}) == (
+        "0.5 CPU (free 0.25 of 2), 1 GPU (free 0 of 3)"
+    )
+    # A resource the actor does not ask for is never the reason.
+    assert missing_resources({"CPU": 0.5, "GPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}) is None

@@ -44,7 +44,8 @@ def _check(r: httpx.Response) -> Any:
 
 def _summary(b: dict[str, Any]) -> str:
     c = b["request_counts"]
-    return f"{b['id']}  {b['status']}  {c['completed']} completed, {c['failed']} failed of {c['total']} ({b['mode']})"
+    line = f"{b['id']}  {b['status']}  {c['completed']} completed, {c['failed']} failed of {c['total']} ({b['mode']})"
+    return f"{line}\n  {b['status_message']}" if b.get("status_message") else line
 
 
 def _report_failed(b: dict[str, Any]) -> None:
@@ -85,9 +86,10 @@ def _watch(c: httpx.Client, batch_id: str, poll_s: float) -> dict[str, Any]:
         while True:
             b = _check(c.get(f"/v1/batches/{batch_id}"))
             n = b["request_counts"]
+            waiting = " (waiting for resources)" if b.get("status_message") else ""
             bar.update(
                 task, total=n["total"] or None, completed=n["completed"] + n["failed"],
-                description=f"{batch_id} {b['status']}",
+                description=f"{batch_id} {b['status']}{waiting}",
             )  # fmt: skip
             if b["status"] in DONE:
                 return dict(b)

@@ -8,11 +8,18 @@ the row-level checkpoint: a restarted job skips every row with a result).
 A row is charged when its result is recorded (``batch_record.lua``), at the
 batch discount, so a row redone after a crash is never charged twice, and rows
 in flight when a job is cancelled are released uncharged.
+
+Before the pipeline starts, the job waits until the cluster has free what one
+engine actor and a read task need (Ray Data would otherwise wait silently,
+for good, behind resources the Serve replicas hold). While it waits, the
+job's ``status_message`` says which resources it lacks and since when; after
+``batch.dedicated_start_timeout_s`` it fails with that reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +33,17 @@ if TYPE_CHECKING:
     from ossfleet.batch.store import Job
 
 _END = object()
+# Ray Data's read task: a small CPU share (its default, a whole CPU, is often all a laptop has left).
+READ_CPUS = 0.25
+REPORT_EVERY_S = 2.0
+
+
+def missing_resources(need: dict[str, float], available: dict[str, float], total: dict[str, float]) -> str | None:
+    """What the cluster lacks for ``need`` right now, as words; None when all of it is free."""
+    short = [k for k, v in need.items() if v > 0 and available.get(k, 0.0) + 1e-9 < v]
+    if not short:
+        return None
+    return ", ".join(f"{need[k]:g} {k} (free {available.get(k, 0.0):g} of {total.get(k, 0.0):g})" for k in short)
 
 
 class DedicatedEngine:
@@ -124,15 +142,65 @@ def _pipeline(runner: JobRunner, job: Job, done: set[int]) -> Any:
     m = cfg.model(job.model)
     assert m is not None
     b = cfg.batch
-    ds = ray.data.read_text(job.prepared_path, filesystem=PyFileSystem(FSSpecHandler(runner.storage.fs)))
+    ds = ray.data.read_text(
+        job.prepared_path, filesystem=PyFileSystem(FSSpecHandler(runner.storage.fs)),
+        ray_remote_args={"num_cpus": READ_CPUS},
+    )  # fmt: skip
+    need = actor_resources(runner, job)
     return ds.map_batches(
         DedicatedEngine,
         fn_constructor_kwargs={"config": cfg.dump(), "model": m.name, "endpoint": job.endpoint, "done": sorted(done)},
         batch_size=b.dedicated_rows_per_call,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=b.dedicated_max_actors),
-        num_gpus=b.dedicated_num_gpus if b.dedicated_num_gpus is not None else m.num_gpus,
-        num_cpus=m.num_cpus,
+        num_gpus=need["GPU"],
+        num_cpus=need["CPU"],
     )
+
+
+def actor_resources(runner: JobRunner, job: Job) -> dict[str, float]:
+    """What one dedicated engine actor asks Ray for."""
+    cfg = runner.core.cfg
+    m = cfg.model(job.model)
+    assert m is not None
+    b = cfg.batch
+    return {"CPU": m.num_cpus, "GPU": b.dedicated_num_gpus if b.dedicated_num_gpus is not None else m.num_gpus}
+
+
+async def wait_for_resources(runner: JobRunner, job: Job) -> str | None:
+    """Wait until one engine actor and a read task could start; None then, or why the job must stop
+    (a stop asked meanwhile, or 'resources' after the start timeout, with the reason in the job's errors).
+    Meanwhile the job's ``status_message`` says what it lacks and since when."""
+    import ray
+
+    actor = actor_resources(runner, job)
+    need = {**actor, "CPU": actor["CPU"] + READ_CPUS}
+    timeout = runner.core.cfg.batch.dedicated_start_timeout_s
+    t0, since = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    said = ""
+    while True:
+        stop = await runner._stop_reason(job)
+        if stop is not None:
+            return stop
+        available, total = await asyncio.to_thread(lambda: (ray.available_resources(), ray.cluster_resources()))
+        lacking = missing_resources(need, available, total)
+        if lacking is None:
+            if said:
+                await runner.store.update(job.id, status_message="")
+            return None
+        message = (
+            f"waiting for resources since {since}: one engine actor of {job.model} and a read task need "
+            f"{lacking}; the job fails if they are not free within {timeout:g} s (batch.dedicated_start_timeout_s)"
+        )
+        if message != said:
+            await runner.store.update(job.id, status_message=message)
+            said = message
+        if time.monotonic() - t0 >= timeout:
+            reason = f"no resources for {timeout:g} s: {lacking} (one engine actor of {job.model} and a read task)"
+            await runner.store.update(
+                job.id, status_message="", errors=json.dumps([{"code": "resources_unavailable", "message": reason}])
+            )
+            return "resources"
+        await asyncio.sleep(REPORT_EVERY_S)
 
 
 async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
@@ -145,6 +213,9 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
     period = period_id(tenant.budget.period) if tenant else period_id("monthly")
     if tenant is not None and await runner.core.budget_left(tenant) <= 0:
         return "budget", [line for line in lines if line.index not in done]
+    waited = await wait_for_resources(runner, job)
+    if waited is not None:
+        return waited, [line for line in lines if line.index not in done]
     loop = asyncio.get_running_loop()
     batches: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
     stopping = threading.Event()

@@ -38,14 +38,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ossfleet.batch")
 
-STOP_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired", "budget": "budget_exhausted"}
+STOP_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired", "budget": "budget_exhausted",
+              "resources": "resources_unavailable"}  # fmt: skip
 STOP_MESSAGES = {
     "cancelled": "the batch was cancelled before this request ran",
     "expired": "the batch expired before this request ran",
     "budget": "the tenant's budget ran out before this request ran",
+    "resources": "the batch's dedicated engines could not get their resources (see the batch's errors)",
 }
 # A job stopped by its budget completes (like a queue-mode job whose lines met the budget).
-FINAL_STATUS = {None: "completed", "cancelled": "cancelled", "expired": "expired", "budget": "completed"}
+FINAL_STATUS = {None: "completed", "cancelled": "cancelled", "expired": "expired", "budget": "completed",
+                "resources": "failed"}  # fmt: skip
 
 
 class JobRunner:

@@ -62,6 +62,8 @@ class Job:
     metadata: dict[str, str] | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     stamps: dict[str, int] = field(default_factory=dict)
+    # What the job waits for, when it cannot run (dedicated mode: resources); "" while it runs.
+    status_message: str = ""
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Job:
@@ -87,6 +89,7 @@ class Job:
             metadata=json.loads(h["metadata"]) if h.get("metadata") else None,
             errors=json.loads(h["errors"]) if h.get("errors") else [],
             stamps={v: ints[v] for v in STAMPS.values() if v in ints},
+            status_message=h.get("status_message", ""),
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -99,6 +102,7 @@ class Job:
             "output_file_id": self.output_file_id, "error_file_id": self.error_file_id,
             "prepared_path": self.prepared_path, "metadata": json.dumps(self.metadata) if self.metadata else "",
             "errors": json.dumps(self.errors) if self.errors else "",
+            "status_message": self.status_message,
         }  # fmt: skip
         h.update({k: str(v) for k, v in self.stamps.items()})
         return h
@@ -122,6 +126,7 @@ class Job:
             "metadata": self.metadata,
             "mode": self.mode,
             "model": self.model or None,
+            "status_message": self.status_message or None,
         }
 
 

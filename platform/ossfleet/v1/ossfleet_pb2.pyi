@@ -228,7 +228,7 @@ class BatchError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., line: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("id", "status", "mode", "endpoint", "input_file_id", "output_file_id", "error_file_id", "completion_window", "created_at", "expires_at", "total", "completed", "failed", "errors", "metadata", "timestamps")
+    __slots__ = ("id", "status", "mode", "endpoint", "input_file_id", "output_file_id", "error_file_id", "completion_window", "created_at", "expires_at", "total", "completed", "failed", "errors", "metadata", "timestamps", "status_message")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,7 @@ class Batch(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: str
     mode: str
@@ -275,7 +276,8 @@ class Batch(_message.Message):
     errors: _containers.RepeatedCompositeFieldContainer[BatchError]
     metadata: _containers.ScalarMap[str, str]
     timestamps: _containers.ScalarMap[str, int]
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., mode: _Optional[str] = ..., endpoint: _Optional[str] = ..., input_file_id: _Optional[str] = ..., output_file_id: _Optional[str] = ..., error_file_id: _Optional[str] = ..., completion_window: _Optional[str] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., total: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[BatchError, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timestamps: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    status_message: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., mode: _Optional[str] = ..., endpoint: _Optional[str] = ..., input_file_id: _Optional[str] = ..., output_file_id: _Optional[str] = ..., error_file_id: _Optional[str] = ..., completion_window: _Optional[str] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., total: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[BatchError, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timestamps: _Optional[_Mapping[str, int]] = ..., status_message: _Optional[str] = ...) -> None: ...
 
 class GetBatchRequest(_message.Message):
     __slots__ = ("batch_id",)
