@@ -87,7 +87,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             if address:
                 ray.init(address=address)
             else:
-                ray.init(address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus)
+                ray.init(
+                    address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus,
+                    _metrics_export_port=cfg.endpoints.metrics_port,
+                )  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as e:
             print(f"ossfleet: cannot start or join the Ray cluster {address or '(local)'}: {e}", file=sys.stderr)
             return 2
@@ -134,6 +137,10 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
     grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
     print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at} (metadata application=gateway)")
     print(f"Redis: {redis_kind}")
+    if local:
+        print(f"Prometheus metrics: http://127.0.0.1:{cfg.endpoints.metrics_port}/metrics")
+    else:
+        print("Prometheus metrics: each Ray node's metrics export port (ray start --metrics-export-port)")
     for tenant, key in generated.items():
         print(f"tenant {tenant!r} had no key in its environment variable; a key for this run: {key}")
     if cfg.tenants:

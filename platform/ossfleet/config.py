@@ -52,6 +52,9 @@ class EndpointsConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+    # Where Prometheus scrapes a local cluster's metrics (`ossfleet up` without --address); a joined
+    # cluster's nodes export on the port their own `ray start --metrics-export-port` set.
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     gateway_replicas: Annotated[int, Field(ge=1)] = 1
     # Requests one gateway replica holds at once. A stream holds its slot for its
     # whole life; Ray Serve's default (5) collapsed a replica at 32 concurrent

@@ -39,6 +39,7 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
             }
         apps.append({
             "name": f"model-{m.name}",
+            "route_prefix": None,  # no HTTP route: the gateway reaches it by handle (unset, Serve gives it "/")
             "import_path": "deployments.app:model_app",
             "args": {"config_path": config_path, "model": m.name},
             "deployments": [dep],

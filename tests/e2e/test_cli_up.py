@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -30,9 +32,11 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     cfg = yaml.safe_load((ROOT / "config/local.yaml").read_text())
     port = free_port()
     cfg["endpoints"]["http_port"] = port
+    cfg["endpoints"]["metrics_port"] = metrics_port = free_port()
     cfg["redis"]["data_dir"] = str(tmp_path / "redis")
     cfg["models"][0]["path"] = str(tiny_checkpoint)
     cfg["models"][1]["path"] = str(tiny_checkpoint_4l)
+    cfg["batch"]["storage_url"] = str(tmp_path / "files")
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(cfg))
     key = new_api_key()
@@ -53,6 +57,14 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
             time.sleep(1)
         text = (tmp_path / "up.log").read_text()
         assert f"http://127.0.0.1:{port}/v1" in text and "curl -s" in text
+        assert f"Prometheus metrics: http://127.0.0.1:{metrics_port}/metrics" in text
+        scrape, deadline = None, time.monotonic() + 60  # the metrics agent answers there
+        while scrape is None or scrape.status_code != 200:
+            assert time.monotonic() < deadline, "nothing serves the printed metrics endpoint"
+            with contextlib.suppress(httpx.HTTPError):
+                scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+            if scrape is None or scrape.status_code != 200:
+                time.sleep(1)
         assert key not in text  # a key from the environment is never echoed
         resp = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -79,6 +91,23 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
         )  # fmt: skip
         assert resp.status_code == 200, resp.text
         assert resp.json()["model"] == "gpt-oss-120b"
+        # Both batch modes the README shows run on this config: dedicated mode's engine actor and
+        # Ray Data's read task find their CPUs beside the Serve apps.
+        src = tmp_path / "eval.jsonl"
+        src.write_text("\n".join(
+            json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/chat/completions",
+                        "body": {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": f"q{i}"}],
+                                 "max_tokens": 4}})
+            for i in range(20)
+        ))  # fmt: skip
+        for mode in ("dedicated", "queue"):
+            sub = subprocess.run(
+                [sys.executable, "-m", "ossfleet.cli", "batch", "submit", str(src), "--mode", mode, "--wait",
+                 "--poll-s", "0.5", "--url", f"http://127.0.0.1:{port}"],
+                env={**env, "OSSFLEET_API_KEY": key}, capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            assert sub.returncode == 0, sub.stderr[-3000:]
+            assert "20 completed, 0 failed of 20" in sub.stdout and f"({mode})" in sub.stdout, sub.stdout[-2000:]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -185,3 +185,39 @@ def test_checkov_finds_nothing_unexplained():
     for p in tf_files():
         for m in re.finditer(r"#checkov:skip=([A-Z0-9_]+)(:?)(.*)", p.read_text()):
             assert m.group(2) == ":" and len(m.group(3).strip()) > 10, f"{p}: skip {m.group(1)} gives no reason"
+
+
+@pytest.mark.parametrize("module", MODULE_DIRS, ids=[p.name for p in MODULE_DIRS])
+def test_deploy_provider_versions_have_an_upper_bound(module):
+    """A fresh `terraform init` must not pick up a provider's next major version (AWS provider 6 removed
+    a block the pinned eks module 20.x still uses): every provider is bounded above."""
+    versions = module / "versions.tf"
+    if not versions.exists():
+        return
+    text = versions.read_text()
+    pins = re.findall(r'(\w+)\s*=\s*\{\s*source\s*=\s*"([^"]+)",\s*version\s*=\s*"([^"]+)"', text)
+    assert pins, f"{versions} pins no provider"
+    for name, _, constraint in pins:
+        assert re.search(r"<\s*\d", constraint), f"{module.name}: provider {name} has no upper bound ({constraint})"
+    if "hashicorp/aws" in text:
+        assert re.search(r'hashicorp/aws",\s*version\s*=\s*"[^"]*<\s*6\.0', text), "the eks module 20.x needs aws < 6"
+
+
+def test_deploy_iam_module_covers_the_load_balancer_controllers_calls():
+    # iam 5.46.0 added elasticloadbalancing:DescribeListenerAttributes, which controller v2.9 calls.
+    found = 0
+    for path in tf_files(TF / "modules"):
+        for m in re.findall(r'terraform-aws-modules/iam/aws[^"]*"\s*\n\s*version\s*=\s*"([\d.]+)"', path.read_text()):
+            found += 1
+            assert tuple(int(x) for x in m.split(".")) >= (5, 46, 0), f"{path}: iam module {m} < 5.46.0"
+    assert found >= 2  # the cluster's and the ingress's
+
+
+def test_deploy_redis_never_evicts_queue_state():
+    res = blocks(TF / "modules" / "redis", "resource")
+    pg = res["aws_elasticache_parameter_group"]["this"]
+    params = pg["parameter"] if isinstance(pg["parameter"], list) else [pg["parameter"]]
+    assert {"name": "maxmemory-policy", "value": "noeviction"} in params
+    assert res["aws_elasticache_replication_group"]["this"]["parameter_group_name"] == (
+        "${aws_elasticache_parameter_group.this.name}"
+    )

@@ -1,10 +1,10 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    aws        = { source = "hashicorp/aws", version = ">= 5.60" }
+    aws        = { source = "hashicorp/aws", version = ">= 5.60, < 6.0" }
     helm       = { source = "hashicorp/helm", version = ">= 2.14, < 3.0" }
-    kubernetes = { source = "hashicorp/kubernetes", version = ">= 2.31" }
-    random     = { source = "hashicorp/random", version = ">= 3.6" }
+    kubernetes = { source = "hashicorp/kubernetes", version = ">= 2.31, < 3.0" }
+    random     = { source = "hashicorp/random", version = ">= 3.6, < 4.0" }
   }
 }
 

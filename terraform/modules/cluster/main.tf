@@ -105,7 +105,7 @@ resource "aws_autoscaling_group_tag" "gpu_template" {
 module "autoscaler_irsa" {
   #checkov:skip=CKV_TF_1:Registry module pinned to an exact version; commit hashes apply to git sources.
   source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
-  version = "5.44.0"
+  version = "5.46.0"
 
   role_name_prefix                 = "${var.name}-autoscaler-"
   attach_cluster_autoscaler_policy = true

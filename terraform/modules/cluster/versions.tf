@@ -1,7 +1,7 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    aws  = { source = "hashicorp/aws", version = ">= 5.60" }
+    aws  = { source = "hashicorp/aws", version = ">= 5.60, < 6.0" }
     helm = { source = "hashicorp/helm", version = ">= 2.14, < 3.0" }
   }
 }

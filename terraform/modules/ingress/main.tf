@@ -8,7 +8,7 @@
 module "lb_controller_irsa" {
   #checkov:skip=CKV_TF_1:Registry module pinned to an exact version; commit hashes apply to git sources.
   source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
-  version = "5.44.0"
+  version = "5.46.0"
 
   role_name_prefix                       = "${var.name}-lbc-"
   attach_load_balancer_controller_policy = true

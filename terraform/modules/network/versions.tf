@@ -1,6 +1,6 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    aws = { source = "hashicorp/aws", version = ">= 5.60" }
+    aws = { source = "hashicorp/aws", version = ">= 5.60, < 6.0" }
   }
 }

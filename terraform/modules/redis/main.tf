@@ -95,6 +95,22 @@ resource "aws_cloudwatch_log_group" "redis" {
   tags              = var.tags
 }
 
+# Queue state must never be evicted: the default policy (volatile-lru) may drop keys that carry a TTL
+# (leases, streams, rate windows) under memory pressure. With noeviction Redis refuses writes instead,
+# which ossfleet reports as 503 with retry advice.
+resource "aws_elasticache_parameter_group" "this" {
+  name        = "${var.name}-redis-noeviction"
+  family      = "redis${split(".", var.engine_version)[0]}"
+  description = "ossfleet: never evict queue state"
+
+  parameter {
+    name  = "maxmemory-policy"
+    value = "noeviction"
+  }
+
+  tags = var.tags
+}
+
 resource "aws_elasticache_replication_group" "this" {
   replication_group_id = "${var.name}-redis"
   description          = "ossfleet queue state for ${var.name}"
@@ -113,6 +129,7 @@ resource "aws_elasticache_replication_group" "this" {
   kms_key_id                 = aws_kms_key.redis.arn
   auth_token                 = random_password.auth.result
 
+  parameter_group_name       = aws_elasticache_parameter_group.this.name
   subnet_group_name          = aws_elasticache_subnet_group.this.name
   security_group_ids         = [aws_security_group.redis.id]
   snapshot_retention_limit   = 7

@@ -1,7 +1,7 @@
 terraform {
   required_version = ">= 1.6"
   required_providers {
-    aws    = { source = "hashicorp/aws", version = ">= 5.60" }
-    random = { source = "hashicorp/random", version = ">= 3.6" }
+    aws    = { source = "hashicorp/aws", version = ">= 5.60, < 6.0" }
+    random = { source = "hashicorp/random", version = ">= 3.6, < 4.0" }
   }
 }
