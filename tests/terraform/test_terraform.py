@@ -221,3 +221,12 @@ def test_deploy_redis_never_evicts_queue_state():
     assert res["aws_elasticache_replication_group"]["this"]["parameter_group_name"] == (
         "${aws_elasticache_parameter_group.this.name}"
     )
+
+
+def test_deploy_gcs_fault_tolerance_over_tls_has_a_ca_for_rays_redis_client():
+    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
+    assert 'redisAddress  = "rediss://' in kuberay
+    assert re.search(r'name = "RAY_REDIS_CA_CERT", value = "/etc/ssl/certs/ca-certificates.crt"', kuberay)
+    # The same env reaches the head, where the GCS runs.
+    head = kuberay[kuberay.index("headGroupSpec") : kuberay.index("workerGroupSpecs")]
+    assert "env             = local.env" in head

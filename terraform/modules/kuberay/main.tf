@@ -50,6 +50,10 @@ locals {
   env = [
     { name = "OSSFLEET_REDIS_PASSWORD", valueFrom = { secretKeyRef = { name = "ossfleet-redis", key = "password" } } },
     { name = "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", value = "1" },
+    # GCS fault tolerance speaks TLS to ElastiCache (rediss://): Ray's Redis client verifies the server
+    # against this CA bundle (Amazon's CAs are in the image's system bundle); without it the head
+    # fails verification and restarts in a loop.
+    { name = "RAY_REDIS_CA_CERT", value = "/etc/ssl/certs/ca-certificates.crt" },
   ]
   volumes = [
     { name = "ossfleet-config", configMap = { name = "ossfleet-config" } },
