@@ -230,3 +230,13 @@ def test_deploy_gcs_fault_tolerance_over_tls_has_a_ca_for_rays_redis_client():
     # The same env reaches the head, where the GCS runs.
     head = kuberay[kuberay.index("headGroupSpec") : kuberay.index("workerGroupSpecs")]
     assert "env             = local.env" in head
+
+
+def test_deploy_ingress_speaks_http1_to_http_clients_and_checks_serves_health():
+    svc = blocks(TF / "modules" / "ingress", "resource")["kubernetes_service"]["public"]
+    metadata = svc["metadata"][0] if isinstance(svc["metadata"], list) else svc["metadata"]
+    a = metadata["annotations"]
+    prefix = "service.beta.kubernetes.io/aws-load-balancer-"
+    # Serve's HTTP proxy is HTTP/1.1: clients offering both get HTTP/1.1, gRPC clients (h2 only) get h2.
+    assert a[prefix + "alpn-policy"] == "HTTP2Optional"
+    assert (a[prefix + "healthcheck-protocol"], a[prefix + "healthcheck-path"]) == ("HTTP", "/-/healthz")

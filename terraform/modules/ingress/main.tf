@@ -50,9 +50,15 @@ resource "kubernetes_service" "public" {
       "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.acm_certificate_arn
       "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "https,grpcs"
       "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-      "service.beta.kubernetes.io/aws-load-balancer-alpn-policy"            = "HTTP2Preferred"
-      "service.beta.kubernetes.io/aws-load-balancer-backend-protocol"       = "tcp"
-      "service.beta.kubernetes.io/load-balancer-source-ranges"              = join(",", var.allowed_cidrs)
+      # HTTP2Optional: HTTP/1.1 to clients that offer it (curl and Go offer h2 too, and Serve's HTTP
+      # proxy speaks HTTP/1.1 only), HTTP/2 to clients that offer only h2 (every gRPC client).
+      "service.beta.kubernetes.io/aws-load-balancer-alpn-policy"      = "HTTP2Optional"
+      "service.beta.kubernetes.io/aws-load-balancer-backend-protocol" = "tcp"
+      # A target is healthy when its Serve proxy answers, not when its port merely accepts.
+      "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol" = "HTTP"
+      "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"     = "8000"
+      "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"     = "/-/healthz"
+      "service.beta.kubernetes.io/load-balancer-source-ranges"            = join(",", var.allowed_cidrs)
     }
   }
   spec {
