@@ -240,3 +240,11 @@ def test_deploy_ingress_speaks_http1_to_http_clients_and_checks_serves_health():
     # Serve's HTTP proxy is HTTP/1.1: clients offering both get HTTP/1.1, gRPC clients (h2 only) get h2.
     assert a[prefix + "alpn-policy"] == "HTTP2Optional"
     assert (a[prefix + "healthcheck-protocol"], a[prefix + "healthcheck-path"]) == ("HTTP", "/-/healthz")
+
+
+def test_deploy_gpu_node_pools_leave_room_for_an_upgrade():
+    cluster = blocks(TF / "examples" / "aws", "module")["cluster"]
+    pools = json.dumps(cluster["gpu_pools"])
+    assert "module.sizing.max_gpu_nodes[model] + module.sizing.nodes_per_replica[model]" in pools
+    kuberay = json.dumps(blocks(TF / "examples" / "aws", "module")["kuberay"]["gpu_groups"])
+    assert "max_nodes = module.sizing.max_gpu_nodes[model]," in kuberay and "nodes_per_replica" not in kuberay

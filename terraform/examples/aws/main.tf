@@ -51,8 +51,10 @@ module "cluster" {
       instance_type = type
       gpus_per_node = local.instance_gpus[type].gpus_per_node
       min_nodes     = module.sizing.min_gpu_nodes[model]
-      max_nodes     = module.sizing.max_gpu_nodes[model]
-      disk_gib      = var.gpu_node_disk_gib
+      # Room for one replica of the new RayCluster while a NewCluster upgrade runs beside the old one
+      # at its max (the RayCluster's own worker group stays at the replica maximum).
+      max_nodes = module.sizing.max_gpu_nodes[model] + module.sizing.nodes_per_replica[model]
+      disk_gib  = var.gpu_node_disk_gib
     }
   }
   tags = local.tags
