@@ -248,3 +248,23 @@ def test_deploy_gpu_node_pools_leave_room_for_an_upgrade():
     assert "module.sizing.max_gpu_nodes[model] + module.sizing.nodes_per_replica[model]" in pools
     kuberay = json.dumps(blocks(TF / "examples" / "aws", "module")["kuberay"]["gpu_groups"])
     assert "max_nodes = module.sizing.max_gpu_nodes[model]," in kuberay and "nodes_per_replica" not in kuberay
+
+
+def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_asks_ray_for():
+    """On the example's default instance types, each model's Ray worker pod (every vCPU but one, 85% of
+    the memory) holds the CPUs its replicas' bundles ask Ray for on every GPU of the node."""
+    from ossfleet.config import load_config
+
+    main = parse(TF / "examples" / "aws" / "main.tf")
+    types = main["locals"][0]["instance_types"]
+    defaults = blocks(TF / "examples" / "aws", "variable")["gpu_instance_types"]["default"]
+    assert blocks(TF / "examples" / "aws", "variable")["gpu_pod_resources"]["default"] == {}
+    prod = load_config(ROOT / "config" / "production.yaml")
+    for m in prod.models:
+        node = types[defaults[m.name]]
+        pod_cpus = node["vcpus"] - 1
+        assert int(node["memory_gib"] * 0.85) < node["memory_gib"]
+        # Per GPU: a single-stage replica asks num_cpus; a pipeline's first bundle stage_cpus + num_cpus.
+        per_gpu = m.num_cpus if m.stages() == 1 else m.stage_cpus + m.num_cpus
+        need = node["gpus_per_node"] * per_gpu
+        assert need <= pod_cpus, f"{m.name}: {need} CPUs asked of Ray on a {defaults[m.name]} whose pod has {pod_cpus}"

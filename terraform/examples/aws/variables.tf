@@ -56,12 +56,9 @@ variable "gpu_node_disk_gib" {
 }
 
 variable "gpu_pod_resources" {
-  description = "CPU and memory of each model's Ray worker pod."
+  description = "CPU and memory of a model's Ray worker pod, where the default (from its instance type: every vCPU but one, 85% of the memory) does not suit."
   type        = map(object({ cpu = string, memory = string }))
-  default = {
-    "gpt-oss-20b"  = { cpu = "3", memory = "24Gi" }
-    "gpt-oss-120b" = { cpu = "44", memory = "320Gi" }
-  }
+  default     = {}
 }
 
 variable "kubernetes_version" {
