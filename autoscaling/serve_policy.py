@@ -45,8 +45,13 @@ class OssfleetServePolicy:
         model: str,
         bands: int,
         password_env: str | None = None,
+        config_path: str | None = None,
         **policy: Any,
     ) -> None:
+        if not redis_url and config_path:  # a rendered Serve config: the cluster's own config file has it
+            from ossfleet.config import load_config
+
+            redis_url = load_config(config_path).redis.url or ""
         self.redis_url = redis_url
         self.password_env = password_env
         self.namespace = namespace

@@ -34,7 +34,12 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
                 "min_replicas": a.min_replicas,
                 "max_replicas": a.max_replicas,
                 "initial_replicas": a.initial_replicas,
-                "policy": {"policy_function": POLICY_FUNCTION, "policy_kwargs": policy_kwargs(cfg, m, None)},
+                # The policy reads Redis's URL from the config file on the cluster (where deployment tooling
+                # writes the real one), not from this file's copy of it.
+                "policy": {
+                    "policy_function": POLICY_FUNCTION,
+                    "policy_kwargs": {**policy_kwargs(cfg, m, None), "redis_url": "", "config_path": config_path},
+                },
                 **SERVE_DELAYS_OFF,
             }
         apps.append({

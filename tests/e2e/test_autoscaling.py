@@ -23,54 +23,73 @@ def running_replicas(app: str) -> int:
     return sum(d.replica_states.get("RUNNING", 0) for d in status.deployments.values())
 
 
+def model_config(tiny_checkpoint, namespace: str, idle_to_zero_s: float):
+    return parse_config(
+        {
+            "redis": {"namespace": namespace, "lease_s": 10},
+            "autoscaling": {"target_wait_s": 1, "upscale_delay_s": 1, "downscale_delay_s": 3,
+                            "idle_to_zero_s": idle_to_zero_s, "cold_start_s": 5},
+            "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
+                        "stub_token_delay_s": 0.05, "max_batch_size": 2, "num_gpus": 1, "num_cpus": 0.25,
+                        "replicas": {"min": 0, "max": 3, "initial": 0}}],
+        },
+        f"<autoscaling-e2e {namespace}>",
+    )  # fmt: skip
+
+
+def deploy_model(cfg, redis_url: str) -> str:
+    """Deploy the model's application alone (no gateway); its Serve application name."""
+    from deployments.app import build_applications, deploy
+
+    specs = [s for s in build_applications(cfg, redis_url) if s.name.startswith("model-")]
+    assert deploy(specs, timeout_s=120)
+    return specs[0].name
+
+
+def enqueue(cfg, redis_url: str, prefix: str, n: int, band: int, max_tokens: int) -> None:
+    """Admit ``n`` requests straight into the model's queue, in ``band``."""
+    from ossfleet.gateway import queue_for
+
+    async def run() -> None:
+        client = connect_async(redis_url)
+        q = queue_for(cfg, client)
+        payload = {"prompt": [10, 11, 12], "max_tokens": max_tokens}
+        for i in range(n):
+            await q.admit(Admission(f"{prefix}{i}", "t", "gpt-oss-20b", band, payload, 3, max_tokens, 100, 10**12,
+                                    "p", 10**6, 10**9))  # fmt: skip
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def serve_all(r, namespace: str, prefix: str, n: int, app: str, timeout_s: float = 240) -> int:
+    """Wait until every request is done; the most replicas seen running meanwhile."""
+
+    def done() -> int:
+        return [(r.hget(f"{{{namespace}}}:req:{prefix}{i}", "state") or b"").decode() for i in range(n)].count("done")
+
+    peak, deadline = 0, time.monotonic() + timeout_s
+    while time.monotonic() < deadline and done() < n:
+        peak = max(peak, running_replicas(app))
+        time.sleep(0.5)
+    assert done() == n, "every request served, none lost"
+    return peak
+
+
 def test_backlog_grows_replicas_from_zero_then_they_shrink_back_and_nothing_is_lost(
     ray_cluster, tiny_checkpoint, redis_server
 ):
     from ray import serve
 
-    from deployments.app import build_applications, deploy
-    from ossfleet.gateway import queue_for
-
-    cfg = parse_config(
-        {
-            "redis": {"namespace": "autoscale", "lease_s": 10},
-            "autoscaling": {"target_wait_s": 1, "upscale_delay_s": 1, "downscale_delay_s": 3, "idle_to_zero_s": 6,
-                            "cold_start_s": 5},
-            "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
-                        "stub_token_delay_s": 0.05, "max_batch_size": 2, "num_gpus": 1, "num_cpus": 0.25,
-                        "replicas": {"min": 0, "max": 3, "initial": 0}}],
-        },
-        "<autoscaling-e2e>",
-    )  # fmt: skip
+    cfg = model_config(tiny_checkpoint, "autoscale", idle_to_zero_s=6)
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": 0})
-    specs = [s for s in build_applications(cfg, redis_server.url) if s.name.startswith("model-")]
-    assert deploy(specs, timeout_s=120)
-    app = specs[0].name
+    app = deploy_model(cfg, redis_server.url)
     assert running_replicas(app) == 0  # nothing waits: zero replicas
-
     n = 30
-
-    async def enqueue() -> None:
-        client = connect_async(redis_server.url)
-        q = queue_for(cfg, client)
-        for i in range(n):
-            await q.admit(Admission(f"as{i}", "t", "gpt-oss-20b", 1, {"prompt": [10, 11, 12], "max_tokens": 32}, 3, 32,
-                                    100, 10**12, "p", 10**6, 10**9))  # fmt: skip
-        await client.aclose()
-
-    asyncio.run(enqueue())
+    enqueue(cfg, redis_server.url, "as", n, band=1, max_tokens=32)
     r = connect(redis_server.url)
     prefix = "{autoscale}:"
-
-    def states() -> list[str]:
-        return [(r.hget(f"{prefix}req:as{i}", "state") or b"").decode() for i in range(n)]
-
-    peak, deadline = 0, time.monotonic() + 180
-    while time.monotonic() < deadline and states().count("done") < n:
-        peak = max(peak, running_replicas(app))
-        time.sleep(0.5)
-    assert states().count("done") == n  # every request served, none lost
-    assert peak == 3  # the backlog grew the deployment to its max
+    assert serve_all(r, "autoscale", "as", n, app, timeout_s=180) == 3  # the backlog grew the deployment to its max
     # Served and idle: back down to zero after the idle time.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and running_replicas(app) > 0:
@@ -88,43 +107,9 @@ def test_a_batch_backlog_alone_scales_only_as_far_as_the_batch_policy(ray_cluste
     default cap) and serves them all; the deployment never grows past it, though its max is 3."""
     from ray import serve
 
-    from deployments.app import build_applications, deploy
-    from ossfleet.gateway import queue_for
-
-    cfg = parse_config(
-        {
-            "redis": {"namespace": "autoscale-batch", "lease_s": 10},
-            "autoscaling": {"target_wait_s": 1, "upscale_delay_s": 1, "downscale_delay_s": 3, "idle_to_zero_s": 600,
-                            "cold_start_s": 5},
-            "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
-                        "stub_token_delay_s": 0.05, "max_batch_size": 2, "num_gpus": 1, "num_cpus": 0.25,
-                        "replicas": {"min": 0, "max": 3, "initial": 0}}],
-        },
-        "<autoscaling-batch-e2e>",
-    )  # fmt: skip
-    specs = [s for s in build_applications(cfg, redis_server.url) if s.name.startswith("model-")]
-    assert deploy(specs, timeout_s=120)
-    app = specs[0].name
-    n = 30
-
-    async def enqueue() -> None:
-        client = connect_async(redis_server.url)
-        q = queue_for(cfg, client)
-        for i in range(n):
-            await q.admit(Admission(f"bl{i}", "t", "gpt-oss-20b", 2, {"prompt": [10, 11, 12], "max_tokens": 16}, 3, 16,
-                                    100, 10**12, "p", 10**6, 10**9))  # fmt: skip
-        await client.aclose()
-
-    asyncio.run(enqueue())
-    r = connect(redis_server.url)
-
-    def done() -> int:
-        return [(r.hget(f"{{autoscale-batch}}:req:bl{i}", "state") or b"").decode() for i in range(n)].count("done")
-
-    peak, deadline = 0, time.monotonic() + 240
-    while time.monotonic() < deadline and done() < n:
-        peak = max(peak, running_replicas(app))
-        time.sleep(0.5)
-    assert done() == n  # every batch line served
+    cfg = model_config(tiny_checkpoint, "autoscale-batch", idle_to_zero_s=600)
+    app = deploy_model(cfg, redis_server.url)
+    enqueue(cfg, redis_server.url, "bl", 30, band=2, max_tokens=16)
+    peak = serve_all(connect(redis_server.url), "autoscale-batch", "bl", 30, app)
     assert peak == 1, f"batch work alone scaled the deployment to {peak} replicas (batch policy: 1)"
     serve.delete(app)

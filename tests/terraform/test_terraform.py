@@ -268,3 +268,13 @@ def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_as
         per_gpu = m.num_cpus if m.stages() == 1 else m.stage_cpus + m.num_cpus
         need = node["gpus_per_node"] * per_gpu
         assert need <= pod_cpus, f"{m.name}: {need} CPUs asked of Ray on a {defaults[m.name]} whose pod has {pod_cpus}"
+
+
+def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_change():
+    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
+    cm = blocks(TF / "modules" / "kuberay", "resource")["kubernetes_config_map"]["ossfleet"]
+    assert cm["data"]["config.yaml"] == "${local.ossfleet_config}"
+    assert 'url = "rediss://${var.redis_host}:6379/0"' in kuberay
+    # Every pod template carries the digest of both configs: a change rolls the pods.
+    assert kuberay.count("metadata = { annotations = local.pod_annotations }") == 3
+    assert 'sha256("${local.ossfleet_config}\\n${var.serve_config_yaml}")' in kuberay

@@ -24,3 +24,18 @@ def test_serve_config_of_every_shipped_config_passes_serve_deploy_schema(path):
     assert routes.pop("gateway") == "/"
     assert set(routes) == {f"model-{m.name}" for m in cfg.models}
     assert all(r is None for r in routes.values()), "model applications have no HTTP route"
+
+
+def test_serve_config_policy_reads_redis_from_the_clusters_config_file(tmp_path):
+    from autoscaling.serve_policy import OssfleetServePolicy
+
+    cfg = load_config(ROOT / "config" / "production.yaml")
+    rendered = yaml.safe_load(render_serve_config(cfg, str(tmp_path / "config.yaml")))
+    kwargs = rendered["applications"][0]["deployments"][0]["autoscaling_config"]["policy"]["policy_kwargs"]
+    # The rendered file never carries the production file's placeholder URL...
+    assert kwargs["redis_url"] == "" and kwargs["config_path"] == str(tmp_path / "config.yaml")
+    # ...the policy reads the one the cluster's config file holds (what Terraform writes there).
+    on_cluster = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())
+    on_cluster["redis"]["url"] = "rediss://queue.internal:6379/0"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(on_cluster))
+    assert OssfleetServePolicy(**kwargs).redis_url == "rediss://queue.internal:6379/0"

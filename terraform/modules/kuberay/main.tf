@@ -40,11 +40,21 @@ resource "kubernetes_config_map" "ossfleet" {
     namespace = kubernetes_namespace.ossfleet.metadata[0].name
   }
   data = {
-    "config.yaml" = var.ossfleet_config_yaml
+    "config.yaml" = local.ossfleet_config
   }
 }
 
 locals {
+  # The ossfleet config the pods read, with the Redis this deployment created (the file's redis.url is
+  # a placeholder): TLS, the primary endpoint, database 0.
+  ossfleet_config_in = yamldecode(var.ossfleet_config_yaml)
+  ossfleet_config = yamlencode(merge(local.ossfleet_config_in, {
+    redis = merge(local.ossfleet_config_in.redis, { url = "rediss://${var.redis_host}:6379/0" })
+  }))
+  # A change of either config changes every pod template, so it rolls out (a NewCluster upgrade): pods
+  # read the ConfigMap only at start.
+  pod_annotations = { "ossfleet.io/config-sha256" = sha256("${local.ossfleet_config}\n${var.serve_config_yaml}") }
+
   config_mount = { name = "ossfleet-config", mountPath = "/etc/ossfleet", readOnly = true }
   models_mount = { name = "models", mountPath = "/models", readOnly = true }
   env = [
@@ -74,6 +84,7 @@ locals {
       replicas       = g.min_nodes
       rayStartParams = { "num-gpus" = tostring(g.gpus_per_node) }
       template = {
+        metadata = { annotations = local.pod_annotations }
         spec = {
           nodeSelector = { "ossfleet.io/model" = model }
           tolerations  = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
@@ -123,6 +134,7 @@ resource "kubernetes_manifest" "rayservice" {
           # the Serve controller and the proxies.
           rayStartParams = { "num-cpus" = "0", "dashboard-host" = "0.0.0.0" }
           template = {
+            metadata = { annotations = local.pod_annotations }
             spec = {
               nodeSelector = { "ossfleet.io/pool" = "system" }
               volumes      = local.volumes
@@ -155,6 +167,7 @@ resource "kubernetes_manifest" "rayservice" {
             replicas       = var.cpu_workers.min
             rayStartParams = {}
             template = {
+              metadata = { annotations = local.pod_annotations }
               spec = {
                 nodeSelector = { "ossfleet.io/pool" = "system" }
                 volumes      = local.volumes
