@@ -278,3 +278,11 @@ def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_cha
     # Every pod template carries the digest of both configs: a change rolls the pods.
     assert kuberay.count("metadata = { annotations = local.pod_annotations }") == 3
     assert 'sha256("${local.ossfleet_config}\\n${var.serve_config_yaml}")' in kuberay
+
+
+def test_deploy_kuberay_chart_knows_the_rayservice_fields_it_is_given():
+    # upgradeStrategy and gcsFaultToleranceOptions arrived in KubeRay 1.3.0; Helm installs the chart's CRDs once.
+    default = blocks(TF / "modules" / "kuberay", "variable")["kuberay_version"]["default"]
+    assert tuple(int(x) for x in default.split(".")) >= (1, 3, 0), default
+    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
+    assert "upgradeStrategy" in kuberay and "gcsFaultToleranceOptions" in kuberay

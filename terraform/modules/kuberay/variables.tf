@@ -7,7 +7,7 @@ variable "namespace" {
 variable "kuberay_version" {
   description = "Helm chart version of the KubeRay operator."
   type        = string
-  default     = "1.2.2"
+  default     = "1.7.0" # its CRDs know upgradeStrategy and gcsFaultToleranceOptions (1.3.0+), which the RayService uses
 }
 
 variable "ray_version" {
