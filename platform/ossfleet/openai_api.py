@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ossfleet import jsonlimits
-from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge, from_unexpected
+from ossfleet.errors import InvalidRequest, ModelNotFound, OssfleetError, RequestTooLarge, from_unexpected
 from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, check_request, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.queue import StreamEvent
@@ -95,7 +95,13 @@ class _Generation(_Strict):
     n: Literal[1] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    # OpenAI's own fields that change nothing here: accepted and ignored (README: "OpenAI parameters").
+    user: Annotated[str, Field(max_length=256)] | None = None
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
+    store: bool | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    prompt_cache_key: Annotated[str, Field(max_length=256)] | None = None
+    safety_identifier: Annotated[str, Field(max_length=256)] | None = None
     # Accepted for client compatibility; only the neutral value is supported.
     presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
@@ -125,6 +131,8 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     tools: list[ToolDef] | None = None
     tool_choice: Literal["auto", "none"] | None = None
+    # Accepted and ignored: the model calls at most one tool per turn (harmony), which either value allows.
+    parallel_tool_calls: bool | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     logprobs: Literal[False] | None = None
 
@@ -322,17 +330,24 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
         ok = await core.ping()
         return JSONResponse({"redis": ok}, status_code=200 if ok else 503)
 
+    def model_object(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "ossfleet"}
+
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         core = get_core()
         await core.tenant(request.headers.get("authorization"))
         names = [m.name for m in core.cfg.models] + ["auto"]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ossfleet"} for n in names],
-            }
-        )
+        return JSONResponse({"object": "list", "data": [model_object(n) for n in names]})
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str, request: Request) -> JSONResponse:
+        core = get_core()
+        await core.tenant(request.headers.get("authorization"))
+        names = [m.name for m in core.cfg.models] + ["auto"]
+        if model_id not in names:
+            raise ModelNotFound(f"model {model_id!r} does not exist; available: {names}", param="model")
+        return JSONResponse(model_object(model_id))
 
     async def serve(
         request: Request,

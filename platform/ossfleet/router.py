@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ossfleet.config import PriceConfig
-from ossfleet.errors import BudgetExhausted, ContextTooLong, ModelNotFound, PermissionDenied
+from ossfleet.errors import BudgetExhausted, ContextTooLong, InvalidRequest, ModelNotFound, PermissionDenied
 from ossfleet.pricing import NANO_PER_USD, cost_nusd, usd
 
 AUTO = "auto"
@@ -106,7 +106,8 @@ def _band(req: RouteRequest, tenant: TenantPolicy) -> int:
     if req.priority is None:
         return tenant.default_band
     if req.priority not in tenant.bands:
-        raise PermissionDenied(f"unknown priority {req.priority!r}; bands are {list(tenant.bands)}", param="priority")
+        # A band that does not exist is a malformed request (400), not a forbidden one (403).
+        raise InvalidRequest(f"unknown priority {req.priority!r}; bands are {list(tenant.bands)}", param="priority")
     band = tenant.bands.index(req.priority)
     if band < tenant.max_band:
         allowed = list(tenant.bands[tenant.max_band :])

@@ -111,6 +111,23 @@ def test_models_endpoint_lists_configured_models(client):
     assert ids == ["gpt-oss-20b", "gpt-oss-120b", "auto"]
 
 
+def test_models_endpoint_retrieves_one_model_and_404s_an_unknown_one(client):
+    assert client.models.retrieve("gpt-oss-120b").id == "gpt-oss-120b"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("gpt-5")
+    assert e.value.body["code"] == "model_not_found"
+
+
+def test_openai_fields_that_change_nothing_here_are_accepted_and_ignored(client):
+    # What agent frameworks send by default; README lists them as accepted and ignored.
+    reply = client.chat.completions.create(
+        model="gpt-oss-20b", messages=[{"role": "user", "content": "x"}], max_tokens=4, temperature=0,
+        metadata={"team": "eval"}, store=False, parallel_tool_calls=True, service_tier="auto", user="u-1",
+        prompt_cache_key="k", safety_identifier="s",
+    )  # fmt: skip
+    assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
+
+
 def test_served_request_is_charged_to_the_tenant(platform, client):
     r = connect(platform.redis_url)
     ns = "{" + platform.cfg.redis.namespace + "}:"
@@ -163,6 +180,20 @@ BAD = [
         {"model": "gpt-oss-120b", "messages": [{"role": "user", "content": "x"}]},
         404,
         "model_not_found",
+    ),
+    (
+        "unknown priority band",
+        {"x-ossfleet-priority": "vip"},
+        {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "x"}]},
+        400,
+        "invalid_request",
+    ),
+    (
+        "openai field ossfleet cannot honour",
+        {},
+        {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "x"}], "modalities": ["audio"]},
+        400,
+        "invalid_request",
     ),
     (
         "priority above tenant's band",

@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 
 from ossfleet.config import PriceConfig
-from ossfleet.errors import BudgetExhausted, ContextTooLong, ModelNotFound, PermissionDenied
+from ossfleet.errors import BudgetExhausted, ContextTooLong, InvalidRequest, ModelNotFound, PermissionDenied
 from ossfleet.router import ModelLoad, ModelOption, RouteRequest, TenantPolicy, place
 
 SMALL = ModelOption("gpt-oss-20b", 20.9e9, PriceConfig(input_per_1k=0.001, output_per_1k=0.001), 8192)
@@ -54,7 +54,7 @@ def test_priority_above_the_tenants_band_is_refused():
     with pytest.raises(PermissionDenied, match="may use priorities"):
         place(RouteRequest("gpt-oss-20b", 1, 1, priority="interactive"), tenant(max_band=1), MODELS)
     assert place(RouteRequest("gpt-oss-20b", 1, 1, priority="batch"), tenant(max_band=1), MODELS).band == 2
-    with pytest.raises(PermissionDenied, match="unknown priority"):
+    with pytest.raises(InvalidRequest, match="unknown priority"):
         place(RouteRequest("gpt-oss-20b", 1, 1, priority="vip"), tenant(), MODELS)
 
 
