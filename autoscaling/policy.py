@@ -26,11 +26,11 @@ one. The decision, per model:
 3. **Batch work** (the lowest band) fills spare slots; on its own it asks
    for at most ``batch_max_replicas`` (the batch policy: 1 by default, so a
    queue-mode job at zero replicas still runs, and never buys a fleet).
-4. **Up at once, down slowly.** From zero, on a surge (the oldest request
-   waited ``panic_factor`` x the target) or when the forecast rises, the
-   count goes up at the next decision; a smaller rise of demand waits
-   ``upscale_delay_s`` (noise). Down only after demand, forecast included,
-   has stayed below the count for ``downscale_delay_s``.
+4. **Up at once, down slowly.** From zero or when online demand (forecast
+   included) rises, the count goes up at the next decision; growth asked by
+   batch work alone waits ``upscale_delay_s``. Down only after demand has
+   stayed below the count for ``downscale_delay_s``, to the highest demand
+   seen meanwhile, by at most a quarter of the replicas per step.
 5. **GPU guard.** No scale-down while any replica's GPU (or KV cache) is
    saturated.
 6. **Scale to zero** only after ``idle_to_zero_s`` with nothing running or
@@ -84,7 +84,6 @@ class PolicyConfig:
     upscale_delay_s: float = 5.0
     downscale_delay_s: float = 60.0
     idle_to_zero_s: float = 300.0
-    panic_factor: float = 2.0
     # A new replica's start-up: no backlog drains faster than replicas can arrive.
     cold_start_s: float = 60.0
     # Used until a replica has measured its own rate.
@@ -188,8 +187,8 @@ def for_forecast(s: ModelSignals, cfg: PolicyConfig, rate: Forecast | None) -> i
     return max(for_now, math.ceil(rate.trend / cap), math.ceil(rate.burst / cap))
 
 
-def demand(s: ModelSignals, cfg: PolicyConfig, rate: Forecast | None = None) -> int:
-    """Replicas needed for online work now and for the forecast, plus batch work's share."""
+def online_demand(s: ModelSignals, cfg: PolicyConfig, rate: Forecast | None = None) -> int:
+    """Replicas needed for online (interactive, standard) work now and for the forecast."""
     cap, slots, _ = _capacity(s, cfg)
     online_waiting = max(s.waiting - s.waiting_batch, 0)
     online_running = max(s.running - s.running_batch, 0)
@@ -199,16 +198,20 @@ def demand(s: ModelSignals, cfg: PolicyConfig, rate: Forecast | None = None) -> 
     horizon = max(cfg.target_wait_s, cfg.cold_start_s)
     for_backlog = math.ceil(online_waiting / (horizon * cap)) if online_waiting else 0
     # ...and the forecast must find capacity already up (in replicas: once a replica's rate is known).
-    for_rate = for_forecast(s, cfg, rate)
     busy = 1 if (online_running or online_waiting) else 0
-    online = max(for_backlog, for_slots, for_rate, busy)
+    return max(for_backlog, for_slots, for_forecast(s, cfg, rate), busy)
+
+
+def batch_demand(s: ModelSignals, cfg: PolicyConfig) -> int:
+    """Replicas batch-band work asks for on its own: at most ``batch_max_replicas``."""
     batch = s.running_batch + s.waiting_batch
-    for_batch = min(math.ceil(batch / slots), cfg.batch_max_replicas) if batch else 0
-    return max(online, for_batch)
+    _, slots, _ = _capacity(s, cfg)
+    return min(math.ceil(batch / slots), cfg.batch_max_replicas) if batch else 0
 
 
-def _without_batch(replicas: tuple[ReplicaLoad, ...]) -> tuple[ReplicaLoad, ...]:
-    return tuple(replace(r, running=r.running - r.running_batch, running_batch=0) for r in replicas)
+def demand(s: ModelSignals, cfg: PolicyConfig, rate: Forecast | None = None) -> int:
+    """Replicas needed for online work now and for the forecast, plus batch work's share."""
+    return max(online_demand(s, cfg, rate), batch_demand(s, cfg))
 
 
 def _saturated(s: ModelSignals, cfg: PolicyConfig) -> bool:
@@ -226,9 +229,8 @@ def _clamp(n: int, cfg: PolicyConfig) -> int:
 def decide(s: ModelSignals, current: int, state: PolicyState, cfg: PolicyConfig, now: float) -> tuple[int, PolicyState]:
     """The replica count to run now, and the state to pass to the next call."""
     rate, state = forecast(s, state, cfg, now)
-    want = _clamp(demand(s, cfg, rate), cfg)
-    only_online = replace(s, waiting=s.waiting - s.waiting_batch, waiting_batch=0, replicas=_without_batch(s.replicas))
-    online = _clamp(demand(only_online, cfg, rate), cfg)
+    online = _clamp(online_demand(s, cfg, rate), cfg)
+    want = max(online, _clamp(batch_demand(s, cfg), cfg))
     idle = s.running == 0 and s.waiting == 0
     state = replace(state, idle_since=(state.idle_since if state.idle_since is not None else now) if idle else None)
 
