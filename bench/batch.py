@@ -84,9 +84,9 @@ async def engine_max(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
 
     from ossfleet.engine.base import EngineRequest
     from ossfleet.engine.factory import build_engine
+    from ossfleet.generation import sampling_from_payload
     from ossfleet.harmony import HarmonyRenderer, SpecialIds
     from ossfleet.openai_api import batch_request
-    from ossfleet.worker import sampling_from_payload
 
     torch.set_num_threads(1)
     m = cfg.models[0]

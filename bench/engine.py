@@ -400,8 +400,8 @@ def detok(path: Path, repeat: int) -> dict[str, Any]:
     """Per-token cost of the worker's parse + detokenize near the 100th and the 4,000th token of a message."""
     from transformers import AutoTokenizer
 
+    from ossfleet.generation import RawTextStream
     from ossfleet.harmony import HarmonyStreamParser, SpecialIds
-    from ossfleet.worker import RawTextStream
 
     tok = AutoTokenizer.from_pretrained(path)
     ids = SpecialIds.of(tok)

@@ -37,6 +37,8 @@ class RedisConfig(_Section):
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "ossfleet"
     # Result streams outlive their request by this long, for resumption.
     stream_ttl_s: Annotated[int, Field(ge=10)] = 3600
+    # How long a stored Responses API response (store: true) stays readable and continuable.
+    response_ttl_s: Annotated[int, Field(ge=60)] = 30 * 86400
     lease_s: Annotated[float, Field(gt=0)] = 30.0
 
 
@@ -87,6 +89,9 @@ class LimitsConfig(_Section):
 
     max_request_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     max_messages: Annotated[int, Field(ge=1)] = 512
+    # Completions one request may ask for (OpenAI's n; for /v1/completions, n x the prompts of a list),
+    # each its own request through the queue.
+    max_choices: Annotated[int, Field(ge=1, le=128)] = 8
     max_tokens: Annotated[int, Field(ge=1)] = 32_768
     # Rendering and tokenizing run on this many threads per gateway, off its event loop; one
     # tenant has at most tenant_render_concurrency of its requests there at once (the rest of its
@@ -177,6 +182,11 @@ class ModelConfig(_Section):
         if v not in CATALOG:
             raise ValueError(f"unknown model spec {v!r}; the catalog has {sorted(CATALOG)}")
         return v
+
+    def own_engine(self) -> bool:
+        """Whether ossfleet's batched engine runs this model (it alone enforces structured output and
+        returns log-probabilities): as configured, and for any pipeline of more than one stage."""
+        return self.engine == "batched" or (self.engine == "transformers" and self.stages() > 1)
 
     def micro_batch_count(self) -> int:
         return self.stages() if self.micro_batches == "auto" else min(self.micro_batches, self.max_batch_size)

@@ -10,6 +10,7 @@ before Redis changes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -26,16 +27,19 @@ from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
 from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
-from ossfleet.pricing import NANO_PER_USD
-from ossfleet.queue import Admission, QueueDepth, RequestQueue, StreamEvent, _s
+from ossfleet.pricing import NANO_PER_USD, cost_nusd
+from ossfleet.queue import Admission, GroupMember, QueueDepth, RequestQueue, StreamEvent, _s
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
 from ossfleet.streams import StreamHub
+from ossfleet.structured import Grammars, OutputFormat, grammar
+from ossfleet.tasks import cancel_and_wait
 from ossfleet.tenancy import authenticate, period_id
 
 log = logging.getLogger("ossfleet.gateway")
 
 TERMINAL = ("done", "error")
+ENDED = ("done", "cancelled", "dead")  # request states after which its stream gets no further event
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,32 @@ class ChatRequest:
     # A line of a queue-mode batch job: the lowest band, the batch discount, no
     # rate limits (the job's window bounds it) and not one of the tenant's streams.
     batch: bool = False
+    # Structured output: the output must be this JSON value or tool call (ossfleet.structured).
+    output_format: OutputFormat | None = None
+    # Log-probabilities of the answer's tokens: None for none, k >= 0 for the k most likely alternatives too.
+    logprobs: int | None = None
+    # Completions wanted (each its own request through the queue, admitted all or nothing), and for a
+    # raw completion the further prompts of a list (each answered n times, after ``prompt``'s).
+    n: int = 1
+    more_prompts: tuple[str, ...] = ()
+
+    def choices(self) -> list[ChatRequest]:
+        """The single requests this one stands for, in choice order: for each prompt, n choices; choice
+        j > 0 of a seeded request draws from a seed derived from the request's and j."""
+        prompts = [self.prompt, *self.more_prompts]
+        return [
+            replace(self, prompt=p, n=1, more_prompts=(), seed=choice_seed(self.seed, j))
+            for p in prompts
+            for j in range(self.n)
+        ]
+
+
+def choice_seed(seed: int | None, j: int) -> int | None:
+    """Choice 0 keeps the request's seed (so n=1 and the first of n agree); the others hash it with j."""
+    if seed is None or j == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{j}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _check_text(value: str | None, field_name: str) -> None:
@@ -119,8 +149,9 @@ def check_request(req: ChatRequest) -> None:
 class Submitted:
     request_id: str
     placement: Placement
-    input_tokens: int
+    input_tokens: int  # the group's, summed over its requests
     duplicate: bool
+    request_ids: tuple[str, ...] = ()  # every choice's, in order; request_id is the first
 
 
 @dataclass
@@ -134,6 +165,8 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nusd: int = 0
+    # The answer tokens' log-probabilities (OpenAI's chat form), where the request asked for them.
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GatewayCore:
@@ -154,6 +187,7 @@ class GatewayCore:
         self._render_pool = ThreadPoolExecutor(cfg.limits.render_threads, thread_name_prefix="ossfleet-render")
         self._render_slots: dict[str, asyncio.Semaphore] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._grammars: dict[str, Grammars] = {}
         self.redis_url = redis_url
         self.batches = BatchService(cfg, JobStore(self.r, cfg.redis.namespace), self.start_batch_driver)
 
@@ -269,6 +303,31 @@ class GatewayCore:
         metrics.request(t.name, sub.placement.model, band, "duplicate" if sub.duplicate else "admitted")
         return sub
 
+    def check_features(self, req: ChatRequest, model: str) -> None:
+        """Refuse what the model's engine cannot do, and what cannot be combined, naming the field."""
+        m = self.cfg.model(model)
+        assert m is not None
+        wanted = [f for f, on in (("response_format", req.output_format and req.output_format.kind != "tool_call"),
+                                  ("tool_choice", req.output_format and req.output_format.kind == "tool_call"),
+                                  ("logprobs", req.logprobs is not None)) if on]  # fmt: skip
+        if wanted and not m.own_engine():
+            raise InvalidRequest(
+                f"{wanted[0]} is not supported by model {model!r}, whose engine is {m.engine!r}; only ossfleet's "
+                "batched engine enforces grammars and returns log-probabilities",
+                param=wanted[0],
+            )
+        if req.output_format is not None and (req.min_tokens or req.ignore_eos):
+            raise InvalidRequest(
+                "min_tokens and ignore_eos cannot be combined with structured output, which ends when its value does",
+                param="min_tokens" if req.min_tokens else "ignore_eos",
+            )
+
+    def grammars(self, model: str) -> Grammars:
+        g = self._grammars.get(model)
+        if g is None:
+            g = self._grammars[model] = Grammars(self.renderers[model].tok)
+        return g
+
     async def _submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         if req.model != AUTO and self.cfg.model(req.model) is None:
             names = [m.name for m in self.cfg.models]
@@ -280,12 +339,15 @@ class GatewayCore:
         # the first one: every gpt-oss model shares the o200k harmony vocab).
         probe = req.model if req.model != AUTO else self.cfg.models[0].name
         check_request(req)
-        prompt = await self.render_off_loop(t.name, probe, req, effort)
+        choices = req.choices()
+        distinct = choices[:: req.n]  # one per prompt
+        prompts = [await self.render_off_loop(t.name, probe, c, effort) for c in distinct]
+        longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
         left = await self.budget_left(t)
         placement = place(
             RouteRequest(
                 req.model,
-                len(prompt),
+                len(prompts[longest]),
                 req.max_tokens,
                 req.priority,
                 effort,
@@ -295,40 +357,63 @@ class GatewayCore:
             await self.options(req.model),
         )
         if placement.model != probe or placement.reasoning_effort != effort:
-            prompt = await self.render_off_loop(t.name, placement.model, req, placement.reasoning_effort)  # type: ignore[arg-type]
-        rid = uuid.uuid4().hex
+            prompts = [
+                await self.render_off_loop(t.name, placement.model, c, placement.reasoning_effort)  # type: ignore[arg-type]
+                for c in distinct
+            ]
+        self.check_features(req, placement.model)
+        lark = None
+        if req.output_format is not None:
+            lark = grammar(req.output_format, placement.max_tokens)
+            param = "tool_choice" if req.output_format.kind == "tool_call" else "response_format"
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._render_pool, self.grammars(placement.model).check, lark, param)
+        model_cfg = self.cfg.model(placement.model)
+        assert model_cfg is not None
+        discount = self.cfg.batch.discount if req.batch else 0.0
+        members = []
+        for i, c in enumerate(choices):
+            prompt = prompts[i // req.n]
+            payload: dict[str, Any] = {
+                "prompt": prompt,
+                "max_tokens": placement.max_tokens,
+                "temperature": c.temperature,
+                "top_p": c.top_p,
+                "top_k": c.top_k,
+                "seed": c.seed,
+                "stop": list(c.stop),
+                "min_tokens": min(c.min_tokens, placement.max_tokens),
+                "ignore_eos": c.ignore_eos,
+                "raw": c.prompt is not None,
+            }
+            if lark is not None:
+                payload["grammar"] = lark
+            if c.logprobs is not None:
+                payload["logprobs"] = c.logprobs
+            if req.batch:
+                payload["discount"] = discount
+            reserve = cost_nusd(model_cfg.price, len(prompt), placement.max_tokens, discount)
+            members.append(GroupMember(uuid.uuid4().hex, payload, len(prompt), placement.max_tokens, reserve))
         if t.debug_logging:  # the tenant asked for its prompts in the logs
-            log.info(
-                "event=debug_prompt request_id=%s tenant=%s model=%s prompt=%r",
-                rid,
-                t.name,
-                placement.model,
-                self.renderers[placement.model].tok.decode(prompt, skip_special_tokens=False),
-            )
-        payload: dict[str, Any] = {
-            "prompt": prompt,
-            "max_tokens": placement.max_tokens,
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "top_k": req.top_k,
-            "seed": req.seed,
-            "stop": list(req.stop),
-            "min_tokens": min(req.min_tokens, placement.max_tokens),
-            "ignore_eos": req.ignore_eos,
-            "raw": req.prompt is not None,
-        }
-        if req.batch:
-            payload["discount"] = self.cfg.batch.discount
+            for m in members:
+                log.info(
+                    "event=debug_prompt request_id=%s tenant=%s model=%s prompt=%r",
+                    m.request_id,
+                    t.name,
+                    placement.model,
+                    self.renderers[placement.model].tok.decode(m.payload["prompt"], skip_special_tokens=False),
+                )
+        first = members[0]
         admitted = await self.queue.admit(
             Admission(
-                request_id=rid,
+                request_id=first.request_id,
                 tenant=t.name,
                 model=placement.model,
                 band=placement.band,
-                payload=payload,
-                input_tokens=len(prompt),
+                payload=first.payload,
+                input_tokens=first.input_tokens,
                 max_tokens=placement.max_tokens,
-                reserve_nusd=placement.reserve_nusd,
+                reserve_nusd=first.reserve_nusd,
                 budget_limit_nusd=round(t.budget.limit_usd * NANO_PER_USD),
                 alert_at_nusd=round(t.budget.limit_usd * t.budget.soft_alert_fraction * NANO_PER_USD),
                 max_inflight=0 if req.batch else t.limits.max_concurrent_streams,
@@ -339,18 +424,21 @@ class GatewayCore:
                 tpm=t.limits.tpm,
                 weight=t.weight,
                 idempotency_key=req.idempotency_key,
+                more=tuple(members[1:]),
             )
         )
+        input_tokens = sum(m.input_tokens for m in members)
         log.info(
-            "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d duplicate=%s",
+            "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d choices=%d duplicate=%s",
             admitted.request_id,
             t.name,
             placement.model,
             placement.band,
-            len(prompt),
+            input_tokens,
+            len(members),
             admitted.duplicate,
         )
-        return Submitted(admitted.request_id, placement, len(prompt), admitted.duplicate)
+        return Submitted(admitted.request_id, placement, input_tokens, admitted.duplicate, admitted.request_ids)
 
     # -- results ---------------------------------------------------------------------
 
@@ -381,26 +469,80 @@ class GatewayCore:
                 yield ev
                 if ev.type in TERMINAL:
                     return
-            if not batch and await self.queue.owner(request_id) is None:
-                # The request record expired (or never existed): nothing will come.
-                raise RequestFailed(f"request {request_id} is no longer known")
+            if not batch:
+                state = await self.queue.request_state(request_id)
+                if not state:  # the request record expired (or never existed): nothing will come
+                    raise RequestFailed(f"request {request_id} is no longer known")
+                if state.get("state") in ENDED and after != "0-0":
+                    # Its terminal event was written with its end, so a reader resuming past it has it all.
+                    return
 
-    async def outcome_or_cancel(self, tenant: str, request_id: str, model: str = "") -> Outcome:
-        """The finished request; if the caller goes away first, the request is cancelled."""
-        finished = False
+    async def merged_events(
+        self,
+        request_ids: Sequence[str],
+        labels: tuple[str, str] | None = None,
+        after: Sequence[str] | None = None,
+    ) -> AsyncIterator[tuple[int, StreamEvent]]:
+        """The events of several requests (the choices of one), each as (its index, event), as they come,
+        each request's from its entry in ``after`` on; each request's own order is kept. An error reading
+        one ends the whole iteration with it."""
+        starts = list(after or ["0-0"] * len(request_ids))
+        if len(request_ids) == 1:
+            async for ev in self.events(request_ids[0], starts[0], labels=labels):
+                yield 0, ev
+            return
+        q: asyncio.Queue[tuple[int, StreamEvent | None, BaseException | None]] = asyncio.Queue()
+
+        async def pump(i: int, rid: str) -> None:
+            try:
+                async for ev in self.events(rid, starts[i], labels=labels):
+                    await q.put((i, ev, None))
+                await q.put((i, None, None))
+            except Exception as e:
+                await q.put((i, None, e))
+
+        tasks = [asyncio.create_task(pump(i, rid)) for i, rid in enumerate(request_ids)]
         try:
-            out = await self.outcome(request_id, (tenant, model))
-            finished = True
-            return out
+            open_ = len(tasks)
+            while open_:
+                i, item, err = await q.get()
+                if err is not None:
+                    raise err
+                if item is None:
+                    open_ -= 1
+                    continue
+                yield i, item
         finally:
-            if not finished:
-                self.cancel_abandoned(tenant, request_id)
+            for t in tasks:
+                await cancel_and_wait(t)
+
+    async def outcomes_or_cancel(
+        self, tenant: str, request_ids: Sequence[str], model: str = "", cancel: bool = True
+    ) -> list[Outcome]:
+        """The finished requests (in order); if the caller goes away first, every one not finished is
+        cancelled (unless not ``cancel``)."""
+        outs = [Outcome() for _ in request_ids]
+        done: set[int] = set()
+        try:
+            async for i, ev in self.merged_events(request_ids, (tenant, model)):
+                fold(outs[i], ev)
+                if ev.type in TERMINAL:
+                    done.add(i)
+            return outs
+        finally:
+            for i, rid in enumerate(request_ids):
+                if i not in done and cancel:
+                    self.cancel_abandoned(tenant, rid)
 
     async def outcome(self, request_id: str, labels: tuple[str, str] | None = None) -> Outcome:
         out = Outcome()
         async for ev in self.events(request_id, labels=labels):
             fold(out, ev)
         return out
+
+    async def outcome_or_cancel(self, tenant: str, request_id: str, model: str = "") -> Outcome:
+        """The finished request; if the caller goes away first, the request is cancelled."""
+        return (await self.outcomes_or_cancel(tenant, [request_id], model))[0]
 
     async def cancel(self, tenant: str, request_id: str) -> str:
         return await self.queue.cancel(request_id, tenant)
@@ -444,6 +586,8 @@ def fold(out: Outcome, ev: StreamEvent) -> None:
             out.reasoning += f.get("text", "")
         elif kind == "tool_call":
             out.tool_calls.append({"id": f["id"], "name": f["name"], "arguments": f["arguments"]})
+        if "logprobs" in f:
+            out.logprobs += json.loads(f["logprobs"])
     elif ev.type == "done":
         out.finish_reason = f.get("finish_reason", "stop")
         out.input_tokens = int(f.get("input_tokens", 0))

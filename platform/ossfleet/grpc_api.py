@@ -24,6 +24,7 @@ from ossfleet.errors import InvalidRequest, NotFound, OssfleetError, RequestTooL
 from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.pricing import NANO_PER_USD
+from ossfleet.structured import OutputFormat, forced_tools
 from ossfleet.tenancy import period_id
 from ossfleet.v1 import ossfleet_pb2 as pb
 
@@ -83,6 +84,12 @@ def to_chat(req: pb.GenerateRequest, md: dict[str, str], max_tokens_limit: int, 
         if not isinstance(params, dict):
             raise InvalidRequest(f"tool {t.name!r}: parameters_json must be a JSON object", param="tools")
         tools.append(Tool(t.name, t.description, params))
+    if req.tool_choice == "none":
+        tools = []
+    if req.top_logprobs and not req.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs", param="top_logprobs")
+    if req.top_logprobs > 20:
+        raise InvalidRequest("top_logprobs must be at most 20", param="top_logprobs")
     return ChatRequest(
         model=req.model,
         messages=msgs,
@@ -98,11 +105,57 @@ def to_chat(req: pb.GenerateRequest, md: dict[str, str], max_tokens_limit: int, 
         ignore_eos=req.ignore_eos,
         priority=req.priority or md.get("x-ossfleet-priority") or None,
         idempotency_key=(req.idempotency_key or md.get("idempotency-key", ""))[:128],
+        output_format=output_format(req, tuple(tools)),
+        logprobs=req.top_logprobs if req.logprobs else None,
+        n=max(1, req.n),
     )
 
 
-def _usage(o: Outcome) -> pb.Usage:
-    return pb.Usage(input_tokens=o.input_tokens, output_tokens=o.output_tokens, cost_usd=o.cost_nusd / NANO_PER_USD)
+def output_format(req: pb.GenerateRequest, tools: tuple[Tool, ...]) -> OutputFormat | None:
+    """What the answer must be, from ``tool_choice`` and ``response_format`` (as the HTTP API reads them)."""
+    forced = forced_tools(tools, req.tool_choice or None)
+    kind = req.response_format.type if req.HasField("response_format") else ""
+    if forced:
+        if kind not in ("", "text"):
+            raise InvalidRequest("a forced tool call and a JSON response_format cannot both shape one answer",
+                                 param="tool_choice")  # fmt: skip
+        return OutputFormat("tool_call", tools=forced)
+    if kind in ("", "text"):
+        return None
+    if kind == "json_object":
+        return OutputFormat("json_object")
+    if kind != "json_schema":
+        raise InvalidRequest("response_format.type must be text, json_object or json_schema", param="response_format")
+    try:
+        schema = json.loads(req.response_format.schema_json)
+    except json.JSONDecodeError as e:
+        raise InvalidRequest(f"response_format.schema_json is not JSON ({e.msg})", param="response_format") from None
+    if not isinstance(schema, dict):
+        raise InvalidRequest("response_format.schema_json must be a JSON object", param="response_format")
+    return OutputFormat("json_schema", schema=schema)
+
+
+def _logprobs(entries: list[dict[str, Any]]) -> list[pb.TokenLogprob]:
+    return [
+        pb.TokenLogprob(
+            token=e["token"], logprob=e["logprob"], bytes=bytes(e["bytes"]),
+            top_logprobs=[pb.TopLogprob(token=t["token"], logprob=t["logprob"], bytes=bytes(t["bytes"]))
+                          for t in e["top_logprobs"]],
+        )
+        for e in entries
+    ]  # fmt: skip
+
+
+def _calls(o: Outcome) -> list[pb.ToolCall]:
+    return [pb.ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in o.tool_calls]
+
+
+def _usage(*outs: Outcome) -> pb.Usage:
+    return pb.Usage(
+        input_tokens=sum(o.input_tokens for o in outs),
+        output_tokens=sum(o.output_tokens for o in outs),
+        cost_usd=sum(o.cost_nusd for o in outs) / NANO_PER_USD,
+    )
 
 
 def guarded(empty: Callable[[], Any] | None = None) -> Callable[[Any], Any]:
@@ -154,7 +207,11 @@ class GrpcApi:
             raise RequestTooLarge(
                 f"request is {size} bytes; the limit is {lim.max_request_bytes} (limits.max_request_bytes)"
             )
-        return to_chat(req, md, lim.max_tokens, lim.max_messages)
+        chat = to_chat(req, md, lim.max_tokens, lim.max_messages)
+        if chat.n > lim.max_choices:
+            raise InvalidRequest(f"n ({chat.n}) asks for more completions than the limit of {lim.max_choices}",
+                                 param="n")  # fmt: skip
+        return chat
 
     @guarded(pb.GenerateResponse)
     async def generate(self, req: pb.GenerateRequest, ctx: Any) -> pb.GenerateResponse:
@@ -162,18 +219,29 @@ class GrpcApi:
         try:
             tenant = await self.core.tenant(md.get("authorization"))
             sub = await self.core.submit(tenant, self._chat(req, md))
-            out = await self.core.outcome_or_cancel(tenant.name, sub.request_id, sub.placement.model)
+            rids = list(sub.request_ids or (sub.request_id,))
+            outs = await self.core.outcomes_or_cancel(tenant.name, rids, sub.placement.model)
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.GenerateResponse()
+        out = outs[0]
+        choices = [
+            pb.Choice(
+                index=i, request_id=rid, content=o.content, reasoning=o.reasoning, tool_calls=_calls(o),
+                finish_reason=o.finish_reason, logprobs=_logprobs(o.logprobs),
+            )
+            for i, (rid, o) in enumerate(zip(rids, outs, strict=True))
+        ]  # fmt: skip
         return pb.GenerateResponse(
             request_id=sub.request_id,
             model=sub.placement.model,
             content=out.content,
             reasoning=out.reasoning,
-            tool_calls=[pb.ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in out.tool_calls],
+            tool_calls=_calls(out),
             finish_reason=out.finish_reason,
-            usage=_usage(out),
+            usage=_usage(*outs),
+            logprobs=_logprobs(out.logprobs),
+            choices=choices,
         )
 
     @guarded()
@@ -187,7 +255,8 @@ class GrpcApi:
             raise
         # A client that drops a stream does not cancel it: the request runs on and
         # its chunks wait in Redis (stream_ttl_s) for ResumeStream. Cancel cancels.
-        async for chunk in self._chunks(sub.request_id, sub.placement.model, "0-0", ctx, tenant.name):
+        rids = list(sub.request_ids or (sub.request_id,))
+        async for chunk in self._chunks(rids, sub.placement.model, "0-0", ctx, tenant.name):
             yield chunk
 
     @guarded()
@@ -201,30 +270,37 @@ class GrpcApi:
         except OssfleetError as e:
             abort_with(ctx, e)
             raise
-        async for chunk in self._chunks(req.request_id, state.get("model", ""), req.cursor or "0-0", ctx):
+        async for chunk in self._chunks([req.request_id], state.get("model", ""), req.cursor or "0-0", ctx):
             yield chunk
 
     async def _chunks(
-        self, rid: str, model: str, after: str, ctx: Any, tenant: str | None = None
+        self, rids: list[str], model: str, after: str, ctx: Any, tenant: str | None = None
     ) -> AsyncIterator[pb.GenerateChunk]:
-        out = Outcome()
+        """The chunks of a request's choices (one choice: from entry ``after`` on), each under its own id."""
+        outs = [Outcome() for _ in rids]
         labels = (tenant, model) if tenant else None
+        events: AsyncIterator[tuple[int, Any]]
+        if len(rids) == 1:
+            events = ((0, ev) async for ev in self.core.events(rids[0], after, labels))
+        else:
+            events = self.core.merged_events(rids, labels)
         try:
-            async for ev in self.core.events(rid, after, labels):
-                fold(out, ev)
+            async for i, ev in events:
+                fold(outs[i], ev)
                 f = ev.fields
-                base: dict[str, Any] = {"request_id": rid, "model": model, "cursor": ev.entry_id}
+                base: dict[str, Any] = {"request_id": rids[i], "model": model, "cursor": ev.entry_id, "index": i}
                 if ev.type == "delta":
                     kind = f.get("kind")
                     if kind == "content":
-                        yield pb.GenerateChunk(**base, content=f.get("text", ""))
+                        lps = _logprobs(json.loads(f["logprobs"])) if f.get("logprobs") else []
+                        yield pb.GenerateChunk(**base, content=f.get("text", ""), logprobs=lps)
                     elif kind == "reasoning":
                         yield pb.GenerateChunk(**base, reasoning=f.get("text", ""))
                     elif kind == "tool_call":
                         call = pb.ToolCall(id=f["id"], name=f["name"], arguments=f["arguments"])
                         yield pb.GenerateChunk(**base, tool_call=call)
                 elif ev.type == "done":
-                    yield pb.GenerateChunk(**base, finish_reason=out.finish_reason, usage=_usage(out))
+                    yield pb.GenerateChunk(**base, finish_reason=outs[i].finish_reason, usage=_usage(outs[i]))
         except OssfleetError as e:
             abort_with(ctx, e)
             raise

@@ -382,6 +382,18 @@ class HarmonyStreamParser:
         out += self._flush_text()
         return out
 
+    def answering(self, token_id: int) -> bool:
+        """Whether the token just fed went into the answer's text (the body of a message for the user,
+        not reasoning, a header or a tool call's arguments)."""
+        m = self._msg
+        return (
+            self._header is None
+            and m is not None
+            and m.recipient is None
+            and m.channel != "analysis"
+            and token_id not in self._special
+        )
+
     def finish(self) -> list[Delta]:
         """The end of generation (stop token, length limit or abort): flush what is open."""
         if self._msg is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -25,8 +26,11 @@ from ossfleet.errors import InvalidRequest, ModelNotFound, OssfleetError, Reques
 from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, check_request, fold, validate_messages
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.queue import StreamEvent
+from ossfleet.structured import OutputFormat, forced_tools
 
 log = logging.getLogger("ossfleet.http")
+
+_ENTRY = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class _Strict(BaseModel):
@@ -79,6 +83,33 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any], Field(alias="schema")] = {}
+    strict: bool | None = None  # the schema is always enforced (constrained decoding), strict or not
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("a json_schema response_format needs its json_schema object")
+        return self
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class _Generation(_Strict):
     """The fields both completion endpoints share: model, sampling, streaming."""
 
@@ -92,7 +123,7 @@ class _Generation(_Strict):
     # cannot end the answer before min_tokens; with ignore_eos they never do (benchmarks of long outputs).
     min_tokens: Annotated[int, Field(ge=0)] = 0
     ignore_eos: bool = False
-    n: Literal[1] = 1
+    n: Annotated[int, Field(ge=1, le=128)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     # OpenAI's own fields that change nothing here: accepted and ignored (README: "OpenAI parameters").
@@ -122,7 +153,13 @@ class _Generation(_Strict):
             "ignore_eos": self.ignore_eos,
             "priority": headers.get("x-ossfleet-priority"),
             "idempotency_key": headers.get("idempotency-key", "")[:128],
+            "n": self.n,
         }
+
+    def check_choices(self, prompts: int, limit: int) -> None:
+        if self.n * prompts > limit:
+            what = f"n ({self.n}) x prompts ({prompts})" if prompts > 1 else f"n ({self.n})"
+            raise InvalidRequest(f"{what} asks for more completions than the limit of {limit}", param="n")
 
 
 class ChatCompletionRequest(_Generation):
@@ -130,30 +167,52 @@ class ChatCompletionRequest(_Generation):
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     tools: list[ToolDef] | None = None
-    tool_choice: Literal["auto", "none"] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     # Accepted and ignored: the model calls at most one tool per turn (harmony), which either value allows.
     parallel_tool_calls: bool | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
-    logprobs: Literal[False] | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
     @model_validator(mode="after")
     def _one_max(self) -> ChatCompletionRequest:
         if self.max_tokens is not None and self.max_completion_tokens is not None:
             raise ValueError("give max_tokens or max_completion_tokens, not both")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def output_format(self, tools: tuple[Tool, ...]) -> OutputFormat | None:
+        """What the output must be: a forced tool call, a JSON value, or free (None)."""
+        choice = self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        forced = forced_tools(tools, choice)
+        if forced:
+            if self.response_format is not None and self.response_format.type != "text":
+                raise InvalidRequest(
+                    "a forced tool call and a JSON response_format cannot both shape one answer", param="tool_choice"
+                )
+            return OutputFormat("tool_call", tools=forced)
+        rf = self.response_format
+        if rf is None or rf.type == "text":
+            return None
+        if rf.type == "json_object":
+            return OutputFormat("json_object")
+        assert rf.json_schema is not None
+        return OutputFormat("json_schema", schema=rf.json_schema.schema_)
 
 
 class CompletionRequest(_Generation):
     """``/v1/completions``: a raw prompt, continued as plain text (no harmony rendering)."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=128)]
     max_tokens: Annotated[int, Field(ge=1)] = 16
     echo: Literal[False] = False
-    logprobs: None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     suffix: None = None
 
-    def text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def texts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
 def _pydantic_error(e: ValidationError) -> InvalidRequest:
@@ -214,18 +273,25 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
         max_tokens=max_tokens,
         tools=tools,
         reasoning_effort=body.reasoning_effort,
+        output_format=body.output_format(tools),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         **body.common(headers),
     )
 
 
 def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limit: int) -> ChatRequest:
-    if not body.text():
-        raise InvalidRequest("prompt must not be empty", param="prompt")
+    texts = body.texts()
+    for i, t in enumerate(texts):
+        if not t:
+            raise InvalidRequest("prompt must not be empty", param="prompt" if len(texts) == 1 else f"prompt.{i}")
     if body.max_tokens > max_tokens_limit:
         raise InvalidRequest(
             f"max_tokens {body.max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens"
         )
-    return ChatRequest(messages=(), max_tokens=body.max_tokens, prompt=body.text(), **body.common(headers))
+    return ChatRequest(
+        messages=(), max_tokens=body.max_tokens, prompt=texts[0], more_prompts=tuple(texts[1:]),
+        logprobs=body.logprobs, **body.common(headers),
+    )  # fmt: skip
 
 
 def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatRequest:
@@ -239,6 +305,8 @@ def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatReque
         req = to_chat_request(parsed, {}, limits.max_tokens, limits.max_messages)
     else:
         req = to_completion_request(parsed, {}, limits.max_tokens)
+    if req.n > 1 or req.more_prompts:
+        raise InvalidRequest("a batch line asks for one completion: n = 1 and one prompt", param="n")
     check_request(req)  # what admission checks, so that a line that passes here can be admitted
     return replace(req, batch=True)
 
@@ -246,22 +314,39 @@ def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatReque
 def response_body(endpoint: str, rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
     """The response a request to ``endpoint`` gets, whole (not streamed)."""
     build = completion_body if endpoint == "/v1/chat/completions" else text_completion_body
-    return build(rid, model, created, o)
+    return build(rid, model, created, [o])
 
 
-def _usage(o: Outcome) -> dict[str, int]:
-    return {
-        "prompt_tokens": o.input_tokens,
-        "completion_tokens": o.output_tokens,
-        "total_tokens": o.input_tokens + o.output_tokens,
-    }
+def _usage(outs: list[Outcome]) -> dict[str, int]:
+    """What was billed: every choice's prompt and output tokens (each choice is its own request)."""
+    prompt = sum(o.input_tokens for o in outs)
+    completion = sum(o.output_tokens for o in outs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _finish(reason: str) -> str:
     return {"cancelled": "stop", "abort": "stop"}.get(reason, reason)
 
 
-def completion_body(rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
+def chat_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"content": entries, "refusal": None}
+
+
+def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[str, Any]:
+    """The legacy completions form of the answer tokens' log-probabilities, text offsets from ``offset``."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def _message(o: Outcome) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": o.content or None}
     if o.reasoning:
         message["reasoning"] = o.reasoning
@@ -270,13 +355,26 @@ def completion_body(rid: str, model: str, created: int, o: Outcome) -> dict[str,
             {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
             for c in o.tool_calls
         ]
+    return message
+
+
+def completion_body(rid: str, model: str, created: int, outs: list[Outcome], logprobs: bool = False) -> dict[str, Any]:
+    choices = [
+        {
+            "index": i,
+            "message": _message(o),
+            "logprobs": chat_logprobs(o.logprobs) if logprobs else None,
+            "finish_reason": _finish(o.finish_reason),
+        }
+        for i, o in enumerate(outs)
+    ]
     return {
         "id": f"chatcmpl-{rid}",
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": _finish(o.finish_reason)}],
-        "usage": _usage(o),
+        "choices": choices,
+        "usage": _usage(outs),
     }
 
 
@@ -300,14 +398,25 @@ def current_core() -> GatewayCore:
     return _core
 
 
-def text_completion_body(rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
+def text_completion_body(
+    rid: str, model: str, created: int, outs: list[Outcome], logprobs: bool = False
+) -> dict[str, Any]:
+    choices = [
+        {
+            "index": i,
+            "text": o.content,
+            "logprobs": completion_logprobs(o.logprobs) if logprobs else None,
+            "finish_reason": _finish(o.finish_reason),
+        }
+        for i, o in enumerate(outs)
+    ]
     return {
         "id": f"cmpl-{rid}",
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "text": o.content, "logprobs": None, "finish_reason": _finish(o.finish_reason)}],
-        "usage": _usage(o),
+        "choices": choices,
+        "usage": _usage(outs),
     }
 
 
@@ -354,7 +463,7 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
         schema: type[_Strict],
         to_request: Callable[[Any, Any, GatewayCore], ChatRequest],
         sse: Callable[..., AsyncIterator[bytes]],
-        whole: Callable[[str, str, int, Outcome], dict[str, Any]],
+        whole: Callable[..., dict[str, Any]],
     ) -> Response:
         """Authenticate, parse, validate, submit; then stream (SSE) or answer whole."""
         core = get_core()
@@ -364,15 +473,23 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
             body: Any = schema.model_validate(data)
         except ValidationError as e:
             raise _pydantic_error(e) from None
-        sub = await core.submit(tenant, to_request(body, request.headers, core))
+        req = to_request(body, request.headers, core)
+        body.check_choices(1 + len(req.more_prompts), core.cfg.limits.max_choices)
+        sub = await core.submit(tenant, req)
+        rids = list(sub.request_ids or (sub.request_id,))
         created = int(time.time())
-        headers = {"x-ossfleet-request-id": sub.request_id}
+        headers = {"x-ossfleet-request-id": ",".join(rids)}
+        logprobs = req.logprobs is not None
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = sse(core, tenant.name, sub.request_id, sub.placement.model, created, include_usage)
+            # A client reconnecting (same Idempotency-Key, so the same requests) continues where it was.
+            after = resume_positions(request.headers.get("last-event-id"), len(rids)) if sub.duplicate else None
+            # With an Idempotency-Key the client may come back for the rest: a disconnect does not cancel.
+            keep = bool(req.idempotency_key)
+            stream = sse(core, tenant.name, rids, sub.placement.model, created, include_usage, logprobs, after, keep)
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-        out = await core.outcome_or_cancel(tenant.name, sub.request_id, sub.placement.model)
-        return JSONResponse(whole(sub.request_id, sub.placement.model, created, out), headers=headers)
+        outs = await core.outcomes_or_cancel(tenant.name, rids, sub.placement.model, cancel=not req.idempotency_key)
+        return JSONResponse(whole(sub.request_id, sub.placement.model, created, outs, logprobs), headers=headers)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -397,96 +514,166 @@ def create_app(get_core: Callable[[], GatewayCore]) -> FastAPI:
         )
 
     from ossfleet.batch.http import add_batch_routes
+    from ossfleet.responses_api import add_responses_routes
 
     add_batch_routes(app, get_core)
+    add_responses_routes(app, get_core)
     return app
 
 
-def _data(body: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+def _data(body: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n".encode() if event_id else b""
+    return head + b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-# Turns one stream event (already folded into the outcome) into SSE bodies.
-Render = Callable[[StreamEvent, Outcome], list[dict[str, Any]]]
+def resume_positions(last_event_id: str | None, choices: int) -> list[str] | None:
+    """The stream entry each choice was read up to, from an SSE ``Last-Event-ID`` (None: start over).
+
+    An event's id lists, per choice, the last stream entry delivered (``1717-0,1718-3``), so a client
+    that reconnects with it (re-sending its request with the same Idempotency-Key) misses and repeats nothing.
+    """
+    if not last_event_id:
+        return None
+    parts = last_event_id.split(",")
+    if len(parts) != choices or not all(_ENTRY.fullmatch(p) for p in parts):
+        raise InvalidRequest("Last-Event-ID is not an event id of this request's stream", param="Last-Event-ID")
+    return parts
+
+
+# Turns one stream event of choice i (already folded into its outcome) into SSE bodies.
+Render = Callable[[int, StreamEvent, Outcome], list[dict[str, Any]]]
 
 
 async def _relay(
-    core: GatewayCore, tenant: str, rid: str, model: str, render: Render, first: list[dict[str, Any]]
+    core: GatewayCore,
+    tenant: str,
+    rids: list[str],
+    model: str,
+    render: Render,
+    first: list[dict[str, Any]],
+    usage: Callable[[list[Outcome]], dict[str, Any]] | None,
+    after: list[str] | None = None,
+    keep: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Relay a request's stream as server-sent events, ending with ``[DONE]``.
+    """Relay the streams of a request's choices as server-sent events, ending with ``[DONE]``.
 
-    A failed request ends with an OpenAI error event; a client that goes away
-    before the end cancels the request (and so the rest of its reservation).
+    Every event carries an ``id`` (see :func:`resume_positions`); with ``after``
+    the relay resumes from those entries and sends no opening chunks. A failed
+    choice ends the stream with an OpenAI error event; a client that goes away
+    before the end cancels every choice not finished (and so the rest of their
+    reservations), unless ``keep`` (the request has an Idempotency-Key, so its
+    client may come back for the rest). With ``usage``, a last chunk carries the usage of all choices
+    (of those events relayed by this connection).
     """
-    out = Outcome()
-    finished = False
+    outs = [Outcome() for _ in rids]
+    pos = list(after or ["0-0"] * len(rids))
+    done: set[int] = set()
+    failed = False
     try:
-        for body in first:
-            yield _data(body)
-        async for ev in core.events(rid, labels=(tenant, model)):
-            try:
-                fold(out, ev)
-            except OssfleetError as e:
-                finished = True
-                yield _data(e.to_openai())
-                break
-            finished = ev.type == "done"
-            for body in render(ev, out):
+        if after is None:
+            for body in first:
                 yield _data(body)
+        async for i, ev in core.merged_events(rids, labels=(tenant, model), after=pos):
+            pos[i] = ev.entry_id
+            try:
+                fold(outs[i], ev)
+            except OssfleetError as e:
+                failed = True
+                yield _data(e.to_openai(), ",".join(pos))
+                break
+            if ev.type == "done":
+                done.add(i)
+            for body in render(i, ev, outs[i]):
+                yield _data(body, ",".join(pos))
+        if usage is not None and not failed:
+            yield _data(usage(outs))
         yield b"data: [DONE]\n\n"
     finally:
-        if not finished:
-            core.cancel_abandoned(tenant, rid)
+        for i, rid in enumerate(rids):
+            if i not in done and not keep:
+                core.cancel_abandoned(tenant, rid)
+
+
+def _event_logprobs(ev: StreamEvent) -> list[dict[str, Any]]:
+    raw = ev.fields.get("logprobs")
+    return json.loads(raw) if raw else []
 
 
 def _sse(
-    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+    core: GatewayCore,
+    tenant: str,
+    rids: list[str],
+    model: str,
+    created: int,
+    include_usage: bool,
+    logprobs: bool = False,
+    after: list[str] | None = None,
+    keep: bool = False,
 ) -> AsyncIterator[bytes]:
-    base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model}
+    base = {"id": f"chatcmpl-{rids[0]}", "object": "chat.completion.chunk", "created": created, "model": model}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    def chunk(i: int, delta: dict[str, Any], finish: str | None = None, lps: Any = None) -> dict[str, Any]:
+        choice = {"index": i, "delta": delta, "logprobs": lps, "finish_reason": finish}
+        return {**base, "choices": [choice]}
 
-    tool_calls = 0
+    tool_calls = [0] * len(rids)
 
-    def render(ev: StreamEvent, out: Outcome) -> list[dict[str, Any]]:
-        nonlocal tool_calls
+    def render(i: int, ev: StreamEvent, out: Outcome) -> list[dict[str, Any]]:
         f = ev.fields
         if ev.type == "done":
-            return [chunk({}, _finish(out.finish_reason))] + (
-                [{**base, "choices": [], "usage": _usage(out)}] if include_usage else []
-            )
+            return [chunk(i, {}, _finish(out.finish_reason))]
         kind = f.get("kind")
         if ev.type != "delta" or kind not in ("content", "reasoning", "tool_call"):
             return []
         if kind == "tool_call":
             call = {
-                "index": tool_calls,
+                "index": tool_calls[i],
                 "id": f["id"],
                 "type": "function",
                 "function": {"name": f["name"], "arguments": f["arguments"]},
             }
-            tool_calls += 1
-            return [chunk({"tool_calls": [call]})]
-        return [chunk({kind: f.get("text", "")})]
+            tool_calls[i] += 1
+            return [chunk(i, {"tool_calls": [call]})]
+        lps = chat_logprobs(_event_logprobs(ev)) if logprobs and kind == "content" else None
+        return [chunk(i, {kind: f.get("text", "")}, lps=lps)]
 
-    return _relay(core, tenant, rid, model, render, [chunk({"role": "assistant", "content": ""})])
+    def usage(outs: list[Outcome]) -> dict[str, Any]:
+        return {**base, "choices": [], "usage": _usage(outs)}
+
+    first = [chunk(i, {"role": "assistant", "content": ""}) for i in range(len(rids))]
+    return _relay(core, tenant, rids, model, render, first, usage if include_usage else None, after, keep)
 
 
 def _completion_sse(
-    core: GatewayCore, tenant: str, rid: str, model: str, created: int, include_usage: bool
+    core: GatewayCore,
+    tenant: str,
+    rids: list[str],
+    model: str,
+    created: int,
+    include_usage: bool,
+    logprobs: bool = False,
+    after: list[str] | None = None,
+    keep: bool = False,
 ) -> AsyncIterator[bytes]:
-    base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": created, "model": model}
+    base = {"id": f"cmpl-{rids[0]}", "object": "text_completion", "created": created, "model": model}
+    offsets = [0] * len(rids)
 
-    def choice(text: str, finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+    def choice(i: int, text: str, finish: str | None = None, lps: Any = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": i, "text": text, "logprobs": lps, "finish_reason": finish}]}
 
-    def render(ev: StreamEvent, out: Outcome) -> list[dict[str, Any]]:
+    def render(i: int, ev: StreamEvent, out: Outcome) -> list[dict[str, Any]]:
         if ev.type == "done":
-            usage = [{**base, "choices": [], "usage": _usage(out)}] if include_usage else []
-            return [choice("", _finish(out.finish_reason)), *usage]
+            return [choice(i, "", _finish(out.finish_reason))]
         if ev.type == "delta" and ev.fields.get("kind") == "content":
-            return [choice(ev.fields.get("text", ""))]
+            lps = None
+            if logprobs:
+                entries = _event_logprobs(ev)
+                lps = completion_logprobs(entries, offsets[i])
+                offsets[i] += sum(len(e["token"]) for e in entries)
+            return [choice(i, ev.fields.get("text", ""), lps=lps)]
         return []
 
-    return _relay(core, tenant, rid, model, render, [])
+    def usage(outs: list[Outcome]) -> dict[str, Any]:
+        return {**base, "choices": [], "usage": _usage(outs)}
+
+    return _relay(core, tenant, rids, model, render, [], usage if include_usage else None, after, keep)

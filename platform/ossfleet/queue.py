@@ -83,12 +83,29 @@ class Admission:
     max_inflight: int = 0  # requests the tenant may have waiting or running at once; 0: no limit
     track_inflight: bool = True  # False: a batch line, not one of the tenant's concurrent streams
     count_rate: bool = True  # False: a batch line, outside the tenant's rpm/tpm
+    # Further requests admitted with this one, all or nothing (the choices of n > 1, a list of
+    # prompts): same tenant, model and band; the limits apply to the group's sums.
+    more: tuple[GroupMember, ...] = ()
+
+    @property
+    def group_tokens(self) -> int:
+        return self.input_tokens + self.max_tokens + sum(m.input_tokens + m.max_tokens for m in self.more)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    request_id: str
+    payload: dict[str, Any]
+    input_tokens: int
+    max_tokens: int
+    reserve_nusd: int
 
 
 @dataclass(frozen=True)
 class Admitted:
     request_id: str
     duplicate: bool
+    request_ids: tuple[str, ...] = ()  # the whole group's, in order (the first is request_id)
 
 
 @dataclass(frozen=True)
@@ -190,12 +207,13 @@ class RequestQueue:
             a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
             a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000, "1" if a.track_inflight else "0",
             "1" if a.count_rate else "0",
+            *[x for m in a.more for x in (m.request_id, json.dumps(m.payload, separators=(",", ":")),
+                                          m.input_tokens, m.max_tokens, m.reserve_nusd)],
         )  # fmt: skip
         status = _s(reply[0])
-        if status == "OK":
-            return Admitted(_s(reply[1]), duplicate=False)
-        if status == "DUP":
-            return Admitted(_s(reply[1]), duplicate=True)
+        if status in ("OK", "DUP"):
+            ids = tuple(_s(reply[1]).split(","))
+            return Admitted(ids[0], duplicate=status == "DUP", request_ids=ids)
         if status == "RATE":
             what, retry_ms = _s(reply[1]), int(_s(reply[2]))
             limit = a.rpm if what == "requests" else a.tpm
@@ -204,9 +222,16 @@ class RequestQueue:
                 retry_after_s=retry_ms / 1000,
                 limit=what,
             )
+        if status == "RATE_NEVER" and _s(reply[1]) == "requests":
+            raise RateLimited(
+                f"this request asks for {1 + len(a.more)} completions at once, more than tenant {a.tenant!r}'s "
+                f"requests-per-minute limit ({a.rpm}); lower n",
+                retry_after_s=60.0,
+                limit="requests",
+            )
         if status == "RATE_NEVER":
             raise RateLimited(
-                f"this request needs {a.input_tokens + a.max_tokens} tokens (prompt + max_tokens), more than "
+                f"this request needs {a.group_tokens} tokens (prompt + max_tokens), more than "
                 f"tenant {a.tenant!r}'s tokens-per-minute limit ({a.tpm}); lower max_tokens or shorten the prompt",
                 retry_after_s=60.0,
                 limit="tokens",
@@ -224,7 +249,8 @@ class RequestQueue:
             left = int(_s(reply[1]))
             raise BudgetExhausted(
                 f"tenant {a.tenant!r} has {usd(left)} left of its budget for period {a.period}; this request "
-                f"may cost up to {usd(a.reserve_nusd)}. Lower max_tokens or raise the budget.",
+                f"may cost up to {usd(a.reserve_nusd + sum(m.reserve_nusd for m in a.more))}. Lower max_tokens "
+                "(or n) or raise the budget.",
                 budget_left_usd=left / NANO_PER_USD,
             )
         raise RuntimeError(f"admit script replied {reply!r}")

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ossfleet import metrics
-from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams, ThroughputMeter
+from ossfleet.engine.base import EngineError, ThroughputMeter
 from ossfleet.errors import LeaseLost
-from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds
+from ossfleet.generation import Generation, TokenBytes, delta_event, sampling_from_payload
+from ossfleet.harmony import SpecialIds
 from ossfleet.pricing import cost_nusd
+from ossfleet.structured import Grammars
 from ossfleet.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -31,87 +33,6 @@ if TYPE_CHECKING:
     from ossfleet.queue import Lease, RequestQueue
 
 log = logging.getLogger("ossfleet.worker")
-
-
-class RawTextStream:
-    """Plain text from generated ids, for raw completions: no channels, no tool calls.
-
-    Same interface as :class:`HarmonyStreamParser`; special tokens are dropped (they are structure, never text).
-    """
-
-    stopped_by: str | None = None
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.text = IncrementalDecoder(tokenizer)
-        self.special = SpecialIds.of(tokenizer).all_special(tokenizer)
-
-    def feed(self, token_ids: list[int]) -> list[Delta]:
-        new = self.text.feed([t for t in token_ids if t not in self.special])
-        return [Delta("content", new)] if new else []
-
-    def finish(self) -> list[Delta]:
-        new = self.text.flush()
-        return [Delta("content", new)] if new else []
-
-
-class StopStrings:
-    """Cuts the answer at the first stop string, which may span deltas.
-
-    Text that could still be the start of a stop string is held back until
-    it cannot (or the generation ends), so no part of a stop string ever
-    reaches the client.
-    """
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = tuple(s for s in stops if s)
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.hit = False
-
-    def feed(self, deltas: list[Delta], final: bool) -> list[Delta]:
-        if not self.stops:
-            return deltas
-        out: list[Delta] = []
-        for d in deltas:
-            if d.kind != "content":
-                out.append(d)
-                continue
-            self.text += d.text
-            start = max(0, self.sent - self.hold)
-            found = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
-            if found:
-                cut = min(found)
-                if cut > self.sent:
-                    out.append(Delta("content", self.text[self.sent : cut]))
-                self.sent, self.hit = cut, True
-                return out
-        safe = len(self.text) if final else max(self.sent, len(self.text) - self.hold)
-        if safe > self.sent:
-            out.append(Delta("content", self.text[self.sent : safe]))
-            self.sent = safe
-        return out
-
-
-def delta_event(d: Delta, attempt: int, seq: int) -> dict[str, str]:
-    """A parsed delta as the fields of one stream entry."""
-    e = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
-    if d.tool_call is not None:
-        e.update(id=d.tool_call.id, name=d.tool_call.name, arguments=d.tool_call.arguments)
-    return e
-
-
-def sampling_from_payload(p: dict[str, Any]) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=int(p["max_tokens"]),
-        temperature=float(p.get("temperature", 1.0)),
-        top_p=float(p.get("top_p", 1.0)),
-        top_k=int(p.get("top_k", 0)),
-        seed=p.get("seed"),
-        stop=tuple(p.get("stop") or ()),
-        min_tokens=int(p.get("min_tokens", 0)),
-        ignore_eos=bool(p.get("ignore_eos", False)),
-    )
 
 
 class ReplicaWorker:
@@ -132,6 +53,8 @@ class ReplicaWorker:
         self.engine = engine
         self.tokenizer = tokenizer
         self.special = SpecialIds.of(tokenizer)
+        self.grammars = Grammars(tokenizer)  # structured output: built on the first request that asks
+        self.token_bytes = TokenBytes(tokenizer)
         self.model = model
         self.owner = owner
         self.price = price
@@ -278,35 +201,23 @@ class ReplicaWorker:
         if self.queue.bands > 1 and lease.band == self.queue.bands - 1:
             self._batch_running.add(rid)
         renew = asyncio.create_task(self._renew(lease))
-        parser: HarmonyStreamParser | RawTextStream = (
-            RawTextStream(self.tokenizer) if p.get("raw") else HarmonyStreamParser(self.tokenizer, rid)
-        )
-        sampling = sampling_from_payload(p)
         prompt: list[int] = p["prompt"]
-        out_tokens, seq, finish = 0, 0, "stop"
-        stops = StopStrings(sampling.stop)
+        seq = 0
         try:
-            request = EngineRequest(rid, prompt, sampling, self.special.stop, priority=lease.band)
-            async for out in self.engine.generate(request):
-                if out.error:  # the engine failed under this request: another replica may serve it
-                    raise RuntimeError(out.error)
-                out_tokens += len(out.token_ids)
-                deltas = parser.feed(out.token_ids)
-                if out.finished:
-                    deltas += parser.finish()
-                    finish = out.finish_reason or "stop"
-                deltas = stops.feed(deltas, final=out.finished)
-                if deltas:
-                    await self.queue.emit(rid, [delta_event(d, lease.attempt, seq + i) for i, d in enumerate(deltas)])
-                    seq += len(deltas)
-                if stops.hit:
-                    self.engine.abort(rid)
-                    finish = "stop"
-                    break
-            if parser.stopped_by == "call":
-                finish = "tool_calls"
-            elif finish == "abort":
-                finish = "cancelled"
+            constraint = None
+            if p.get("grammar"):
+                try:
+                    constraint = await asyncio.to_thread(self.grammars.constraint, p["grammar"])
+                except ValueError as e:
+                    raise EngineError(str(e)) from None
+            gen = Generation(
+                self.tokenizer, rid, prompt, sampling_from_payload(p), raw=bool(p.get("raw")),
+                constraint=constraint, priority=lease.band, token_bytes=self.token_bytes,
+            )  # fmt: skip
+            async for events in gen.run(self.engine):
+                await self.queue.emit(rid, [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)])
+                seq += len(events)
+            out_tokens, finish = gen.output_tokens, gen.finish
             cost = cost_nusd(self.price, len(prompt), out_tokens, float(p.get("discount", 0.0)))
             # This request's slot is free now: settle it and lease the next in one round trip.
             free = self._free_slots() + 1

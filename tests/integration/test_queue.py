@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
-from ossfleet.queue import Admission, RequestQueue
+from ossfleet.queue import Admission, GroupMember, RequestQueue
 from ossfleet.redisdb import connect_async
 
 
@@ -315,3 +315,42 @@ async def test_batch_lines_neither_meet_nor_use_up_the_tenants_rate_limits(env):
     await q.admit(adm(rid="mine", rpm=2, tpm=40))  # the tenant's own requests still have their whole minute
     with pytest.raises(RateLimited):
         await q.admit(adm(rid="second", rpm=2, tpm=40))
+
+
+def group(n: int, reserve: int = 1000) -> tuple[GroupMember, ...]:
+    return tuple(GroupMember(f"g{_n}-{i}", {"prompt": [1, 2, 3], "choice": i}, 10, 20, reserve) for i in range(n))
+
+
+async def test_a_group_is_admitted_all_or_nothing_against_every_limit(env):
+    q, _ = env
+    # The budget fits one request and not three: none of the three is admitted.
+    with pytest.raises(BudgetExhausted, match="or n"):
+        await q.admit(adm(reserve=400, limit=1000, more=group(2, reserve=400)))
+    # rpm 2, tpm 100 (30 a request), 2 streams, a queue of 2: a group of 3 breaks each, alone.
+    for kw, err in (({"rpm": 2}, RateLimited), ({"tpm": 80}, RateLimited),
+                    ({"max_inflight": 2}, RateLimited)):  # fmt: skip
+        with pytest.raises(err):
+            await q.admit(adm(more=group(2), **kw))
+    q.max_queue = 2
+    with pytest.raises(QueueFull):
+        await q.admit(adm(more=group(2)))
+    assert (await q.depth("m")).waiting == (0, 0, 0)
+    assert await budget(q) == {}
+    # Within the limits: every member queued, in order, each with its own payload and reservation.
+    q.max_queue = 100
+    more = group(2, reserve=300)
+    a = await q.admit(adm(rid="lead", reserve=300, limit=1000, rpm=3, tpm=90, max_inflight=3, more=more))
+    assert a.request_ids == ("lead", *(m.request_id for m in more)) and not a.duplicate
+    assert (await q.depth("m")).waiting == (0, 3, 0)
+    assert await budget(q) == {"reserved": 900}
+    leased = [await q.pull("m", "w") for _ in range(3)]
+    assert [lease.request_id for lease in leased] == list(a.request_ids)
+    assert [lease.payload.get("choice") for lease in leased] == [None, 0, 1]
+
+
+async def test_a_repeated_group_returns_every_id_once(env):
+    q, _ = env
+    a = await q.admit(adm(rid="gl", idempotency_key="grp", more=group(2)))
+    b = await q.admit(adm(rid="gl2", idempotency_key="grp", more=group(2)))
+    assert b.duplicate and b.request_ids == a.request_ids and len(a.request_ids) == 3
+    assert (await budget(q))["reserved"] == 3000

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
-from ossfleet.errors import OssfleetError
+from ossfleet.errors import InvalidRequest, OssfleetError
 from ossfleet.tenancy import period_id
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class DedicatedEngine:
         from ossfleet.config import parse_config
         from ossfleet.engine.factory import build_engine
         from ossfleet.harmony import HarmonyRenderer, SpecialIds
+        from ossfleet.structured import Grammars
 
         self.cfg = parse_config(config, config.get("source") or "<batch>")
         m = self.cfg.model(model)
@@ -65,6 +66,7 @@ class DedicatedEngine:
         self.tok = AutoTokenizer.from_pretrained(self.cfg.model_path(m))
         self.renderer = HarmonyRenderer(self.tok)
         self.special = SpecialIds.of(self.tok)
+        self.grammars = Grammars(self.tok)
         # The engine lives on an event loop of its own, which every call feeds.
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True, name="ossfleet-dedicated").start()
@@ -86,17 +88,26 @@ class DedicatedEngine:
         return list(await asyncio.gather(*(self._one(r) for r in rows)))
 
     async def _one(self, row: BatchLine) -> tuple[bool, str, int, int, int]:
-        from ossfleet.engine.base import EngineError, EngineRequest
+        from ossfleet.engine.base import EngineError
         from ossfleet.gateway import Outcome, fold
-        from ossfleet.harmony import HarmonyStreamParser
+        from ossfleet.generation import Generation, delta_event, sampling_from_payload
         from ossfleet.openai_api import batch_request, response_body
         from ossfleet.pricing import cost_nusd
         from ossfleet.queue import StreamEvent
-        from ossfleet.worker import RawTextStream, StopStrings, delta_event, sampling_from_payload
+        from ossfleet.structured import grammar
 
         rid = f"{row.index}-{row.custom_id}"[:64]
         try:
             req = batch_request(self.endpoint, row.body, self.cfg.limits)
+            if (req.output_format is not None or req.logprobs is not None) and not self.m.own_engine():
+                raise InvalidRequest(
+                    f"structured output and logprobs need ossfleet's batched engine; {self.m.name} runs "
+                    f"{self.m.engine!r}",
+                    param="response_format" if req.output_format is not None else "logprobs",
+                )
+            lark = grammar(req.output_format, req.max_tokens) if req.output_format is not None else None
+            if lark is not None:
+                self.grammars.check(lark, "response_format")
         except OssfleetError as e:
             return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         if req.prompt is not None:
@@ -105,28 +116,20 @@ class DedicatedEngine:
             prompt = self.renderer.render(req.messages, effort=req.reasoning_effort or "medium", tools=req.tools)
         sampling = sampling_from_payload(
             {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
-             "top_k": req.top_k, "seed": req.seed, "stop": list(req.stop)}
+             "top_k": req.top_k, "seed": req.seed, "stop": list(req.stop), "logprobs": req.logprobs}
         )  # fmt: skip
-        parser: Any = RawTextStream(self.tok) if req.prompt is not None else HarmonyStreamParser(self.tok, rid)
-        stops = StopStrings(sampling.stop)
-        out, n, finish, seq = Outcome(), 0, "stop", 0
+        constraint = self.grammars.constraint(lark) if lark is not None else None
+        gen = Generation(self.tok, rid, prompt, sampling, raw=req.prompt is not None, constraint=constraint)
+        out, seq = Outcome(), 0
         try:
-            async for o in self.engine.generate(EngineRequest(rid, prompt, sampling, self.special.stop)):
-                n += len(o.token_ids)
-                deltas = parser.feed(o.token_ids)
-                if o.finished:
-                    deltas += parser.finish()
-                    finish = o.finish_reason or "stop"
-                for d in stops.feed(deltas, final=o.finished):
-                    fold(out, StreamEvent("", delta_event(d, 1, seq)))
+            async for events in gen.run(self.engine):
+                for event in events:
+                    fold(out, StreamEvent("", delta_event(event, 1, seq)))
                     seq += 1
-                if stops.hit:
-                    self.engine.abort(rid)
-                    finish = "stop"
-                    break
         except EngineError as e:
             return False, error_line(row.custom_id, "invalid_request", str(e), status_code=400), 0, 0, 0
-        out.finish_reason = "tool_calls" if getattr(parser, "stopped_by", None) == "call" else finish
+        n = gen.output_tokens
+        out.finish_reason = gen.finish
         out.input_tokens, out.output_tokens = len(prompt), n
         cost = cost_nusd(self.m.price, len(prompt), n, self.cfg.batch.discount)
         out.cost_nusd = cost

@@ -13,7 +13,10 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,19 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     min_tokens: int = 0  # the stop tokens cannot be sampled before this many tokens
     ignore_eos: bool = False  # the stop tokens do not end the request (benchmarks of long outputs)
+    # Log-probabilities to return with each token: None for none, 0 for the sampled token's alone,
+    # k for it and the k most likely (from the distribution sampled from: after the masks and temperature).
+    logprobs: int | None = None
+
+
+class TokenConstraint(Protocol):
+    """What a request's output must follow (a grammar), token by token; used on the engine's step thread."""
+
+    def allowed(self) -> torch.Tensor:
+        """A bool mask over the tokenizer's vocabulary: the tokens that may come next."""
+
+    def consume(self, token_id: int) -> bool:
+        """Advance past a sampled token; False if the constraint did not allow it."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,16 @@ class EngineRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_token_ids: tuple[int, ...] = ()
     priority: int = 0  # the request's band: 0 first; a lower band is preempted first when KV runs short
+    constraint: TokenConstraint | None = None  # structured output: the sampler only picks tokens it allows
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log-probability, and the most likely alternatives' (best first)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,7 @@ class TokenOutput:
     finished: bool = False
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # one per token id, where the request asked for them
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,12 @@ from typing import Any, Protocol
 
 import torch
 
-from ossfleet.engine.base import EngineError, EngineRequest, EngineStats, ThroughputMeter, TokenOutput
+from ossfleet.engine.base import EngineError, EngineRequest, EngineStats, ThroughputMeter, TokenLogprob, TokenOutput
 from ossfleet.engine.kvcache import StepBatch
-from ossfleet.engine.sampling import generator_for, sample
-from ossfleet.engine.scheduler import Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
+from ossfleet.engine.sampling import constrain, generator_for, sample, token_logprob
+from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
+
+GRAMMAR_FAILED = "the structured-output grammar allowed no further token (an internal error; please report it)"
 
 
 class StageExecutor(Protocol):
@@ -234,19 +236,24 @@ class BatchedEngine:
 
     # -- delivery (event loop) ------------------------------------------------------------------
 
-    def _deliver(self, outputs: list[SeqOutput], error: str | None = None) -> None:
+    def _deliver(
+        self, outputs: list[SeqOutput], error: str | None = None, logprobs: dict[str, TokenLogprob] | None = None
+    ) -> None:
         for o in outputs:
             row = self._rows.get(o.request_id)
             if row is None:
                 continue
             reason = None if error else o.finish_reason
-            row.out.put_nowait(TokenOutput(list(o.token_ids), o.finished, reason, error))
+            lp = logprobs.get(o.request_id) if logprobs and o.token_ids else None
+            row.out.put_nowait(TokenOutput(list(o.token_ids), o.finished, reason, error, [lp] if lp else None))
             if o.finished:
                 self._rows.pop(o.request_id, None)
 
-    def _emit(self, outputs: list[SeqOutput], error: str | None = None) -> None:
+    def _emit(
+        self, outputs: list[SeqOutput], error: str | None = None, logprobs: dict[str, TokenLogprob] | None = None
+    ) -> None:
         if outputs and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._deliver, outputs, error)
+            self._loop.call_soon_threadsafe(self._deliver, outputs, error, logprobs)
 
     # -- the step loop (its own thread) ---------------------------------------------------------
 
@@ -290,17 +297,41 @@ class BatchedEngine:
                 sample_index.append(len(ids) - 1)
         return StepBatch(ids, pos, chunks, sample_index)
 
-    def _sample(self, plan: StepPlan, logits: torch.Tensor) -> dict[str, int]:
+    def _sample(self, plan: StepPlan, logits: torch.Tensor) -> tuple[dict[str, int], dict[str, TokenLogprob], set[str]]:
+        """Each sampling row's next token, within its stop-token bans and its grammar; the log-probabilities
+        of the rows that asked; and the rows whose grammar failed (it allowed no token, or refused the one
+        sampled), which the caller ends with an error."""
         picked = [c for c in plan.chunks if c.sample]
         rows = [self._rows.get(c.request_id) for c in picked]
-        live = [(i, c, r) for i, (c, r) in enumerate(zip(picked, rows, strict=True)) if r is not None]
+        failed: set[str] = set()
+        live: list[tuple[int, Chunk, _Row, torch.Tensor | None]] = []
+        for i, (c, r) in enumerate(zip(picked, rows, strict=True)):
+            if r is None:
+                continue
+            k = r.request.constraint
+            mask = k.allowed() if k is not None else None
+            if mask is not None and not bool(mask.any()):
+                failed.add(c.request_id)
+                continue
+            live.append((i, c, r, mask))
         if not live:
-            return {}
-        tokens = sample(
-            logits[[i for i, _, _ in live]], [r.request.sampling for _, _, r in live], [r.gen for _, _, r in live],
-            [c.banned_ids for _, c, _ in live],
-        )  # fmt: skip
-        return {c.request_id: t for (_, c, _), t in zip(live, tokens, strict=True)}
+            return {}, {}, failed
+        params = [r.request.sampling for _, _, r, _ in live]
+        constrained = constrain(
+            logits[[i for i, _, _, _ in live]], [c.banned_ids for _, c, _, _ in live], [m for *_, m in live]
+        )
+        tokens = sample(constrained, params, [r.gen for _, _, r, _ in live])
+        out: dict[str, int] = {}
+        lps: dict[str, TokenLogprob] = {}
+        for j, ((_, c, r, _), t) in enumerate(zip(live, tokens, strict=True)):
+            k = r.request.constraint
+            if k is not None and not k.consume(t):
+                failed.add(c.request_id)
+                continue
+            out[c.request_id] = t
+            if params[j].logprobs is not None:
+                lps[c.request_id] = token_logprob(constrained[j], params[j], t)
+        return out, lps, failed
 
     def _run(self) -> None:
         torch.set_num_threads(self._threads)
@@ -318,10 +349,14 @@ class BatchedEngine:
                     continue
                 plan, handle = in_flight.popleft()
                 logits = self.executor.result(handle)
-                outputs = self.scheduler.update(plan, self._sample(plan, logits))
+                sampled, lps, failed = self._sample(plan, logits)
+                for rid in failed:  # marked while its step is in flight: the update below ends it
+                    self.scheduler.abort(rid)
+                outputs = self.scheduler.update(plan, sampled)
                 self.steps += 1
                 self._meter.add(time.monotonic(), sum(len(o.token_ids) for o in outputs))
-                self._emit(outputs)
+                self._emit([o for o in outputs if o.request_id not in failed], logprobs=lps)
+                self._emit([o for o in outputs if o.request_id in failed], error=GRAMMAR_FAILED)
         except Exception as e:  # a stage failed: every request fails with it, and the engine is unhealthy
             self._failed = f"{type(e).__name__}: {e}"
             self._emit([SeqOutput(rid, (), True, None) for rid in list(self.scheduler.seqs)], error=self._failed)

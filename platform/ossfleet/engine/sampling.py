@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ossfleet.engine.base import SamplingParams
+from ossfleet.engine.base import SamplingParams, TokenLogprob
 
 
 def generator_for(params: SamplingParams) -> torch.Generator:
@@ -37,18 +37,52 @@ def sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) ->
     return int(torch.multinomial(probs.cpu(), 1, generator=gen))
 
 
+def constrain(
+    logits: torch.Tensor,
+    banned: list[tuple[int, ...]] | None = None,
+    allowed: list[torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """``logits`` ``[B, V]`` with the tokens each row may not take at -inf (a copy where anything changes).
+
+    ``banned[i]`` lists token ids row i may not take; ``allowed[i]`` is a bool mask over the first
+    ``len(allowed[i])`` ids (a grammar's, over the tokenizer's vocabulary): every other id, including the
+    model's padding ids past the tokenizer's, is refused.
+    """
+    if not (banned and any(banned)) and not (allowed and any(a is not None for a in allowed)):
+        return logits
+    logits = logits.clone()
+    for i, ids in enumerate(banned or ()):
+        if ids:
+            logits[i, list(ids)] = float("-inf")
+    for i, mask in enumerate(allowed or ()):
+        if mask is not None:
+            n = min(int(mask.numel()), logits.shape[1])
+            logits[i, :n].masked_fill_(~mask[:n].to(logits.device), float("-inf"))
+            logits[i, n:] = float("-inf")
+    return logits
+
+
 def sample(
     logits: torch.Tensor,
     params: list[SamplingParams],
     gens: list[torch.Generator],
     banned: list[tuple[int, ...]] | None = None,
+    allowed: list[torch.Tensor | None] | None = None,
 ) -> list[int]:
-    """The next token of every row of ``logits`` ``[B, V]``; ``banned[i]`` lists tokens row i may not take."""
-    if banned and any(banned):
-        logits = logits.clone()
-        for i, ids in enumerate(banned):
-            if ids:
-                logits[i, list(ids)] = float("-inf")
+    """The next token of every row of ``logits`` ``[B, V]``, within what :func:`constrain` leaves."""
+    logits = constrain(logits, banned, allowed)
     if all(p.temperature == 0 for p in params):
         return [int(t) for t in torch.argmax(logits, dim=-1)]
     return [sample_row(logits[i], p, g) for i, (p, g) in enumerate(zip(params, gens, strict=True))]
+
+
+def token_logprob(logits: torch.Tensor, p: SamplingParams, token: int) -> TokenLogprob:
+    """The log-probability of ``token`` in one row ``[V]`` of constrained logits, and the top
+    ``p.logprobs`` alternatives', from the distribution after temperature (greedy: temperature 1)."""
+    scores = logits.float() / (p.temperature or 1.0)
+    lp = torch.log_softmax(scores, dim=-1)
+    top: tuple[tuple[int, float], ...] = ()
+    if p.logprobs:
+        values, ids = torch.topk(lp, min(p.logprobs, lp.numel()))
+        top = tuple((int(i), float(v)) for i, v in zip(ids, values, strict=True) if v > float("-inf"))
+    return TokenLogprob(token, float(lp[token]), top)

@@ -4,7 +4,10 @@
 --       max_inflight (0: no limit) inflight_ttl_ms track_inflight ('0': a batch line, which
 --       does not count against the tenant's concurrent streams) count_rate ('0': a batch line,
 --       which neither meets nor uses up the tenant's rpm/tpm)
--- Returns {'OK', id} | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
+--       then, for a group admitted all or nothing (n choices, a list of prompts), five more per
+--       further request: id payload in_tokens max_tokens reserve_nusd
+-- The limits apply to the group's sums: requests, tokens, streams, queue slots, reservation.
+-- Returns {'OK', ids} (ids joined by ',') | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
 --       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd} | {'CONCURRENCY', in_flight}
 local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
 local band = ARGV[5]
@@ -24,6 +27,20 @@ local max_inflight = tonumber(ARGV[20] or '0')
 local inflight_ttl = tonumber(ARGV[21] or '3600000')
 local track_inflight = ARGV[22] ~= '0'
 local count_rate = ARGV[23] ~= '0'
+
+-- The group: this request, then the ones after ARGV[23].
+local group = {{id = id, payload = payload, in_tok = in_tok, max_tok = max_tok, reserve = reserve}}
+for i = 24, #ARGV, 5 do
+  group[#group + 1] = {id = ARGV[i], payload = ARGV[i + 1], in_tok = tonumber(ARGV[i + 2]),
+    max_tok = tonumber(ARGV[i + 3]), reserve = tonumber(ARGV[i + 4])}
+end
+local count, tokens, total_reserve, ids = #group, 0, 0, {}
+for _, g in ipairs(group) do
+  tokens = tokens + g.in_tok + g.max_tok
+  total_reserve = total_reserve + g.reserve
+  ids[#ids + 1] = g.id
+end
+local joined = table.concat(ids, ',')
 
 local idem_key = nil
 if idem ~= '' then
@@ -48,12 +65,12 @@ local function window(kind, add, lim)
   end
   return 60000 - (now % 60000) + 1, cur_k
 end
-local tokens = in_tok + max_tok
 local req_k, tok_k = nil, nil
 if count_rate then
   if tokens > tpm then return {'RATE_NEVER', 'tokens', tostring(tpm)} end
+  if count > rpm then return {'RATE_NEVER', 'requests', tostring(rpm)} end
   local wait_req, wait_tok
-  wait_req, req_k = window('req', 1, rpm)
+  wait_req, req_k = window('req', count, rpm)
   if wait_req then return {'RATE', 'requests', tostring(wait_req)} end
   wait_tok, tok_k = window('tok', tokens, tpm)
   if wait_tok then return {'RATE', 'tokens', tostring(wait_tok)} end
@@ -65,40 +82,42 @@ local inflight = k('inflight', tenant)
 if max_inflight > 0 then
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
   local n = redis.call('ZCARD', inflight)
-  if n >= max_inflight then return {'CONCURRENCY', tostring(n)} end
+  if n + count > max_inflight then return {'CONCURRENCY', tostring(n)} end
 end
 
 local depth = 0
 for b = 0, nbands - 1 do depth = depth + redis.call('ZCARD', k('wait', model, b)) end
-if depth >= max_queue then return {'QUEUE_FULL', tostring(depth)} end
+if depth + count > max_queue then return {'QUEUE_FULL', tostring(depth)} end
 
 local budget = k('budget', tenant, period)
 if limit >= 0 then
   local f = redis.call('HMGET', budget, 'reserved', 'spent')
   local used = tonumber(f[1] or '0') + tonumber(f[2] or '0')
-  if used + reserve > limit then return {'BUDGET', tostring(math.max(0, limit - used))} end
+  if used + total_reserve > limit then return {'BUDGET', tostring(math.max(0, limit - used))} end
 end
 
 -- Accepted: from here on every write happens.
 if count_rate then
-  redis.call('INCRBY', req_k, 1)
+  redis.call('INCRBY', req_k, count)
   redis.call('PEXPIRE', req_k, 120000)
   redis.call('INCRBY', tok_k, tokens)
   redis.call('PEXPIRE', tok_k, 120000)
 end
-redis.call('HINCRBY', budget, 'reserved', reserve)
+redis.call('HINCRBY', budget, 'reserved', total_reserve)
 -- Arrivals per band, ever: the autoscaling policy reads the rate from its increments.
-redis.call('HINCRBY', k('arrivals', model), band, 1)
-redis.call('HSET', k('req', id),
-  'tenant', tenant, 'model', model, 'band', band, 'payload', payload,
-  'in_tokens', in_tok, 'max_tokens', max_tok, 'reserved', reserve, 'period', period,
-  'weight', weight, 'alert_at', alert_at, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '')
+redis.call('HINCRBY', k('arrivals', model), band, count)
 local lane = k('lane', model, band, tenant)
-redis.call('RPUSH', lane, id)
-if redis.call('LLEN', lane) == 1 then mark_backlogged(model, band, tenant) end
-redis.call('ZADD', k('wait', model, band), now, id)
+for _, g in ipairs(group) do
+  redis.call('HSET', k('req', g.id),
+    'tenant', tenant, 'model', model, 'band', band, 'payload', g.payload,
+    'in_tokens', g.in_tok, 'max_tokens', g.max_tok, 'reserved', g.reserve, 'period', period,
+    'weight', weight, 'alert_at', alert_at, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '')
+  redis.call('RPUSH', lane, g.id)
+  redis.call('ZADD', k('wait', model, band), now, g.id)
+  if track_inflight then redis.call('ZADD', inflight, now + inflight_ttl, g.id) end
+end
+if redis.call('LLEN', lane) == count then mark_backlogged(model, band, tenant) end
 redis.call('RPUSH', k('bell', model), '1')
 redis.call('LTRIM', k('bell', model), -64, -1)
-if idem_key then redis.call('SET', idem_key, id, 'EX', 86400) end
-if track_inflight then redis.call('ZADD', inflight, now + inflight_ttl, id) end
-return {'OK', id}
+if idem_key then redis.call('SET', idem_key, joined, 'EX', 86400) end
+return {'OK', joined}

@@ -1,0 +1,224 @@
+"""One request's generation, shared by replicas and dedicated batch jobs: engine tokens in, stream events out.
+
+:class:`Generation` turns the token outputs of one engine request into the
+events a request's Redis stream carries: the harmony output parsed into
+reasoning, content and tool calls (or plain text for a raw completion), cut at
+the request's stop strings, with the log-probabilities of the answer's tokens
+where the request asked for them. The stream-event format itself (fields of a
+``delta`` entry) is written by :func:`delta_event` and read by
+``ossfleet.gateway.fold``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ossfleet.engine.base import Engine, EngineRequest, SamplingParams, TokenConstraint, TokenLogprob, TokenOutput
+from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds, Tokenizer
+
+
+class RawTextStream:
+    """Plain text from generated ids, for raw completions: no channels, no tool calls.
+
+    Same interface as :class:`HarmonyStreamParser`; special tokens are dropped (they are structure, never text).
+    """
+
+    stopped_by: str | None = None
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.text = IncrementalDecoder(tokenizer)
+        self.special = SpecialIds.of(tokenizer).all_special(tokenizer)
+
+    def feed(self, token_ids: list[int]) -> list[Delta]:
+        new = self.text.feed([t for t in token_ids if t not in self.special])
+        return [Delta("content", new)] if new else []
+
+    def finish(self) -> list[Delta]:
+        new = self.text.flush()
+        return [Delta("content", new)] if new else []
+
+    def answering(self, token_id: int) -> bool:
+        """Whether the token just fed is part of the answer's text."""
+        return token_id not in self.special
+
+
+class StopStrings:
+    """Cuts the answer at the first stop string, which may span deltas.
+
+    Text that could still be the start of a stop string is held back until
+    it cannot (or the generation ends), so no part of a stop string ever
+    reaches the client.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.hit = False
+
+    def feed(self, deltas: list[Delta], final: bool) -> list[Delta]:
+        if not self.stops:
+            return deltas
+        out: list[Delta] = []
+        for d in deltas:
+            if d.kind != "content":
+                out.append(d)
+                continue
+            self.text += d.text
+            start = max(0, self.sent - self.hold)
+            found = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+            if found:
+                cut = min(found)
+                if cut > self.sent:
+                    out.append(Delta("content", self.text[self.sent : cut]))
+                self.sent, self.hit = cut, True
+                return out
+        safe = len(self.text) if final else max(self.sent, len(self.text) - self.hold)
+        if safe > self.sent:
+            out.append(Delta("content", self.text[self.sent : safe]))
+            self.sent = safe
+        return out
+
+
+def sampling_from_payload(p: dict[str, Any]) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=int(p["max_tokens"]),
+        temperature=float(p.get("temperature", 1.0)),
+        top_p=float(p.get("top_p", 1.0)),
+        top_k=int(p.get("top_k", 0)),
+        seed=p.get("seed"),
+        stop=tuple(p.get("stop") or ()),
+        min_tokens=int(p.get("min_tokens", 0)),
+        ignore_eos=bool(p.get("ignore_eos", False)),
+        logprobs=None if p.get("logprobs") is None else int(p["logprobs"]),
+    )
+
+
+class TokenBytes:
+    """Each token id's bytes and text, as OpenAI's logprobs report them (cached per id)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        self.tok = tokenizer
+        self._byte_of = {c: b for b, c in bytes_to_unicode().items()}
+        self._special = SpecialIds.of(tokenizer).all_special(tokenizer)
+        self._cache: dict[int, bytes] = {}
+
+    def bytes(self, token_id: int) -> bytes:
+        b = self._cache.get(token_id)
+        if b is None:
+            piece = self.tok.convert_ids_to_tokens(token_id) if hasattr(self.tok, "convert_ids_to_tokens") else None
+            if token_id not in self._special and isinstance(piece, str) and all(c in self._byte_of for c in piece):
+                b = bytes(self._byte_of[c] for c in piece)  # a byte-level BPE token (gpt-oss's o200k)
+            else:
+                b = str(self.tok.decode([token_id], skip_special_tokens=False)).encode()
+            self._cache[token_id] = b
+        return b
+
+    def entry(self, token_id: int, logprob: float) -> dict[str, Any]:
+        b = self.bytes(token_id)
+        return {"token": b.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(b)}
+
+    def entries(self, lp: TokenLogprob) -> dict[str, Any]:
+        """OpenAI's chat form: the token, its log-probability and bytes, and its top alternatives."""
+        return {**self.entry(lp.token_id, lp.logprob), "top_logprobs": [self.entry(t, v) for t, v in lp.top]}
+
+
+@dataclass
+class Event:
+    """A delta for the request's stream, with the log-probabilities of the answer tokens it carries."""
+
+    delta: Delta
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def delta_event(e: Event | Delta, attempt: int, seq: int) -> dict[str, str]:
+    """A parsed delta as the fields of one stream entry."""
+    ev = e if isinstance(e, Event) else Event(e)
+    d = ev.delta
+    out = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
+    if d.tool_call is not None:
+        out.update(id=d.tool_call.id, name=d.tool_call.name, arguments=d.tool_call.arguments)
+    if ev.logprobs:
+        out["logprobs"] = json.dumps(ev.logprobs, separators=(",", ":"))
+    return out
+
+
+class Generation:
+    """One request on an engine: its token outputs as stream events, and how it ended."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        request_id: str,
+        prompt: list[int],
+        sampling: SamplingParams,
+        *,
+        raw: bool,
+        constraint: TokenConstraint | None = None,
+        priority: int = 0,
+        token_bytes: TokenBytes | None = None,
+    ) -> None:
+        self.special = SpecialIds.of(tokenizer)
+        self.request = EngineRequest(request_id, prompt, sampling, self.special.stop, priority, constraint)
+        self.parser: HarmonyStreamParser | RawTextStream = (
+            RawTextStream(tokenizer) if raw else HarmonyStreamParser(tokenizer, request_id)
+        )
+        self.stops = StopStrings(sampling.stop)
+        self.bytes = token_bytes if sampling.logprobs is not None else None
+        if sampling.logprobs is not None and self.bytes is None:
+            self.bytes = TokenBytes(tokenizer)
+        self._pending: list[dict[str, Any]] = []
+        self.output_tokens = 0
+        self.finish = "stop"
+
+    async def run(self, engine: Engine) -> AsyncIterator[list[Event]]:
+        """The request's events, a list per engine output; :attr:`finish` and :attr:`output_tokens` after.
+
+        Raises the engine's error (``RuntimeError``) if the engine failed under the request, and
+        ``EngineError`` if the engine refused it.
+        """
+        rid = self.request.request_id
+        async for out in engine.generate(self.request):
+            if out.error:  # the engine failed under this request: another replica may serve it
+                raise RuntimeError(out.error)
+            events = self._feed(out)
+            if out.finished:
+                self.finish = out.finish_reason or "stop"
+            if events:
+                yield events
+            if self.stops.hit:
+                engine.abort(rid)
+                self.finish = "stop"
+                break
+        if self.parser.stopped_by == "call":
+            self.finish = "tool_calls"
+        elif self.finish == "abort":
+            self.finish = "cancelled"
+
+    def _feed(self, out: TokenOutput) -> list[Event]:
+        self.output_tokens += len(out.token_ids)
+        if self.bytes is None or not out.logprobs:
+            deltas = self.parser.feed(out.token_ids)
+        else:
+            deltas = []
+            for t, lp in zip(out.token_ids, out.logprobs, strict=True):
+                deltas += self.parser.feed([t])
+                if self.parser.answering(t):
+                    self._pending.append(self.bytes.entries(lp))
+        if out.finished:
+            deltas += self.parser.finish()
+        events = [Event(d) for d in self.stops.feed(deltas, final=out.finished)]
+        if self._pending:
+            content = [e for e in events if e.delta.kind == "content"]
+            if content:
+                content[-1].logprobs, self._pending = self._pending, []
+            elif out.finished:
+                events.append(Event(Delta("content", ""), self._pending))
+                self._pending = []
+        return events
