@@ -86,7 +86,7 @@ async def engine_max(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     from ossfleet.engine.factory import build_engine
     from ossfleet.generation import sampling_from_payload
     from ossfleet.harmony import HarmonyRenderer, SpecialIds
-    from ossfleet.openai_api import batch_request
+    from ossfleet.protocol.openai import batch_request
 
     torch.set_num_threads(1)
     m = cfg.models[0]
@@ -119,28 +119,28 @@ async def engine_max(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
 async def dedicated(cfg: Any, redis_url: str, rows: list[dict[str, Any]]) -> dict[str, float]:
     """A real dedicated-mode job, from the uploaded file to the written output file."""
     from ossfleet.batch.runner import JobRunner
+    from ossfleet.batch.service import batch_service
     from ossfleet.gateway import GatewayCore
 
     core = GatewayCore(cfg, redis_url)
+    batches = batch_service(core)
     t = core.cfg.tenants[0]
     data = "\n".join(json.dumps(r) for r in rows).encode()
-    f = await core.batches.upload(t, "bench.jsonl", "batch", data)
-    core.batches.start_driver = lambda job_id: None  # this process runs the job itself, below
-    job = await core.batches.create(t, f.id, "/v1/chat/completions", "24h", mode="dedicated")
+    f = await batches.upload(t, "bench.jsonl", "batch", data)
+    batches.start_driver = lambda job_id: None  # this process runs the job itself, below
+    job = await batches.create(t, f.id, "/v1/chat/completions", "24h", mode="dedicated")
     assert job.status == "in_progress", job.errors[:3]
-    runner = JobRunner(core, core.batches.store, core.batches.storage, job.id)
+    runner = JobRunner(core, batches.store, batches.storage, job.id)
     start = time.perf_counter()
     status = await runner.run()
     end, end_wall = time.perf_counter(), time.time()
-    done = await core.batches.get(t, job.id)
+    done = await batches.get(t, job.id)
     assert status == "completed" and done.completed == len(rows), (status, done.completed, done.failed)
-    out = [json.loads(x) for x in (await core.batches.content(t, done.output_file_id)).decode().splitlines()]
+    out = [json.loads(x) for x in (await batches.content(t, done.output_file_id)).decode().splitlines()]
     tokens = sum(x["response"]["body"]["usage"]["completion_tokens"] for x in out)
     # Steady state: from the moment the engine actor first had rows (after its
     # start-up: process, weights, Ray Data planning) to the job's end (output file written).
-    engine_started = float(
-        await core.batches.store.r.hget(core.batches.store.key("batch", job.id), "engine_started_at")
-    )
+    engine_started = float(await batches.store.r.hget(batches.store.key("batch", job.id), "engine_started_at"))
     steady = end_wall - engine_started
     await core.close()
     return {

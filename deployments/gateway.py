@@ -9,12 +9,14 @@ from typing import Any
 
 from ray import serve
 
+from ossfleet.batch.driver import adopt_active
+from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
 from ossfleet.grpc_api import GrpcApi
-from ossfleet.openai_api import create_app, current_core, set_current_core
+from ossfleet.openai_api import create_app, current_batches, current_core, set_current
 
-app = create_app(current_core)
+app = create_app(current_core, current_batches)
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0.5})
@@ -23,18 +25,17 @@ class Gateway:
     def __init__(self, config: dict[str, Any], redis_url: str) -> None:
         cfg = parse_config(config, config.get("source") or "<serve args>")
         self.core = GatewayCore(cfg, redis_url)
-        self.grpc = GrpcApi(self.core)
-        set_current_core(self.core)
+        self.batches = batch_service(self.core)
+        self.grpc = GrpcApi(self.core, self.batches)
+        set_current(self.core, self.batches)
         self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
 
     async def _adopt_batches(self, every_s: float = 5.0) -> None:
         """Give every running batch job a driver, whichever gateway or driver died."""
-        from ossfleet.batch.driver import adopt_active
-
         while True:
             await asyncio.sleep(every_s)
             try:
-                await adopt_active(self.core.cfg.dump(), self.core.redis_url, self.core.batches.store)
+                await adopt_active(self.core.cfg.dump(), self.core.redis_url, self.batches.store)
             except Exception as e:
                 logging.getLogger("ossfleet.gateway").warning("event=batch_adopt_error error=%r", type(e).__name__)
 

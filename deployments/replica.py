@@ -19,7 +19,7 @@ from ossfleet import metrics
 from ossfleet.config import parse_config
 from ossfleet.engine.base import Engine
 from ossfleet.engine.factory import build_engine
-from ossfleet.gateway import queue_for
+from ossfleet.queue import queue_for
 from ossfleet.redisdb import connect_async
 from ossfleet.worker import ReplicaWorker
 

@@ -10,139 +10,31 @@ before Redis changes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ossfleet import metrics
-from ossfleet.batch.service import BatchService
-from ossfleet.batch.store import JobStore
 from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
-from ossfleet.harmony import HarmonyRenderer, Message, ReasoningEffort, Tool
+from ossfleet.harmony import HarmonyRenderer, ReasoningEffort
 from ossfleet.pricing import NANO_PER_USD, cost_nusd
-from ossfleet.queue import Admission, GroupMember, QueueDepth, RequestQueue, StreamEvent, _s
+from ossfleet.protocol.chat import ChatRequest, check_request
+from ossfleet.protocol.events import ENDED, TERMINAL, Outcome, StreamEvent, fold
+from ossfleet.queue import Admission, GroupMember, QueueDepth, _s, queue_for
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
 from ossfleet.streams import StreamHub
-from ossfleet.structured import Grammars, OutputFormat, grammar
+from ossfleet.structured import Grammars, grammar
 from ossfleet.tasks import cancel_and_wait
 from ossfleet.tenancy import authenticate, period_id
 
 log = logging.getLogger("ossfleet.gateway")
-
-TERMINAL = ("done", "error")
-ENDED = ("done", "cancelled", "dead")  # request states after which its stream gets no further event
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A validated chat request, whichever API it came through."""
-
-    model: str
-    messages: Sequence[Message]
-    max_tokens: int
-    tools: Sequence[Tool] = ()
-    reasoning_effort: ReasoningEffort | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    min_tokens: int = 0
-    ignore_eos: bool = False
-    priority: str | None = None
-    idempotency_key: str = ""
-    # A raw completion (/v1/completions): this text is the whole prompt, with no
-    # harmony rendering, and the output is returned as plain text.
-    prompt: str | None = None
-    # A line of a queue-mode batch job: the lowest band, the batch discount, no
-    # rate limits (the job's window bounds it) and not one of the tenant's streams.
-    batch: bool = False
-    # Structured output: the output must be this JSON value or tool call (ossfleet.structured).
-    output_format: OutputFormat | None = None
-    # Log-probabilities of the answer's tokens: None for none, k >= 0 for the k most likely alternatives too.
-    logprobs: int | None = None
-    # Completions wanted (each its own request through the queue, admitted all or nothing), and for a
-    # raw completion the further prompts of a list (each answered n times, after ``prompt``'s).
-    n: int = 1
-    more_prompts: tuple[str, ...] = ()
-
-    def choices(self) -> list[ChatRequest]:
-        """The single requests this one stands for, in choice order: for each prompt, n choices; choice
-        j > 0 of a seeded request draws from a seed derived from the request's and j."""
-        prompts = [self.prompt, *self.more_prompts]
-        return [
-            replace(self, prompt=p, n=1, more_prompts=(), seed=choice_seed(self.seed, j))
-            for p in prompts
-            for j in range(self.n)
-        ]
-
-
-def choice_seed(seed: int | None, j: int) -> int | None:
-    """Choice 0 keeps the request's seed (so n=1 and the first of n agree); the others hash it with j."""
-    if seed is None or j == 0:
-        return seed
-    digest = hashlib.sha256(f"{seed}:{j}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _check_text(value: str | None, field_name: str) -> None:
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidRequest(
-            f"{field_name} is not valid Unicode (a lone surrogate at character {e.start}); send UTF-8 text",
-            param=field_name,
-        ) from None
-
-
-def check_request(req: ChatRequest) -> None:
-    """Input checks every request passes before it is rendered, whichever API or batch line it came from.
-
-    Every string must be valid Unicode (JSON can carry lone surrogates, which no tokenizer accepts), and
-    each tool's ``parameters`` must be a valid JSON Schema (checked by the ``jsonschema`` library against
-    its draft's meta-schema). Raises :class:`InvalidRequest` naming the field.
-    """
-    from jsonschema import SchemaError
-    from jsonschema.validators import validator_for
-
-    _check_text(req.prompt, "prompt")
-    for i, m in enumerate(req.messages):
-        _check_text(m.content, f"messages[{i}].content")
-        _check_text(m.reasoning, f"messages[{i}].reasoning")
-        _check_text(m.name, f"messages[{i}].name")
-        for j, c in enumerate(m.tool_calls):
-            _check_text(c.name, f"messages[{i}].tool_calls[{j}].function.name")
-            _check_text(c.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
-    for i, s in enumerate(req.stop):
-        _check_text(s, f"stop[{i}]")
-    for i, t in enumerate(req.tools):
-        _check_text(t.name, f"tools[{i}].function.name")
-        _check_text(t.description, f"tools[{i}].function.description")
-        try:
-            json.dumps(t.parameters)
-            validator_for(t.parameters).check_schema(t.parameters)
-        except SchemaError as e:
-            where = "/".join(str(p) for p in e.path) or "(root)"
-            raise InvalidRequest(
-                f"tools[{i}].function.parameters is not a valid JSON Schema at {where}: {e.message}",
-                param=f"tools[{i}].function.parameters",
-            ) from None
-        except (TypeError, ValueError, RecursionError) as e:
-            raise InvalidRequest(
-                f"tools[{i}].function.parameters is not a JSON Schema object ({type(e).__name__})",
-                param=f"tools[{i}].function.parameters",
-            ) from None
 
 
 @dataclass(frozen=True)
@@ -152,21 +44,6 @@ class Submitted:
     input_tokens: int  # the group's, summed over its requests
     duplicate: bool
     request_ids: tuple[str, ...] = ()  # every choice's, in order; request_id is the first
-
-
-@dataclass
-class Outcome:
-    """A finished request, folded from its stream."""
-
-    content: str = ""
-    reasoning: str = ""
-    tool_calls: list[dict[str, str]] = field(default_factory=list)
-    finish_reason: str = "stop"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_nusd: int = 0
-    # The answer tokens' log-probabilities (OpenAI's chat form), where the request asked for them.
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 class GatewayCore:
@@ -189,13 +66,6 @@ class GatewayCore:
         self._background: set[asyncio.Task[None]] = set()
         self._grammars: dict[str, Grammars] = {}
         self.redis_url = redis_url
-        self.batches = BatchService(cfg, JobStore(self.r, cfg.redis.namespace), self.start_batch_driver)
-
-    def start_batch_driver(self, job_id: str) -> None:
-        """Hand a batch job to its driver actor (see ossfleet.batch.driver)."""
-        from ossfleet.batch.driver import ensure_driver
-
-        ensure_driver(self.cfg.dump(), self.redis_url, self.cfg.redis.namespace, job_id)
 
     async def close(self) -> None:
         self._render_pool.shutdown(wait=False, cancel_futures=True)
@@ -575,28 +445,6 @@ class GatewayCore:
             return False
 
 
-def fold(out: Outcome, ev: StreamEvent) -> None:
-    """Fold one stream event into an outcome; raise RequestFailed on an error event."""
-    f = ev.fields
-    if ev.type == "delta":
-        kind = f.get("kind")
-        if kind == "content":
-            out.content += f.get("text", "")
-        elif kind == "reasoning":
-            out.reasoning += f.get("text", "")
-        elif kind == "tool_call":
-            out.tool_calls.append({"id": f["id"], "name": f["name"], "arguments": f["arguments"]})
-        if "logprobs" in f:
-            out.logprobs += json.loads(f["logprobs"])
-    elif ev.type == "done":
-        out.finish_reason = f.get("finish_reason", "stop")
-        out.input_tokens = int(f.get("input_tokens", 0))
-        out.output_tokens = int(f.get("output_tokens", 0))
-        out.cost_nusd = int(f.get("cost_nusd", 0))
-    elif ev.type == "error":
-        raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
-
-
 def _record(ev: StreamEvent, labels: tuple[str, str], last: float, first: bool) -> tuple[float, bool]:
     """Metrics for one delivered event: first-token and inter-token latency, the request's end."""
     tenant, model = labels
@@ -616,25 +464,3 @@ def _record(ev: StreamEvent, labels: tuple[str, str], last: float, first: bool) 
     elif ev.type == "error":
         metrics.finished(tenant, model, "error", 0.0, 0)
     return last, first
-
-
-def queue_for(cfg: PlatformConfig, client: Any, clock: Any = time.time) -> RequestQueue:
-    """The request queue as this config shapes it (namespace, bands, leases)."""
-    return RequestQueue(
-        client,
-        cfg.redis.namespace,
-        bands=len(cfg.priorities.bands),
-        aging_s=cfg.priorities.aging_s,
-        lease_s=cfg.redis.lease_s,
-        stream_ttl_s=cfg.redis.stream_ttl_s,
-        clock=clock,
-    )
-
-
-def validate_messages(messages: Sequence[Message], max_messages: int) -> None:
-    if not messages:
-        raise InvalidRequest("messages must not be empty", param="messages")
-    if len(messages) > max_messages:
-        raise InvalidRequest(f"too many messages ({len(messages)} > {max_messages})", param="messages")
-    if not any(m.role == "user" for m in messages):
-        raise InvalidRequest("messages must include at least one user message", param="messages")

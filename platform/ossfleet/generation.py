@@ -4,20 +4,17 @@
 events a request's Redis stream carries: the harmony output parsed into
 reasoning, content and tool calls (or plain text for a raw completion), cut at
 the request's stop strings, with the log-probabilities of the answer's tokens
-where the request asked for them. The stream-event format itself (fields of a
-``delta`` entry) is written by :func:`delta_event` and read by
-``ossfleet.gateway.fold``.
+where the request asked for them (the stream's format: ``ossfleet.protocol.events``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from ossfleet.engine.base import Engine, EngineRequest, SamplingParams, TokenConstraint, TokenLogprob, TokenOutput
 from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds, Tokenizer
+from ossfleet.protocol.events import Event
 
 
 class RawTextStream:
@@ -127,26 +124,6 @@ class TokenBytes:
     def entries(self, lp: TokenLogprob) -> dict[str, Any]:
         """OpenAI's chat form: the token, its log-probability and bytes, and its top alternatives."""
         return {**self.entry(lp.token_id, lp.logprob), "top_logprobs": [self.entry(t, v) for t, v in lp.top]}
-
-
-@dataclass
-class Event:
-    """A delta for the request's stream, with the log-probabilities of the answer tokens it carries."""
-
-    delta: Delta
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def delta_event(e: Event | Delta, attempt: int, seq: int) -> dict[str, str]:
-    """A parsed delta as the fields of one stream entry."""
-    ev = e if isinstance(e, Event) else Event(e)
-    d = ev.delta
-    out = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
-    if d.tool_call is not None:
-        out.update(id=d.tool_call.id, name=d.tool_call.name, arguments=d.tool_call.arguments)
-    if ev.logprobs:
-        out["logprobs"] = json.dumps(ev.logprobs, separators=(",", ":"))
-    return out
 
 
 class Generation:

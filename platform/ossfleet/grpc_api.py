@@ -19,11 +19,14 @@ from typing import Any
 
 import grpc
 
+from ossfleet.batch.service import BatchService
 from ossfleet.batch.store import Job
 from ossfleet.errors import InvalidRequest, NotFound, OssfleetError, RequestTooLarge, from_unexpected
-from ossfleet.gateway import ChatRequest, GatewayCore, Outcome, fold, validate_messages
+from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.pricing import NANO_PER_USD
+from ossfleet.protocol.chat import ChatRequest, validate_messages
+from ossfleet.protocol.events import Outcome, fold
 from ossfleet.structured import OutputFormat, forced_tools
 from ossfleet.tenancy import period_id
 from ossfleet.v1 import ossfleet_pb2 as pb
@@ -197,8 +200,9 @@ def guarded(empty: Callable[[], Any] | None = None) -> Callable[[Any], Any]:
 
 
 class GrpcApi:
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: GatewayCore, batches: BatchService) -> None:
         self.core = core
+        self.batches = batches
 
     def _chat(self, req: pb.GenerateRequest, md: dict[str, str]) -> ChatRequest:
         lim = self.core.cfg.limits
@@ -348,7 +352,7 @@ class GrpcApi:
     async def submit_batch(self, req: pb.SubmitBatchRequest, ctx: Any) -> pb.Batch:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
-            batches = self.core.batches
+            batches = self.batches
             file_id = req.input_file_id
             if bool(req.input) == bool(file_id):
                 raise InvalidRequest("give the input inline (input) or an uploaded file (input_file_id), one of them")
@@ -368,7 +372,7 @@ class GrpcApi:
     async def get_batch(self, req: pb.GetBatchRequest, ctx: Any) -> pb.Batch:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
-            return batch_pb(await self.core.batches.get(tenant, req.batch_id))
+            return batch_pb(await self.batches.get(tenant, req.batch_id))
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.Batch()
@@ -377,7 +381,7 @@ class GrpcApi:
     async def list_batches(self, req: pb.ListBatchesRequest, ctx: Any) -> pb.ListBatchesResponse:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
-            jobs, more = await self.core.batches.jobs(tenant, req.limit or 20, req.after or None)
+            jobs, more = await self.batches.jobs(tenant, req.limit or 20, req.after or None)
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.ListBatchesResponse()
@@ -387,7 +391,7 @@ class GrpcApi:
     async def cancel_batch(self, req: pb.GetBatchRequest, ctx: Any) -> pb.Batch:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
-            return batch_pb(await self.core.batches.cancel(tenant, req.batch_id))
+            return batch_pb(await self.batches.cancel(tenant, req.batch_id))
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.Batch()
@@ -396,12 +400,12 @@ class GrpcApi:
     async def batch_results(self, req: pb.GetBatchResultsRequest, ctx: Any) -> AsyncIterator[pb.FileChunk]:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
-            job = await self.core.batches.get(tenant, req.batch_id)
+            job = await self.batches.get(tenant, req.batch_id)
             file_id = job.error_file_id if req.errors else job.output_file_id
             if not file_id:
                 what = "error" if req.errors else "output"
                 raise NotFound(f"batch {job.id} has no {what} file (status {job.status})", param="batch_id")
-            data = await self.core.batches.content(tenant, file_id)
+            data = await self.batches.content(tenant, file_id)
         except OssfleetError as e:
             abort_with(ctx, e)
             raise

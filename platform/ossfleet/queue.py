@@ -42,9 +42,12 @@ from ossfleet.errors import (
     RateLimited,
 )
 from ossfleet.pricing import NANO_PER_USD, usd
+from ossfleet.protocol.events import StreamEvent
 
 if TYPE_CHECKING:
     import redis.asyncio
+
+    from ossfleet.config import PlatformConfig
 
 # Fair-share weights of input and output tokens (output tokens cost more to
 # serve: one forward step each), as in VTC's default (OSDI 2024).
@@ -126,16 +129,6 @@ class QueueDepth:
     waiting: tuple[int, ...]  # per band
     oldest_wait_s: float  # 0 when nothing waits
     leased: int
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    entry_id: str
-    fields: dict[str, str]
-
-    @property
-    def type(self) -> str:
-        return self.fields.get("type", "")
 
 
 def _lease(reply: Any) -> Lease:
@@ -416,3 +409,16 @@ class RequestQueue:
     async def request_state(self, request_id: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.key("req", request_id))
         return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def queue_for(cfg: PlatformConfig, client: Any, clock: Any = time.time) -> RequestQueue:
+    """The request queue as this config shapes it (namespace, bands, leases)."""
+    return RequestQueue(
+        client,
+        cfg.redis.namespace,
+        bands=len(cfg.priorities.bands),
+        aging_s=cfg.priorities.aging_s,
+        lease_s=cfg.redis.lease_s,
+        stream_ttl_s=cfg.redis.stream_ttl_s,
+        clock=clock,
+    )

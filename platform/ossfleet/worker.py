@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 from ossfleet import metrics
 from ossfleet.engine.base import EngineError, ThroughputMeter
 from ossfleet.errors import LeaseLost
-from ossfleet.generation import Generation, TokenBytes, delta_event, sampling_from_payload
+from ossfleet.generation import Generation, TokenBytes, sampling_from_payload
 from ossfleet.harmony import SpecialIds
 from ossfleet.pricing import cost_nusd
+from ossfleet.protocol.events import delta_event
 from ossfleet.structured import Grammars
 from ossfleet.tasks import cancel_and_wait
 

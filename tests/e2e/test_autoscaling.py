@@ -48,7 +48,7 @@ def deploy_model(cfg, redis_url: str) -> str:
 
 def enqueue(cfg, redis_url: str, prefix: str, n: int, band: int, max_tokens: int) -> None:
     """Admit ``n`` requests straight into the model's queue, in ``band``."""
-    from ossfleet.gateway import queue_for
+    from ossfleet.queue import queue_for
 
     async def run() -> None:
         client = connect_async(redis_url)

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from ossfleet.batch.runner import JobRunner
+from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
 
@@ -46,28 +47,29 @@ def jsonl(n: int) -> bytes:
 async def start(ckpt, redis_url, namespace, tmp_path, timeout_s):
     cfg = parse_config(config(ckpt, namespace, tmp_path / "files", timeout_s), "<dedicated>")
     core = GatewayCore(cfg, redis_url)
-    core.batches.start_driver = lambda job_id: None  # the test runs the runner itself
+    batches = batch_service(core)
+    batches.start_driver = lambda job_id: None  # the test runs the runner itself
     t = cfg.tenants[0]
-    f = await core.batches.upload(t, "in.jsonl", "batch", jsonl(5))
-    job = await core.batches.create(t, f.id, "/v1/chat/completions", "24h", mode="dedicated")
-    runner = asyncio.create_task(JobRunner(core, core.batches.store, core.batches.storage, job.id).run())
-    return core, t, job, runner
+    f = await batches.upload(t, "in.jsonl", "batch", jsonl(5))
+    job = await batches.create(t, f.id, "/v1/chat/completions", "24h", mode="dedicated")
+    runner = asyncio.create_task(JobRunner(core, batches.store, batches.storage, job.id).run())
+    return core, batches, t, job, runner
 
 
-async def errors_of(core, t, job) -> list[dict]:
-    return [json.loads(x) for x in (await core.batches.content(t, job.error_file_id)).decode().splitlines()]
+async def errors_of(batches, t, job) -> list[dict]:
+    return [json.loads(x) for x in (await batches.content(t, job.error_file_id)).decode().splitlines()]
 
 
 async def test_hardening_dedicated_job_without_resources_fails_naming_them(
     ray_no_gpu, tiny_checkpoint, redis_server, namespace, tmp_path
 ):
-    core, t, job, runner = await start(tiny_checkpoint, redis_server.url, namespace, tmp_path, timeout_s=1)
+    core, batches, t, job, runner = await start(tiny_checkpoint, redis_server.url, namespace, tmp_path, timeout_s=1)
     assert await runner == "failed"
-    done = await core.batches.get(t, job.id)
+    done = await batches.get(t, job.id)
     assert done.status == "failed" and done.completed == 0 and done.failed == 5
     assert [e["code"] for e in done.errors] == ["resources_unavailable"]
     assert "1 GPU (free 0 of 0)" in done.errors[0]["message"]
-    assert {e["error"]["code"] for e in await errors_of(core, t, done)} == {"resources_unavailable"}
+    assert {e["error"]["code"] for e in await errors_of(batches, t, done)} == {"resources_unavailable"}
     assert done.status_message == ""
     await core.close()
 
@@ -75,15 +77,15 @@ async def test_hardening_dedicated_job_without_resources_fails_naming_them(
 async def test_hardening_dedicated_job_waiting_for_resources_says_so_and_can_be_cancelled(
     ray_no_gpu, tiny_checkpoint, redis_server, namespace, tmp_path
 ):
-    core, t, job, runner = await start(tiny_checkpoint, redis_server.url, namespace, tmp_path, timeout_s=3600)
-    while not (waiting := await core.batches.get(t, job.id)).status_message:
+    core, batches, t, job, runner = await start(tiny_checkpoint, redis_server.url, namespace, tmp_path, timeout_s=3600)
+    while not (waiting := await batches.get(t, job.id)).status_message:
         await asyncio.sleep(0.05)
     assert waiting.status == "in_progress"
     msg = waiting.status_message
     assert msg.startswith("waiting for resources since ") and "1 GPU (free 0 of 0)" in msg and "3600 s" in msg
     assert waiting.to_openai()["status_message"] == msg  # what the API and `ossfleet batch status` show
-    await core.batches.cancel(t, job.id)
+    await batches.cancel(t, job.id)
     assert await runner == "cancelled"
-    done = await core.batches.get(t, job.id)
-    assert {e["error"]["code"] for e in await errors_of(core, t, done)} == {"batch_cancelled"}
+    done = await batches.get(t, job.id)
+    assert {e["error"]["code"] for e in await errors_of(batches, t, done)} == {"batch_cancelled"}
     await core.close()

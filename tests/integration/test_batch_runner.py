@@ -15,6 +15,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from ossfleet.batch.runner import JobRunner
+from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
 from ossfleet.engine.base import EngineRequest, TokenOutput
 from ossfleet.engine.stub import StubEngine
@@ -94,10 +95,11 @@ async def test_a_runner_killed_mid_job_and_cancelled_resumes_without_losing_or_d
 async def _runner_killed_mid_job(tiny_checkpoint, redis_server, namespace, tmp_path, connect_async):
     cfg = parse_config(config(tiny_checkpoint, namespace, tmp_path / "files"), "<runner>")
     core = GatewayCore(cfg, redis_server.url)
-    core.batches.start_driver = lambda job_id: None  # the test drives the runner itself
+    batches = batch_service(core)
+    batches.start_driver = lambda job_id: None  # the test drives the runner itself
     t = cfg.tenants[0]
-    f = await core.batches.upload(t, "in.jsonl", "batch", jsonl(60))
-    job = await core.batches.create(t, f.id, "/v1/chat/completions", "24h")
+    f = await batches.upload(t, "in.jsonl", "batch", jsonl(60))
+    job = await batches.create(t, f.id, "/v1/chat/completions", "24h")
     assert job.status == "in_progress" and job.total == 60
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
@@ -111,11 +113,11 @@ async def _runner_killed_mid_job(tiny_checkpoint, redis_server, namespace, tmp_p
     )  # fmt: skip
     worker.start()
 
-    first = asyncio.create_task(JobRunner(core, core.batches.store, core.batches.storage, job.id).run())
+    first = asyncio.create_task(JobRunner(core, batches.store, batches.storage, job.id).run())
     # The gate holds every line after the sixth, so the job stops at exactly 6 recorded lines
     # with more admitted: a state that, once reached, stays until the gate opens.
     deadline = asyncio.get_running_loop().time() + 120
-    while (now := await core.batches.get(t, job.id)).completed < 6:
+    while (now := await batches.get(t, job.id)).completed < 6:
         assert asyncio.get_running_loop().time() < deadline, (
             f"stuck: completed={now.completed} cursor={now.cursor} engine.started={engine.started} "
             f"running={len(worker._tasks)} worker_error={worker.last_error} runner_done={first.done()} "
@@ -123,16 +125,16 @@ async def _runner_killed_mid_job(tiny_checkpoint, redis_server, namespace, tmp_p
         )
         await asyncio.sleep(0.05)
     await cancel_and_wait(first)  # the driver dies here, lines in flight (a lone cancel can be lost on 3.11)
-    killed_at = await core.batches.get(t, job.id)
+    killed_at = await batches.get(t, job.id)
     assert killed_at.completed == 6 < killed_at.cursor <= 60, "lines were admitted and not yet recorded"
-    await core.batches.cancel(t, job.id)
+    await batches.cancel(t, job.id)
     engine.gate.set()
 
-    status = await JobRunner(core, core.batches.store, core.batches.storage, job.id).run()
+    status = await JobRunner(core, batches.store, batches.storage, job.id).run()
     assert status == "cancelled"
-    done = await core.batches.get(t, job.id)
-    out = [json.loads(x) for x in (await core.batches.content(t, done.output_file_id)).decode().splitlines()]
-    err = [json.loads(x) for x in (await core.batches.content(t, done.error_file_id)).decode().splitlines()]
+    done = await batches.get(t, job.id)
+    out = [json.loads(x) for x in (await batches.content(t, done.output_file_id)).decode().splitlines()]
+    err = [json.loads(x) for x in (await batches.content(t, done.error_file_id)).decode().splitlines()]
     assert sorted(x["custom_id"] for x in out + err) == sorted(f"c{i}" for i in range(60))
     # Every line admitted before the kill was re-attached and finished: all of them are outputs.
     assert len(out) >= killed_at.cursor and {x["error"]["code"] for x in err} == {"batch_cancelled"}

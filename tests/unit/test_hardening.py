@@ -12,9 +12,9 @@ from ossfleet import jsonlimits
 from ossfleet.batch.format import validate
 from ossfleet.config import LimitsConfig
 from ossfleet.errors import InternalError, InvalidRequest, Unavailable, from_unexpected
-from ossfleet.gateway import ChatRequest, check_request
 from ossfleet.harmony import Message, Tool
-from ossfleet.openai_api import batch_request
+from ossfleet.protocol.chat import ChatRequest, check_request
+from ossfleet.protocol.openai import batch_request
 
 MALFORMED_SCHEMAS = [{"properties": [1]}, {"type": 5}, {"required": "x"}, {"minimum": "zero"}]
 INVALID_STRINGS = ["a\ud800b", "\udfff", "ok \ud83d"]

@@ -25,7 +25,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
+from ossfleet.engine.base import EngineError
 from ossfleet.errors import InvalidRequest, OssfleetError
+from ossfleet.generation import Generation, sampling_from_payload
+from ossfleet.pricing import cost_nusd
+from ossfleet.protocol.events import Outcome, StreamEvent, delta_event, fold
+from ossfleet.protocol.openai import batch_request, response_body
+from ossfleet.structured import grammar
 from ossfleet.tenancy import period_id
 
 if TYPE_CHECKING:
@@ -88,14 +94,6 @@ class DedicatedEngine:
         return list(await asyncio.gather(*(self._one(r) for r in rows)))
 
     async def _one(self, row: BatchLine) -> tuple[bool, str, int, int, int]:
-        from ossfleet.engine.base import EngineError
-        from ossfleet.gateway import Outcome, fold
-        from ossfleet.generation import Generation, delta_event, sampling_from_payload
-        from ossfleet.openai_api import batch_request, response_body
-        from ossfleet.pricing import cost_nusd
-        from ossfleet.queue import StreamEvent
-        from ossfleet.structured import grammar
-
         rid = f"{row.index}-{row.custom_id}"[:64]
         try:
             req = batch_request(self.endpoint, row.body, self.cfg.limits)

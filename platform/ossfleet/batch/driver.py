@@ -14,6 +14,12 @@ from typing import Any
 
 import ray
 
+from ossfleet.batch.runner import JobRunner
+from ossfleet.batch.storage import FileStorage
+from ossfleet.batch.store import JobStore
+from ossfleet.config import parse_config
+from ossfleet.gateway import GatewayCore
+
 log = logging.getLogger("ossfleet.batch")
 
 RAY_NAMESPACE = "ossfleet"
@@ -51,12 +57,6 @@ class BatchDriver:
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     async def _run(self) -> str:
-        from ossfleet.batch.runner import JobRunner
-        from ossfleet.batch.storage import FileStorage
-        from ossfleet.batch.store import JobStore
-        from ossfleet.config import parse_config
-        from ossfleet.gateway import GatewayCore
-
         cfg = parse_config(self.config, self.config.get("source") or "<batch driver>")
         core = GatewayCore(cfg, self.redis_url)
         try:

@@ -17,8 +17,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ossfleet.errors import InvalidRequest, RequestTooLarge
+from ossfleet.httpio import read_body
+from ossfleet.protocol.openai import pydantic_error
 
 if TYPE_CHECKING:
+    from ossfleet.batch.service import BatchService
     from ossfleet.gateway import GatewayCore
 
 
@@ -33,12 +36,15 @@ class CreateBatch(BaseModel):
     skip_invalid_lines: bool = False
 
 
-def add_batch_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None:
-    from ossfleet.openai_api import _body, _pydantic_error
-
+def add_batch_routes(
+    app: FastAPI, get_core: Callable[[], GatewayCore], get_batches: Callable[[], BatchService]
+) -> None:
     async def caller(request: Request) -> tuple[GatewayCore, Any]:
         core = get_core()
         return core, await core.tenant(request.headers.get("authorization"))
+
+    async def tenant(request: Request) -> Any:
+        return (await caller(request))[1]
 
     @app.post("/v1/files")
     async def upload(request: Request) -> JSONResponse:
@@ -61,40 +67,40 @@ def add_batch_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None:
         data = await f.read(limit + 1)
         if len(data) > limit:
             raise RequestTooLarge(f"the file exceeds the limit of {limit} bytes")
-        rec = await core.batches.upload(t, f.filename or "upload.jsonl", purpose, data)
+        rec = await get_batches().upload(t, f.filename or "upload.jsonl", purpose, data)
         return JSONResponse(rec.to_openai())
 
     @app.get("/v1/files")
     async def list_files(request: Request) -> JSONResponse:
-        core, t = await caller(request)
-        files = await core.batches.store.files(t.name)
+        t = await tenant(request)
+        files = await get_batches().store.files(t.name)
         return JSONResponse({"object": "list", "data": [f.to_openai() for f in files], "has_more": False})
 
     @app.get("/v1/files/{file_id}")
     async def get_file(request: Request, file_id: str) -> JSONResponse:
-        core, t = await caller(request)
-        return JSONResponse((await core.batches.store.file(t.name, file_id)).to_openai())
+        t = await tenant(request)
+        return JSONResponse((await get_batches().store.file(t.name, file_id)).to_openai())
 
     @app.get("/v1/files/{file_id}/content")
     async def file_content(request: Request, file_id: str) -> Response:
-        core, t = await caller(request)
-        return Response(await core.batches.content(t, file_id), media_type="application/jsonl")
+        t = await tenant(request)
+        return Response(await get_batches().content(t, file_id), media_type="application/jsonl")
 
     @app.delete("/v1/files/{file_id}")
     async def delete_file(request: Request, file_id: str) -> JSONResponse:
-        core, t = await caller(request)
-        f = await core.batches.delete_file(t, file_id)
+        t = await tenant(request)
+        f = await get_batches().delete_file(t, file_id)
         return JSONResponse({"id": f.id, "object": "file", "deleted": True})
 
     @app.post("/v1/batches")
     async def create_batch(request: Request) -> JSONResponse:
         core, t = await caller(request)
-        data = await _body(request, core.cfg.limits.max_request_bytes)
+        data = await read_body(request, core.cfg.limits.max_request_bytes)
         try:
             body = CreateBatch.model_validate(data)
         except ValidationError as e:
-            raise _pydantic_error(e) from None
-        job = await core.batches.create(
+            raise pydantic_error(e) from None
+        job = await get_batches().create(
             t, body.input_file_id, body.endpoint, body.completion_window,
             metadata=body.metadata, mode=body.mode, skip_invalid_lines=body.skip_invalid_lines,
         )  # fmt: skip
@@ -102,11 +108,11 @@ def add_batch_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None:
 
     @app.get("/v1/batches")
     async def list_batches(request: Request) -> JSONResponse:
-        core, t = await caller(request)
+        t = await tenant(request)
         raw_limit = request.query_params.get("limit", "20")
         if not raw_limit.isdigit():
             raise InvalidRequest("limit must be an integer between 1 and 100", param="limit")
-        jobs, more = await core.batches.jobs(t, int(raw_limit), request.query_params.get("after"))
+        jobs, more = await get_batches().jobs(t, int(raw_limit), request.query_params.get("after"))
         data = [j.to_openai() for j in jobs]
         return JSONResponse(
             {
@@ -120,10 +126,10 @@ def add_batch_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None:
 
     @app.get("/v1/batches/{batch_id}")
     async def get_batch(request: Request, batch_id: str) -> JSONResponse:
-        core, t = await caller(request)
-        return JSONResponse((await core.batches.get(t, batch_id)).to_openai())
+        t = await tenant(request)
+        return JSONResponse((await get_batches().get(t, batch_id)).to_openai())
 
     @app.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(request: Request, batch_id: str) -> JSONResponse:
-        core, t = await caller(request)
-        return JSONResponse((await core.batches.cancel(t, batch_id)).to_openai())
+        t = await tenant(request)
+        return JSONResponse((await get_batches().cancel(t, batch_id)).to_openai())

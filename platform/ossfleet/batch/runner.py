@@ -29,6 +29,7 @@ import redis.exceptions
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
 from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable, from_unexpected
+from ossfleet.protocol.openai import batch_request, response_body
 from ossfleet.queue import _s
 
 if TYPE_CHECKING:
@@ -160,8 +161,6 @@ class JobRunner:
 
     async def _admit(self, job: Job, t: TenantConfig, line: BatchLine) -> Coroutine[Any, Any, None] | None:
         """Admit a line; the coroutine that collects its result, or None if it was refused (recorded)."""
-        from ossfleet.openai_api import batch_request
-
         try:
             req = replace(
                 batch_request(job.endpoint, line.body, self.core.cfg.limits), idempotency_key=f"{job.id}:{line.index}"
@@ -180,8 +179,6 @@ class JobRunner:
 
     async def _collect(self, job: Job, line: BatchLine, rid: str, model: str) -> None:
         """Wait for the line's request to end and record its response or its error."""
-        from ossfleet.openai_api import response_body
-
         try:
             out = await self.core.outcome(rid)
         except RequestFailed as e:

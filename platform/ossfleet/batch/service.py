@@ -16,14 +16,18 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ossfleet.batch.format import ENDPOINTS, BatchLine, LineError, error_line, iter_lines, validate
 from ossfleet.batch.storage import FileStorage
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
 from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge, from_unexpected
+from ossfleet.protocol.openai import batch_request
 from ossfleet.router import AUTO
+
+if TYPE_CHECKING:
+    from ossfleet.gateway import GatewayCore
 
 log = logging.getLogger("ossfleet.batch")
 
@@ -162,8 +166,6 @@ class BatchService:
         return await self.store.get(t.name, job.id)
 
     def _body_checker(self, t: TenantConfig, endpoint: str) -> Callable[[dict[str, Any]], str | None]:
-        from ossfleet.openai_api import batch_request
-
         models = {m.name for m in self.cfg.models}
 
         def check(body: dict[str, Any]) -> str | None:
@@ -212,3 +214,13 @@ class BatchService:
         if await self.store.transition(job_id, "cancelling", ("validating", "in_progress")):
             log.info("event=batch_cancelling batch=%s tenant=%s", job_id, t.name)
         return await self.store.get(t.name, job_id)
+
+
+def batch_service(core: GatewayCore) -> BatchService:
+    """The batch service of a gateway: its jobs in the gateway's Redis, each job handed to a driver actor
+    (``ossfleet.batch.driver``) in the gateway's Ray cluster."""
+    from ossfleet.batch.driver import ensure_driver  # Ray, which only a started job needs
+
+    ns = core.cfg.redis.namespace
+    dump = core.cfg.dump()
+    return BatchService(core.cfg, JobStore(core.r, ns), lambda job_id: ensure_driver(dump, core.redis_url, ns, job_id))

@@ -1,0 +1,101 @@
+"""A request's stream in Redis: its entries, how they are written and how they are folded.
+
+A request's stream (``stream:<id>``) holds ``delta`` entries, then one terminal entry:
+
+- ``delta``: ``attempt``, ``seq`` (per attempt, from 0), ``kind`` (``content`` | ``reasoning`` |
+  ``tool_call``), ``text``; a tool call adds ``id``, ``name``, ``arguments``; a content delta of a
+  request that asked for log-probabilities adds ``logprobs`` (a JSON list in OpenAI's chat form).
+  Written by the replica (:func:`delta_event`).
+- ``done``: ``finish_reason`` (see :data:`FINISH_REASONS`), ``input_tokens``, ``output_tokens``,
+  ``cost_nusd``. Written by ``complete.lua`` and ``cancel.lua``.
+- ``error``: ``error`` (what went wrong), ``attempts``. Written by ``fail.lua`` and ``reap.lua``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ossfleet.errors import RequestFailed
+from ossfleet.harmony import Delta
+
+TERMINAL = ("done", "error")  # entry types that end a stream
+ENDED = ("done", "cancelled", "dead")  # request states after which its stream gets no further entry
+# Why a request ended: its stop token or string, max_tokens, a tool call, or a cancel. OpenAI's
+# responses know no "cancelled": there it reads as "stop".
+FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled")
+
+
+def openai_finish(reason: str) -> str:
+    return {"cancelled": "stop", "abort": "stop"}.get(reason, reason)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    entry_id: str
+    fields: dict[str, str]
+
+    @property
+    def type(self) -> str:
+        return self.fields.get("type", "")
+
+    def logprobs(self) -> list[dict[str, Any]]:
+        raw = self.fields.get("logprobs")
+        return json.loads(raw) if raw else []
+
+
+@dataclass
+class Event:
+    """A delta for the request's stream, with the log-probabilities of the answer tokens it carries."""
+
+    delta: Delta
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def delta_event(e: Event | Delta, attempt: int, seq: int) -> dict[str, str]:
+    """A parsed delta as the fields of one stream entry."""
+    ev = e if isinstance(e, Event) else Event(e)
+    d = ev.delta
+    out = {"type": "delta", "attempt": str(attempt), "seq": str(seq), "kind": d.kind, "text": d.text}
+    if d.tool_call is not None:
+        out.update(id=d.tool_call.id, name=d.tool_call.name, arguments=d.tool_call.arguments)
+    if ev.logprobs:
+        out["logprobs"] = json.dumps(ev.logprobs, separators=(",", ":"))
+    return out
+
+
+@dataclass
+class Outcome:
+    """A finished request, folded from its stream."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    finish_reason: str = "stop"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nusd: int = 0
+    # The answer tokens' log-probabilities (OpenAI's chat form), where the request asked for them.
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fold(out: Outcome, ev: StreamEvent) -> None:
+    """Fold one stream event into an outcome; raise RequestFailed on an error event."""
+    f = ev.fields
+    if ev.type == "delta":
+        kind = f.get("kind")
+        if kind == "content":
+            out.content += f.get("text", "")
+        elif kind == "reasoning":
+            out.reasoning += f.get("text", "")
+        elif kind == "tool_call":
+            out.tool_calls.append({"id": f["id"], "name": f["name"], "arguments": f["arguments"]})
+        out.logprobs += ev.logprobs()
+    elif ev.type == "done":
+        out.finish_reason = f.get("finish_reason", "stop")
+        out.input_tokens = int(f.get("input_tokens", 0))
+        out.output_tokens = int(f.get("output_tokens", 0))
+        out.cost_nusd = int(f.get("cost_nusd", 0))
+    elif ev.type == "error":
+        raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
