@@ -327,6 +327,16 @@ class GatewayCore:
         first = True
         while True:
             batch = await self.hub.read(request_id, after, timeout_s=2.0)
+            if not batch:
+                state = await self.queue.request_state(request_id)
+                if not state:  # the request record expired (or never existed): nothing will come
+                    raise RequestFailed(f"request {request_id} is no longer known")
+                if state.get("state") in ENDED and after != "0-0":
+                    # Its terminal event was written with its end. A reader resuming past it has it all;
+                    # otherwise it is in Redis (the hub's read may have timed out just as it came).
+                    batch = await self.queue.read_stream(request_id, after, block_ms=None)
+                    if not batch:
+                        return
             for ev in batch:
                 after = ev.entry_id
                 if ev.type == "delta":
@@ -338,13 +348,6 @@ class GatewayCore:
                     last, first = _record(ev, labels, last, first)
                 yield ev
                 if ev.type in TERMINAL:
-                    return
-            if not batch:
-                state = await self.queue.request_state(request_id)
-                if not state:  # the request record expired (or never existed): nothing will come
-                    raise RequestFailed(f"request {request_id} is no longer known")
-                if state.get("state") in ENDED and after != "0-0":
-                    # Its terminal event was written with its end, so a reader resuming past it has it all.
                     return
 
     async def merged_events(

@@ -260,8 +260,8 @@ class RequestQueue:
         t = await self.r.hget(self.key("req", request_id), "tenant")
         return None if t is None else _s(t)
 
-    async def read_stream(self, request_id: str, after: str = "0-0", block_ms: int = 1000) -> list[StreamEvent]:
-        """Events of a request's stream after entry ``after``, waiting up to ``block_ms`` for one."""
+    async def read_stream(self, request_id: str, after: str = "0-0", block_ms: int | None = 1000) -> list[StreamEvent]:
+        """Events of a request's stream after entry ``after``, waiting up to ``block_ms`` for one (None: no wait)."""
         reply: Any = await self.r.xread({self.key("stream", request_id): after}, block=block_ms, count=256)
         out: list[StreamEvent] = []
         for _key, entries in reply or []:
