@@ -61,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from ray import serve
 
     from ossfleet.redisdb import EmbeddedRedis, connect
-    from ossfleet.tenancy import new_api_key, register_key, sync_config_keys
+    from ossfleet.tenancy import new_api_key, register_admin_key, register_key, sync_config_keys
 
     cfg = _load(args.config)
     for m in cfg.models:
@@ -82,6 +82,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             key = new_api_key()
             register_key(client, cfg.redis.namespace, tenant, key)
             generated[tenant] = key
+        # The admin key: from the environment (not echoed), or one for this run (printed).
+        admin_key = os.environ.get("OSSFLEET_ADMIN_KEY") or new_api_key()
+        register_admin_key(client, cfg.redis.namespace, "admin", admin_key)
+        if "OSSFLEET_ADMIN_KEY" not in os.environ:
+            generated["(admin)"] = admin_key
         address = args.address or cfg.cluster.address
         try:
             if address:
@@ -141,6 +146,11 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
         print(f"Prometheus metrics: http://127.0.0.1:{cfg.endpoints.metrics_port}/metrics")
     else:
         print("Prometheus metrics: each Ray node's metrics export port (ray start --metrics-export-port)")
+    admin_key = generated.pop("(admin)", None)
+    print(
+        f"Console: {base}/console   admin API: {base}/admin/v1 ("
+        + (f"admin key for this run: {admin_key})" if admin_key else "admin key: $OSSFLEET_ADMIN_KEY)")
+    )
     for tenant, key in generated.items():
         print(f"tenant {tenant!r} had no key in its environment variable; a key for this run: {key}")
     if cfg.tenants:
@@ -222,6 +232,21 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_keys_create(args: argparse.Namespace) -> int:
+    from ossfleet.redisdb import connect
+    from ossfleet.tenancy import new_api_key, register_admin_key
+
+    cfg = _load(args.config)
+    url = args.redis_url or cfg.redis.url
+    if not url:
+        print("ossfleet: admin-keys create needs --redis-url (or redis.url in the config)", file=sys.stderr)
+        return 2
+    key = new_api_key()
+    register_admin_key(connect(url, cfg.redis), cfg.redis.namespace, args.name, key, actor="ossfleet admin-keys create")
+    print(key)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ossfleet", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -261,13 +286,31 @@ def main(argv: list[str] | None = None) -> int:
     tfv.add_argument("-o", "--output", default=None)
     tfv.set_defaults(fn=cmd_terraform_vars)
 
-    keys = sub.add_parser("keys", help="API keys")
+    from ossfleet.admin_cli import _common, add_admin_parsers, cmd_keys
+
+    add_admin_parsers(sub)
+    keys = sub.add_parser("keys", help="tenants' API keys (over the admin API; create --config: straight to Redis)")
     ksub = keys.add_subparsers(dest="keys_cmd", required=True)
-    kc = ksub.add_parser("create", help="create a key for a tenant and print it once")
-    kc.add_argument("--config", required=True)
+    kc = ksub.add_parser("create", help="issue a key for a tenant and print it once")
     kc.add_argument("--tenant", required=True)
+    kc.add_argument("--config", default=None, help="write to this config's Redis instead (a bootstrap, no gateway)")
     kc.add_argument("--redis-url", default=None)
-    kc.set_defaults(fn=cmd_keys_create)
+    _common(kc)
+    kc.set_defaults(fn=lambda a: cmd_keys_create(a) if a.config else cmd_keys(a))
+    for name, help_ in (("list", "a tenant's keys (digest prefixes)"), ("revoke", "revoke one of a tenant's keys")):
+        kp = ksub.add_parser(name, help=help_)
+        kp.add_argument("--tenant", required=True)
+        if name == "revoke":
+            kp.add_argument("digest_prefix", help="at least 8 hex digits of the key's digest (keys list shows them)")
+        _common(kp)
+        kp.set_defaults(fn=cmd_keys)
+    ak = sub.add_parser("admin-keys", help="admin keys (the admin API and the console)")
+    aksub = ak.add_subparsers(dest="admin_keys_cmd", required=True)
+    akc = aksub.add_parser("create", help="create an admin key in the config's Redis and print it once")
+    akc.add_argument("--config", required=True)
+    akc.add_argument("--name", required=True, help="the admin's name: its changes are audited under it")
+    akc.add_argument("--redis-url", default=None)
+    akc.set_defaults(fn=cmd_admin_keys_create)
 
     from ossfleet.batch.cli import add_batch_parser
 

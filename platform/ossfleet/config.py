@@ -323,13 +323,18 @@ class PlatformConfig(_Section):
         if len(set(tenants)) != len(tenants):
             raise ValueError(f"tenant names must be unique, got {tenants}")
         for t in self.tenants:
-            for band in (t.max_band, t.default_band):
-                if band is not None and band not in self.priorities.bands:
-                    raise ValueError(f"tenant {t.name!r}: band {band!r} is not one of {self.priorities.bands}")
-            for m in t.allowed_models:
-                if m != "*" and m not in names:
-                    raise ValueError(f"tenant {t.name!r}: allowed model {m!r} is not a configured model")
+            self.check_tenant(t)
         return self
+
+    def check_tenant(self, t: TenantConfig) -> None:
+        """Raise ValueError if a tenant names a band or model this platform does not have."""
+        for band in (t.max_band, t.default_band):
+            if band is not None and band not in self.priorities.bands:
+                raise ValueError(f"tenant {t.name!r}: band {band!r} is not one of {self.priorities.bands}")
+        names = [m.name for m in self.models]
+        for m in t.allowed_models:
+            if m != "*" and m not in names:
+                raise ValueError(f"tenant {t.name!r}: allowed model {m!r} is not a configured model ({names})")
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

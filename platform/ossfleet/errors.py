@@ -79,6 +79,13 @@ class ModelNotFound(OssfleetError):
     code = "model_not_found"
 
 
+class Conflict(OssfleetError):
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
 class NotFound(OssfleetError):
     http_status = 404
     grpc_code = "NOT_FOUND"

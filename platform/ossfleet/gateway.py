@@ -33,6 +33,7 @@ from ossfleet.streams import StreamHub
 from ossfleet.structured import Grammars, grammar
 from ossfleet.tasks import cancel_and_wait
 from ossfleet.tenancy import authenticate, period_id
+from ossfleet.tenants import TenantRegistry
 
 log = logging.getLogger("ossfleet.gateway")
 
@@ -65,6 +66,8 @@ class GatewayCore:
         self._render_slots: dict[str, asyncio.Semaphore] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._grammars: dict[str, Grammars] = {}
+        # The tenants, as Redis holds them (seeded from the config; changed through the admin API).
+        self.tenants = TenantRegistry(self.r, cfg)
         self.redis_url = redis_url
 
     async def close(self) -> None:
@@ -77,8 +80,8 @@ class GatewayCore:
 
     async def tenant(self, authorization: str | None) -> TenantConfig:
         name = await authenticate(self.r, self.cfg.redis.namespace, authorization)
-        t = self.cfg.tenant(name)
-        if t is None:  # a key left behind for a tenant removed from the config
+        t = await self.tenants.get(name)
+        if t is None:  # a key left behind for a deleted tenant
             raise AuthenticationFailed("invalid API key")
         return t
 
@@ -121,9 +124,9 @@ class GatewayCore:
             out.append(ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context, load))
         return out
 
-    async def usage(self, t: TenantConfig) -> dict[str, Any]:
-        """The tenant's spend, reservations, budget left and per-model usage this period."""
-        period = period_id(t.budget.period)
+    async def usage(self, t: TenantConfig, period: str | None = None) -> dict[str, Any]:
+        """The tenant's spend, reservations, budget left and per-model usage in a period (default: this one)."""
+        period = period or period_id(t.budget.period)
         budget: dict[Any, Any] = await self.r.hgetall(self.queue.key("budget", t.name, period))
         raw: dict[Any, Any] = await self.r.hgetall(self.queue.key("usage", t.name, period))
         b = {_s(k): int(v) for k, v in budget.items()}

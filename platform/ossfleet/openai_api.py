@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from ossfleet.admin_api import add_admin_routes
 from ossfleet.batch.http import add_batch_routes
 from ossfleet.batch.service import BatchService
 from ossfleet.errors import ModelNotFound, OssfleetError, from_unexpected
@@ -168,6 +169,7 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
         )
 
     add_batch_routes(app, get_core, get_batches)
+    add_admin_routes(app, get_core, get_batches)
     add_responses_routes(app, get_core)
     return app
 

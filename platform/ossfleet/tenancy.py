@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ossfleet.errors import AuthenticationFailed
+from ossfleet.errors import AuthenticationFailed, NotFound, PermissionDenied
 
 if TYPE_CHECKING:
     import redis
@@ -40,6 +40,15 @@ def _apikey(namespace: str, digest: str) -> str:
     return "{" + namespace + "}:apikey:" + digest
 
 
+def _tenantkeys(namespace: str, tenant: str) -> str:
+    """The digests of a tenant's keys (keys registered since this index exists)."""
+    return "{" + namespace + "}:tenantkeys:" + tenant
+
+
+def _adminkey(namespace: str, digest: str) -> str:
+    return "{" + namespace + "}:adminkey:" + digest
+
+
 def audit(client: redis.Redis, namespace: str, action: str, **fields: str) -> None:
     """Append an audit event (key, budget and tenant changes) to ``{ns}:audit``; never a secret."""
     event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
@@ -49,6 +58,7 @@ def audit(client: redis.Redis, namespace: str, action: str, **fields: str) -> No
 def register_key_digest(client: redis.Redis, namespace: str, tenant: str, digest: str, actor: str = "config") -> None:
     """Map a key digest to its tenant (an audit event names the digest's first 12 hex digits only)."""
     previous = client.set(_apikey(namespace, digest), tenant, get=True)
+    client.sadd(_tenantkeys(namespace, tenant), digest)
     if previous is None or (previous.decode() if isinstance(previous, bytes) else previous) != tenant:
         audit(client, namespace, "key_registered", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
 
@@ -63,6 +73,7 @@ def revoke_key(client: redis.Redis, namespace: str, key_or_digest: str, actor: s
     removed = bool(client.delete(_apikey(namespace, digest)))
     if removed:
         name = tenant.decode() if isinstance(tenant, bytes) else str(tenant)
+        client.srem(_tenantkeys(namespace, name), digest)
         audit(client, namespace, "key_revoked", tenant=name, key_digest_prefix=digest[:12], actor=actor)
     return removed
 
@@ -116,6 +127,71 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
     return token.strip()
+
+
+def register_admin_key(client: redis.Redis, namespace: str, admin: str, key: str, actor: str = "config") -> None:
+    """An admin key: it reaches /admin and the console, as ``admin`` (the actor its changes are audited under)."""
+    digest = key_digest(key)
+    if client.set(_adminkey(namespace, digest), admin, get=True) is None:
+        audit(client, namespace, "admin_key_registered", admin=admin, key_digest_prefix=digest[:12], actor=actor)
+
+
+async def audit_async(client: redis.asyncio.Redis, namespace: str, action: str, **fields: str) -> None:
+    """:func:`audit`, on an asyncio client."""
+    event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+    await client.xadd("{" + namespace + "}:audit", event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+
+
+async def authenticate_admin(client: redis.asyncio.Redis, namespace: str, authorization: str | None) -> str:
+    """The admin that owns the presented key; a tenant's key is PermissionDenied, anything else 401."""
+    digest = key_digest(bearer_token(authorization))
+    admin = await client.get(_adminkey(namespace, digest))
+    if admin is not None:
+        return admin.decode() if isinstance(admin, bytes) else str(admin)
+    if await client.exists(_apikey(namespace, digest)):
+        raise PermissionDenied("this is a tenant's key; the admin API needs an admin key")
+    raise AuthenticationFailed("invalid admin key")
+
+
+async def issue_key(client: redis.asyncio.Redis, namespace: str, tenant: str, actor: str) -> tuple[str, str]:
+    """A new key for the tenant: (the key, shown once; its digest)."""
+    key = new_api_key()
+    digest = key_digest(key)
+    await client.set(_apikey(namespace, digest), tenant)
+    await client.sadd(_tenantkeys(namespace, tenant), digest)
+    await audit_async(client, namespace, "key_issued", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
+    return key, digest
+
+
+async def tenant_key_digests(client: redis.asyncio.Redis, namespace: str, tenant: str) -> list[str]:
+    return sorted(_s(d) for d in await client.smembers(_tenantkeys(namespace, tenant)))
+
+
+async def revoke_tenant_key(client: redis.asyncio.Redis, namespace: str, tenant: str, prefix: str, actor: str) -> str:
+    """Revoke the tenant's key whose digest starts with ``prefix`` (at least 8 hex digits, unambiguous)."""
+    if len(prefix) < 8:
+        raise NotFound("give at least 8 hex digits of the key's digest", param="key")
+    found = [d for d in await tenant_key_digests(client, namespace, tenant) if d.startswith(prefix)]
+    if len(found) != 1:
+        raise NotFound(f"tenant {tenant!r} has {len(found)} keys whose digest starts with {prefix!r}", param="key")
+    digest = found[0]
+    await client.delete(_apikey(namespace, digest))
+    await client.srem(_tenantkeys(namespace, tenant), digest)
+    await audit_async(client, namespace, "key_revoked", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
+    return digest
+
+
+async def revoke_all_keys(client: redis.asyncio.Redis, namespace: str, tenant: str, actor: str) -> int:
+    digests = await tenant_key_digests(client, namespace, tenant)
+    for d in digests:
+        await client.delete(_apikey(namespace, d))
+        await audit_async(client, namespace, "key_revoked", tenant=tenant, key_digest_prefix=d[:12], actor=actor)
+    await client.delete(_tenantkeys(namespace, tenant))
+    return len(digests)
+
+
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 async def authenticate(client: redis.asyncio.Redis, namespace: str, authorization: str | None) -> str:

@@ -13,15 +13,15 @@ ROOT = Path(__file__).resolve().parents[2] / "platform"
 
 GROUPS = {
     "base": {"", "errors", "jsonlimits", "harmony", "tasks", "metrics", "catalog", "config", "pricing", "redisdb",
-             "tenancy", "v1"},
+             "tenancy", "tenants", "v1"},
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
     "queue": {"queue", "router", "streams"},
     "replica": {"generation", "worker"},
     "gateway": {"gateway"},
     "batch": {"batch"},
-    "api": {"openai_api", "responses_api", "grpc_api", "httpio", "batch.http", "client"},
-    "top": {"cli", "serveconfig", "batch.cli", "tinymodel"},
+    "api": {"openai_api", "responses_api", "grpc_api", "httpio", "batch.http", "client", "admin_api"},
+    "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "admin_cli"},
 }  # fmt: skip
 ALLOWED = {
     "base": {"base"},

@@ -106,7 +106,7 @@ class JobRunner:
     # -- queue mode -------------------------------------------------------------------------
 
     async def _queue(self, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
-        t = self.core.cfg.tenant(job.tenant)
+        t = await self.core.tenants.get(job.tenant)
         done = await self.store.done(job.id)
         # Lines admitted before a restart but not recorded: admitted again, which
         # (idempotency keys) re-attaches to their requests.

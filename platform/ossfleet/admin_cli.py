@@ -1,0 +1,160 @@
+"""``ossfleet tenants ...`` and ``ossfleet keys ...``: operating tenants over the admin API.
+
+Every command calls a running gateway's ``/admin/v1`` (``--url``, default the local one) with the admin
+key in ``OSSFLEET_ADMIN_KEY``; output is human-readable, or the API's JSON with ``--json``. A refusal
+prints the API's message and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class AdminError(Exception):
+    pass
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    key = os.environ.get("OSSFLEET_ADMIN_KEY")
+    if not key:
+        raise AdminError(
+            "set OSSFLEET_ADMIN_KEY to an admin key (ossfleet up prints one; or ossfleet admin-keys create)"
+        )
+    try:
+        r = httpx.request(
+            method, args.url.rstrip("/") + path, json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+        )
+    except httpx.HTTPError as e:
+        raise AdminError(f"cannot reach {args.url}: {e}") from None
+    try:
+        data = r.json()
+    except ValueError:
+        data = {}
+    if r.status_code >= 400:
+        msg = (data.get("error") or {}).get("message") if isinstance(data, dict) else None
+        raise AdminError(f"{r.status_code}: {msg or r.text[:200]}")
+    return data
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The tenant fields given on the command line (only those given)."""
+    out: dict[str, Any] = {}
+    if args.budget is not None:
+        out.setdefault("budget", {})["limit_usd"] = args.budget
+    if args.period is not None:
+        out.setdefault("budget", {})["period"] = args.period
+    if args.soft_alert is not None:
+        out.setdefault("budget", {})["soft_alert_fraction"] = args.soft_alert
+    for name, field in (("rpm", "rpm"), ("tpm", "tpm"), ("streams", "max_concurrent_streams")):
+        v = getattr(args, name)
+        if v is not None:
+            out.setdefault("limits", {})[field] = v
+    if args.models is not None:
+        out["allowed_models"] = [m for m in args.models.split(",") if m]
+    for name in ("max_band", "default_band", "weight"):
+        v = getattr(args, name)
+        if v is not None:
+            out[name] = v
+    if args.fallback is not None:
+        out["allow_fallback"] = args.fallback == "on"
+    return out
+
+
+def _show(t: dict[str, Any]) -> str:
+    u = t.get("usage") or {}
+    lim = t["limits"]
+    return (
+        f"{t['name']}: spent ${u.get('spent_usd', 0):.6f} of ${t['budget']['limit_usd']:g} ({t['budget']['period']}), "
+        f"reserved ${u.get('reserved_usd', 0):.6f}; rpm {lim['rpm']}, tpm {lim['tpm']}, "
+        f"streams {lim['max_concurrent_streams']}; models {','.join(t['allowed_models'])}; "
+        f"bands {t.get('default_band') or '-'}..{t.get('max_band') or '-'}; weight {t['weight']:g}"
+    )
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    try:
+        if args.tenants_cmd == "list":
+            data = call(args, "GET", "/admin/v1/tenants")
+            lines = [_show(t) for t in data["data"]] or ["(no tenants)"]
+        elif args.tenants_cmd == "show":
+            data = call(args, "GET", f"/admin/v1/tenants/{args.name}")
+            lines = [_show(data)]
+        elif args.tenants_cmd == "create":
+            data = call(args, "POST", "/admin/v1/tenants", {"name": args.name, **_fields(args)})
+            lines = ["created " + _show(data)]
+        elif args.tenants_cmd == "update":
+            fields = _fields(args)
+            if not fields:
+                raise AdminError("nothing to change: give at least one of the options (see --help)")
+            data = call(args, "PATCH", f"/admin/v1/tenants/{args.name}", fields)
+            lines = ["updated " + _show(data)]
+        else:
+            data = call(args, "DELETE", f"/admin/v1/tenants/{args.name}")
+            lines = [f"deleted {args.name} ({data['keys_revoked']} keys revoked)"]
+    except AdminError as e:
+        print(f"ossfleet: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(data, indent=2) if args.json else "\n".join(lines))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    try:
+        if args.keys_cmd == "create":
+            data = call(args, "POST", f"/admin/v1/tenants/{args.tenant}/keys")
+            lines = [data["key"]]
+        elif args.keys_cmd == "list":
+            data = call(args, "GET", f"/admin/v1/tenants/{args.tenant}/keys")
+            lines = [k["digest_prefix"] for k in data["data"]] or ["(no keys)"]
+        else:
+            data = call(args, "DELETE", f"/admin/v1/tenants/{args.tenant}/keys/{args.digest_prefix}")
+            lines = [f"revoked {data['digest_prefix']}"]
+    except AdminError as e:
+        print(f"ossfleet: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(data, indent=2) if args.json else "\n".join(lines))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url", default=os.environ.get("OSSFLEET_URL", DEFAULT_URL), help="a gateway (default: %(default)s)"
+    )
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+
+
+def _tenant_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=float, help="budget limit, USD per period")
+    p.add_argument("--period", choices=["monthly", "daily"])
+    p.add_argument("--soft-alert", type=float, help="fraction of the budget that raises a soft alert")
+    p.add_argument("--rpm", type=int)
+    p.add_argument("--tpm", type=int)
+    p.add_argument("--streams", type=int, help="concurrent requests")
+    p.add_argument("--models", help="allowed models, comma-separated ('*': all)")
+    p.add_argument("--max-band")
+    p.add_argument("--default-band")
+    p.add_argument("--weight", type=float, help="fair-share weight")
+    p.add_argument("--fallback", choices=["on", "off"], help="may a request fall back to another model")
+
+
+def add_admin_parsers(sub: Any) -> None:
+    """``tenants`` and the admin-API form of ``keys`` (``keys create --config`` stays the Redis bootstrap)."""
+    tenants = sub.add_parser("tenants", help="tenants, over a gateway's admin API (OSSFLEET_ADMIN_KEY)")
+    tsub = tenants.add_subparsers(dest="tenants_cmd", required=True)
+    for name, help_ in (("list", "every tenant with its spend"), ("show", "one tenant"), ("create", "a new tenant"),
+                        ("update", "change a tenant"), ("delete", "delete a tenant and revoke its keys")):  # fmt: skip
+        p = tsub.add_parser(name, help=help_)
+        _common(p)
+        if name != "list":
+            p.add_argument("name")
+        if name in ("create", "update"):
+            _tenant_options(p)
+        p.set_defaults(fn=cmd_tenants)
