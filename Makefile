@@ -68,7 +68,7 @@ unit: install
 # Regenerate the committed gRPC stubs after editing the proto.
 protos: install
 	$(BIN)/python -m grpc_tools.protoc -I platform --python_out=platform --pyi_out=platform \
-		--grpc_python_out=platform platform/ossfleet/v1/ossfleet.proto
+		--grpc_python_out=platform platform/ossfleet/v1/ossfleet.proto platform/ossfleet/v1/admin.proto
 
 clean:
 	rm -rf $(VENV) $(TFVENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ from ossfleet.batch.driver import adopt_active
 from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
-from ossfleet.grpc_api import GrpcApi
+from ossfleet.grpc_api import AdminGrpc, GrpcApi
 from ossfleet.openai_api import create_app, current_batches, current_core, set_current
 
 app = create_app(current_core, current_batches)
@@ -27,6 +27,7 @@ class Gateway:
         self.core = GatewayCore(cfg, redis_url)
         self.batches = batch_service(self.core)
         self.grpc = GrpcApi(self.core, self.batches)
+        self.admin = AdminGrpc(self.core, self.batches)
         set_current(self.core, self.batches)
         self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
 
@@ -80,3 +81,38 @@ class Gateway:
     async def GetBatchResults(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
         async for chunk in self.grpc.batch_results(request, grpc_context):
             yield chunk
+
+    # -- gRPC (ossfleet.admin.v1.Admin): the admin API.
+
+    async def ListTenants(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.list_tenants(request, grpc_context)
+
+    async def GetTenant(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.get_tenant(request, grpc_context)
+
+    async def CreateTenant(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.create_tenant(request, grpc_context)
+
+    async def UpdateTenant(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.update_tenant(request, grpc_context)
+
+    async def DeleteTenant(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.delete_tenant(request, grpc_context)
+
+    async def CreateKey(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.create_key(request, grpc_context)
+
+    async def ListKeys(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.list_keys(request, grpc_context)
+
+    async def RevokeKey(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.revoke_key(request, grpc_context)
+
+    async def GetSpend(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.get_spend(request, grpc_context)
+
+    async def GetQueues(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.get_queues(request, grpc_context)
+
+    async def ReadAudit(self, request: Any, grpc_context: Any) -> Any:
+        return await self.admin.read_audit(request, grpc_context)

@@ -51,93 +51,75 @@ def tenant_body(t: TenantConfig, usage: dict[str, Any] | None = None) -> dict[st
     return body
 
 
-def add_admin_routes(
-    app: FastAPI, get_core: Callable[[], GatewayCore], get_batches: Callable[[], BatchService]
-) -> None:
-    async def admin(request: Request) -> tuple[GatewayCore, str]:
-        core = get_core()
-        actor = await authenticate_admin(core.r, core.cfg.redis.namespace, request.headers.get("authorization"))
-        return core, actor
+class AdminService:
+    """What the admin API does, whichever protocol asks: plain dicts in, plain dicts out."""
 
-    async def usage(core: GatewayCore, t: TenantConfig, period: str | None = None) -> dict[str, Any]:
-        p = period or period_id(t.budget.period)
-        return {**await core.usage(t, p), "period": p}
+    def __init__(self, core: GatewayCore, batches: BatchService) -> None:
+        self.core = core
+        self.batches = batches
+        self.ns = core.cfg.redis.namespace
 
-    async def known(core: GatewayCore, name: str) -> TenantConfig:
-        t, _ = await core.tenants.read(name)
-        return t
+    async def authenticate(self, authorization: str | None) -> str:
+        """The admin's name (the actor of its changes); a tenant key is 403, anything else 401."""
+        return await authenticate_admin(self.core.r, self.ns, authorization)
 
-    @app.get("/admin/v1/tenants")
-    async def list_tenants(request: Request) -> JSONResponse:
-        core, _ = await admin(request)
-        tenants = await core.tenants.all()
-        return JSONResponse({"data": [tenant_body(t, await usage(core, t)) for t in tenants]})
-
-    @app.post("/admin/v1/tenants")
-    async def create_tenant(request: Request) -> JSONResponse:
-        core, actor = await admin(request)
-        data = await read_body(request, core.cfg.limits.max_request_bytes)
-        t = await core.tenants.create(data, actor)
-        return JSONResponse(tenant_body(t, await usage(core, t)), status_code=201)
-
-    @app.get("/admin/v1/tenants/{name}")
-    async def get_tenant(name: str, request: Request) -> JSONResponse:
-        core, _ = await admin(request)
-        t = await known(core, name)
-        return JSONResponse(tenant_body(t, await usage(core, t, request.query_params.get("period"))))
-
-    @app.patch("/admin/v1/tenants/{name}")
-    async def update_tenant(name: str, request: Request) -> JSONResponse:
-        core, actor = await admin(request)
-        data = await read_body(request, core.cfg.limits.max_request_bytes)
-        t = await core.tenants.update(name, data, actor)
-        return JSONResponse(tenant_body(t, await usage(core, t)))
-
-    @app.delete("/admin/v1/tenants/{name}")
-    async def delete_tenant(name: str, request: Request) -> JSONResponse:
-        core, actor = await admin(request)
-        await core.tenants.delete(name, actor)
-        revoked = await revoke_all_keys(core.r, core.cfg.redis.namespace, name, actor)
-        return JSONResponse({"name": name, "deleted": True, "keys_revoked": revoked})
-
-    @app.post("/admin/v1/tenants/{name}/keys")
-    async def create_key(name: str, request: Request) -> JSONResponse:
-        core, actor = await admin(request)
-        await known(core, name)
-        key, digest = await issue_key(core.r, core.cfg.redis.namespace, name, actor)
-        return JSONResponse({"tenant": name, "key": key, "digest_prefix": digest[:12]}, status_code=201)
-
-    @app.get("/admin/v1/tenants/{name}/keys")
-    async def list_keys(name: str, request: Request) -> JSONResponse:
-        core, _ = await admin(request)
-        await known(core, name)
-        digests = await tenant_key_digests(core.r, core.cfg.redis.namespace, name)
-        return JSONResponse({"data": [{"digest_prefix": d[:12]} for d in digests]})
-
-    @app.delete("/admin/v1/tenants/{name}/keys/{prefix}")
-    async def revoke_key(name: str, prefix: str, request: Request) -> JSONResponse:
-        core, actor = await admin(request)
-        await known(core, name)
-        digest = await revoke_tenant_key(core.r, core.cfg.redis.namespace, name, prefix, actor)
-        return JSONResponse({"tenant": name, "digest_prefix": digest[:12], "revoked": True})
-
-    @app.get("/admin/v1/usage")
-    async def usage_all(request: Request) -> JSONResponse:
-        core, _ = await admin(request)
-        period = request.query_params.get("period")
-        if period is not None and not (len(period) in (7, 10) and period[:4].isdigit()):
+    async def _usage(self, t: TenantConfig, period: str | None = None) -> dict[str, Any]:
+        if period is not None and not (len(period) in (7, 10) and period[:4].isdigit() and period[4] == "-"):
             raise InvalidRequest("period is like 2026-12 (monthly) or 2026-12-01 (daily)", param="period")
-        out = [tenant_body(t, await usage(core, t, period)) for t in await core.tenants.all()]
-        return JSONResponse({"data": [{"name": b["name"], **b["usage"]} for b in out]})
+        p = period or period_id(t.budget.period)
+        return {**await self.core.usage(t, p), "period": p}
 
-    @app.get("/admin/v1/queues")
-    async def queues(request: Request) -> JSONResponse:
-        core, _ = await admin(request)
-        bands = core.cfg.priorities.bands
+    async def _known(self, name: str) -> TenantConfig:
+        return (await self.core.tenants.read(name))[0]
+
+    async def list_tenants(self) -> list[dict[str, Any]]:
+        return [tenant_body(t, await self._usage(t)) for t in await self.core.tenants.all()]
+
+    async def get_tenant(self, name: str, period: str | None = None) -> dict[str, Any]:
+        t = await self._known(name)
+        return tenant_body(t, await self._usage(t, period))
+
+    async def create_tenant(self, data: Any, actor: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise InvalidRequest("a tenant is a JSON object")
+        t = await self.core.tenants.create(data, actor)
+        return tenant_body(t, await self._usage(t))
+
+    async def update_tenant(self, name: str, data: Any, actor: str) -> dict[str, Any]:
+        if not isinstance(data, dict) or not data:
+            raise InvalidRequest("give the fields to change as a non-empty JSON object")
+        t = await self.core.tenants.update(name, data, actor)
+        return tenant_body(t, await self._usage(t))
+
+    async def delete_tenant(self, name: str, actor: str) -> dict[str, Any]:
+        await self.core.tenants.delete(name, actor)
+        revoked = await revoke_all_keys(self.core.r, self.ns, name, actor)
+        return {"name": name, "deleted": True, "keys_revoked": revoked}
+
+    async def create_key(self, name: str, actor: str) -> dict[str, Any]:
+        await self._known(name)
+        key, digest = await issue_key(self.core.r, self.ns, name, actor)
+        return {"tenant": name, "key": key, "digest_prefix": digest[:12]}
+
+    async def list_keys(self, name: str) -> list[dict[str, Any]]:
+        await self._known(name)
+        return [{"digest_prefix": d[:12]} for d in await tenant_key_digests(self.core.r, self.ns, name)]
+
+    async def revoke_key(self, name: str, prefix: str, actor: str) -> dict[str, Any]:
+        await self._known(name)
+        digest = await revoke_tenant_key(self.core.r, self.ns, name, prefix, actor)
+        return {"tenant": name, "digest_prefix": digest[:12], "revoked": True}
+
+    async def usage(self, period: str | None = None) -> list[dict[str, Any]]:
+        out = [tenant_body(t, await self._usage(t, period)) for t in await self.core.tenants.all()]
+        return [{"name": b["name"], **b["usage"]} for b in out]
+
+    async def queues(self) -> dict[str, Any]:
+        bands = self.core.cfg.priorities.bands
         models = []
-        for m in core.cfg.models:
-            d = await core.queue.depth(m.name)
-            replicas = await core.queue.replicas(m.name)
+        for m in self.core.cfg.models:
+            d = await self.core.queue.depth(m.name)
+            replicas = await self.core.queue.replicas(m.name)
             models.append({
                 "model": m.name,
                 "waiting": dict(zip(bands, d.waiting, strict=True)),
@@ -145,28 +127,95 @@ def add_admin_routes(
                 "running": d.leased,
                 "replicas": [{"id": rid, **load} for rid, load in sorted(replicas.items())],
             })  # fmt: skip
-        return JSONResponse({"bands": bands, "models": models})
+        return {"bands": bands, "models": models}
+
+    async def all_batches(self) -> list[dict[str, Any]]:
+        out = []
+        for t in await self.core.tenants.all():
+            jobs, _ = await self.batches.store.jobs(t.name, limit=50)
+            out += [{**j.to_openai(), "tenant": t.name} for j in jobs]
+        out.sort(key=lambda j: j.get("created_at", 0), reverse=True)
+        return out
+
+    async def audit(self, count: int) -> list[dict[str, Any]]:
+        if not 1 <= count <= 1000:
+            raise InvalidRequest("count must be a whole number from 1 to 1000", param="count")
+        entries: Any = await self.core.r.xrevrange(self.core.queue.key("audit"), count=count)
+        return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items()}} for i, f in entries]
+
+
+def add_admin_routes(
+    app: FastAPI, get_core: Callable[[], GatewayCore], get_batches: Callable[[], BatchService]
+) -> None:
+    async def admin(request: Request) -> tuple[AdminService, str]:
+        svc = AdminService(get_core(), get_batches())
+        return svc, await svc.authenticate(request.headers.get("authorization"))
+
+    async def body(svc: AdminService, request: Request) -> Any:
+        return await read_body(request, svc.core.cfg.limits.max_request_bytes)
+
+    @app.get("/admin/v1/tenants")
+    async def list_tenants(request: Request) -> JSONResponse:
+        svc, _ = await admin(request)
+        return JSONResponse({"data": await svc.list_tenants()})
+
+    @app.post("/admin/v1/tenants")
+    async def create_tenant(request: Request) -> JSONResponse:
+        svc, actor = await admin(request)
+        return JSONResponse(await svc.create_tenant(await body(svc, request), actor), status_code=201)
+
+    @app.get("/admin/v1/tenants/{name}")
+    async def get_tenant(name: str, request: Request) -> JSONResponse:
+        svc, _ = await admin(request)
+        return JSONResponse(await svc.get_tenant(name, request.query_params.get("period")))
+
+    @app.patch("/admin/v1/tenants/{name}")
+    async def update_tenant(name: str, request: Request) -> JSONResponse:
+        svc, actor = await admin(request)
+        return JSONResponse(await svc.update_tenant(name, await body(svc, request), actor))
+
+    @app.delete("/admin/v1/tenants/{name}")
+    async def delete_tenant(name: str, request: Request) -> JSONResponse:
+        svc, actor = await admin(request)
+        return JSONResponse(await svc.delete_tenant(name, actor))
+
+    @app.post("/admin/v1/tenants/{name}/keys")
+    async def create_key(name: str, request: Request) -> JSONResponse:
+        svc, actor = await admin(request)
+        return JSONResponse(await svc.create_key(name, actor), status_code=201)
+
+    @app.get("/admin/v1/tenants/{name}/keys")
+    async def list_keys(name: str, request: Request) -> JSONResponse:
+        svc, _ = await admin(request)
+        return JSONResponse({"data": await svc.list_keys(name)})
+
+    @app.delete("/admin/v1/tenants/{name}/keys/{prefix}")
+    async def revoke_key(name: str, prefix: str, request: Request) -> JSONResponse:
+        svc, actor = await admin(request)
+        return JSONResponse(await svc.revoke_key(name, prefix, actor))
+
+    @app.get("/admin/v1/usage")
+    async def usage_all(request: Request) -> JSONResponse:
+        svc, _ = await admin(request)
+        return JSONResponse({"data": await svc.usage(request.query_params.get("period"))})
+
+    @app.get("/admin/v1/queues")
+    async def queues(request: Request) -> JSONResponse:
+        svc, _ = await admin(request)
+        return JSONResponse(await svc.queues())
 
     @app.get("/admin/v1/batches")
     async def batches(request: Request) -> JSONResponse:
-        core, _ = await admin(request)
-        store = get_batches().store
-        out = []
-        for t in await core.tenants.all():
-            jobs, _ = await store.jobs(t.name, limit=50)
-            out += [{**j.to_openai(), "tenant": t.name} for j in jobs]
-        out.sort(key=lambda j: j.get("created_at", 0), reverse=True)
-        return JSONResponse({"data": out})
+        svc, _ = await admin(request)
+        return JSONResponse({"data": await svc.all_batches()})
 
     @app.get("/admin/v1/audit")
     async def audit_log(request: Request) -> JSONResponse:
-        core, _ = await admin(request)
+        svc, _ = await admin(request)
         raw = request.query_params.get("count", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not raw.isdigit():
             raise InvalidRequest("count must be a whole number from 1 to 1000", param="count")
-        entries: Any = await core.r.xrevrange(core.queue.key("audit"), count=int(raw))
-        data = [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items()}} for i, f in entries]
-        return JSONResponse({"data": data})
+        return JSONResponse({"data": await svc.audit(int(raw))})
 
     @app.get("/console")
     async def console() -> HTMLResponse:

@@ -123,13 +123,13 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
     from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
-    from ossfleet.grpc_api import SERVICER_FUNCTION
+    from ossfleet.grpc_api import SERVICER_FUNCTIONS
 
     serve.start(
         proxy_location="HeadOnly" if local else "EveryNode",
         http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
         grpc_options=gRPCOptions(
-            port=cfg.endpoints.grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True
+            port=cfg.endpoints.grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS, enable_reflection=True
         ),
     )
     # Replicas that cannot be placed (a pipeline group short of GPUs, say)

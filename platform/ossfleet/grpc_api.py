@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from ossfleet.admin_api import AdminService
 from ossfleet.batch.service import BatchService
 from ossfleet.batch.store import Job
 from ossfleet.errors import InvalidRequest, NotFound, OssfleetError, RequestTooLarge, from_unexpected
@@ -29,11 +30,15 @@ from ossfleet.protocol.chat import ChatRequest, validate_messages
 from ossfleet.protocol.events import Outcome, fold
 from ossfleet.structured import OutputFormat, forced_tools
 from ossfleet.tenancy import period_id
+from ossfleet.v1 import admin_pb2 as apb
 from ossfleet.v1 import ossfleet_pb2 as pb
 
 log = logging.getLogger("ossfleet.grpc")
 
 SERVICER_FUNCTION = "ossfleet.v1.ossfleet_pb2_grpc.add_OssfleetServicer_to_server"
+ADMIN_SERVICER_FUNCTION = "ossfleet.v1.admin_pb2_grpc.add_AdminServicer_to_server"
+# Both services, as Serve's gRPC proxy takes them (the gateway deployment implements both).
+SERVICER_FUNCTIONS = [SERVICER_FUNCTION, ADMIN_SERVICER_FUNCTION]
 ROLES = ("system", "developer", "user", "assistant", "tool")
 EFFORTS = ("", "low", "medium", "high")
 
@@ -426,3 +431,134 @@ def batch_pb(job: Job) -> pb.Batch:
                 for e in job.errors],
         metadata=job.metadata or {}, timestamps=job.stamps, status_message=job.status_message,
     )  # fmt: skip
+
+
+# -- ossfleet.admin.v1.Admin ----------------------------------------------------------------------
+
+
+def _usage_pb(u: dict[str, Any]) -> apb.Usage:
+    return apb.Usage(
+        period=u["period"], budget_usd=u["budget_usd"], spent_usd=u["spent_usd"], reserved_usd=u["reserved_usd"],
+        left_usd=u["left_usd"], models_json=json.dumps(u["models"]),
+    )  # fmt: skip
+
+
+def _tenant_pb(body: dict[str, Any]) -> apb.Tenant:
+    config = {k: v for k, v in body.items() if k != "usage"}
+    return apb.Tenant(name=body["name"], config_json=json.dumps(config), usage=_usage_pb(body["usage"]))
+
+
+def _fields(raw: str) -> Any:
+    try:
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError as e:
+        raise InvalidRequest(f"fields_json is not JSON ({e.msg})", param="fields_json") from None
+
+
+class AdminGrpc:
+    """``ossfleet.admin.v1.Admin``: the admin API's operations (``AdminService``) over gRPC."""
+
+    def __init__(self, core: GatewayCore, batches: BatchService) -> None:
+        self.svc = AdminService(core, batches)
+
+    async def _call(self, ctx: Any, empty: Callable[[], Any], op: Callable[[str], Any]) -> Any:
+        try:
+            actor = await self.svc.authenticate(metadata(ctx).get("authorization"))
+            return await op(actor)
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return empty()
+
+    @guarded(apb.TenantList)
+    async def list_tenants(self, req: apb.ListTenantsRequest, ctx: Any) -> apb.TenantList:
+        async def op(actor: str) -> apb.TenantList:
+            return apb.TenantList(tenants=[_tenant_pb(t) for t in await self.svc.list_tenants()])
+
+        return await self._call(ctx, apb.TenantList, op)
+
+    @guarded(apb.Tenant)
+    async def get_tenant(self, req: apb.TenantRequest, ctx: Any) -> apb.Tenant:
+        async def op(actor: str) -> apb.Tenant:
+            return _tenant_pb(await self.svc.get_tenant(req.name, req.period or None))
+
+        return await self._call(ctx, apb.Tenant, op)
+
+    @guarded(apb.Tenant)
+    async def create_tenant(self, req: apb.TenantChange, ctx: Any) -> apb.Tenant:
+        async def op(actor: str) -> apb.Tenant:
+            fields = _fields(req.fields_json)
+            if isinstance(fields, dict) and req.name:
+                fields = {**fields, "name": req.name}
+            return _tenant_pb(await self.svc.create_tenant(fields, actor))
+
+        return await self._call(ctx, apb.Tenant, op)
+
+    @guarded(apb.Tenant)
+    async def update_tenant(self, req: apb.TenantChange, ctx: Any) -> apb.Tenant:
+        async def op(actor: str) -> apb.Tenant:
+            return _tenant_pb(await self.svc.update_tenant(req.name, _fields(req.fields_json), actor))
+
+        return await self._call(ctx, apb.Tenant, op)
+
+    @guarded(apb.DeleteTenantResponse)
+    async def delete_tenant(self, req: apb.TenantRequest, ctx: Any) -> apb.DeleteTenantResponse:
+        async def op(actor: str) -> apb.DeleteTenantResponse:
+            out = await self.svc.delete_tenant(req.name, actor)
+            return apb.DeleteTenantResponse(name=out["name"], keys_revoked=out["keys_revoked"])
+
+        return await self._call(ctx, apb.DeleteTenantResponse, op)
+
+    @guarded(apb.NewKey)
+    async def create_key(self, req: apb.TenantRequest, ctx: Any) -> apb.NewKey:
+        async def op(actor: str) -> apb.NewKey:
+            return apb.NewKey(**await self.svc.create_key(req.name, actor))
+
+        return await self._call(ctx, apb.NewKey, op)
+
+    @guarded(apb.KeyList)
+    async def list_keys(self, req: apb.TenantRequest, ctx: Any) -> apb.KeyList:
+        async def op(actor: str) -> apb.KeyList:
+            keys = await self.svc.list_keys(req.name)
+            return apb.KeyList(keys=[apb.KeyRef(tenant=req.name, digest_prefix=k["digest_prefix"]) for k in keys])
+
+        return await self._call(ctx, apb.KeyList, op)
+
+    @guarded(apb.KeyRef)
+    async def revoke_key(self, req: apb.RevokeKeyRequest, ctx: Any) -> apb.KeyRef:
+        async def op(actor: str) -> apb.KeyRef:
+            out = await self.svc.revoke_key(req.name, req.digest_prefix, actor)
+            return apb.KeyRef(tenant=out["tenant"], digest_prefix=out["digest_prefix"])
+
+        return await self._call(ctx, apb.KeyRef, op)
+
+    @guarded(apb.Spend)
+    async def get_spend(self, req: apb.SpendRequest, ctx: Any) -> apb.Spend:
+        async def op(actor: str) -> apb.Spend:
+            rows = await self.svc.usage(req.period or None)
+            return apb.Spend(tenants=[apb.TenantSpend(name=r["name"], usage=_usage_pb(r)) for r in rows])
+
+        return await self._call(ctx, apb.Spend, op)
+
+    @guarded(apb.Queues)
+    async def get_queues(self, req: apb.QueuesRequest, ctx: Any) -> apb.Queues:
+        async def op(actor: str) -> apb.Queues:
+            q = await self.svc.queues()
+            models = [
+                apb.ModelQueue(
+                    model=m["model"], waiting=m["waiting"], oldest_wait_s=m["oldest_wait_s"], running=m["running"],
+                    replicas=[apb.Replica(id=r["id"], load_json=json.dumps({k: v for k, v in r.items() if k != "id"}))
+                              for r in m["replicas"]],
+                )
+                for m in q["models"]
+            ]  # fmt: skip
+            return apb.Queues(bands=q["bands"], models=models)
+
+        return await self._call(ctx, apb.Queues, op)
+
+    @guarded(apb.Audit)
+    async def read_audit(self, req: apb.AuditRequest, ctx: Any) -> apb.Audit:
+        async def op(actor: str) -> apb.Audit:
+            rows = await self.svc.audit(req.count or 50)
+            return apb.Audit(entries=[apb.AuditEntry(id=r.pop("id"), fields=r) for r in rows])
+
+        return await self._call(ctx, apb.Audit, op)

@@ -173,7 +173,8 @@ def place(req: RouteRequest, tenant: TenantPolicy, models: Sequence[ModelOption]
             cheapest = reserve if cheapest is None else min(cheapest, reserve)
             if tenant.budget_left_nusd is None or reserve <= tenant.budget_left_nusd:
                 return Placement(m.name, band, e, max_tokens, reserve, req.model, effort)
-    left = tenant.budget_left_nusd or 0
+    # Below zero when the budget was lowered under what is already reserved and spent.
+    left = max(0, tenant.budget_left_nusd or 0)
     raise BudgetExhausted(
         f"tenant {tenant.name!r} has {usd(left)} of budget left; this request may cost up to {usd(cheapest or 0)}. "
         "Lower max_tokens or raise the budget.",

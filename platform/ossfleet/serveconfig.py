@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from ossfleet.config import PlatformConfig
-from ossfleet.grpc_api import SERVICER_FUNCTION
+from ossfleet.grpc_api import SERVICER_FUNCTIONS
 
 
 def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
         "http_options": {"host": "0.0.0.0", "port": cfg.endpoints.http_port},
         "grpc_options": {
             "port": cfg.endpoints.grpc_port,
-            "grpc_servicer_functions": [SERVICER_FUNCTION],
+            "grpc_servicer_functions": SERVICER_FUNCTIONS,
             "enable_reflection": True,
         },
         "applications": apps,

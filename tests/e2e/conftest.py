@@ -81,14 +81,14 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> 
     from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
-    from ossfleet.grpc_api import SERVICER_FUNCTION
+    from ossfleet.grpc_api import SERVICER_FUNCTIONS
 
     port, grpc_port = free_port(), free_port()
     cfg = parse_config(platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port), "<e2e>")
     serve.start(
         proxy_location="HeadOnly",
         http_options={"host": "127.0.0.1", "port": port},
-        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION], enable_reflection=True),
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS, enable_reflection=True),
     )
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
     client = connect(redis_server.url)
