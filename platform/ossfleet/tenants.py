@@ -19,6 +19,7 @@ compares against the new limit) and lets running ones finish.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -73,7 +74,8 @@ class TenantRegistry:
         self._cache: dict[str, TenantConfig] = {}
         self._version: str | None = None
         self._checked = float("-inf")
-        self._seeded = False
+        self._seeding: asyncio.Future[list[str]] | None = None
+        self._loading: asyncio.Future[None] | None = None
 
     def key(self, *parts: str) -> str:
         return "{" + self.ns + "}:" + ":".join(parts)
@@ -88,13 +90,29 @@ class TenantRegistry:
         await self._refresh()
         return sorted(self._cache.values(), key=lambda t: t.name)
 
+    async def seeded(self) -> None:
+        """Seed once per process; every caller waits for the same seeding (a failed one is tried again)."""
+        if self._seeding is None or (self._seeding.done() and self._seeding.exception() is not None):
+            self._seeding = asyncio.ensure_future(self.seed())
+            self._version = None  # read everything again once seeded
+        await asyncio.shield(self._seeding)
+
     async def _refresh(self, force: bool = False) -> None:
-        if not self._seeded:
-            await self.seed()
+        """Re-read the tenants if their version moved (checked at most every ``refresh_s``); callers that
+        come while a read is under way wait for it rather than see what was there before."""
+        await self.seeded()
+        if self._loading is not None and not self._loading.done():
+            await asyncio.shield(self._loading)
+            if not force:
+                return
         now = time.monotonic()
-        if not force and now - self._checked < self.refresh_s:
+        if not force and self._version is not None and now - self._checked < self.refresh_s:
             return
         self._checked = now
+        self._loading = asyncio.ensure_future(self._load(force))
+        await asyncio.shield(self._loading)
+
+    async def _load(self, force: bool) -> None:
         version = await self.r.get(self.key("tenants", "version"))
         v = _s(version) if version is not None else "0"
         if v == self._version and not force:
@@ -109,7 +127,6 @@ class TenantRegistry:
 
     async def seed(self) -> list[str]:
         """Write the config file's tenants whose definition changed since last seeded; returns their names."""
-        self._seeded = True
         changed = []
         for t in self.cfg.tenants:
             doc = document(t)
@@ -156,8 +173,7 @@ class TenantRegistry:
         return bool(ok)
 
     async def create(self, data: dict[str, Any], actor: str) -> TenantConfig:
-        if not self._seeded:
-            await self.seed()
+        await self.seeded()
         t = self._validated(data)
         doc = document(t)
         if not await self._cas(t.name, "", doc):
@@ -167,8 +183,7 @@ class TenantRegistry:
 
     async def read(self, name: str) -> tuple[TenantConfig, str]:
         """A tenant as Redis holds it now (not the cache), and its document for a compare-and-set."""
-        if not self._seeded:
-            await self.seed()
+        await self.seeded()
         raw = await self.r.get(self.key("tenant", name))
         if raw is None:
             raise NotFound(f"no tenant {name!r}", param="name")

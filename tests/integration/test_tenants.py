@@ -104,3 +104,13 @@ async def test_tenants_an_update_computed_from_a_stale_read_is_refused(clients, 
     t, _ = await reg.read("acme")
     assert not await reg._cas("acme", stale, document(t))  # the other admin's write is not lost
     assert (await reg.read("acme"))[0].weight == 3
+
+
+async def test_tenants_concurrent_first_requests_all_wait_for_the_seeding(clients, namespace):
+    # A gateway's first requests come together: none may read the tenants before the file's are written.
+    r, _ = clients
+    cfg = config(namespace)
+    cfg["tenants"] = [{"name": f"t{i}"} for i in range(60)]
+    reg = TenantRegistry(r, parse_config(cfg, "<t>"))
+    seen = await asyncio.gather(*(reg.get(f"t{i}") for i in range(60)))
+    assert all(t is not None for t in seen)
