@@ -38,6 +38,15 @@ module "sizing" {
 
   models = var.models
   gpu    = { for model, type in var.gpu_instance_types : model => local.instance_gpus[type] }
+  # Refused at plan time: a pod (gpu_pod_resources included) that cannot fit its node.
+  pods = {
+    for model, type in var.gpu_instance_types : model => {
+      cpu             = tonumber(local.gpu_pods[model].cpu)
+      memory_gib      = tonumber(trimsuffix(local.gpu_pods[model].memory, "Gi"))
+      node_vcpus      = local.instance_types[type].vcpus
+      node_memory_gib = local.instance_types[type].memory_gib
+    }
+  }
 }
 
 module "network" {

@@ -56,9 +56,14 @@ variable "gpu_node_disk_gib" {
 }
 
 variable "gpu_pod_resources" {
-  description = "CPU and memory of a model's Ray worker pod, where the default (from its instance type: every vCPU but one, 85% of the memory) does not suit."
+  description = "CPU and memory of a model's Ray worker pod, where the default (from its instance type: every vCPU but one, 85% of the memory) does not suit. CPUs as a number (\"6\"), memory in Gi (\"40Gi\"); a pod that cannot fit its node is refused at plan time."
   type        = map(object({ cpu = string, memory = string }))
   default     = {}
+
+  validation {
+    condition     = alltrue([for p in values(var.gpu_pod_resources) : can(tonumber(p.cpu)) && can(regex("^[0-9]+Gi$", p.memory))])
+    error_message = "gpu_pod_resources: cpu is a number of CPUs (\"6\") and memory a whole number of Gi (\"40Gi\")."
+  }
 }
 
 variable "kubernetes_version" {

@@ -39,3 +39,13 @@ output "min_gpu_nodes" {
     )
   }
 }
+
+output "pods_fit" {
+  description = "Whether each model's pod fits its node: at most the node's vCPUs less half a vCPU and 90% of its memory, the rest being the kubelet's, the system daemonsets' and the node's reserve."
+  value       = { for name, p in var.pods : name => p.cpu <= p.node_vcpus - 0.5 && p.memory_gib <= p.node_memory_gib * 0.9 }
+
+  precondition {
+    condition     = alltrue([for p in values(var.pods) : p.cpu <= p.node_vcpus - 0.5 && p.memory_gib <= p.node_memory_gib * 0.9])
+    error_message = "A model's Ray worker pod does not fit its node (${jsonencode({ for k, p in var.pods : k => "${p.cpu} CPU / ${p.memory_gib} GiB on a node of ${p.node_vcpus} vCPUs / ${p.node_memory_gib} GiB" if !(p.cpu <= p.node_vcpus - 0.5 && p.memory_gib <= p.node_memory_gib * 0.9) })}): lower gpu_pod_resources or choose a larger instance type."
+  }
+}

@@ -60,3 +60,14 @@ variable "runtime_overhead_gib" {
   type        = number
   default     = 0.75
 }
+
+variable "pods" {
+  description = "Each model's Ray worker pod (CPUs, memory in GiB) and the node it runs on (vCPUs, memory in GiB), so that a pod which cannot fit its node is refused at plan time. Empty: not checked."
+  type = map(object({
+    cpu             = number
+    memory_gib      = number
+    node_vcpus      = number
+    node_memory_gib = number
+  }))
+  default = {}
+}

@@ -119,3 +119,36 @@ run "rejects_a_model_that_fits_no_stage_count" {
   }
   expect_failures = [output.stages]
 }
+
+run "deploy_pods_sized_from_a_g6_xlarge_fit" {
+  command = plan
+  variables {
+    gpu = {
+      "gpt-oss-20b"  = { gpu_memory_gib = 24, gpus_per_node = 1 }
+      "gpt-oss-120b" = { gpu_memory_gib = 80, gpus_per_node = 8 }
+    }
+    pods = {
+      # The example's default for a g6.xlarge (4 vCPUs, 16 GiB): every vCPU but one, 85% of the memory.
+      "gpt-oss-20b" = { cpu = 3, memory_gib = 13, node_vcpus = 4, node_memory_gib = 16 }
+    }
+  }
+  assert {
+    condition     = output.pods_fit["gpt-oss-20b"]
+    error_message = "a 3 CPU / 13 GiB pod should fit a g6.xlarge."
+  }
+}
+
+run "deploy_rejects_a_pod_larger_than_its_node" {
+  command = plan
+  variables {
+    gpu = {
+      "gpt-oss-20b"  = { gpu_memory_gib = 24, gpus_per_node = 1 }
+      "gpt-oss-120b" = { gpu_memory_gib = 80, gpus_per_node = 8 }
+    }
+    pods = {
+      # What the first version of the example asked for on a g6.xlarge: 24 GiB on a 16 GiB node.
+      "gpt-oss-20b" = { cpu = 3, memory_gib = 24, node_vcpus = 4, node_memory_gib = 16 }
+    }
+  }
+  expect_failures = [output.pods_fit]
+}
