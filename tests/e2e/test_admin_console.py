@@ -230,19 +230,26 @@ def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service(found[1]), options=opts)
     wait = WebDriverWait(driver, 60)
+
+    def text(selector: str) -> str | None:
+        # Read in the page in one step: the page redraws its tables every 2 s, so an element found by one
+        # WebDriver call may be gone by the next.
+        return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent",
+                                     selector)  # fmt: skip
+
     try:
         driver.get(platform.base_url + "/console")
         driver.find_element(By.ID, "key").send_keys(admin_key)
         driver.find_element(By.ID, "connect").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tenants tr[data-tenant='acme']"))
+        wait.until(lambda d: text("#tenants tr[data-tenant='acme']"))
         driver.find_element(By.ID, "new-name").send_keys("stark")
         driver.find_element(By.ID, "create-tenant").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tenants tr[data-tenant='stark']"))
+        wait.until(lambda d: text("#tenants tr[data-tenant='stark']"))
         driver.find_element(By.ID, "create-key").click()  # the form holds the tenant just created
-        wait.until(lambda d: d.find_element(By.ID, "new-key").text.startswith("osf-"))
-        key = driver.find_element(By.ID, "new-key").text
+        wait.until(lambda d: (text("#new-key") or "").startswith("osf-"))
+        key = text("#new-key")
         spent = "#tenants tr[data-tenant='stark'] .spent"
-        assert driver.find_element(By.CSS_SELECTOR, spent).text == "$0.000000"
+        assert text(spent) == "$0.000000"
         # The new tenant's first request, in the background, while the page keeps refreshing.
         client = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=key, max_retries=0)
         done = threading.Event()
@@ -254,10 +261,10 @@ def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend
 
         threading.Thread(target=first_request, daemon=True).start()
         assert done.wait(120)
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, spent).text != "$0.000000")
-        assert float(driver.find_element(By.CSS_SELECTOR, spent).text.lstrip("$")) > 0
-        assert driver.find_elements(By.CSS_SELECTOR, "#replicas tr[data-model='gpt-oss-20b']")
-        assert driver.find_elements(By.CSS_SELECTOR, "#queue-chart polyline")
+        wait.until(lambda d: text(spent) not in (None, "$0.000000"))
+        assert float((text(spent) or "").lstrip("$")) > 0
+        assert text("#replicas tr[data-model='gpt-oss-20b']")
+        assert driver.execute_script("return document.querySelectorAll('#queue-chart polyline').length") > 0
         shot = tmp_path / "console.png"
         driver.execute_script("document.getElementById('new-key').textContent = 'osf-...'")  # no key in an image
         driver.save_screenshot(str(shot))
