@@ -107,6 +107,8 @@ def test_structured_streamed_json_schema_answer_validates(client):
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"] and text.startswith("{")
     jsonschema.validate(json.loads(text), PERSON)
 
 
