@@ -154,9 +154,20 @@ class HarmonyRenderer:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tok = tokenizer
         self.ids = SpecialIds.of(tokenizer)
+        self._cache: dict[str, list[int]] = {}
 
     def _text(self, s: str) -> list[int]:
         return list(self.tok.encode(s, add_special_tokens=False, split_special_tokens=True)) if s else []
+
+    def _fixed(self, s: str) -> list[int]:
+        """:meth:`_text` of the format's own strings (roles, channels, the system message of a day), which
+        repeat in every prompt: tokenized once (caller text never goes through here)."""
+        ids = self._cache.get(s)
+        if ids is None:
+            if len(self._cache) >= 256:  # the system message changes daily: keep the cache small
+                self._cache.clear()
+            ids = self._cache[s] = self._text(s)
+        return ids
 
     def render(
         self,
@@ -175,9 +186,9 @@ class HarmonyRenderer:
         i = self.ids
         out: list[int] = [
             i.start,
-            *self._text("system"),
+            *self._fixed("system"),
             i.message,
-            *self._text(system_text(effort, bool(tools), today)),
+            *self._fixed(system_text(effort, bool(tools), today)),
             i.end,
         ]
         instructions = "\n\n".join(m.content for m in messages if m.role in ("system", "developer") and m.content)
@@ -185,27 +196,27 @@ class HarmonyRenderer:
             dev = f"# Instructions\n\n{instructions}" if instructions else ""
             if tools:
                 dev = f"{dev}\n\n{render_tools(tools)}" if dev else render_tools(tools)
-            out += [i.start, *self._text("developer"), i.message, *self._text(dev), i.end]
+            out += [i.start, *self._fixed("developer"), i.message, *self._text(dev), i.end]
         names = {c.id: c.name for m in messages for c in m.tool_calls}
         for m in messages:
             if m.role == "user":
-                out += [i.start, *self._text("user"), i.message, *self._text(m.content), i.end]
+                out += [i.start, *self._fixed("user"), i.message, *self._text(m.content), i.end]
             elif m.role == "assistant":
                 if m.reasoning:
-                    out += [i.start, *self._text("assistant"), i.channel, *self._text("analysis"), i.message]
+                    out += [i.start, *self._fixed("assistant"), i.channel, *self._fixed("analysis"), i.message]
                     out += [*self._text(m.reasoning), i.end]
                 for c in m.tool_calls:
-                    out += [i.start, *self._text("assistant"), i.channel]
+                    out += [i.start, *self._fixed("assistant"), i.channel]
                     out += self._text(f"commentary to=functions.{c.name} ")
-                    out += [i.constrain, *self._text("json"), i.message, *self._text(c.arguments), i.call]
+                    out += [i.constrain, *self._fixed("json"), i.message, *self._text(c.arguments), i.call]
                 if m.content:
-                    out += [i.start, *self._text("assistant"), i.channel, *self._text("final"), i.message]
+                    out += [i.start, *self._fixed("assistant"), i.channel, *self._fixed("final"), i.message]
                     out += [*self._text(m.content), i.end]
             elif m.role == "tool":
                 name = m.name or names.get(m.tool_call_id or "", "tool")
                 out += [i.start, *self._text(f"functions.{name} to=assistant"), i.channel]
-                out += [*self._text("commentary"), i.message, *self._text(m.content), i.end]
-        out += [i.start, *self._text("assistant")]
+                out += [*self._fixed("commentary"), i.message, *self._text(m.content), i.end]
+        out += [i.start, *self._fixed("assistant")]
         return out
 
 

@@ -171,3 +171,18 @@ def test_hardening_special_tokens_never_reach_content_reasoning_or_tool_argument
     raw = RawTextStream(tok)
     text = "".join(d.text for d in raw.feed([*w("hi "), ids.start, ids.channel, *w("there")]) + raw.finish())
     assert text == "hi there"
+
+
+def test_the_formats_own_strings_are_tokenized_once_and_render_the_same(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    from ossfleet.harmony import HarmonyRenderer, Message
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    cached, fresh = HarmonyRenderer(tok), HarmonyRenderer(tok)
+    msgs = [Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello", reasoning="r"),
+            Message("user", "Again")]  # fmt: skip
+    first = cached.render(msgs, today="2026-12-01")
+    assert cached.render(msgs, today="2026-12-01") == first == fresh.render(msgs, today="2026-12-01")
+    assert "user" in cached._cache and "assistant" in cached._cache
+    assert "Hi" not in cached._cache and "Be brief." not in cached._cache  # caller text is never cached
