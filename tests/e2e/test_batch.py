@@ -173,6 +173,33 @@ def test_dedicated_mode_runs_2000_lines_on_ray_data_once_each(platform):
     assert after["spent"] - before["spent"] == sum(cost_of(x) for x in out)
 
 
+@pytest.mark.parametrize("mode", ["queue", "dedicated"])
+def test_structured_output_and_logprobs_lines_run_in_both_modes(platform, mode):
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99},
+              "ok": {"type": "boolean"}}, "required": ["n", "ok"], "additionalProperties": False}  # fmt: skip
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    rows = [{"custom_id": f"s-{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 96,
+                      "temperature": 0, "response_format": fmt, "logprobs": True}} for i in range(6)]  # fmt: skip
+    client = openai_client(platform)
+    f = client.files.create(file=("s.jsonl", io.BytesIO("\n".join(json.dumps(r) for r in rows).encode())),
+                            purpose="batch")  # fmt: skip
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                              extra_body={"mode": mode})  # fmt: skip
+    b = wait_for(client, b.id)
+    assert b.status == "completed", b
+    out, err = assert_each_line_once(client, b, 6, prefix="s")
+    assert err == []
+    for x in out:
+        choice = x["response"]["body"]["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+        tokens = choice["logprobs"]["content"]
+        assert tokens and bytes([c for t in tokens for c in t["bytes"]]).decode() == choice["message"]["content"]
+
+
 def test_bad_lines_are_reported_with_their_numbers_and_nothing_runs(platform):
     client = openai_client(platform)
     good = jsonl(3).decode().splitlines()

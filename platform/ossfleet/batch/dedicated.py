@@ -131,7 +131,7 @@ class DedicatedEngine:
         out.input_tokens, out.output_tokens = len(prompt), n
         cost = cost_nusd(self.m.price, len(prompt), n, self.cfg.batch.discount)
         out.cost_nusd = cost
-        body = response_body(self.endpoint, rid, self.m.name, 0, out)
+        body = response_body(self.endpoint, rid, self.m.name, 0, out, req.logprobs is not None)
         return True, output_line(row.custom_id, rid, body), len(prompt), n, cost
 
 

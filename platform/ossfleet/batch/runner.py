@@ -175,9 +175,9 @@ class JobRunner:
             err = from_unexpected(e, log, f"batch {job.id} line {line.index + 1}")
             await self._record_error(job, line, err.code, err.message, err.http_status)
             return None
-        return self._collect(job, line, sub.request_id, sub.placement.model)
+        return self._collect(job, line, sub.request_id, sub.placement.model, req.logprobs is not None)
 
-    async def _collect(self, job: Job, line: BatchLine, rid: str, model: str) -> None:
+    async def _collect(self, job: Job, line: BatchLine, rid: str, model: str, logprobs: bool = False) -> None:
         """Wait for the line's request to end and record its response or its error."""
         try:
             out = await self.core.outcome(rid)
@@ -188,7 +188,7 @@ class JobRunner:
                 code, message = "generation_failed", e.message
             await self._record_error(job, line, code, message, 500, rid)
             return
-        body = response_body(job.endpoint, rid, model, self.created, out)
+        body = response_body(job.endpoint, rid, model, self.created, out, logprobs)
         await self.store.record(job.id, line.index, True, output_line(line.custom_id, rid, body))
 
     async def _record_error(

@@ -292,10 +292,12 @@ def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatReque
     return replace(req, batch=True)
 
 
-def response_body(endpoint: str, rid: str, model: str, created: int, o: Outcome) -> dict[str, Any]:
-    """The response a request to ``endpoint`` gets, whole (not streamed)."""
+def response_body(
+    endpoint: str, rid: str, model: str, created: int, o: Outcome, logprobs: bool = False
+) -> dict[str, Any]:
+    """The response a request to ``endpoint`` gets, whole (not streamed); with ``logprobs``, the answer's."""
     build = completion_body if endpoint == "/v1/chat/completions" else text_completion_body
-    return build(rid, model, created, [o])
+    return build(rid, model, created, [o], logprobs)
 
 
 def usage_body(outs: list[Outcome]) -> dict[str, int]:
