@@ -79,49 +79,54 @@ def _show(t: dict[str, Any]) -> str:
     )
 
 
-def cmd_tenants(args: argparse.Namespace) -> int:
+def _tenants(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    if args.tenants_cmd == "list":
+        data = call(args, "GET", "/admin/v1/tenants")
+        return data, [_show(t) for t in data["data"]] or ["(no tenants)"]
+    if args.tenants_cmd == "show":
+        data = call(args, "GET", f"/admin/v1/tenants/{args.name}")
+        return data, [_show(data)]
+    if args.tenants_cmd == "create":
+        data = call(args, "POST", "/admin/v1/tenants", {"name": args.name, **_fields(args)})
+        return data, ["created " + _show(data)]
+    if args.tenants_cmd == "update":
+        fields = _fields(args)
+        if not fields:
+            raise AdminError("nothing to change: give at least one of the options (see --help)")
+        data = call(args, "PATCH", f"/admin/v1/tenants/{args.name}", fields)
+        return data, ["updated " + _show(data)]
+    data = call(args, "DELETE", f"/admin/v1/tenants/{args.name}")
+    return data, [f"deleted {args.name} ({data['keys_revoked']} keys revoked)"]
+
+
+def _keys(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    if args.keys_cmd == "create":
+        data = call(args, "POST", f"/admin/v1/tenants/{args.tenant}/keys")
+        return data, [data["key"]]
+    if args.keys_cmd == "list":
+        data = call(args, "GET", f"/admin/v1/tenants/{args.tenant}/keys")
+        return data, [k["digest_prefix"] for k in data["data"]] or ["(no keys)"]
+    data = call(args, "DELETE", f"/admin/v1/tenants/{args.tenant}/keys/{args.digest_prefix}")
+    return data, [f"revoked {data['digest_prefix']}"]
+
+
+def _print(args: argparse.Namespace, run: Any) -> int:
+    """Run a command; print the API's JSON (--json) or its lines; a refusal goes to stderr, exit 2."""
     try:
-        if args.tenants_cmd == "list":
-            data = call(args, "GET", "/admin/v1/tenants")
-            lines = [_show(t) for t in data["data"]] or ["(no tenants)"]
-        elif args.tenants_cmd == "show":
-            data = call(args, "GET", f"/admin/v1/tenants/{args.name}")
-            lines = [_show(data)]
-        elif args.tenants_cmd == "create":
-            data = call(args, "POST", "/admin/v1/tenants", {"name": args.name, **_fields(args)})
-            lines = ["created " + _show(data)]
-        elif args.tenants_cmd == "update":
-            fields = _fields(args)
-            if not fields:
-                raise AdminError("nothing to change: give at least one of the options (see --help)")
-            data = call(args, "PATCH", f"/admin/v1/tenants/{args.name}", fields)
-            lines = ["updated " + _show(data)]
-        else:
-            data = call(args, "DELETE", f"/admin/v1/tenants/{args.name}")
-            lines = [f"deleted {args.name} ({data['keys_revoked']} keys revoked)"]
+        data, lines = run(args)
     except AdminError as e:
         print(f"ossfleet: {e}", file=sys.stderr)
         return 2
     print(json.dumps(data, indent=2) if args.json else "\n".join(lines))
     return 0
+
+
+def cmd_tenants(args: argparse.Namespace) -> int:
+    return _print(args, _tenants)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    try:
-        if args.keys_cmd == "create":
-            data = call(args, "POST", f"/admin/v1/tenants/{args.tenant}/keys")
-            lines = [data["key"]]
-        elif args.keys_cmd == "list":
-            data = call(args, "GET", f"/admin/v1/tenants/{args.tenant}/keys")
-            lines = [k["digest_prefix"] for k in data["data"]] or ["(no keys)"]
-        else:
-            data = call(args, "DELETE", f"/admin/v1/tenants/{args.tenant}/keys/{args.digest_prefix}")
-            lines = [f"revoked {data['digest_prefix']}"]
-    except AdminError as e:
-        print(f"ossfleet: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(data, indent=2) if args.json else "\n".join(lines))
-    return 0
+    return _print(args, _keys)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

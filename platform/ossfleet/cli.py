@@ -214,35 +214,42 @@ def cmd_terraform_vars(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_create(args: argparse.Namespace) -> int:
+def _redis_of(args: argparse.Namespace, what: str) -> Any:
+    """The Redis client of ``--config`` (or ``--redis-url``), or None after saying what is missing."""
     from ossfleet.redisdb import connect
+
+    cfg = _load(args.config)
+    url = args.redis_url or cfg.redis.url
+    if not url:
+        print(f"ossfleet: {what} needs --redis-url (or redis.url in the config)", file=sys.stderr)
+        return None
+    return connect(url, cfg.redis)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
     from ossfleet.tenancy import new_api_key, register_key
 
     cfg = _load(args.config)
     if cfg.tenant(args.tenant) is None:
         print(f"ossfleet: tenant {args.tenant!r} is not in {args.config}", file=sys.stderr)
         return 2
-    url = args.redis_url or cfg.redis.url
-    if not url:
-        print("ossfleet: keys create needs --redis-url (or redis.url in the config)", file=sys.stderr)
+    client = _redis_of(args, "keys create")
+    if client is None:
         return 2
     key = new_api_key()
-    register_key(connect(url, cfg.redis), cfg.redis.namespace, args.tenant, key, actor="ossfleet keys create")
+    register_key(client, cfg.redis.namespace, args.tenant, key, actor="ossfleet keys create")
     print(key)
     return 0
 
 
 def cmd_admin_keys_create(args: argparse.Namespace) -> int:
-    from ossfleet.redisdb import connect
     from ossfleet.tenancy import new_api_key, register_admin_key
 
-    cfg = _load(args.config)
-    url = args.redis_url or cfg.redis.url
-    if not url:
-        print("ossfleet: admin-keys create needs --redis-url (or redis.url in the config)", file=sys.stderr)
+    client = _redis_of(args, "admin-keys create")
+    if client is None:
         return 2
     key = new_api_key()
-    register_admin_key(connect(url, cfg.redis), cfg.redis.namespace, args.name, key, actor="ossfleet admin-keys create")
+    register_admin_key(client, _load(args.config).redis.namespace, args.name, key, actor="ossfleet admin-keys create")
     print(key)
     return 0
 

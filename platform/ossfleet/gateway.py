@@ -331,10 +331,10 @@ class GatewayCore:
         while True:
             batch = await self.hub.read(request_id, after, timeout_s=2.0)
             if not batch:
-                state = await self.queue.request_state(request_id)
-                if not state:  # the request record expired (or never existed): nothing will come
+                state = await self.queue.state(request_id)
+                if state is None:  # the request record expired (or never existed): nothing will come
                     raise RequestFailed(f"request {request_id} is no longer known")
-                if state.get("state") in ENDED and after != "0-0":
+                if state in ENDED and after != "0-0":
                     # Its terminal event was written with its end. A reader resuming past it has it all;
                     # otherwise it is in Redis (the hub's read may have timed out just as it came).
                     batch = await self.queue.read_stream(request_id, after, block_ms=None)

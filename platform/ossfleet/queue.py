@@ -406,6 +406,11 @@ class RequestQueue:
         reply: Any = await self.r.xrange(self.key("alerts"), min=f"({after}" if after != "0-0" else "-", count=count)
         return [StreamEvent(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in reply]
 
+    async def state(self, request_id: str) -> str | None:
+        """A request's state alone (None once its record expired): one field, for readers that poll it."""
+        v = await self.r.hget(self.key("req", request_id), "state")
+        return None if v is None else _s(v)
+
     async def request_state(self, request_id: str) -> dict[str, str]:
         raw = await self.r.hgetall(self.key("req", request_id))
         return {_s(k): _s(v) for k, v in raw.items()}

@@ -47,9 +47,6 @@ class OutputFormat:
     schema: dict[str, Any] | None = None
     tools: tuple[Tool, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "schema": self.schema, "tools": [[t.name, t.parameters] for t in self.tools]}
-
 
 def _json_rule(schema: dict[str, Any] | None) -> str:
     s: dict[str, Any] = dict(schema) if schema else {"type": "object"}

@@ -6,8 +6,8 @@ A request's stream (``stream:<id>``) holds ``delta`` entries, then one terminal 
   ``tool_call``), ``text``; a tool call adds ``id``, ``name``, ``arguments``; a content delta of a
   request that asked for log-probabilities adds ``logprobs`` (a JSON list in OpenAI's chat form).
   Written by the replica (:func:`delta_event`).
-- ``done``: ``finish_reason`` (see :data:`FINISH_REASONS`), ``input_tokens``, ``output_tokens``,
-  ``cost_nusd``. Written by ``complete.lua`` and ``cancel.lua``.
+- ``done``: ``finish_reason`` (``stop`` | ``length`` | ``tool_calls`` | ``cancelled``),
+  ``input_tokens``, ``output_tokens``, ``cost_nusd``. Written by ``complete.lua`` and ``cancel.lua``.
 - ``error``: ``error`` (what went wrong), ``attempts``. Written by ``fail.lua`` and ``reap.lua``.
 """
 
@@ -22,12 +22,10 @@ from ossfleet.harmony import Delta
 
 TERMINAL = ("done", "error")  # entry types that end a stream
 ENDED = ("done", "cancelled", "dead")  # request states after which its stream gets no further entry
-# Why a request ended: its stop token or string, max_tokens, a tool call, or a cancel. OpenAI's
-# responses know no "cancelled": there it reads as "stop".
-FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled")
 
 
 def openai_finish(reason: str) -> str:
+    """A finish reason as OpenAI's responses say it: they know no "cancelled" (it reads as "stop")."""
     return {"cancelled": "stop", "abort": "stop"}.get(reason, reason)
 
 
