@@ -181,3 +181,36 @@ def _write_mxfp4(model, out: Path) -> None:  # model: GptOssForCausalLM
     cfg["quantization_config"] = MXFP4_QUANTIZATION_CONFIG
     cfg["dtype"] = "bfloat16"
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def make_tiny_adapter(
+    base: str | Path,
+    directory: str | Path,
+    *,
+    rank: int = 4,
+    alpha: int = 8,
+    seed: int = 0,
+    modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    base_name: str = "openai/gpt-oss-20b",
+) -> Path:
+    """A random LoRA adapter for a (tiny) checkpoint, written by PEFT itself: ``adapter_config.json`` and
+    ``adapter_model.safetensors``, exactly as a fine-tune saves them. Its weights are random (PEFT's
+    ``init_lora_weights=False``), so it changes the model's tokens; ``base_name`` goes in the config as the
+    model it was trained on (what a fine-tune of the released checkpoint says)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = Path(directory)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(modules), lora_dropout=0.0,
+                     init_lora_weights=False)  # fmt: skip
+    peft_model = get_peft_model(model, cfg)
+    peft_model.save_pretrained(str(out))
+    config_path = out / "adapter_config.json"
+    saved = json.loads(config_path.read_text())
+    saved["base_model_name_or_path"] = base_name
+    config_path.write_text(json.dumps(saved, indent=2) + "\n")
+    (out / "README.md").unlink(missing_ok=True)  # PEFT's model-card template, not part of the adapter
+    return out

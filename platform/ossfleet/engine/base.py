@@ -54,6 +54,7 @@ class EngineRequest:
     stop_token_ids: tuple[int, ...] = ()
     priority: int = 0  # the request's band: 0 first; a lower band is preempted first when KV runs short
     constraint: TokenConstraint | None = None  # structured output: the sampler only picks tokens it allows
+    adapter: str | None = None  # a LoRA adapter loaded on the engine (``load_adapter``); None: the base model
 
 
 @dataclass(frozen=True)

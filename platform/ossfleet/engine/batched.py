@@ -58,6 +58,11 @@ class StageExecutor(Protocol):
     def result(self, handle: Any) -> torch.Tensor:
         """The step's logits ``[len(step.sample_index), V]``; blocks until they exist."""
 
+    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
+        """Load a LoRA adapter on every stage (each keeps its layers' weights); returns the bytes held."""
+
+    def remove_adapter(self, key: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -79,6 +84,13 @@ class LocalExecutor:
 
     def result(self, handle: Any) -> torch.Tensor:
         return handle
+
+    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
+        return sum(int(s.add_adapter(key, config, data)) for s in self.stages)
+
+    def remove_adapter(self, key: str) -> None:
+        for s in self.stages:
+            s.remove_adapter(key)
 
     def close(self) -> None:
         self.stages = []
@@ -112,6 +124,17 @@ class RayExecutor:
         import ray
 
         return ray.get(handle)
+
+    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
+        import ray
+
+        ref = ray.put(data)
+        return sum(ray.get([a.add_adapter.remote(key, config, ref) for a in self.actors]))
+
+    def remove_adapter(self, key: str) -> None:
+        import ray
+
+        ray.get([a.remove_adapter.remote(key) for a in self.actors])
 
     def close(self) -> None:
         import ray
@@ -166,6 +189,7 @@ class BatchedEngine:
         self._stopping = False
         self.steps = 0
         self.kv_cache_bytes = 0
+        self.adapters: dict[str, int] = {}  # loaded LoRA adapters -> bytes held over all stages
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -199,6 +223,19 @@ class BatchedEngine:
         kv = s.used_blocks / self.config.num_blocks
         return EngineStats(len(s.running), len(s.waiting), self.max_slots, kv, self._meter.rate(time.monotonic()))
 
+    async def load_adapter(self, key: str, config: dict[str, Any], data: bytes) -> None:
+        """Load a LoRA adapter (PEFT's config and safetensors bytes) so requests may name it as ``adapter``.
+
+        Runs beside the step loop: a stage takes it between two forwards (a Ray actor runs its calls in
+        order; an in-process stage's step reads only the adapters of the requests in it).
+        """
+        self.adapters[key] = await asyncio.to_thread(self.executor.add_adapter, key, config, data)
+
+    async def unload_adapter(self, key: str) -> None:
+        """Free an adapter no running request uses (the caller's LRU knows which)."""
+        if self.adapters.pop(key, None) is not None:
+            await asyncio.to_thread(self.executor.remove_adapter, key)
+
     def abort(self, request_id: str) -> None:
         if request_id in self._rows:
             self._inbox.put(("abort", request_id))
@@ -221,6 +258,8 @@ class BatchedEngine:
             raise EngineError(f"the engine failed: {self._failed}")
         if request.request_id in self._rows:
             raise EngineError(f"request {request.request_id!r} is already running")
+        if request.adapter is not None and request.adapter not in self.adapters:
+            raise EngineError(f"adapter {request.adapter!r} is not loaded on this engine")
         row = _Row(request, asyncio.Queue(), generator_for(sp))
         self._rows[request.request_id] = row
         params = SeqParams(
@@ -288,14 +327,17 @@ class BatchedEngine:
         pos: list[int] = []
         chunks: list[tuple[int, int, int, list[int]]] = []
         sample_index: list[int] = []
+        adapters: list[str | None] = []
         for c in plan.chunks:
+            row = self._rows.get(c.request_id)
+            adapters.append(row.request.adapter if row is not None else None)
             n = len(c.token_ids)
             chunks.append((len(ids), n, c.start, list(c.block_ids)))
             ids += c.token_ids
             pos += range(c.start, c.start + n)
             if c.sample:
                 sample_index.append(len(ids) - 1)
-        return StepBatch(ids, pos, chunks, sample_index)
+        return StepBatch(ids, pos, chunks, sample_index, adapters if any(adapters) else None)
 
     def _sample(self, plan: StepPlan, logits: torch.Tensor) -> tuple[dict[str, int], dict[str, TokenLogprob], set[str]]:
         """Each sampling row's next token, within its stop-token bans and its grammar; the log-probabilities

@@ -41,6 +41,7 @@ class StepBatch:
     positions: list[int]  # their positions in their requests, [T]
     chunks: list[tuple[int, int, int, list[int]]]  # (offset in T, length, first position, block table)
     sample_index: list[int]  # packed indices whose logits are wanted, in order
+    adapters: list[str | None] | None = None  # per chunk: the LoRA adapter its request uses (None: the base)
 
 
 @dataclass

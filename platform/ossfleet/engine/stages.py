@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ossfleet.engine.kvcache import ATTENTION_NAME, PagedKVCache, StepBatch, register
+from ossfleet.engine.lora import StageAdapters
 
 register()
 
@@ -171,6 +172,7 @@ class PipelineStage:
             self._load(self.norm, {"weight": tensors["model.norm.weight"]}, fp32=True)
             self._load(self.lm_head, {"weight": tensors["lm_head.weight"]})
         self.cache: PagedKVCache | None = None
+        self.adapters = StageAdapters(self.layers, start, end, self.dtype, self.device)
 
     @classmethod
     def whole_model(cls, model: Any, weights: str = "bf16") -> PipelineStage:
@@ -197,6 +199,7 @@ class PipelineStage:
         self.lm_head = model.lm_head
         self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
         self.cache = None
+        self.adapters = StageAdapters(self.layers, 0, self.end, self.dtype, self.device)
         for layer in self.layers:  # the model's layers now read the paged cache
             layer.self_attn.config = cfg  # type: ignore[union-attr]
         self.weights = weights
@@ -246,6 +249,15 @@ class PipelineStage:
         )  # fmt: skip
         return self.cache.nbytes()
 
+    # -- LoRA adapters (engine/lora.py) ----------------------------------------------------------
+
+    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
+        """Load an adapter's weights for this stage's layers (the engine's LRU decides which stay)."""
+        return self.adapters.add(key, config, data)
+
+    def remove_adapter(self, key: str) -> None:
+        self.adapters.remove(key)
+
     # -- compute --------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -263,6 +275,7 @@ class PipelineStage:
         position_ids = torch.tensor(step.positions, dtype=torch.long, device=self.device)[None]
         h = self.embed(ids) if self.embed is not None else x.to(self.device, self.dtype)  # type: ignore[union-attr]
         meta = self.cache.meta(step, self.config.sliding_window, self.dtype)
+        self.adapters.bind(step.adapters or [], step.chunks)
         pe = self.rotary(h, position_ids)
         for layer in self.layers:
             h = layer(
