@@ -21,6 +21,7 @@ from ossfleet.engine.base import Engine
 from ossfleet.engine.factory import build_engine
 from ossfleet.queue import queue_for
 from ossfleet.redisdb import connect_async
+from ossfleet.storage import FileStorage
 from ossfleet.worker import ReplicaWorker
 
 log = logging.getLogger("ossfleet.replica")
@@ -51,6 +52,8 @@ class ModelReplica:
             queue_for(self.cfg, self.redis), self.engine, self.tokenizer,
             model=self.model.name, owner=self.owner, price=self.model.price, bell_client=self.bell,
             reserved_slots=int(self.model.max_batch_size * self.cfg.batch.reserved_slot_fraction),
+            storage=FileStorage(self.cfg.storage_url()), max_adapters=self.model.adapters.max_loaded,
+            adapter_surcharge=self.model.adapters.surcharge,
         )  # fmt: skip
         self.worker.start()
         log.info("event=replica_ready model=%s engine=%s stages=%d", self.model.name, self.model.engine,

@@ -120,6 +120,17 @@ class PriceConfig(_Section):
     output_per_1k: Annotated[float, Field(ge=0)] = 0.0
 
 
+class AdaptersConfig(_Section):
+    """Tenants' LoRA adapters on this model (engine: batched; see ossfleet/lora_format.py for what is served)."""
+
+    # Adapters each replica holds at once, least recently used evicted first; 0: no adapters on this model.
+    max_loaded: Annotated[int, Field(ge=0, le=256)] = 4
+    max_rank: Annotated[int, Field(ge=1, le=1024)] = 64
+    max_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    # Added to the model's price for every request that uses an adapter.
+    surcharge: PriceConfig = PriceConfig()
+
+
 class ReplicasConfig(_Section):
     min: Annotated[int, Field(ge=0)] = 1
     max: Annotated[int, Field(ge=1)] = 1
@@ -175,6 +186,7 @@ class ModelConfig(_Section):
     torch_threads: Annotated[int, Field(ge=1)] | None = None
     replicas: ReplicasConfig = ReplicasConfig()
     price: PriceConfig = PriceConfig()
+    adapters: AdaptersConfig = AdaptersConfig()
 
     @field_validator("spec")
     @classmethod

@@ -10,6 +10,7 @@ before Redis changes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -19,16 +20,27 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ossfleet import metrics
+from ossfleet.adapters import AdapterRecord, AdapterStore, split_model
 from ossfleet.catalog import CATALOG
 from ossfleet.config import PlatformConfig, TenantConfig
-from ossfleet.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, OssfleetError, RequestFailed
+from ossfleet.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    OssfleetError,
+    PermissionDenied,
+    RequestFailed,
+)
 from ossfleet.harmony import HarmonyRenderer, ReasoningEffort
-from ossfleet.pricing import NANO_PER_USD, cost_nusd
+from ossfleet.lora_format import AdapterInvalid, ModelShape, validate
+from ossfleet.pricing import NANO_PER_USD, cost_nusd, with_surcharge
 from ossfleet.protocol.chat import ChatRequest, check_request
 from ossfleet.protocol.events import ENDED, TERMINAL, Outcome, StreamEvent, fold
 from ossfleet.queue import Admission, GroupMember, QueueDepth, _s, queue_for
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
+from ossfleet.storage import FileStorage
 from ossfleet.streams import StreamHub
 from ossfleet.structured import Grammars, grammar
 from ossfleet.tasks import cancel_and_wait
@@ -45,6 +57,11 @@ class Submitted:
     input_tokens: int  # the group's, summed over its requests
     duplicate: bool
     request_ids: tuple[str, ...] = ()  # every choice's, in order; request_id is the first
+    model: str = ""  # what responses name: the placed model, or "<model>:<adapter>"
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.placement.model
 
 
 class GatewayCore:
@@ -69,6 +86,8 @@ class GatewayCore:
         # The tenants, as Redis holds them (seeded from the config; changed through the admin API).
         self.tenants = TenantRegistry(self.r, cfg)
         self.redis_url = redis_url
+        # Tenants' LoRA adapters: records in Redis, files beside the batch files.
+        self.adapters = AdapterStore(self.r, cfg.redis.namespace, FileStorage(cfg.storage_url()))
 
     async def close(self) -> None:
         self._render_pool.shutdown(wait=False, cancel_futures=True)
@@ -147,6 +166,47 @@ class GatewayCore:
         metrics.budget_left(t.name, max(0, left) / NANO_PER_USD)
         return left
 
+    # -- adapters ---------------------------------------------------------------------
+
+    def adapter_model(self, t: TenantConfig, model: str) -> Any:
+        """The model config an adapter is for, or the typed error that says why it cannot have one."""
+        m = self.cfg.model(model)
+        if m is None:
+            names = [x.name for x in self.cfg.models]
+            raise ModelNotFound(f"model {model!r} does not exist; available: {names}", param="model")
+        if not t.may_use(model):
+            raise PermissionDenied(f"tenant {t.name!r} may not use model {model!r}")
+        if not m.own_engine() or m.adapters.max_loaded == 0:
+            raise InvalidRequest(f"model {model!r} serves no adapters (its engine is {m.engine!r}, "
+                                 f"adapters.max_loaded {m.adapters.max_loaded})", param="model")  # fmt: skip
+        return m
+
+    async def upload_adapter(
+        self, t: TenantConfig, model: str, name: str, config: bytes, weights: bytes
+    ) -> AdapterRecord:
+        """Validate a PEFT LoRA adapter against its model and store it; a bad one is refused, stored nowhere."""
+        m = self.adapter_model(t, model)
+        path = self.cfg.model_path(m)
+        shape = ModelShape.of(json.loads((path / "config.json").read_text()))
+        names = (m.name, m.spec, str(path))
+        lim = m.adapters
+        try:
+            info = await asyncio.to_thread(
+                validate, config, weights, shape, max_rank=lim.max_rank, max_bytes=lim.max_bytes, base_names=names
+            )
+        except AdapterInvalid as e:
+            raise InvalidRequest(f"adapter refused: {e}", param=e.param) from None
+        rec = await self.adapters.put(t.name, model, name, config, weights, info)
+        log.info("event=adapter_stored tenant=%s adapter=%s rank=%d bytes=%d", t.name, rec.id, rec.rank, rec.nbytes)
+        return rec
+
+    async def adapter(self, t: TenantConfig, model_id: str) -> AdapterRecord:
+        """The tenant's adapter named ``<model>:<name>`` (not found for anyone else's)."""
+        model, name = split_model(model_id)
+        if name is None:
+            raise InvalidRequest(f"{model_id!r} names no adapter; use <model>:<adapter>", param="model")
+        return await self.adapters.get(t.name, model, name)
+
     # -- submit ----------------------------------------------------------------------
 
     def render(self, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
@@ -202,6 +262,21 @@ class GatewayCore:
         return g
 
     async def _submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
+        adapter: AdapterRecord | None = None
+        base, adapter_name = split_model(req.model)
+        if adapter_name is not None:
+            m = self.adapter_model(t, base)
+            try:
+                adapter = await self.adapters.get(t.name, base, adapter_name)
+            except NotFound:
+                raise ModelNotFound(
+                    f"model {req.model!r} does not exist: this tenant has no adapter {adapter_name!r} for {base!r} "
+                    "(upload one with POST /v1/adapters)",
+                    param="model",
+                ) from None
+            # An adapter request runs on its own base model, whatever the tenant's fallback policy.
+            req = replace(req, model=base)
+            t = t.model_copy(update={"allow_fallback": False})
         if req.model != AUTO and self.cfg.model(req.model) is None:
             names = [m.name for m in self.cfg.models]
             raise ModelNotFound(f"model {req.model!r} does not exist; available: {names} or 'auto'", param="model")
@@ -244,6 +319,7 @@ class GatewayCore:
         model_cfg = self.cfg.model(placement.model)
         assert model_cfg is not None
         discount = self.cfg.batch.discount if req.batch else 0.0
+        price = model_cfg.price if adapter is None else with_surcharge(model_cfg.price, model_cfg.adapters.surcharge)
         members = []
         for i, c in enumerate(choices):
             prompt = prompts[i // req.n]
@@ -265,7 +341,9 @@ class GatewayCore:
                 payload["logprobs"] = c.logprobs
             if req.batch:
                 payload["discount"] = discount
-            reserve = cost_nusd(model_cfg.price, len(prompt), placement.max_tokens, discount)
+            if adapter is not None:
+                payload["adapter"] = {"key": adapter.key, "path": adapter.path}
+            reserve = cost_nusd(price, len(prompt), placement.max_tokens, discount)
             members.append(GroupMember(uuid.uuid4().hex, payload, len(prompt), placement.max_tokens, reserve))
         if t.debug_logging:  # the tenant asked for its prompts in the logs
             for m in members:
@@ -298,6 +376,8 @@ class GatewayCore:
                 weight=t.weight,
                 idempotency_key=req.idempotency_key,
                 more=tuple(members[1:]),
+                adapter=adapter.key if adapter is not None else "",
+                usage_name=adapter.id if adapter is not None else "",
             )
         )
         input_tokens = sum(m.input_tokens for m in members)
@@ -311,7 +391,10 @@ class GatewayCore:
             len(members),
             admitted.duplicate,
         )
-        return Submitted(admitted.request_id, placement, input_tokens, admitted.duplicate, admitted.request_ids)
+        return Submitted(
+            admitted.request_id, placement, input_tokens, admitted.duplicate, admitted.request_ids,
+            adapter.id if adapter is not None else placement.model,
+        )  # fmt: skip
 
     # -- results ---------------------------------------------------------------------
 

@@ -140,9 +140,10 @@ class Generation:
         constraint: TokenConstraint | None = None,
         priority: int = 0,
         token_bytes: TokenBytes | None = None,
+        adapter: str | None = None,
     ) -> None:
         self.special = SpecialIds.of(tokenizer)
-        self.request = EngineRequest(request_id, prompt, sampling, self.special.stop, priority, constraint)
+        self.request = EngineRequest(request_id, prompt, sampling, self.special.stop, priority, constraint, adapter)
         self.parser: HarmonyStreamParser | RawTextStream = (
             RawTextStream(tokenizer) if raw else HarmonyStreamParser(tokenizer, request_id)
         )

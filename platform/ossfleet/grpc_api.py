@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from ossfleet.adapters import AdapterRecord
 from ossfleet.admin_api import AdminService
 from ossfleet.batch.service import BatchService
 from ossfleet.batch.store import Job
@@ -229,7 +230,7 @@ class GrpcApi:
             tenant = await self.core.tenant(md.get("authorization"))
             sub = await self.core.submit(tenant, self._chat(req, md))
             rids = list(sub.request_ids or (sub.request_id,))
-            outs = await self.core.outcomes_or_cancel(tenant.name, rids, sub.placement.model)
+            outs = await self.core.outcomes_or_cancel(tenant.name, rids, sub.model_name)
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.GenerateResponse()
@@ -243,7 +244,7 @@ class GrpcApi:
         ]  # fmt: skip
         return pb.GenerateResponse(
             request_id=sub.request_id,
-            model=sub.placement.model,
+            model=sub.model_name,
             content=out.content,
             reasoning=out.reasoning,
             tool_calls=_calls(out),
@@ -265,7 +266,7 @@ class GrpcApi:
         # A client that drops a stream does not cancel it: the request runs on and
         # its chunks wait in Redis (stream_ttl_s) for ResumeStream. Cancel cancels.
         rids = list(sub.request_ids or (sub.request_id,))
-        async for chunk in self._chunks(rids, sub.placement.model, "0-0", ctx, tenant.name):
+        async for chunk in self._chunks(rids, sub.model_name, "0-0", ctx, tenant.name):
             yield chunk
 
     @guarded()
@@ -326,11 +327,12 @@ class GrpcApi:
     @guarded(pb.ListModelsResponse)
     async def list_models(self, req: pb.ListModelsRequest, ctx: Any) -> pb.ListModelsResponse:
         try:
-            await self.core.tenant(metadata(ctx).get("authorization"))
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
         except OssfleetError as e:
             abort_with(ctx, e)
             return pb.ListModelsResponse()
         names = [m.name for m in self.core.cfg.models] + ["auto"]
+        names += [a.id for a in await self.core.adapters.list(tenant.name)]  # the caller's own adapters
         return pb.ListModelsResponse(models=[pb.Model(id=n) for n in names])
 
     @guarded(pb.GetUsageResponse)
@@ -401,6 +403,40 @@ class GrpcApi:
             abort_with(ctx, e)
             return pb.Batch()
 
+    # -- LoRA adapters -----------------------------------------------------------------------
+
+    @guarded(pb.Adapter)
+    async def upload_adapter(self, req: pb.UploadAdapterRequest, ctx: Any) -> pb.Adapter:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            rec = await self.core.upload_adapter(tenant, req.model, req.name, req.adapter_config, req.adapter_model)
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.Adapter()
+        return _adapter_pb(rec)
+
+    @guarded(pb.ListAdaptersResponse)
+    async def list_adapters(self, req: pb.ListAdaptersRequest, ctx: Any) -> pb.ListAdaptersResponse:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.ListAdaptersResponse()
+        return pb.ListAdaptersResponse(adapters=[_adapter_pb(a) for a in await self.core.adapters.list(tenant.name)])
+
+    @guarded(pb.Adapter)
+    async def delete_adapter(self, req: pb.AdapterRequest, ctx: Any) -> pb.Adapter:
+        try:
+            tenant = await self.core.tenant(metadata(ctx).get("authorization"))
+            rec = await self.core.adapter(tenant, req.id)
+            await self.core.adapters.delete(tenant.name, rec.model, rec.name)
+        except OssfleetError as e:
+            abort_with(ctx, e)
+            return pb.Adapter()
+        out = _adapter_pb(rec)
+        out.deleted = True
+        return out
+
     @guarded()
     async def batch_results(self, req: pb.GetBatchResultsRequest, ctx: Any) -> AsyncIterator[pb.FileChunk]:
         try:
@@ -440,6 +476,13 @@ def _usage_pb(u: dict[str, Any]) -> apb.Usage:
     return apb.Usage(
         period=u["period"], budget_usd=u["budget_usd"], spent_usd=u["spent_usd"], reserved_usd=u["reserved_usd"],
         left_usd=u["left_usd"], models_json=json.dumps(u["models"]),
+    )  # fmt: skip
+
+
+def _adapter_pb(a: AdapterRecord) -> pb.Adapter:
+    return pb.Adapter(
+        id=a.id, model=a.model, name=a.name, rank=a.rank, lora_alpha=a.alpha, target_modules=list(a.modules),
+        bytes=a.nbytes, sha256=a.digest, created_at=a.created_at,
     )  # fmt: skip
 
 

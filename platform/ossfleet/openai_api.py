@@ -21,10 +21,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from ossfleet.adapter_api import add_adapter_routes
+from ossfleet.adapters import AdapterRecord
 from ossfleet.admin_api import add_admin_routes
 from ossfleet.batch.http import add_batch_routes
 from ossfleet.batch.service import BatchService
-from ossfleet.errors import ModelNotFound, OssfleetError, from_unexpected
+from ossfleet.errors import ModelNotFound, NotFound, OssfleetError, from_unexpected
 from ossfleet.gateway import GatewayCore
 from ossfleet.httpio import error_response, read_body
 from ossfleet.protocol.chat import ChatRequest
@@ -97,18 +99,28 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
     def model_object(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "ossfleet"}
 
+    def adapter_object(a: AdapterRecord) -> dict[str, Any]:
+        return {"id": a.id, "object": "model", "created": a.created_at, "owned_by": a.tenant, "parent": a.model}
+
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
+        """The served models, then the caller's own adapters (as ``<model>:<adapter>``)."""
         core = get_core()
-        await core.tenant(request.headers.get("authorization"))
+        t = await core.tenant(request.headers.get("authorization"))
         names = [m.name for m in core.cfg.models] + ["auto"]
-        return JSONResponse({"object": "list", "data": [model_object(n) for n in names]})
+        mine = [adapter_object(a) for a in await core.adapters.list(t.name)]
+        return JSONResponse({"object": "list", "data": [model_object(n) for n in names] + mine})
 
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str, request: Request) -> JSONResponse:
         core = get_core()
-        await core.tenant(request.headers.get("authorization"))
+        t = await core.tenant(request.headers.get("authorization"))
         names = [m.name for m in core.cfg.models] + ["auto"]
+        if ":" in model_id:
+            try:
+                return JSONResponse(adapter_object(await core.adapter(t, model_id)))
+            except NotFound:
+                pass
         if model_id not in names:
             raise ModelNotFound(f"model {model_id!r} does not exist; available: {names}", param="model")
         return JSONResponse(model_object(model_id))
@@ -141,10 +153,10 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
             after = resume_positions(request.headers.get("last-event-id"), len(rids)) if sub.duplicate else None
             # With an Idempotency-Key the client may come back for the rest: a disconnect does not cancel.
             keep = bool(req.idempotency_key)
-            stream = sse(core, tenant.name, rids, sub.placement.model, created, include_usage, logprobs, after, keep)
+            stream = sse(core, tenant.name, rids, sub.model_name, created, include_usage, logprobs, after, keep)
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-        outs = await core.outcomes_or_cancel(tenant.name, rids, sub.placement.model, cancel=not req.idempotency_key)
-        return JSONResponse(whole(sub.request_id, sub.placement.model, created, outs, logprobs), headers=headers)
+        outs = await core.outcomes_or_cancel(tenant.name, rids, sub.model_name, cancel=not req.idempotency_key)
+        return JSONResponse(whole(sub.request_id, sub.model_name, created, outs, logprobs), headers=headers)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -169,6 +181,7 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
         )
 
     add_batch_routes(app, get_core, get_batches)
+    add_adapter_routes(app, get_core)
     add_admin_routes(app, get_core, get_batches)
     add_responses_routes(app, get_core)
     return app

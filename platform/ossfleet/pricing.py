@@ -20,6 +20,14 @@ def cost_nusd(price: PriceConfig, input_tokens: int, output_tokens: int, discoun
     return -(-total // (1000 * 10_000))
 
 
+def with_surcharge(price: PriceConfig, surcharge: PriceConfig) -> PriceConfig:
+    """A price plus a surcharge (an adapter request's: the model's price and its adapters' surcharge)."""
+    return PriceConfig(
+        input_per_1k=price.input_per_1k + surcharge.input_per_1k,
+        output_per_1k=price.output_per_1k + surcharge.output_per_1k,
+    )
+
+
 def usd(nusd: int) -> str:
     """A nano-dollar amount for people: '$12.5', '$0.0000003'."""
     s = f"{nusd / NANO_PER_USD:.9f}".rstrip("0")

@@ -89,6 +89,8 @@ class Admission:
     # Further requests admitted with this one, all or nothing (the choices of n > 1, a list of
     # prompts): same tenant, model and band; the limits apply to the group's sums.
     more: tuple[GroupMember, ...] = ()
+    adapter: str = ""  # the LoRA adapter's cache key (AdapterRecord.key); "": the base model
+    usage_name: str = ""  # what the tenant's usage is recorded under ("<model>:<adapter>"); "": the model
 
     @property
     def group_tokens(self) -> int:
@@ -129,6 +131,19 @@ class QueueDepth:
     waiting: tuple[int, ...]  # per band
     oldest_wait_s: float  # 0 when nothing waits
     leased: int
+
+
+@dataclass(frozen=True)
+class Affinity:
+    """What a replica serving LoRA adapters tells ``pull``: the adapters it holds, and whether it could load
+    one more (False when every one it holds is in use and its LRU is full)."""
+
+    held: tuple[str, ...]
+    can_load: bool
+
+
+def _affinity_args(a: Affinity | None) -> tuple[str, ...]:
+    return () if a is None else (",".join(a.held), "1" if a.can_load else "0")
 
 
 def _lease(reply: Any) -> Lease:
@@ -199,7 +214,7 @@ class RequestQueue:
             a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
             a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
             a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000, "1" if a.track_inflight else "0",
-            "1" if a.count_rate else "0",
+            "1" if a.count_rate else "0", a.adapter, a.usage_name,
             *[x for m in a.more for x in (m.request_id, json.dumps(m.payload, separators=(",", ":")),
                                           m.input_tokens, m.max_tokens, m.reserve_nusd)],
         )  # fmt: skip
@@ -284,14 +299,18 @@ class RequestQueue:
 
     # -- replica side -----------------------------------------------------------
 
-    async def pull(self, model: str, owner: str, *, batch_band: bool = True) -> Lease | None:
+    async def pull(
+        self, model: str, owner: str, *, batch_band: bool = True, adapters: Affinity | None = None
+    ) -> Lease | None:
         """Lease the next request for ``model``, or None when nothing waits.
 
-        With ``batch_band=False`` the lowest band (batch) is left waiting.
+        With ``batch_band=False`` the lowest band (batch) is left waiting. A replica that serves LoRA
+        adapters says which it holds (``adapters``): within a band it takes a request of a held adapter (or
+        of none) before one it would have to load (see ``prefer_held`` in common.lua).
         """
         reply = await self._run(
             "pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT,
-            self._pull_bands(batch_band),
+            self._pull_bands(batch_band), *_affinity_args(adapters),
         )  # fmt: skip
         return None if reply is None else _lease(reply)
 
@@ -335,9 +354,12 @@ class RequestQueue:
         model: str,
         *,
         batch_band: bool = True,
+        adapters: Affinity | None = None,
     ) -> tuple[bool, Lease | None]:
         """Settle one request and lease the next of ``model`` in one round trip (the freed slot's work)."""
-        return await self._complete(request_id, owner, output_tokens, cost_nusd, finish_reason, model, batch_band)
+        return await self._complete(
+            request_id, owner, output_tokens, cost_nusd, finish_reason, model, batch_band, adapters
+        )
 
     async def _complete(
         self,
@@ -348,8 +370,11 @@ class RequestQueue:
         finish_reason: str,
         model: str | None,
         batch_band: bool = True,
+        adapters: Affinity | None = None,
     ) -> tuple[bool, Lease | None]:
-        extra = () if model is None else (self.aging_ms, self.lease_ms, W_INPUT, self._pull_bands(batch_band))
+        extra: tuple[object, ...] = ()
+        if model is not None:
+            extra = (self.aging_ms, self.lease_ms, W_INPUT, self._pull_bands(batch_band), *_affinity_args(adapters))
         reply = await self._run(
             "complete", request_id, owner, output_tokens, cost_nusd, self._now(), W_OUTPUT, self.bands,
             self.stream_ttl_s, finish_reason, *extra,

@@ -100,7 +100,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
         req_for_context = list(req.messages[1:] if body.instructions else req.messages)
         sub = await core.submit(tenant, req)
         rid = sub.request_id
-        state = ResponseState(rid, sub.placement.model, body, int(time.time()))
+        state = ResponseState(rid, sub.model_name, body, int(time.time()))
         store = ResponseStore(core)
         if body.store:
             await store.put(tenant.name, rid, state.body, [])
@@ -116,12 +116,12 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
 
         if not body.stream:
             try:
-                out = await core.outcome_or_cancel(tenant.name, rid, sub.placement.model)
+                out = await core.outcome_or_cancel(tenant.name, rid, sub.model_name)
             except OssfleetError as e:
                 return JSONResponse(await finish(None, e), headers=headers)
             return JSONResponse(await finish(out), headers=headers)
         return StreamingResponse(
-            stream(core, tenant.name, rid, sub.placement.model, state, finish),
+            stream(core, tenant.name, rid, sub.model_name, state, finish),
             media_type="text/event-stream",
             headers=headers,
         )

@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ossfleet import metrics
+from ossfleet.adapter_slots import AdapterSlots
+from ossfleet.adapters import read_adapter
 from ossfleet.engine.base import EngineError, ThroughputMeter
 from ossfleet.errors import LeaseLost
 from ossfleet.generation import Generation, TokenBytes, sampling_from_payload
 from ossfleet.harmony import SpecialIds
-from ossfleet.pricing import cost_nusd
+from ossfleet.pricing import cost_nusd, with_surcharge
 from ossfleet.protocol.events import delta_event
+from ossfleet.queue import Affinity
 from ossfleet.structured import Grammars
 from ossfleet.tasks import cancel_and_wait
 
@@ -29,9 +32,10 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from ossfleet.config import PriceConfig
-    from ossfleet.engine.base import Engine
+    from ossfleet.engine.base import AdapterEngine, Engine
     from ossfleet.harmony import Tokenizer
     from ossfleet.queue import Lease, RequestQueue
+    from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.worker")
 
@@ -49,6 +53,9 @@ class ReplicaWorker:
         bell_client: redis.asyncio.Redis,
         reap_every_s: float = 1.0,
         reserved_slots: int = 0,
+        storage: FileStorage | None = None,
+        max_adapters: int = 0,
+        adapter_surcharge: PriceConfig | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -72,6 +79,15 @@ class ReplicaWorker:
         self.served = 0
         self.last_error: str | None = None
         self._completions = ThroughputMeter(window_s=30.0)
+        # LoRA adapters: an LRU of ``max_adapters`` on the engine, read from ``storage`` on demand.
+        self.storage = storage
+        self.adapter_price = with_surcharge(price, adapter_surcharge) if adapter_surcharge else price
+        self._adapter_paths: dict[str, str] = {}
+        self.adapters: AdapterSlots | None = None
+        self._lora: AdapterEngine | None = None
+        if max_adapters > 0 and storage is not None and hasattr(engine, "load_adapter"):
+            self._lora = cast("AdapterEngine", engine)
+            self.adapters = AdapterSlots(max_adapters, self._load_adapter, self._unload_adapter)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -132,7 +148,40 @@ class ReplicaWorker:
             load["service_s"] = service_s
         if s.kv_cache_used is not None:
             load["kv_cache_used"] = s.kv_cache_used
+        if self.adapters is not None:
+            load["adapters_held"] = float(len(self.adapters.held()))
+            load["adapters_in_use"] = float(self.adapters.in_use())
+            load["adapter_loads"] = float(self.adapters.loads)
         return load
+
+    # -- LoRA adapters -----------------------------------------------------------------
+
+    def _affinity(self) -> Affinity | None:
+        a = self.adapters
+        return None if a is None else Affinity(a.held(), a.can_load())
+
+    async def _load_adapter(self, key: str) -> None:
+        assert self.storage is not None
+        config, data = await asyncio.to_thread(read_adapter, self.storage, self._adapter_paths[key])
+        assert self._lora is not None
+        await self._lora.load_adapter(key, config, data)
+        log.info("event=adapter_loaded model=%s adapter=%s bytes=%d", self.model, key, len(data))
+
+    async def _unload_adapter(self, key: str) -> None:
+        self._adapter_paths.pop(key, None)
+        assert self._lora is not None
+        await self._lora.unload_adapter(key)
+
+    async def _pin_adapter(self, spec: dict[str, str]) -> str:
+        if self.adapters is None:
+            raise EngineError(f"model {self.model!r} serves no adapters on this replica")
+        key = spec["key"]
+        self._adapter_paths.setdefault(key, spec["path"])
+        try:
+            await self.adapters.acquire(key)
+        except FileNotFoundError:
+            raise EngineError("the adapter was deleted (or replaced) after this request was queued") from None
+        return key
 
     # -- the loop --------------------------------------------------------------------
 
@@ -153,7 +202,7 @@ class ReplicaWorker:
                         await asyncio.wait_for(self._slot_freed.wait(), timeout=self.reap_every_s)
                     continue
                 batch_ok = self._free_slots() > self.reserved_slots
-                lease = await self.queue.pull(self.model, self.owner, batch_band=batch_ok)
+                lease = await self.queue.pull(self.model, self.owner, batch_band=batch_ok, adapters=self._affinity())
                 if lease is None:
                     await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
                     continue
@@ -204,7 +253,10 @@ class ReplicaWorker:
         renew = asyncio.create_task(self._renew(lease))
         prompt: list[int] = p["prompt"]
         seq = 0
+        adapter: str | None = None
         try:
+            if p.get("adapter"):
+                adapter = await self._pin_adapter(p["adapter"])
             constraint = None
             if p.get("grammar"):
                 try:
@@ -213,19 +265,24 @@ class ReplicaWorker:
                     raise EngineError(str(e)) from None
             gen = Generation(
                 self.tokenizer, rid, prompt, sampling_from_payload(p), raw=bool(p.get("raw")),
-                constraint=constraint, priority=lease.band, token_bytes=self.token_bytes,
+                constraint=constraint, priority=lease.band, token_bytes=self.token_bytes, adapter=adapter,
             )  # fmt: skip
             async for events in gen.run(self.engine):
                 await self.queue.emit(rid, [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)])
                 seq += len(events)
             out_tokens, finish = gen.output_tokens, gen.finish
-            cost = cost_nusd(self.price, len(prompt), out_tokens, float(p.get("discount", 0.0)))
+            price = self.adapter_price if adapter is not None else self.price
+            cost = cost_nusd(price, len(prompt), out_tokens, float(p.get("discount", 0.0)))
             # This request's slot is free now: settle it and lease the next in one round trip.
             free = self._free_slots() + 1
             if not self.draining and free > 0:
+                if adapter is not None and self.adapters is not None:
+                    self.adapters.release(adapter)  # its slot may serve the next request's adapter
+                    adapter = None
                 _, nxt = await self.queue.complete_and_pull(
-                    rid, self.owner, out_tokens, cost, finish, self.model, batch_band=free > self.reserved_slots
-                )
+                    rid, self.owner, out_tokens, cost, finish, self.model, batch_band=free > self.reserved_slots,
+                    adapters=self._affinity(),
+                )  # fmt: skip
                 if nxt is not None:
                     self._tasks[nxt.request_id] = asyncio.create_task(self._serve(nxt))
             else:
@@ -244,6 +301,8 @@ class ReplicaWorker:
             await self._fail(rid, f"{type(e).__name__}: {e}", retryable=True)
         finally:
             renew.cancel()
+            if adapter is not None and self.adapters is not None:
+                self.adapters.release(adapter)
             self._tasks.pop(rid, None)
             self._batch_running.discard(rid)
             self._slot_freed.set()

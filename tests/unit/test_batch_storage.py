@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from ossfleet.batch.storage import FileStorage
 from ossfleet.errors import Unavailable
+from ossfleet.storage import FileStorage
 
 
 def test_files_round_trip_under_the_tenants_folder(tmp_path):

@@ -13,14 +13,14 @@ ROOT = Path(__file__).resolve().parents[2] / "platform"
 
 GROUPS = {
     "base": {"", "errors", "jsonlimits", "harmony", "tasks", "metrics", "catalog", "config", "pricing", "redisdb",
-             "tenancy", "tenants", "v1", "lora_format"},
+             "tenancy", "tenants", "v1", "lora_format", "storage", "adapters"},
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
     "queue": {"queue", "router", "streams"},
-    "replica": {"generation", "worker"},
+    "replica": {"generation", "worker", "adapter_slots"},
     "gateway": {"gateway"},
     "batch": {"batch"},
-    "api": {"openai_api", "responses_api", "grpc_api", "httpio", "batch.http", "client", "admin_api"},
+    "api": {"adapter_api", "openai_api", "responses_api", "grpc_api", "httpio", "batch.http", "client", "admin_api"},
     "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "admin_cli"},
 }  # fmt: skip
 ALLOWED = {

@@ -15,10 +15,10 @@ from typing import Any
 import ray
 
 from ossfleet.batch.runner import JobRunner
-from ossfleet.batch.storage import FileStorage
 from ossfleet.batch.store import JobStore
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
+from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.batch")
 

@@ -33,9 +33,9 @@ from ossfleet.protocol.openai import batch_request, response_body
 from ossfleet.queue import _s
 
 if TYPE_CHECKING:
-    from ossfleet.batch.storage import FileStorage
     from ossfleet.config import TenantConfig
     from ossfleet.gateway import GatewayCore
+    from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.batch")
 
@@ -175,7 +175,7 @@ class JobRunner:
             err = from_unexpected(e, log, f"batch {job.id} line {line.index + 1}")
             await self._record_error(job, line, err.code, err.message, err.http_status)
             return None
-        return self._collect(job, line, sub.request_id, sub.placement.model, req.logprobs is not None)
+        return self._collect(job, line, sub.request_id, sub.model_name, req.logprobs is not None)
 
     async def _collect(self, job: Job, line: BatchLine, rid: str, model: str, logprobs: bool = False) -> None:
         """Wait for the line's request to end and record its response or its error."""

@@ -18,13 +18,14 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.adapters import split_model
 from ossfleet.batch.format import ENDPOINTS, BatchLine, LineError, error_line, iter_lines, validate
-from ossfleet.batch.storage import FileStorage
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
 from ossfleet.config import PlatformConfig, TenantConfig
 from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge, from_unexpected
 from ossfleet.protocol.openai import batch_request
 from ossfleet.router import AUTO
+from ossfleet.storage import FileStorage
 
 if TYPE_CHECKING:
     from ossfleet.gateway import GatewayCore
@@ -175,10 +176,13 @@ class BatchService:
                 return e.message
             except Exception as exc:  # a check that breaks fails its line, not the whole upload
                 return from_unexpected(exc, log, "batch line check").message
-            if req.model != AUTO and req.model not in models:
-                return f"model {req.model!r} does not exist; available: {sorted(models)} or 'auto'"
-            if req.model != AUTO and not t.may_use(req.model):
-                return f"tenant {t.name!r} may not use model {req.model!r}"
+            # An adapter ("<model>:<adapter>") is looked up when its line is submitted: a missing one fails
+            # that line alone.
+            base, _ = split_model(req.model)
+            if base != AUTO and base not in models:
+                return f"model {base!r} does not exist; available: {sorted(models)} or 'auto'"
+            if base != AUTO and not t.may_use(base):
+                return f"tenant {t.name!r} may not use model {base!r}"
             return None
 
         return check
@@ -188,6 +192,11 @@ class BatchService:
         if len(names) != 1:
             return "", f"a dedicated batch runs one model; its lines name {sorted(names)}"
         name = names.pop()
+        if split_model(name)[1] is not None:
+            return "", (
+                f"dedicated mode runs base models only; lines naming the adapter {name!r} run in mode 'queue', "
+                "on the replicas that serve adapters"
+            )
         m = self.cfg.model(name)
         if m is None:
             return "", f"a dedicated batch needs an explicit model, not {name!r}"

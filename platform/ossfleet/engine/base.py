@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,15 @@ class Engine(Protocol):
 
     def healthy(self) -> bool:
         """False once the engine can no longer generate (its thread died, the device failed)."""
+
+
+class AdapterEngine(Engine, Protocol):
+    """An engine that serves LoRA adapters (``EngineRequest.adapter``): ossfleet's batched engine."""
+
+    async def load_adapter(self, key: str, config: dict[str, Any], data: bytes) -> None:
+        """Load an adapter (PEFT's config and its safetensors bytes) under ``key``."""
+
+    async def unload_adapter(self, key: str) -> None: ...
 
 
 class ThroughputMeter:

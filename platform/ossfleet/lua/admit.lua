@@ -3,7 +3,8 @@
 --       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
 --       max_inflight (0: no limit) inflight_ttl_ms track_inflight ('0': a batch line, which
 --       does not count against the tenant's concurrent streams) count_rate ('0': a batch line,
---       which neither meets nor uses up the tenant's rpm/tpm)
+--       which neither meets nor uses up the tenant's rpm/tpm) adapter (the LoRA adapter's cache key, or
+--       '': pull.lua prefers replicas that hold it) usage_name (what usage is recorded under; '': model)
 --       then, for a group admitted all or nothing (n choices, a list of prompts), five more per
 --       further request: id payload in_tokens max_tokens reserve_nusd
 -- The limits apply to the group's sums: requests, tokens, streams, queue slots, reservation.
@@ -27,10 +28,11 @@ local max_inflight = tonumber(ARGV[20] or '0')
 local inflight_ttl = tonumber(ARGV[21] or '3600000')
 local track_inflight = ARGV[22] ~= '0'
 local count_rate = ARGV[23] ~= '0'
+local adapter, usage_name = ARGV[24], ARGV[25]
 
--- The group: this request, then the ones after ARGV[23].
+-- The group: this request, then the ones after ARGV[25].
 local group = {{id = id, payload = payload, in_tok = in_tok, max_tok = max_tok, reserve = reserve}}
-for i = 24, #ARGV, 5 do
+for i = 26, #ARGV, 5 do
   group[#group + 1] = {id = ARGV[i], payload = ARGV[i + 1], in_tok = tonumber(ARGV[i + 2]),
     max_tok = tonumber(ARGV[i + 3]), reserve = tonumber(ARGV[i + 4])}
 end
@@ -111,7 +113,8 @@ for _, g in ipairs(group) do
   redis.call('HSET', k('req', g.id),
     'tenant', tenant, 'model', model, 'band', band, 'payload', g.payload,
     'in_tokens', g.in_tok, 'max_tokens', g.max_tok, 'reserved', g.reserve, 'period', period,
-    'weight', weight, 'alert_at', alert_at, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '')
+    'weight', weight, 'alert_at', alert_at, 'attempts', 0, 'state', 'queued', 'enq_ms', now, 'owner', '',
+    'adapter', adapter, 'usage', usage_name)
   redis.call('RPUSH', lane, g.id)
   redis.call('ZADD', k('wait', model, band), now, g.id)
   if track_inflight then redis.call('ZADD', inflight, now + inflight_ttl, g.id) end

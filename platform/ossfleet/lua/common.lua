@@ -37,13 +37,46 @@ local function charge_service(model, tenant, amount, nbands)
   end
 end
 
+-- Adapter affinity. `held`: the LoRA adapters the pulling replica holds (a set), or nil when it serves
+-- none. A request is servable at once when it uses no adapter or a held one.
+local function servable(id, held)
+  local a = redis.call('HGET', k('req', id), 'adapter')
+  return (not a) or a == '' or held[a] ~= nil
+end
+
+-- Which request of `band` a replica holding `held` takes, given fair share's pick (`tenant`'s head `id`):
+-- that one if servable; else, unless it has waited past the aging bound (then it goes first, loading its
+-- adapter), the first servable one among the next tenants in fair-share order (their first 8 each), so a
+-- replica loads an adapter only when none it holds has work. Without room to load one (`can_load`
+-- false: every held adapter is in use) only a servable request is taken; nil when there is none.
+local function prefer_held(model, band, tenant, id, held, can_load, now, aging_ms)
+  if servable(id, held) then return tenant, id end
+  local enq = tonumber(redis.call('HGET', k('req', id), 'enq_ms') or now)
+  if can_load and now - enq >= aging_ms then return tenant, id end
+  for _, t in ipairs(redis.call('ZRANGE', k('ready', model, band), 0, 7)) do
+    for _, cand in ipairs(redis.call('LRANGE', k('lane', model, band, t), 0, 7)) do
+      if servable(cand, held) then return t, cand end
+    end
+  end
+  if can_load then return tenant, id end
+  return nil, nil
+end
+
+local function held_set(csv)
+  if csv == nil then return nil end
+  local set = {}
+  for a in string.gmatch(csv, '[^,]+') do set[a] = true end
+  return set
+end
+
 -- Lease the next request of `model` to `owner`: highest band (0) first,
 -- unless a lower band holds a request older than the aging bound, which then
 -- goes first; within a band, the backlogged tenant with the least weighted
 -- service; FIFO within a tenant. Only bands below `pull_bands` are looked at
--- (a replica short of free slots leaves the lowest, batch band alone).
+-- (a replica short of free slots leaves the lowest, batch band alone). With `held_csv` (the adapters the
+-- replica holds, comma-separated), adapter affinity within the band (prefer_held).
 -- Returns nil or {id, payload, attempts, tenant, band, enq_ms}.
-local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, pull_bands)
+local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, pull_bands, held_csv, can_load)
   local top, aged_band, aged_id, aged_score = nil, nil, nil, nil
   for b = 0, math.min(nbands, pull_bands or nbands) - 1 do
     local o = redis.call('ZRANGE', k('wait', model, b), 0, 0, 'WITHSCORES')
@@ -65,7 +98,16 @@ local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, p
     tenant = redis.call('ZRANGE', k('ready', model, band), 0, 0)[1]
   end
   local lane = k('lane', model, band, tenant)
-  local id = redis.call('LPOP', lane)
+  local id
+  local held = held_set(held_csv)
+  if held == nil then
+    id = redis.call('LPOP', lane)
+  else
+    tenant, id = prefer_held(model, band, tenant, redis.call('LINDEX', lane, 0), held, can_load, now, aging_ms)
+    if id == nil then return nil end
+    lane = k('lane', model, band, tenant)
+    redis.call('LREM', lane, 1, id)
+  end
   if redis.call('LLEN', lane) == 0 then redis.call('ZREM', k('ready', model, band), tenant) end
   redis.call('ZREM', k('wait', model, band), id)
 

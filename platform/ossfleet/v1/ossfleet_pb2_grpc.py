@@ -89,6 +89,21 @@ class OssfleetStub:
                 request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchResultsRequest.SerializeToString,
                 response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.UploadAdapter = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/UploadAdapter',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.UploadAdapterRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.Adapter.FromString,
+                _registered_method=True)
+        self.ListAdapters = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/ListAdapters',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListAdaptersRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListAdaptersResponse.FromString,
+                _registered_method=True)
+        self.DeleteAdapter = channel.unary_unary(
+                '/ossfleet.v1.Ossfleet/DeleteAdapter',
+                request_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.AdapterRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.Adapter.FromString,
+                _registered_method=True)
 
 
 class OssfleetServicer:
@@ -171,6 +186,29 @@ class OssfleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadAdapter(self, request, context):
+        """LoRA adapters, the caller's own: PEFT's adapter_config.json and
+        adapter_model.safetensors, validated against the base model (a bad one is
+        refused with the reason and stored nowhere). An adapter is then served as
+        the model "<model>:<name>" (GenerateRequest.model, batch lines); to any
+        other tenant it does not exist. Uploading under an existing name replaces it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdapters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAdapter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OssfleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +266,21 @@ def add_OssfleetServicer_to_server(servicer, server):
                     servicer.GetBatchResults,
                     request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchResultsRequest.FromString,
                     response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.FileChunk.SerializeToString,
+            ),
+            'UploadAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadAdapter,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.UploadAdapterRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.Adapter.SerializeToString,
+            ),
+            'ListAdapters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdapters,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListAdaptersRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.ListAdaptersResponse.SerializeToString,
+            ),
+            'DeleteAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAdapter,
+                    request_deserializer=ossfleet_dot_v1_dot_ossfleet__pb2.AdapterRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_ossfleet__pb2.Adapter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +580,87 @@ class Ossfleet:
             '/ossfleet.v1.Ossfleet/GetBatchResults',
             ossfleet_dot_v1_dot_ossfleet__pb2.GetBatchResultsRequest.SerializeToString,
             ossfleet_dot_v1_dot_ossfleet__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/UploadAdapter',
+            ossfleet_dot_v1_dot_ossfleet__pb2.UploadAdapterRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.Adapter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdapters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/ListAdapters',
+            ossfleet_dot_v1_dot_ossfleet__pb2.ListAdaptersRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.ListAdaptersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.v1.Ossfleet/DeleteAdapter',
+            ossfleet_dot_v1_dot_ossfleet__pb2.AdapterRequest.SerializeToString,
+            ossfleet_dot_v1_dot_ossfleet__pb2.Adapter.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,8 @@
-"""Where batch files live: a local folder or any fsspec URL (s3://, gs://, ...).
+"""Where tenants' files live: a local folder or any fsspec URL (s3://, gs://, ...).
 
-Paths are ``<root>/<tenant>/<file id>.jsonl``: one tenant's files never share
-a folder with another's, and no caller-supplied name reaches a path.
+Batch files and LoRA adapters share it. Paths are ``<root>/<tenant>/<file id>.jsonl``
+and ``<root>/<tenant>/adapters/<model>/<name>/<digest>/``: one tenant's files never
+share a folder with another's, and no caller-supplied name reaches a path unchecked.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class FileStorage:
             try:
                 self._opened = fsspec.core.url_to_fs(self.url)
             except (ImportError, ValueError) as e:
-                raise Unavailable(f"batch storage {self.url!r} cannot be opened: {e}") from None
+                raise Unavailable(f"file storage {self.url!r} cannot be opened: {e}") from None
         return self._opened
 
     @property
@@ -74,6 +75,10 @@ class FileStorage:
     def delete(self, path: str) -> None:
         if self.fs.exists(path):
             self.fs.rm(path)
+
+    def delete_tree(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
 
     def full_url(self, path: str) -> str:
         """The path as a URL another process (a Ray Data read task) can open."""
