@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -81,6 +82,23 @@ class OssfleetClient:
 
     def usage(self) -> Any:
         return self.stub.GetUsage(pb.GetUsageRequest(), metadata=self.metadata)
+
+    # -- LoRA adapters -----------------------------------------------------------------------
+
+    def upload_adapter(self, model: str, name: str, folder: str | Path) -> Any:
+        """Upload a PEFT adapter folder (adapter_config.json, adapter_model.safetensors) as ``<model>:<name>``."""
+        d = Path(folder)
+        req = pb.UploadAdapterRequest(
+            model=model, name=name, adapter_config=(d / "adapter_config.json").read_bytes(),
+            adapter_model=(d / "adapter_model.safetensors").read_bytes(),
+        )  # fmt: skip
+        return self.stub.UploadAdapter(req, metadata=self.metadata)
+
+    def list_adapters(self) -> list[Any]:
+        return list(self.stub.ListAdapters(pb.ListAdaptersRequest(), metadata=self.metadata).adapters)
+
+    def delete_adapter(self, adapter_id: str) -> Any:
+        return self.stub.DeleteAdapter(pb.AdapterRequest(id=adapter_id), metadata=self.metadata)
 
     # -- batch jobs --------------------------------------------------------------------------
 

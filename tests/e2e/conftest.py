@@ -76,7 +76,7 @@ def ray_cluster(request):
 
 
 @pytest.fixture(scope="module")
-def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> Platform:
+def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server, tmp_path_factory) -> Platform:
     from ray import serve
     from ray.serve.config import gRPCOptions
 
@@ -84,7 +84,9 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server) -> 
     from ossfleet.grpc_api import SERVICER_FUNCTIONS
 
     port, grpc_port = free_port(), free_port()
-    cfg = parse_config(platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port), "<e2e>")
+    raw = platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port)
+    raw["batch"] = {"storage_url": str(tmp_path_factory.mktemp("files"))}  # batch files and LoRA adapters
+    cfg = parse_config(raw, "<e2e>")
     for attempt in range(2):
         try:
             serve.start(

@@ -15,6 +15,25 @@ CONFIG = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "bias": "none", "use_dor
           "base_model_name_or_path": "openai/gpt-oss-20b", "target_modules": ["q_proj", "v_proj"]}  # fmt: skip
 
 
+REFUSALS = [
+    "dora",
+    "ia3",
+    "bias",
+    "experts",
+    "modules_to_save",
+    "rank_pattern",
+    "other-base",
+    "rank",
+    "shape",
+    "layer",
+    "lm_head",
+    "dtype",
+    "size",
+    "garbage",
+    "empty",
+]
+
+
 def weights(rank=4, layers=(0, 1), modules=("q_proj", "v_proj"), extra=None, dtype=torch.float32):
     t = {}
     for la in layers:
@@ -59,8 +78,7 @@ def test_a_plain_lora_adapter_on_attention_projections_is_accepted():
         (None, b"not a safetensors file", {}, "not a safetensors file"),
         (None, save({}), {}, "no LoRA weights"),
     ],
-    ids=["dora", "ia3", "bias", "experts", "modules_to_save", "rank_pattern", "other-base", "rank", "shape",
-         "layer", "lm_head", "dtype", "size", "garbage", "empty"],  # fmt: skip
+    ids=REFUSALS,
 )
 def test_an_adapter_the_engine_cannot_serve_is_refused_with_its_reason(config, data, kw, reason):
     with pytest.raises(AdapterInvalid, match=reason):

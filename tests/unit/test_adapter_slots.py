@@ -65,7 +65,7 @@ async def test_concurrent_requests_for_one_adapter_load_it_once():
 
 
 async def test_a_failed_load_holds_nothing_and_fails_every_waiter():
-    s, events, gates = slots(1, fail=("gone",))
+    s, _, gates = slots(1, fail=("gone",))
     gates["gone"] = asyncio.Event()
     first = asyncio.create_task(s.acquire("gone"))
     await asyncio.sleep(0)
