@@ -82,6 +82,15 @@ class Gateway:
         async for chunk in self.grpc.batch_results(request, grpc_context):
             yield chunk
 
+    async def UploadAdapter(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.upload_adapter(request, grpc_context)
+
+    async def ListAdapters(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.list_adapters(request, grpc_context)
+
+    async def DeleteAdapter(self, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.delete_adapter(request, grpc_context)
+
     # -- gRPC (ossfleet.admin.v1.Admin): the admin API.
 
     async def ListTenants(self, request: Any, grpc_context: Any) -> Any:

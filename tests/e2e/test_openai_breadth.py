@@ -465,3 +465,177 @@ def test_langchain_chat_openai_invoke_stream_tools_and_structured_output(platfor
     assert msg.tool_calls and 1 <= msg.tool_calls[0]["args"]["id"] <= 999
     person = rllm.with_structured_output(Person, method="json_schema", strict=True).invoke("Tell me about a person")
     assert isinstance(person, Person)
+
+
+# -- fine-tunes: tenants' LoRA adapters, served as "<model>:<adapter>" ---------------------------------
+
+PROMPT = "The quick brown fox jumps"
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(tiny_checkpoint, tiny_checkpoint_4l, tmp_path_factory):
+    from ossfleet.tinymodel import make_tiny_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "support": make_tiny_adapter(tiny_checkpoint, root / "support", seed=11, alpha=2),
+        "legal": make_tiny_adapter(tiny_checkpoint, root / "legal", seed=12, rank=8, alpha=4),
+        "big": make_tiny_adapter(tiny_checkpoint_4l, root / "big", seed=13, alpha=2, base_name="openai/gpt-oss-120b"),
+    }
+
+
+def upload_adapter(platform, tenant, model, name, folder, config=None, weights=None):
+    files = {
+        "adapter_config": ("adapter_config.json", config or (folder / "adapter_config.json").read_bytes()),
+        "adapter_model": ("adapter_model.safetensors", weights or (folder / "adapter_model.safetensors").read_bytes()),
+    }
+    h = {"Authorization": f"Bearer {platform.keys[tenant]}"}
+    return httpx.post(platform.base_url + "/v1/adapters", data={"model": model, "name": name}, files=files,
+                      headers=h, timeout=120)  # fmt: skip
+
+
+def greedy_text(checkpoint, adapter=None, n=12):
+    """What ``generate`` gives on the base model, or on the adapter merged into it by PEFT, as text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    ids = tok.encode(PROMPT, add_special_tokens=False)
+    out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)[0, len(ids) :].tolist()
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def listed_adapters(platform, tenant) -> set[str]:
+    h = {"Authorization": f"Bearer {platform.keys[tenant]}"}
+    return {a["id"] for a in httpx.get(platform.base_url + "/v1/adapters", headers=h).json()["data"]}
+
+
+def stored_adapter_files(platform) -> list[str]:
+    from pathlib import Path
+
+    root = Path(platform.cfg.storage_url())
+    return sorted(str(p.relative_to(root)) for p in root.glob("*/adapters/**/*") if p.is_file())
+
+
+def test_adapter_requests_of_two_tenants_at_once_each_get_their_peft_merged_models_tokens(
+    platform, adapter_dirs, tiny_checkpoint, tiny_checkpoint_4l
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for tenant, model, name in (("acme", "gpt-oss-20b", "support"), ("globex", "gpt-oss-20b", "legal"),
+                                ("acme", "gpt-oss-120b", "big")):  # fmt: skip
+        r = upload_adapter(platform, tenant, model, name, adapter_dirs[name])
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] == f"{model}:{name}" and r.json()["owned_by"] == tenant
+    expected = {
+        ("acme", "gpt-oss-20b:support"): greedy_text(tiny_checkpoint, adapter_dirs["support"]),
+        ("globex", "gpt-oss-20b:legal"): greedy_text(tiny_checkpoint, adapter_dirs["legal"]),
+        ("acme", "gpt-oss-20b"): greedy_text(tiny_checkpoint),
+        # The two-stage pipeline: each stage applies its own layers' adapter weights.
+        ("acme", "gpt-oss-120b:big"): greedy_text(tiny_checkpoint_4l, adapter_dirs["big"]),
+    }
+    assert len({expected[k] for k in expected if k[1].startswith("gpt-oss-20b")}) == 3  # adapters change tokens
+
+    def complete(key):
+        tenant, model = key
+        c = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys[tenant], max_retries=0)
+        return c.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0)
+
+    # Twice each, all at once: both tenants' adapters and the base model share the replica's steps.
+    keys = list(expected) * 2
+    with ThreadPoolExecutor(len(keys)) as pool:
+        replies = list(pool.map(complete, keys))
+    for key, reply in zip(keys, replies, strict=True):
+        assert reply.model == key[1]
+        assert reply.choices[0].text == expected[key], key
+
+
+def test_adapters_are_invisible_to_other_tenants_and_bad_ones_are_refused_and_stored_nowhere(platform, adapter_dirs):
+    acme = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys["acme"], max_retries=0)
+    globex = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys["globex"], max_retries=0)
+    assert upload_adapter(platform, "acme", "gpt-oss-20b", "support", adapter_dirs["support"]).status_code == 200
+    assert "gpt-oss-20b:support" in [m.id for m in acme.models.list()]
+    assert "gpt-oss-20b:support" not in [m.id for m in globex.models.list()]
+    # To globex, acme's adapter does not exist: not usable, not readable, not deletable.
+    with pytest.raises(openai.NotFoundError, match="no adapter 'support'"):
+        globex.completions.create(model="gpt-oss-20b:support", prompt="x", max_tokens=2)
+    h = {"Authorization": f"Bearer {platform.keys['globex']}"}
+    for method in ("GET", "DELETE"):
+        r = httpx.request(method, platform.base_url + "/v1/adapters/gpt-oss-20b:support", headers=h)
+        assert r.status_code == 404, r.text
+    assert acme.models.retrieve("gpt-oss-20b:support").owned_by == "acme"
+
+    before = stored_adapter_files(platform)
+    listed = listed_adapters(platform, "acme")
+    cfg = json.loads((adapter_dirs["support"] / "adapter_config.json").read_text())
+    bad = [
+        # (model, name, config, folder, status, param, reason)
+        ("gpt-oss-20b", "dora", {**cfg, "use_dora": True}, "support", 400, "adapter_config.json", "DoRA"),
+        ("gpt-oss-20b", "wrong-base", None, "big", 400, "adapter_config.json", "trained on 'openai/gpt-oss-120b'"),
+        ("gpt-oss-20b", "wrong-rank", {**cfg, "r": 8}, "support", 400, "adapter_model.safetensors", "expected"),
+        ("gpt-oss-7b", "nope", None, "support", 404, "model", "does not exist"),
+        ("gpt-oss-20b", "Bad Name!", None, "support", 400, "name", "adapter name"),
+    ]
+    for model, name, config, folder, status, param, reason in bad:
+        body = json.dumps(config).encode() if config is not None else None
+        r = upload_adapter(platform, "acme", model, name, adapter_dirs[folder], config=body)
+        assert r.status_code == status, (name, r.text)
+        assert r.json()["error"]["param"] == param and reason in r.json()["error"]["message"], (name, r.json())
+    assert stored_adapter_files(platform) == before
+    assert listed_adapters(platform, "acme") == listed
+    # A model name with an adapter the caller does not have, on the base's own terms.
+    with pytest.raises(openai.NotFoundError, match="upload one with POST /v1/adapters"):
+        acme.chat.completions.create(model="gpt-oss-20b:missing", messages=USER, max_tokens=2)
+
+
+def test_grpc_adapter_upload_generate_usage_and_delete(platform, adapter_dirs):
+    import grpc
+
+    from ossfleet.client import OssfleetClient
+
+    with OssfleetClient(platform.grpc_target, platform.keys["globex"]) as c:
+        a = c.upload_adapter("gpt-oss-20b", "grpc-bot", adapter_dirs["legal"])
+        assert a.id == "gpt-oss-20b:grpc-bot" and a.rank == 8 and list(a.target_modules) == [
+            "q_proj", "k_proj", "v_proj", "o_proj"]  # fmt: skip
+        assert "gpt-oss-20b:grpc-bot" in [x.id for x in c.list_adapters()]
+        assert "gpt-oss-20b:grpc-bot" in c.list_models()
+        before = {m.model: m.requests for m in c.usage().models}
+        reply = c.generate("gpt-oss-20b:grpc-bot", [("user", "Hi")], max_tokens=8, timeout=120)
+        assert reply.usage.output_tokens >= 1
+        after = {m.model: m.requests for m in c.usage().models}
+        assert after["gpt-oss-20b:grpc-bot"] == before.get("gpt-oss-20b:grpc-bot", 0) + 1  # usage per adapter
+        assert c.delete_adapter("gpt-oss-20b:grpc-bot").deleted
+        assert "gpt-oss-20b:grpc-bot" not in [x.id for x in c.list_adapters()]
+        with pytest.raises(grpc.RpcError) as e:
+            c.generate("gpt-oss-20b:grpc-bot", [("user", "Hi")], max_tokens=8, timeout=60)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not [f for f in stored_adapter_files(platform) if "grpc-bot" in f]  # its files went with it
+
+
+def test_adapter_lines_of_a_queue_batch_job_run_on_the_adapter(platform, adapter_dirs, tiny_checkpoint):
+    import io
+    import time
+
+    acme = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys["acme"], max_retries=0)
+    assert upload_adapter(platform, "acme", "gpt-oss-20b", "support", adapter_dirs["support"]).status_code == 200
+    lines = [{"custom_id": f"l{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"model": model, "prompt": PROMPT, "max_tokens": 12, "temperature": 0}}
+             for i, model in enumerate(["gpt-oss-20b:support", "gpt-oss-20b", "gpt-oss-20b:missing"])]  # fmt: skip
+    f = acme.files.create(file=("a.jsonl", io.BytesIO("\n".join(json.dumps(x) for x in lines).encode())),
+                          purpose="batch")  # fmt: skip
+    b = acme.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
+    while b.status not in ("completed", "failed", "expired", "cancelled"):
+        time.sleep(0.5)
+        b = acme.batches.retrieve(b.id)
+    assert b.status == "completed", b
+    out = {x["custom_id"]: x for x in map(json.loads, acme.files.content(b.output_file_id).read().splitlines())}
+    errs = {x["custom_id"]: x for x in map(json.loads, acme.files.content(b.error_file_id).read().splitlines())}
+    assert out["l0"]["response"]["body"]["choices"][0]["text"] == greedy_text(tiny_checkpoint, adapter_dirs["support"])
+    assert out["l0"]["response"]["body"]["model"] == "gpt-oss-20b:support"
+    assert out["l1"]["response"]["body"]["choices"][0]["text"] == greedy_text(tiny_checkpoint)
+    assert "l2" in errs and "missing" in json.dumps(errs["l2"])
