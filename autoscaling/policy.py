@@ -66,6 +66,8 @@ class ModelSignals:
     waiting_batch: int = 0  # of ``waiting``, batch-band lines
     # Online (interactive + standard) arrivals per second over the last few seconds; None: unknown.
     arrivals_per_s: float | None = None
+    # Distinct LoRA adapters the waiting online requests use (0: none, or not counted).
+    adapters_waiting: int = 0
 
     @property
     def running(self) -> int:
@@ -99,6 +101,8 @@ class PolicyConfig:
     burst_hold_s: float = 3600.0
     # Replicas batch-band work alone may keep (0: it only ever fills spare slots).
     batch_max_replicas: int = 1
+    # LoRA adapters one replica holds at once (its LRU); 0: the model serves none.
+    adapters_per_replica: int = 0
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,10 @@ def online_demand(s: ModelSignals, cfg: PolicyConfig, rate: Forecast | None = No
     for_backlog = math.ceil(online_waiting / (horizon * cap)) if online_waiting else 0
     # ...and the forecast must find capacity already up (in replicas: once a replica's rate is known).
     busy = 1 if (online_running or online_waiting) else 0
-    return max(for_backlog, for_slots, for_forecast(s, cfg, rate), busy)
+    # Every adapter that has work waiting needs a replica that can hold it at once: more distinct adapters
+    # than the replicas' LRUs hold means requests wait for others to finish before theirs can load.
+    for_adapters = math.ceil(s.adapters_waiting / cfg.adapters_per_replica) if cfg.adapters_per_replica else 0
+    return max(for_backlog, for_slots, for_forecast(s, cfg, rate), busy, for_adapters)
 
 
 def batch_demand(s: ModelSignals, cfg: PolicyConfig) -> int:

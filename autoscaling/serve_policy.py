@@ -96,14 +96,15 @@ class OssfleetServePolicy:
         now = ctx.current_time or time.time()
         current = ctx.target_num_replicas
         try:
-            q = queue_depth(self._redis(), self.namespace, self.model, self.bands, now)
+            q = queue_depth(self._redis(), self.namespace, self.model, self.bands, now,
+                            adapters=self.cfg.adapters_per_replica > 0)  # fmt: skip
         except Exception as e:
             log.warning("event=autoscaling_redis_unreadable model=%s error=%r", self.model, type(e).__name__)
             return current, ctx.policy_state
         rate, samples = arrival_rate(ctx.policy_state.get("arrivals", []), now, q.arrivals_online)
         signals = ModelSignals(
             q.waiting, q.oldest_online_s, self.replica_loads(ctx.aggregated_metrics),
-            waiting_batch=q.waiting_batch, arrivals_per_s=rate,
+            waiting_batch=q.waiting_batch, arrivals_per_s=rate, adapters_waiting=q.adapters_waiting,
         )  # fmt: skip
         state = policy_state(ctx.policy_state.get("ossfleet", {}))
         desired, state = decide(signals, current, state, self.cfg, now)

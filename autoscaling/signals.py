@@ -20,10 +20,18 @@ class QueueDepth:
     waiting_batch: int  # of those, in the batch band (the lowest, when there are several)
     oldest_online_s: float  # the oldest online (non-batch) request's wait
     arrivals_online: int  # online requests ever admitted (a counter: its increments are the arrivals)
+    adapters_waiting: int = 0  # distinct LoRA adapters among the oldest waiting online requests (if counted)
 
 
-def queue_depth(client: Any, namespace: str, model: str, bands: int, now: float | None = None) -> QueueDepth:
-    """A model's queue in Redis, in one round trip."""
+# Waiting online requests per band whose adapters are counted: a bounded sample, the oldest first.
+ADAPTER_SAMPLE = 256
+
+
+def queue_depth(
+    client: Any, namespace: str, model: str, bands: int, now: float | None = None, adapters: bool = False
+) -> QueueDepth:
+    """A model's queue in Redis, in one round trip (two with ``adapters``: the distinct LoRA adapters
+    the oldest ``ADAPTER_SAMPLE`` waiting online requests of each band use)."""
     prefix = "{" + namespace + "}:"
     batch = bands - 1 if bands > 1 else None
     pipe = client.pipeline(transaction=False)
@@ -37,11 +45,23 @@ def queue_depth(client: Any, namespace: str, model: str, bands: int, now: float 
     now_ms = (now if now is not None else time.time()) * 1000
     oldest = max(0.0, (now_ms - min(heads)) / 1000) if heads else 0.0
     arrivals = {int(k): int(v) for k, v in (res[-1] or {}).items()}
+    distinct = 0
+    if adapters:
+        pipe = client.pipeline(transaction=False)
+        for b in range(bands):
+            if b != batch:
+                pipe.zrange(f"{prefix}wait:{model}:{b}", 0, ADAPTER_SAMPLE - 1)
+        ids = [i for band in pipe.execute() for i in band]
+        pipe = client.pipeline(transaction=False)
+        for i in ids:
+            pipe.hget(prefix + "req:" + (i.decode() if isinstance(i, bytes) else str(i)), "adapter")
+        distinct = len({a for a in pipe.execute() if a})
     return QueueDepth(
         waiting=sum(counts),
         waiting_batch=counts[batch] if batch is not None else 0,
         oldest_online_s=oldest,
         arrivals_online=sum(v for b, v in arrivals.items() if b != batch),
+        adapters_waiting=distinct,
     )
 
 

@@ -54,6 +54,7 @@ def policy_kwargs(cfg: PlatformConfig, m: ModelConfig, redis_url: str | None) ->
         "burst_hold_s": a.burst_hold_s,
         "batch_max_replicas": a.batch_max_replicas,
         "default_slots": m.max_batch_size,
+        "adapters_per_replica": m.adapters.max_loaded if m.own_engine() else 0,
     }
 
 

@@ -31,6 +31,20 @@ def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_tiny_adapter(args: argparse.Namespace) -> int:
+    from ossfleet.tinymodel import make_tiny_adapter
+
+    try:
+        modules = tuple(m for m in args.modules.split(",") if m)
+        out = make_tiny_adapter(args.checkpoint, args.dir, rank=args.rank, alpha=args.alpha, seed=args.seed,
+                                modules=modules, base_name=args.base_name)  # fmt: skip
+    except ImportError:
+        print("ossfleet: make-tiny-adapter needs PEFT: pip install peft", file=sys.stderr)
+        return 2
+    print(f"wrote a random LoRA adapter (rank {args.rank}, {','.join(modules)}) for {args.checkpoint} to {out}")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the catalog's plan for a model on GPUs of a size, as one JSON object (exit 1: it does not fit)."""
     from ossfleet.catalog import CATALOG, PlanError
@@ -269,6 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--mxfp4", action="store_true", help="experts in MXFP4, the rest bf16 (the released format)")
     tiny.set_defaults(fn=cmd_make_tiny_checkpoint)
+
+    ad = sub.add_parser("make-tiny-adapter", help="write a random PEFT LoRA adapter for a (tiny) checkpoint")
+    ad.add_argument("checkpoint", help="the base checkpoint folder")
+    ad.add_argument("dir", help="where adapter_config.json and adapter_model.safetensors go")
+    ad.add_argument("--rank", type=int, default=4)
+    ad.add_argument("--alpha", type=int, default=8)
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--modules", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated target modules")
+    ad.add_argument("--base-name", default="openai/gpt-oss-20b", help="base_model_name_or_path in its config")
+    ad.set_defaults(fn=cmd_make_tiny_adapter)
 
     pl = sub.add_parser("plan", help="the GPU plan of a model: stages, bytes per stage, KV cache (JSON)")
     pl.add_argument("--model", required=True)

@@ -479,9 +479,19 @@ def adapter_dirs(tiny_checkpoint, tiny_checkpoint_4l, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     return {
         "support": make_tiny_adapter(tiny_checkpoint, root / "support", seed=11, alpha=2),
-        "legal": make_tiny_adapter(tiny_checkpoint, root / "legal", seed=12, rank=8, alpha=4),
+        "legal": _cli_adapter(tiny_checkpoint, root / "legal", "--seed", "12", "--rank", "8", "--alpha", "4"),
         "big": make_tiny_adapter(tiny_checkpoint_4l, root / "big", seed=13, alpha=2, base_name="openai/gpt-oss-120b"),
     }
+
+
+def _cli_adapter(checkpoint, out, *args):
+    """``ossfleet make-tiny-adapter``, the command a developer runs."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "ossfleet.cli", "make-tiny-adapter", str(checkpoint), str(out), *args]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
 
 
 def upload_adapter(platform, tenant, model, name, folder, config=None, weights=None):

@@ -100,3 +100,19 @@ async def test_adapter_usage_is_recorded_under_model_colon_adapter(env):
     usage = {k.decode(): int(v) for k, v in (await q.r.hgetall(q.key("usage", "a", "2026-11"))).items()}
     assert usage["m:X:requests"] == 1 and usage["m:X:output_tokens"] == 3
     assert usage["m:requests"] == 1 and usage["cost_nusd"] == 100
+
+
+async def test_the_autoscaling_signal_counts_distinct_adapters_of_waiting_online_requests(env, redis_server):
+    from autoscaling.signals import queue_depth
+    from ossfleet.redisdb import connect
+
+    q, _ = env
+    for rid, adapter, band in (("1", "X", 0), ("2", "X", 1), ("3", "Y", 1), ("4", "", 1), ("5", "Z", 2)):
+        await q.admit(adm(rid, adapter=adapter, band=band))
+    client = connect(redis_server.url)
+    try:
+        ns = q.prefix[1:-2]
+        assert queue_depth(client, ns, "m", 3, adapters=True).adapters_waiting == 2  # X and Y; Z is batch-band
+        assert queue_depth(client, ns, "m", 3).adapters_waiting == 0  # not counted unless asked
+    finally:
+        client.close()

@@ -179,3 +179,13 @@ def test_serve_adapter_reads_the_arrival_rate_from_the_counters_increments_and_k
     assert rate is None and samples == [[116.0, 3.0]]
     state = PolicyState(rates=((1.0, 2.0),), bursts=((1.0, 9.0),), burst_start=1.0, down_max=3)
     assert policy_state(json.loads(json.dumps(asdict(state)))) == state
+
+
+def test_adapter_load_asks_for_a_replica_per_lru_of_distinct_waiting_adapters():
+    # Ten waiting requests fit one replica's slots, but they use nine different adapters and a replica
+    # holds four at once: three replicas, so no adapter waits for another's requests to finish.
+    s = ModelSignals(10, 0.0, (ReplicaLoad(0, 16, 0.0),), adapters_waiting=9)
+    assert demand(s, replace(CFG, default_slots=16)) == 1  # a model without adapters ignores the count
+    assert demand(s, replace(CFG, default_slots=16, adapters_per_replica=4)) == 3
+    assert demand(replace(s, adapters_waiting=4), replace(CFG, default_slots=16, adapters_per_replica=4)) == 1
+    assert run([s] * 2, current=1, cfg=replace(CFG, default_slots=16, adapters_per_replica=4)) == [3, 3]
