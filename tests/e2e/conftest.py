@@ -76,7 +76,7 @@ def ray_cluster(request):
 
 
 @pytest.fixture(scope="module")
-def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server, tmp_path_factory) -> Platform:
+def platform(request, ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server, tmp_path_factory) -> Platform:
     from ray import serve
     from ray.serve.config import gRPCOptions
 
@@ -84,8 +84,11 @@ def platform(ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server, tmp
     from ossfleet.grpc_api import SERVICER_FUNCTIONS
 
     port, grpc_port = free_port(), free_port()
-    raw = platform_config(tiny_checkpoint, tiny_checkpoint_4l, "e2e", port)
+    # A namespace per test module: one module's tenants' state (usage, adapters) never shows in another's.
+    namespace = "e2e-" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    raw = platform_config(tiny_checkpoint, tiny_checkpoint_4l, namespace, port)
     raw["batch"] = {"storage_url": str(tmp_path_factory.mktemp("files"))}  # batch files and LoRA adapters
+    raw["endpoints"]["grpc_health_port"] = free_port()
     cfg = parse_config(raw, "<e2e>")
     for attempt in range(2):
         try:
