@@ -119,17 +119,19 @@ def test_every_variable_is_used_and_documented(module):
         assert body.get("description"), f"{module.name}: output {name} has no description"
 
 
-def test_gpu_node_pools_are_tainted_and_only_gpu_pods_tolerate_it():
+def test_gpu_node_pools_are_tainted_and_only_gpu_pods_tolerate_it(rendered_rayservice):
     cluster = json.dumps(blocks(TF / "modules" / "cluster", "module")["eks"]["eks_managed_node_groups"])
     assert "nvidia.com/gpu" in cluster and "NO_SCHEDULE" in cluster and "ossfleet.io/model" in cluster
     # Scale-from-zero needs the taint on the Auto Scaling group's template tags too.
     template = (TF / "modules" / "cluster" / "main.tf").read_text()
     assert "node-template/taint/nvidia.com/gpu" in template
-    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
-    gpu_groups = kuberay[kuberay.index("gpu_groups = [") : kuberay.index('resource "kubernetes_manifest"')]
-    assert 'tolerations  = [{ key = "nvidia.com/gpu"' in gpu_groups
-    head = kuberay[kuberay.index("headGroupSpec") : kuberay.index("workerGroupSpecs")]
-    assert "tolerations" not in head  # the head stays off GPU nodes
+    spec = rendered_rayservice["manifest"]["spec"]["rayClusterConfig"]
+    for g in spec["workerGroupSpecs"]:
+        tolerations = g["template"]["spec"].get("tolerations", [])
+        assert ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations) == (
+            g["groupName"].startswith("gpu-")
+        ), g["groupName"]
+    assert "tolerations" not in spec["headGroupSpec"]["template"]["spec"]  # the head stays off GPU nodes
 
 
 def test_redis_has_tls_auth_and_failover():
@@ -138,8 +140,8 @@ def test_redis_has_tls_auth_and_failover():
     assert rg["at_rest_encryption_enabled"] is True
     assert rg["auth_token"] == "${random_password.auth.result}"
     assert rg["multi_az_enabled"] is True and rg["automatic_failover_enabled"] is True
-    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
-    assert 'redisAddress  = "rediss://' in kuberay  # GCS fault tolerance over TLS too
+    rayservice = (TF / "modules" / "rayservice" / "main.tf").read_text()
+    assert 'redisAddress  = "rediss://' in rayservice  # GCS fault tolerance over TLS too
 
 
 SECRETISH = re.compile(r"(password|passwd|secret|token|api_?key|private_key|credentials?)$", re.I)
@@ -195,6 +197,8 @@ def test_deploy_provider_versions_have_an_upper_bound(module):
     if not versions.exists():
         return
     text = versions.read_text()
+    if "required_providers" not in text:  # provider-free (modules/rayservice)
+        return
     pins = re.findall(r'(\w+)\s*=\s*\{\s*source\s*=\s*"([^"]+)",\s*version\s*=\s*"([^"]+)"', text)
     assert pins, f"{versions} pins no provider"
     for name, _, constraint in pins:
@@ -224,11 +228,11 @@ def test_deploy_redis_never_evicts_queue_state():
 
 
 def test_deploy_gcs_fault_tolerance_over_tls_has_a_ca_for_rays_redis_client():
-    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
-    assert 'redisAddress  = "rediss://' in kuberay
-    assert re.search(r'name = "RAY_REDIS_CA_CERT", value = "/etc/ssl/certs/ca-certificates.crt"', kuberay)
+    rayservice = (TF / "modules" / "rayservice" / "main.tf").read_text()
+    assert 'redisAddress  = "rediss://' in rayservice
+    assert re.search(r'name = "RAY_REDIS_CA_CERT", value = "/etc/ssl/certs/ca-certificates.crt"', rayservice)
     # The same env reaches the head, where the GCS runs.
-    head = kuberay[kuberay.index("headGroupSpec") : kuberay.index("workerGroupSpecs")]
+    head = rayservice[rayservice.index("headGroupSpec") : rayservice.index("workerGroupSpecs")]
     assert "env             = local.env" in head
 
 
@@ -271,18 +275,141 @@ def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_as
 
 
 def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_change():
-    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
+    kuberay = blocks(TF / "modules" / "kuberay", "module")["rayservice"]
+    assert kuberay["redis_url"] == "rediss://${var.redis_host}:6379/0"
     cm = blocks(TF / "modules" / "kuberay", "resource")["kubernetes_config_map"]["ossfleet"]
-    assert cm["data"]["config.yaml"] == "${local.ossfleet_config}"
-    assert 'url = "rediss://${var.redis_host}:6379/0"' in kuberay
+    assert cm["data"]["config.yaml"] == "${module.rayservice.ossfleet_config_yaml}"
+    rayservice = (TF / "modules" / "rayservice" / "main.tf").read_text()
     # Every pod template carries the digest of both configs: a change rolls the pods.
-    assert kuberay.count("metadata = { annotations = local.pod_annotations }") == 3
-    assert 'sha256("${local.ossfleet_config}\\n${var.serve_config_yaml}")' in kuberay
+    assert rayservice.count("metadata = { annotations = local.pod_annotations }") == 3
+    assert 'sha256("${local.ossfleet_config}\\n${var.serve_config_yaml}")' in rayservice
 
 
-def test_deploy_kuberay_chart_knows_the_rayservice_fields_it_is_given():
-    # upgradeStrategy and gcsFaultToleranceOptions arrived in KubeRay 1.3.0; Helm installs the chart's CRDs once.
+def test_deploy_names_match_across_modules():
+    """What one module creates and another refers to by name: the ConfigMap, the Redis secret, the service
+    account and the models volume claim the RayService's pods mount."""
+    res = blocks(TF / "modules" / "kuberay", "resource")
+    wiring = blocks(TF / "modules" / "kuberay", "module")["rayservice"]
+    cm = res["kubernetes_config_map"]["ossfleet"]["metadata"]
+    cm = cm[0] if isinstance(cm, list) else cm
+    assert wiring["config_map"] == cm["name"]
+    assert wiring["redis_secret"] == "${kubernetes_secret.redis.metadata[0].name}"
+    assert wiring["service_account"] == "${kubernetes_service_account.ray.metadata[0].name}"
+    assert wiring["models_pvc"] == "${var.models_pvc}"
+    kv = blocks(TF / "modules" / "kuberay", "variable")
+    rv = blocks(TF / "modules" / "rayservice", "variable")
+    assert kv["models_pvc"]["default"] == rv["models_pvc"]["default"] == "ossfleet-models"
+
+
+def test_deploy_rayservice_is_applied_without_its_crd_at_plan_time():
+    """kubernetes_manifest reads a kind's schema from the cluster while planning, before the same apply
+    installs KubeRay; the RayService goes through a Helm release of a local chart instead."""
+    kuberay = TF / "modules" / "kuberay"
+    res = blocks(kuberay, "resource")
+    assert "kubernetes_manifest" not in res
+    rel = res["helm_release"]["rayservice"]
+    assert rel["chart"] == "${path.module}/charts/rayservice"
+    assert "helm_release.kuberay_operator" in json.dumps(rel["depends_on"])
+    assert "module.rayservice.manifest" in json.dumps(rel["values"])
+    template = (kuberay / "charts" / "rayservice" / "templates" / "rayservice.yaml").read_text()
+    assert ".Values.manifest | toYaml" in template
+
+
+def test_deploy_kuberay_chart_is_the_version_whose_crds_the_rayservice_is_checked_against():
+    # The rendered RayService is validated against KubeRay v1.7.0's CRDs (../shared/kuberay) below; the
+    # operator chart installs that version's CRDs (Helm installs a chart's CRDs once, on first install).
     default = blocks(TF / "modules" / "kuberay", "variable")["kuberay_version"]["default"]
-    assert tuple(int(x) for x in default.split(".")) >= (1, 3, 0), default
-    kuberay = (TF / "modules" / "kuberay" / "main.tf").read_text()
-    assert "upgradeStrategy" in kuberay and "gcsFaultToleranceOptions" in kuberay
+    assert default == "1.7.0", default
+
+
+def crd_schema(kind: str) -> dict[str, Any]:
+    """KubeRay v1.7.0's schema of a kind (tests/terraform/kuberay-crds: the release's files, unchanged)."""
+    import gzip
+
+    import yaml
+
+    path = Path(__file__).parent / "kuberay-crds" / f"ray.io_{kind}-v1.7.0.yaml.gz"
+    crd = yaml.safe_load(gzip.decompress(path.read_bytes()))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture(scope="module")
+def rendered_rayservice(tmp_path_factory) -> dict[str, Any]:
+    """modules/rayservice applied (no provider: locals to outputs) with production's configs and the
+    example's GPU groups, the way modules/kuberay calls it."""
+    work = tmp_path_factory.mktemp("rayservice") / "m"
+    shutil.copytree(TF / "modules" / "rayservice", work, ignore=shutil.ignore_patterns(".terraform"))
+    serve = work.parent / "serve.yaml"
+    assert ossfleet_cli(["render-serve-config", "--config", str(ROOT / "config" / "production.yaml"),
+                         "--config-path-in-cluster", "/etc/ossfleet/config.yaml", "-o", str(serve)]) == 0  # fmt: skip
+    variables = {
+        "namespace": "ossfleet", "ray_version": "2.60.0", "image": "registry.example/ossfleet:1",
+        "serve_config_yaml": serve.read_text(),
+        "ossfleet_config_yaml": (ROOT / "config" / "production.yaml").read_text(),
+        "redis_url": "rediss://master.example.cache.amazonaws.com:6379/0",
+        "redis_host": "master.example.cache.amazonaws.com",
+        "gpu_groups": {
+            "gpt-oss-20b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 1, "cpu": "7", "memory": "27Gi"},
+            "gpt-oss-120b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 4, "cpu": "47", "memory": "163Gi"},
+        },
+    }  # fmt: skip
+    (work / "terraform.tfvars.json").write_text(json.dumps(variables))
+    cli = TerraformCommand(str(work))
+    assert cli.init().retcode == 0
+    applied = cli.apply(auto_approve=True)
+    assert applied.retcode == 0, applied.value
+    out = cli.output().value
+    return {k: v["value"] for k, v in out.items()} | {"serve": serve.read_text()}
+
+
+def test_rayservice_module_renders_what_kuberay_v1_7_accepts(rendered_rayservice):
+    import jsonschema
+
+    m = rendered_rayservice["manifest"]
+    jsonschema.Draft7Validator(crd_schema("rayservices")).validate(m)
+    # Its cluster spec is also what a RayCluster of the same version accepts.
+    cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "x"},
+               "spec": m["spec"]["rayClusterConfig"]}  # fmt: skip
+    jsonschema.Draft7Validator(crd_schema("rayclusters")).validate(cluster)
+    groups = {g["groupName"] for g in m["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    assert groups == {"cpu", "gpu-gpt-oss-20b", "gpu-gpt-oss-120b"}
+
+
+def test_rayservice_schema_check_catches_what_kuberay_would_refuse(rendered_rayservice):
+    import copy
+
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(crd_schema("rayservices"))
+    bad = copy.deepcopy(rendered_rayservice["manifest"])
+    bad["spec"]["serveConfigV2"] = {"applications": []}  # the CRD wants the Serve config as a YAML string
+    assert any("is not of type 'string'" in e.message for e in validator.iter_errors(bad))
+    bad = copy.deepcopy(rendered_rayservice["manifest"])
+    del bad["spec"]["rayClusterConfig"]  # required
+    assert any("rayClusterConfig" in e.message for e in validator.iter_errors(bad))
+    bad = copy.deepcopy(rendered_rayservice["manifest"])
+    bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplicas"] = "one"
+    assert list(validator.iter_errors(bad))
+
+
+def test_rayservice_serve_config_and_ossfleet_config_are_valid_and_wired(rendered_rayservice):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from ossfleet.config import parse_config
+
+    m = rendered_rayservice["manifest"]
+    assert m["spec"]["serveConfigV2"] == rendered_rayservice["serve"]
+    ServeDeploySchema.model_validate(yaml.safe_load(m["spec"]["serveConfigV2"]))
+    cfg = parse_config(yaml.safe_load(rendered_rayservice["ossfleet_config_yaml"]), "<rendered>")
+    assert cfg.redis.url == "rediss://master.example.cache.amazonaws.com:6379/0"
+    pods = [m["spec"]["rayClusterConfig"]["headGroupSpec"]["template"],
+            *(g["template"] for g in m["spec"]["rayClusterConfig"]["workerGroupSpecs"])]  # fmt: skip
+    for pod in pods:
+        assert pod["metadata"]["annotations"]["ossfleet.io/config-sha256"] == rendered_rayservice["config_sha256"]
+        assert pod["spec"]["serviceAccountName"] == "ossfleet-ray"
+        claims = [
+            v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
+        ]
+        assert claims == ["ossfleet-models"]

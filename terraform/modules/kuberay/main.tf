@@ -40,155 +40,45 @@ resource "kubernetes_config_map" "ossfleet" {
     namespace = kubernetes_namespace.ossfleet.metadata[0].name
   }
   data = {
-    "config.yaml" = local.ossfleet_config
+    "config.yaml" = module.rayservice.ossfleet_config_yaml
   }
 }
 
-locals {
-  # The ossfleet config the pods read, with the Redis this deployment created (the file's redis.url is
-  # a placeholder): TLS, the primary endpoint, database 0.
-  ossfleet_config_in = yamldecode(var.ossfleet_config_yaml)
-  ossfleet_config = yamlencode(merge(local.ossfleet_config_in, {
-    redis = merge(local.ossfleet_config_in.redis, { url = "rediss://${var.redis_host}:6379/0" })
-  }))
-  # A change of either config changes every pod template, so it rolls out (a NewCluster upgrade): pods
-  # read the ConfigMap only at start.
-  pod_annotations = { "ossfleet.io/config-sha256" = sha256("${local.ossfleet_config}\n${var.serve_config_yaml}") }
-
-  config_mount = { name = "ossfleet-config", mountPath = "/etc/ossfleet", readOnly = true }
-  models_mount = { name = "models", mountPath = "/models", readOnly = true }
-  env = [
-    { name = "OSSFLEET_REDIS_PASSWORD", valueFrom = { secretKeyRef = { name = "ossfleet-redis", key = "password" } } },
-    { name = "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", value = "1" },
-    # GCS fault tolerance speaks TLS to ElastiCache (rediss://): Ray's Redis client verifies the server
-    # against this CA bundle (Amazon's CAs are in the image's system bundle); without it the head
-    # fails verification and restarts in a loop.
-    { name = "RAY_REDIS_CA_CERT", value = "/etc/ssl/certs/ca-certificates.crt" },
-  ]
-  volumes = [
-    { name = "ossfleet-config", configMap = { name = "ossfleet-config" } },
-    { name = "models", persistentVolumeClaim = { claimName = var.models_pvc, readOnly = true } },
-  ]
-  security_context = {
-    allowPrivilegeEscalation = false
-    runAsNonRoot             = true
-    runAsUser                = 1000
-    capabilities             = { drop = ["ALL"] }
+resource "kubernetes_service_account" "ray" {
+  metadata {
+    name      = var.service_account
+    namespace = kubernetes_namespace.ossfleet.metadata[0].name
   }
-
-  gpu_groups = [
-    for model, g in var.gpu_groups : {
-      groupName      = "gpu-${model}"
-      minReplicas    = g.min_nodes
-      maxReplicas    = g.max_nodes
-      replicas       = g.min_nodes
-      rayStartParams = { "num-gpus" = tostring(g.gpus_per_node) }
-      template = {
-        metadata = { annotations = local.pod_annotations }
-        spec = {
-          nodeSelector = { "ossfleet.io/model" = model }
-          tolerations  = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
-          volumes      = local.volumes
-          containers = [{
-            name            = "ray-worker"
-            image           = var.image
-            env             = local.env
-            volumeMounts    = [local.config_mount, local.models_mount]
-            securityContext = local.security_context
-            resources = {
-              requests = { cpu = g.cpu, memory = g.memory, "nvidia.com/gpu" = tostring(g.gpus_per_node) }
-              limits   = { cpu = g.cpu, memory = g.memory, "nvidia.com/gpu" = tostring(g.gpus_per_node) }
-            }
-          }]
-        }
-      }
-    }
-  ]
 }
 
-resource "kubernetes_manifest" "rayservice" {
-  manifest = {
-    apiVersion = "ray.io/v1"
-    kind       = "RayService"
-    metadata = {
-      name      = "ossfleet"
-      namespace = kubernetes_namespace.ossfleet.metadata[0].name
-    }
-    spec = {
-      # A new config rolls out as a new Ray cluster; traffic moves once it is healthy.
-      upgradeStrategy = { type = "NewCluster" }
-      serveConfigV2   = var.serve_config_yaml
-      rayClusterConfig = {
-        rayVersion              = var.ray_version
-        enableInTreeAutoscaling = true
-        autoscalerOptions = {
-          upscalingMode      = "Default"
-          idleTimeoutSeconds = var.idle_timeout_seconds
-        }
-        gcsFaultToleranceOptions = {
-          redisAddress  = "rediss://${var.redis_host}:6379"
-          redisPassword = { valueFrom = { secretKeyRef = { name = "ossfleet-redis", key = "password" } } }
-        }
-        headGroupSpec = {
-          # The head schedules no work of its own (num-cpus 0): it runs the GCS,
-          # the Serve controller and the proxies.
-          rayStartParams = { "num-cpus" = "0", "dashboard-host" = "0.0.0.0" }
-          template = {
-            metadata = { annotations = local.pod_annotations }
-            spec = {
-              nodeSelector = { "ossfleet.io/pool" = "system" }
-              volumes      = local.volumes
-              containers = [{
-                name            = "ray-head"
-                image           = var.image
-                env             = local.env
-                volumeMounts    = [local.config_mount, local.models_mount]
-                securityContext = local.security_context
-                ports = [
-                  { name = "gcs", containerPort = 6379 },
-                  { name = "dashboard", containerPort = 8265 },
-                  { name = "serve", containerPort = 8000 },
-                  { name = "grpc", containerPort = 9000 },
-                ]
-                resources = {
-                  requests = { cpu = "2", memory = "8Gi" }
-                  limits   = { cpu = "2", memory = "8Gi" }
-                }
-              }]
-            }
-          }
-        }
-        workerGroupSpecs = concat([
-          {
-            # CPU workers: the gateways.
-            groupName      = "cpu"
-            minReplicas    = var.cpu_workers.min
-            maxReplicas    = var.cpu_workers.max
-            replicas       = var.cpu_workers.min
-            rayStartParams = {}
-            template = {
-              metadata = { annotations = local.pod_annotations }
-              spec = {
-                nodeSelector = { "ossfleet.io/pool" = "system" }
-                volumes      = local.volumes
-                containers = [{
-                  name            = "ray-worker"
-                  image           = var.image
-                  env             = local.env
-                  volumeMounts    = [local.config_mount, local.models_mount]
-                  securityContext = local.security_context
-                  resources = {
-                    requests = { cpu = "2", memory = "4Gi" }
-                    limits   = { cpu = "2", memory = "4Gi" }
-                  }
-                }]
-              }
-            }
-          }
-        ], local.gpu_groups)
-      }
-    }
-  }
+# The RayService, rendered offline by the provider-free module and checked against KubeRay's CRD there.
+module "rayservice" {
+  source = "../rayservice"
 
-  depends_on = [helm_release.kuberay_operator]
+  namespace            = kubernetes_namespace.ossfleet.metadata[0].name
+  ray_version          = var.ray_version
+  image                = var.image
+  serve_config_yaml    = var.serve_config_yaml
+  ossfleet_config_yaml = var.ossfleet_config_yaml
+  redis_url            = "rediss://${var.redis_host}:6379/0"
+  redis_host           = var.redis_host
+  redis_secret         = kubernetes_secret.redis.metadata[0].name
+  config_map           = "ossfleet-config"
+  models_pvc           = var.models_pvc
+  service_account      = kubernetes_service_account.ray.metadata[0].name
+  idle_timeout_seconds = var.idle_timeout_seconds
+  cpu_workers          = var.cpu_workers
+  gpu_groups           = var.gpu_groups
+}
+
+# Applied as a Helm release of a local chart (charts/rayservice), not a kubernetes_manifest: Helm checks
+# the kind only when it applies, after the operator (and its CRDs) are installed, so a first
+# `terraform apply` plans without the CRD.
+resource "helm_release" "rayservice" {
+  name      = "ossfleet-rayservice"
+  chart     = "${path.module}/charts/rayservice"
+  namespace = kubernetes_namespace.ossfleet.metadata[0].name
+  values    = [yamlencode({ manifest = module.rayservice.manifest })]
+
+  depends_on = [helm_release.kuberay_operator, kubernetes_config_map.ossfleet]
 }

@@ -5,5 +5,5 @@ output "namespace" {
 
 output "rayservice_name" {
   description = "Name of the RayService."
-  value       = kubernetes_manifest.rayservice.manifest.metadata.name
+  value       = module.rayservice.manifest.metadata.name
 }

@@ -70,3 +70,9 @@ variable "gpu_groups" {
     memory        = string
   }))
 }
+
+variable "service_account" {
+  description = "Kubernetes service account of the Ray pods (give it pod identity for the file storage bucket)."
+  type        = string
+  default     = "ossfleet-ray"
+}

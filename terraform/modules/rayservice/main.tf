@@ -1,0 +1,159 @@
+# The RayService that runs ossfleet, rendered from plain inputs with no provider (modules/kuberay applies
+# it). Its serveConfigV2 is the file `ossfleet render-serve-config` writes; the ossfleet YAML it points at
+# is mounted from a ConfigMap. Ray GCS fault tolerance uses the same Redis as the queues (TLS + AUTH from a
+# Kubernetes secret), and the Ray autoscaler is on: pending replicas and placement groups ask KubeRay for
+# worker pods, which the cluster autoscaler turns into GPU nodes. tests/terraform checks the output
+# against KubeRay v1.7.0's CRD schema.
+
+locals {
+  # The ossfleet config the pods read, with the Redis this deployment created (the file's redis.url is
+  # a placeholder).
+  ossfleet_config_in = yamldecode(var.ossfleet_config_yaml)
+  ossfleet_config = yamlencode(merge(local.ossfleet_config_in, {
+    redis = merge(local.ossfleet_config_in.redis, { url = var.redis_url })
+  }))
+  # A change of either config changes every pod template, so it rolls out (a NewCluster upgrade): pods
+  # read the ConfigMap only at start.
+  config_sha256   = sha256("${local.ossfleet_config}\n${var.serve_config_yaml}")
+  pod_annotations = { "ossfleet.io/config-sha256" = local.config_sha256 }
+
+  config_mount = { name = "ossfleet-config", mountPath = "/etc/ossfleet", readOnly = true }
+  models_mount = { name = "models", mountPath = "/models", readOnly = true }
+  env = [
+    { name = "OSSFLEET_REDIS_PASSWORD", valueFrom = { secretKeyRef = { name = var.redis_secret, key = "password" } } },
+    { name = "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", value = "1" },
+    # GCS fault tolerance speaks TLS to ElastiCache (rediss://): Ray's Redis client verifies the server
+    # against this CA bundle (Amazon's CAs are in the image's system bundle); without it the head
+    # fails verification and restarts in a loop.
+    { name = "RAY_REDIS_CA_CERT", value = "/etc/ssl/certs/ca-certificates.crt" },
+  ]
+  volumes = [
+    { name = "ossfleet-config", configMap = { name = var.config_map } },
+    { name = "models", persistentVolumeClaim = { claimName = var.models_pvc, readOnly = true } },
+  ]
+  security_context = {
+    allowPrivilegeEscalation = false
+    runAsNonRoot             = true
+    runAsUser                = 1000
+    capabilities             = { drop = ["ALL"] }
+  }
+
+  gpu_groups = [
+    for model, g in var.gpu_groups : {
+      groupName      = "gpu-${model}"
+      minReplicas    = g.min_nodes
+      maxReplicas    = g.max_nodes
+      replicas       = g.min_nodes
+      rayStartParams = { "num-gpus" = tostring(g.gpus_per_node) }
+      template = {
+        metadata = { annotations = local.pod_annotations }
+        spec = {
+          serviceAccountName = var.service_account
+          nodeSelector       = { "ossfleet.io/model" = model }
+          tolerations        = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
+          volumes            = local.volumes
+          containers = [{
+            name            = "ray-worker"
+            image           = var.image
+            env             = local.env
+            volumeMounts    = [local.config_mount, local.models_mount]
+            securityContext = local.security_context
+            resources = {
+              requests = { cpu = g.cpu, memory = g.memory, "nvidia.com/gpu" = tostring(g.gpus_per_node) }
+              limits   = { cpu = g.cpu, memory = g.memory, "nvidia.com/gpu" = tostring(g.gpus_per_node) }
+            }
+          }]
+        }
+      }
+    }
+  ]
+
+  manifest = {
+    apiVersion = "ray.io/v1"
+    kind       = "RayService"
+    metadata = {
+      name      = var.name
+      namespace = var.namespace
+    }
+    spec = {
+      # A new config rolls out as a new Ray cluster; traffic moves once it is healthy.
+      upgradeStrategy = { type = "NewCluster" }
+      serveConfigV2   = var.serve_config_yaml
+      rayClusterConfig = {
+        rayVersion              = var.ray_version
+        enableInTreeAutoscaling = true
+        autoscalerOptions = {
+          upscalingMode      = "Default"
+          idleTimeoutSeconds = var.idle_timeout_seconds
+        }
+        gcsFaultToleranceOptions = {
+          redisAddress  = "rediss://${var.redis_host}:6379"
+          redisPassword = { valueFrom = { secretKeyRef = { name = var.redis_secret, key = "password" } } }
+        }
+        headGroupSpec = {
+          # The head schedules no work of its own (num-cpus 0): it runs the GCS,
+          # the Serve controller and the proxies.
+          rayStartParams = { "num-cpus" = "0", "dashboard-host" = "0.0.0.0" }
+          template = {
+            metadata = { annotations = local.pod_annotations }
+            spec = {
+              serviceAccountName = var.service_account
+              nodeSelector       = { "ossfleet.io/pool" = "system" }
+              volumes            = local.volumes
+              containers = [{
+                name            = "ray-head"
+                image           = var.image
+                env             = local.env
+                volumeMounts    = [local.config_mount, local.models_mount]
+                securityContext = local.security_context
+                ports = [
+                  { name = "gcs", containerPort = 6379 },
+                  { name = "dashboard", containerPort = 8265 },
+                  { name = "serve", containerPort = 8000 },
+                  { name = "grpc", containerPort = 9000 },
+                ]
+                resources = {
+                  requests = { cpu = "2", memory = "8Gi" }
+                  limits   = { cpu = "2", memory = "8Gi" }
+                }
+              }]
+            }
+          }
+        }
+        workerGroupSpecs = concat([
+          {
+            # CPU workers: the gateways.
+            groupName      = "cpu"
+            minReplicas    = var.cpu_workers.min
+            maxReplicas    = var.cpu_workers.max
+            replicas       = var.cpu_workers.min
+            rayStartParams = {}
+            template = {
+              metadata = { annotations = local.pod_annotations }
+              spec = {
+                serviceAccountName = var.service_account
+                nodeSelector       = { "ossfleet.io/pool" = "system" }
+                volumes            = local.volumes
+                containers = [{
+                  name            = "ray-worker"
+                  image           = var.image
+                  env             = local.env
+                  volumeMounts    = [local.config_mount, local.models_mount]
+                  securityContext = local.security_context
+                  # grpc.health.v1 of the gateway replicas on this pod (endpoints.grpc_health_port), for
+                  # gRPC-aware load balancers and probes. No readiness probe here: a CPU worker that runs
+                  # no gateway replica would never be ready.
+                  ports = [{ name = "grpc-health", containerPort = 9001 }]
+                  resources = {
+                    requests = { cpu = "2", memory = "4Gi" }
+                    limits   = { cpu = "2", memory = "4Gi" }
+                  }
+                }]
+              }
+            }
+          }
+        ], local.gpu_groups)
+      }
+    }
+  }
+}
