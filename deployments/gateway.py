@@ -14,6 +14,7 @@ from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
 from ossfleet.grpc_api import AdminGrpc, GrpcApi
+from ossfleet.grpc_health import HealthServer
 from ossfleet.openai_api import create_app, current_batches, current_core, set_current
 
 app = create_app(current_core, current_batches)
@@ -30,6 +31,19 @@ class Gateway:
         self.admin = AdminGrpc(self.core, self.batches)
         set_current(self.core, self.batches)
         self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
+        # grpc.health.v1 on a port of its own (Serve's gRPC proxy needs metadata a probe cannot send).
+        self.health: HealthServer | None = None
+        if cfg.endpoints.grpc_health_port:
+            self.health = HealthServer(self.core.ping, cfg.endpoints.grpc_health_port, cfg.endpoints.http_host)
+            self._health_started = asyncio.get_event_loop().create_task(self._start_health(self.health))
+
+    @staticmethod
+    async def _start_health(health: HealthServer) -> None:
+        try:
+            await health.start()
+        except Exception as e:  # a port taken: the APIs still serve; the probe finds nothing and says so
+            logging.getLogger("ossfleet.gateway").error("event=grpc_health_failed address=%s error=%r",
+                                                        health.address, f"{type(e).__name__}: {e}")  # fmt: skip
 
     async def _adopt_batches(self, every_s: float = 5.0) -> None:
         """Give every running batch job a driver, whichever gateway or driver died."""

@@ -156,6 +156,8 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
     grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
     print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at} (metadata application=gateway)")
     print(f"Redis: {redis_kind}")
+    if cfg.endpoints.grpc_health_port:
+        print(f"gRPC health (grpc.health.v1, no metadata): {cfg.endpoints.http_host}:{cfg.endpoints.grpc_health_port}")
     if local:
         print(f"Prometheus metrics: http://127.0.0.1:{cfg.endpoints.metrics_port}/metrics")
     else:

@@ -54,6 +54,9 @@ class EndpointsConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+    # grpc.health.v1 (Kubernetes gRPC probes, load balancers), served by every gateway replica on a
+    # port of its own: Serve's gRPC proxy routes by metadata a probe cannot send. 0: not served.
+    grpc_health_port: Annotated[int, Field(ge=0, le=65535)] = 9001
     # Where Prometheus scrapes a local cluster's metrics (`ossfleet up` without --address); a joined
     # cluster's nodes export on the port their own `ray start --metrics-export-port` set.
     metrics_port: Annotated[int, Field(ge=1, le=65535)] = 8080

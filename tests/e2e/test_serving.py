@@ -684,3 +684,17 @@ def test_hardening_abuse_over_grpc_is_never_internal(platform, grpc_client, sche
 def test_hardening_the_server_is_up_after_the_abuse(platform, grpc_client, client):
     assert grpc_client.list_models()
     assert client.models.list().data
+
+
+def test_grpc_health_v1_answers_serving_on_its_own_port_without_metadata(platform):
+    # What a Kubernetes gRPC probe or a load balancer sends: no `application` metadata, no key.
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = platform.cfg.endpoints.grpc_health_port
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "ossfleet.v1.Ossfleet"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
