@@ -301,6 +301,25 @@ def test_deploy_names_match_across_modules():
     assert kv["models_pvc"]["default"] == rv["models_pvc"]["default"] == "ossfleet-models"
 
 
+def test_deploy_storage_module_gives_the_pods_their_models_volume_and_the_files_bucket():
+    """The example wires the storage module's claim and bucket into the RayService, and the storage module's
+    pod identity to the service account the RayService's pods run as."""
+    example = blocks(TF / "examples" / "aws", "module")
+    assert example["kuberay"]["models_pvc"] == "${module.storage.models_pvc}"
+    assert example["kuberay"]["storage_url"] == "${module.storage.storage_url}"
+    assert example["storage"]["service_account"] == "${module.kuberay.service_account}"
+    assert example["storage"]["namespace"] == "${module.kuberay.namespace}"
+    res = blocks(TF / "modules" / "storage", "resource")
+    ray = res["aws_eks_pod_identity_association"]["ray"]
+    assert (ray["namespace"], ray["service_account"]) == ("${var.namespace}", "${var.service_account}")
+    pv = json.dumps(res["kubernetes_persistent_volume"]["models"])
+    assert "efs.csi.aws.com" in pv and "${aws_efs_file_system.models.id}" in pv
+    assert res["aws_efs_file_system"]["models"]["encrypted"] is True
+    policy = json.dumps(blocks(TF / "modules" / "storage", "data")["aws_iam_policy_document"]["files"])
+    assert "${aws_s3_bucket.files.arn}/*" in policy and '"s3:*"' not in policy  # this bucket only, no wildcard
+    assert blocks(TF / "modules" / "storage", "variable")["models_pvc"]["default"] == "ossfleet-models"
+
+
 def test_deploy_rayservice_is_applied_without_its_crd_at_plan_time():
     """kubernetes_manifest reads a kind's schema from the cluster while planning, before the same apply
     installs KubeRay; the RayService goes through a Helm release of a local chart instead."""
@@ -349,6 +368,7 @@ def rendered_rayservice(tmp_path_factory) -> dict[str, Any]:
         "ossfleet_config_yaml": (ROOT / "config" / "production.yaml").read_text(),
         "redis_url": "rediss://master.example.cache.amazonaws.com:6379/0",
         "redis_host": "master.example.cache.amazonaws.com",
+        "storage_url": "s3://ossfleet-files-example/files",
         "gpu_groups": {
             "gpt-oss-20b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 1, "cpu": "7", "memory": "27Gi"},
             "gpt-oss-120b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 4, "cpu": "47", "memory": "163Gi"},
@@ -404,6 +424,7 @@ def test_rayservice_serve_config_and_ossfleet_config_are_valid_and_wired(rendere
     ServeDeploySchema.model_validate(yaml.safe_load(m["spec"]["serveConfigV2"]))
     cfg = parse_config(yaml.safe_load(rendered_rayservice["ossfleet_config_yaml"]), "<rendered>")
     assert cfg.redis.url == "rediss://master.example.cache.amazonaws.com:6379/0"
+    assert cfg.batch.storage_url == "s3://ossfleet-files-example/files"  # the storage module's bucket
     pods = [m["spec"]["rayClusterConfig"]["headGroupSpec"]["template"],
             *(g["template"] for g in m["spec"]["rayClusterConfig"]["workerGroupSpecs"])]  # fmt: skip
     for pod in pods:

@@ -93,6 +93,19 @@ module "redis" {
   tags                      = local.tags
 }
 
+module "storage" {
+  source = "../../modules/storage"
+
+  name                      = var.name
+  cluster_name              = module.cluster.cluster_name
+  vpc_id                    = module.network.vpc_id
+  subnet_ids                = module.network.private_subnets
+  client_security_group_ids = [module.cluster.node_security_group_id]
+  namespace                 = module.kuberay.namespace
+  service_account           = module.kuberay.service_account
+  tags                      = local.tags
+}
+
 module "kuberay" {
   source = "../../modules/kuberay"
 
@@ -101,6 +114,8 @@ module "kuberay" {
   ossfleet_config_yaml = file(var.ossfleet_config_path)
   redis_host           = module.redis.primary_endpoint
   redis_password       = module.redis.auth_token
+  models_pvc           = module.storage.models_pvc
+  storage_url          = module.storage.storage_url
   gpu_groups = {
     for model, type in var.gpu_instance_types : model => {
       min_nodes     = module.sizing.min_gpu_nodes[model]

@@ -32,3 +32,13 @@ output "cluster_name" {
   description = "EKS cluster name (aws eks update-kubeconfig --name ...)."
   value       = module.cluster.cluster_name
 }
+
+output "files_bucket" {
+  description = "S3 bucket of batch files and LoRA adapters (ossfleet's batch.storage_url points into it)."
+  value       = module.storage.files_bucket
+}
+
+output "models_file_system_id" {
+  description = "EFS file system of the checkpoints (the ossfleet-models volume): put the weights here."
+  value       = module.storage.models_file_system_id
+}

@@ -7,3 +7,8 @@ output "rayservice_name" {
   description = "Name of the RayService."
   value       = module.rayservice.manifest.metadata.name
 }
+
+output "service_account" {
+  description = "Service account of the Ray pods (the storage module gives it the files bucket)."
+  value       = kubernetes_service_account.ray.metadata[0].name
+}

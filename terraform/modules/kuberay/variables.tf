@@ -71,6 +71,12 @@ variable "gpu_groups" {
   }))
 }
 
+variable "storage_url" {
+  description = "ossfleet's file storage for batch files and adapters (the storage module's bucket URL); empty: the config file's."
+  type        = string
+  default     = ""
+}
+
 variable "service_account" {
   description = "Kubernetes service account of the Ray pods (give it pod identity for the file storage bucket)."
   type        = string

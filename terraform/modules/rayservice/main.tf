@@ -6,12 +6,16 @@
 # against KubeRay v1.7.0's CRD schema.
 
 locals {
-  # The ossfleet config the pods read, with the Redis this deployment created (the file's redis.url is
-  # a placeholder).
+  # The ossfleet config the pods read, with the Redis and the file storage this deployment created (the
+  # file's redis.url is a placeholder).
   ossfleet_config_in = yamldecode(var.ossfleet_config_yaml)
+  storage_override = {
+    for k, v in { batch = merge(lookup(local.ossfleet_config_in, "batch", {}), { storage_url = var.storage_url }) } :
+    k => v if var.storage_url != ""
+  }
   ossfleet_config = yamlencode(merge(local.ossfleet_config_in, {
     redis = merge(local.ossfleet_config_in.redis, { url = var.redis_url })
-  }))
+  }, local.storage_override))
   # A change of either config changes every pod template, so it rolls out (a NewCluster upgrade): pods
   # read the ConfigMap only at start.
   config_sha256   = sha256("${local.ossfleet_config}\n${var.serve_config_yaml}")

@@ -34,6 +34,12 @@ variable "redis_url" {
   type        = string
 }
 
+variable "storage_url" {
+  description = "ossfleet's file storage (batch files, LoRA adapters), e.g. s3://bucket/files; empty: the config file's batch.storage_url."
+  type        = string
+  default     = ""
+}
+
 variable "redis_host" {
   description = "Redis primary endpoint (TLS, port 6379) for GCS fault tolerance."
   type        = string
