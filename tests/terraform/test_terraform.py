@@ -237,9 +237,7 @@ def test_deploy_gcs_fault_tolerance_over_tls_has_a_ca_for_rays_redis_client():
 
 
 def test_deploy_ingress_speaks_http1_to_http_clients_and_checks_serves_health():
-    svc = blocks(TF / "modules" / "ingress", "resource")["kubernetes_service"]["public"]
-    metadata = svc["metadata"][0] if isinstance(svc["metadata"], list) else svc["metadata"]
-    a = metadata["annotations"]
+    a = blocks(TF / "modules" / "ingress", "locals")["service_annotations"]
     prefix = "service.beta.kubernetes.io/aws-load-balancer-"
     # Serve's HTTP proxy is HTTP/1.1: clients offering both get HTTP/1.1, gRPC clients (h2 only) get h2.
     assert a[prefix + "alpn-policy"] == "HTTP2Optional"
@@ -320,6 +318,20 @@ def test_deploy_storage_module_gives_the_pods_their_models_volume_and_the_files_
     assert blocks(TF / "modules" / "storage", "variable")["models_pvc"]["default"] == "ossfleet-models"
 
 
+def test_deploy_public_traffic_follows_the_active_ray_cluster(rendered_rayservice):
+    """The load balancer's Service is the RayService's serveService, which KubeRay points at the active
+    cluster's Serve pods (switching only once a NewCluster upgrade's applications run), not a Service of
+    our own selecting every `ray.io/serve=true` pod of both clusters."""
+    assert "kubernetes_service" not in blocks(TF / "modules" / "ingress", "resource")
+    example = blocks(TF / "examples" / "aws", "module")["kuberay"]["serve_service"]
+    assert example["annotations"] == "${module.ingress.service_annotations}" and example["type"] == "LoadBalancer"
+    svc = rendered_rayservice["manifest"]["spec"]["serveService"]
+    assert svc["metadata"]["name"] == "ossfleet-public" and svc["spec"]["type"] == "LoadBalancer"
+    assert "selector" not in svc["spec"]  # KubeRay sets it to the active cluster
+    assert {(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {(443, 8000), (9443, 9000)}
+    assert svc["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-type"] == "external"
+
+
 def test_deploy_rayservice_is_applied_without_its_crd_at_plan_time():
     """kubernetes_manifest reads a kind's schema from the cluster while planning, before the same apply
     installs KubeRay; the RayService goes through a Helm release of a local chart instead."""
@@ -369,6 +381,8 @@ def rendered_rayservice(tmp_path_factory) -> dict[str, Any]:
         "redis_url": "rediss://master.example.cache.amazonaws.com:6379/0",
         "redis_host": "master.example.cache.amazonaws.com",
         "storage_url": "s3://ossfleet-files-example/files",
+        "serve_service": {"name": "ossfleet-public", "type": "LoadBalancer",
+                          "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "external"}},
         "gpu_groups": {
             "gpt-oss-20b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 1, "cpu": "7", "memory": "27Gi"},
             "gpt-oss-120b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 4, "cpu": "47", "memory": "163Gi"},

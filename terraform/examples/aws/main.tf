@@ -116,6 +116,12 @@ module "kuberay" {
   redis_password       = module.redis.auth_token
   models_pvc           = module.storage.models_pvc
   storage_url          = module.storage.storage_url
+  # The public Service is the RayService's Serve Service: KubeRay points it at the active cluster.
+  serve_service = {
+    name        = "ossfleet-public"
+    type        = "LoadBalancer"
+    annotations = module.ingress.service_annotations
+  }
   gpu_groups = {
     for model, type in var.gpu_instance_types : model => {
       min_nodes     = module.sizing.min_gpu_nodes[model]
@@ -134,7 +140,6 @@ module "ingress" {
   cluster_name        = module.cluster.cluster_name
   vpc_id              = module.network.vpc_id
   oidc_provider_arn   = module.cluster.oidc_provider_arn
-  namespace           = module.kuberay.namespace
   acm_certificate_arn = var.acm_certificate_arn
   internal            = var.internal_endpoint
   allowed_cidrs       = var.client_cidrs
@@ -165,4 +170,17 @@ resource "aws_budgets_budget" "monthly" {
       subscriber_email_addresses = var.budget_alert_emails
     }
   }
+}
+
+# The load balancer KubeRay's Serve Service got (read after the RayService exists; empty until then).
+data "kubernetes_service" "public" {
+  metadata {
+    name      = "ossfleet-public"
+    namespace = module.kuberay.namespace
+  }
+  depends_on = [module.kuberay]
+}
+
+locals {
+  lb_hostname = try(data.kubernetes_service.public.status[0].load_balancer[0].ingress[0].hostname, null)
 }

@@ -1,11 +1,11 @@
 output "http_endpoint" {
   description = "OpenAI-compatible API (TLS): point a CNAME of the certificate's host name at this load balancer."
-  value       = module.ingress.hostname == null ? null : "https://${module.ingress.hostname}/v1"
+  value       = local.lb_hostname == null ? null : "https://${local.lb_hostname}/v1"
 }
 
 output "grpc_endpoint" {
   description = "gRPC endpoint (TLS, HTTP/2)."
-  value       = module.ingress.hostname == null ? null : "${module.ingress.hostname}:9443"
+  value       = local.lb_hostname == null ? null : "${local.lb_hostname}:9443"
 }
 
 output "redis_secret_name" {

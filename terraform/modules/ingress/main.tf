@@ -2,8 +2,8 @@
 # and HTTP/2 (its gRPC proxy has no TLS options), so TLS terminates at an AWS
 # Network Load Balancer with an ACM certificate: 443 -> Serve HTTP (8000) and
 # 9443 -> Serve gRPC (9000, ALPN HTTP/2). The AWS Load Balancer Controller
-# creates the NLB from this Service; traffic from the NLB to the pods stays in
-# the VPC.
+# creates the NLB from the Serve Service's annotations (below); traffic from the NLB
+# to the pods stays in the VPC.
 
 module "lb_controller_irsa" {
   #checkov:skip=CKV_TF_1:Registry module pinned to an exact version; commit hashes apply to git sources.
@@ -39,43 +39,26 @@ resource "helm_release" "lb_controller" {
   })]
 }
 
-resource "kubernetes_service" "public" {
-  metadata {
-    name      = "ossfleet-public"
-    namespace = var.namespace
-    annotations = {
-      "service.beta.kubernetes.io/aws-load-balancer-type"                   = "external"
-      "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"        = "ip"
-      "service.beta.kubernetes.io/aws-load-balancer-scheme"                 = var.internal ? "internal" : "internet-facing"
-      "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.acm_certificate_arn
-      "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "https,grpcs"
-      "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-      # HTTP2Optional: HTTP/1.1 to clients that offer it (curl and Go offer h2 too, and Serve's HTTP
-      # proxy speaks HTTP/1.1 only), HTTP/2 to clients that offer only h2 (every gRPC client).
-      "service.beta.kubernetes.io/aws-load-balancer-alpn-policy"      = "HTTP2Optional"
-      "service.beta.kubernetes.io/aws-load-balancer-backend-protocol" = "tcp"
-      # A target is healthy when its Serve proxy answers, not when its port merely accepts.
-      "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol" = "HTTP"
-      "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"     = "8000"
-      "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"     = "/-/healthz"
-      "service.beta.kubernetes.io/load-balancer-source-ranges"            = join(",", var.allowed_cidrs)
-    }
+# The Service itself is the RayService's serveService (modules/rayservice): KubeRay creates it and points
+# its selector at the *active* Ray cluster's Serve pods, so during a NewCluster upgrade traffic moves only
+# once the new cluster's applications run. Its annotations (what the controller builds the NLB from) are
+# this module's output.
+locals {
+  service_annotations = {
+    "service.beta.kubernetes.io/aws-load-balancer-type"                   = "external"
+    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"        = "ip"
+    "service.beta.kubernetes.io/aws-load-balancer-scheme"                 = var.internal ? "internal" : "internet-facing"
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.acm_certificate_arn
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "https,grpcs"
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    # HTTP2Optional: HTTP/1.1 to clients that offer it (curl and Go offer h2 too, and Serve's HTTP
+    # proxy speaks HTTP/1.1 only), HTTP/2 to clients that offer only h2 (every gRPC client).
+    "service.beta.kubernetes.io/aws-load-balancer-alpn-policy"      = "HTTP2Optional"
+    "service.beta.kubernetes.io/aws-load-balancer-backend-protocol" = "tcp"
+    # A target is healthy when its Serve proxy answers, not when its port merely accepts.
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol" = "HTTP"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"     = "8000"
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"     = "/-/healthz"
+    "service.beta.kubernetes.io/load-balancer-source-ranges"            = join(",", var.allowed_cidrs)
   }
-  spec {
-    type = "LoadBalancer"
-    # KubeRay labels every pod that runs a Serve proxy.
-    selector = { "ray.io/serve" = "true" }
-    port {
-      name        = "https"
-      port        = 443
-      target_port = 8000
-    }
-    port {
-      name        = "grpcs"
-      port        = 9443
-      target_port = 9000
-    }
-  }
-
-  depends_on = [helm_release.lb_controller]
 }

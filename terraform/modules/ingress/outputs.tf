@@ -1,4 +1,6 @@
-output "hostname" {
-  description = "The load balancer's DNS name (point your host name's CNAME at it)."
-  value       = try(kubernetes_service.public.status[0].load_balancer[0].ingress[0].hostname, null)
+output "service_annotations" {
+  description = "Annotations of the Serve Service (the RayService's serveService) from which the controller builds the NLB."
+  value       = local.service_annotations
+  # Whatever uses them (the RayService) waits for the controller, whose webhook admits the Service.
+  depends_on = [helm_release.lb_controller]
 }

@@ -18,11 +18,6 @@ variable "oidc_provider_arn" {
   type        = string
 }
 
-variable "namespace" {
-  description = "Namespace of the RayService whose Serve pods receive the traffic."
-  type        = string
-}
-
 variable "acm_certificate_arn" {
   description = "ACM certificate for the endpoint's host name (TLS terminates at the NLB)."
   type        = string

@@ -62,6 +62,7 @@ module "rayservice" {
   ossfleet_config_yaml = var.ossfleet_config_yaml
   redis_url            = "rediss://${var.redis_host}:6379/0"
   storage_url          = var.storage_url
+  serve_service        = var.serve_service
   redis_host           = var.redis_host
   redis_secret         = kubernetes_secret.redis.metadata[0].name
   config_map           = "ossfleet-config"

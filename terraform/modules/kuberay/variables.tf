@@ -77,6 +77,16 @@ variable "storage_url" {
   default     = ""
 }
 
+variable "serve_service" {
+  description = "The Serve Service KubeRay keeps pointed at the active cluster: name, type and the load balancer's annotations (the ingress module's); null: KubeRay's default."
+  type = object({
+    name        = string
+    type        = string
+    annotations = map(string)
+  })
+  default = null
+}
+
 variable "service_account" {
   description = "Kubernetes service account of the Ray pods (give it pod identity for the file storage bucket)."
   type        = string

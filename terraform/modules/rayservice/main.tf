@@ -72,6 +72,21 @@ locals {
     }
   ]
 
+  # KubeRay creates this Service and sets its selector to the active cluster's Serve pods: during a
+  # NewCluster upgrade, traffic moves to the new cluster only once its applications run.
+  serve_service = var.serve_service == null ? {} : {
+    serveService = {
+      metadata = { name = var.serve_service.name, annotations = var.serve_service.annotations }
+      spec = {
+        type = var.serve_service.type
+        ports = [
+          { name = "https", port = 443, targetPort = 8000, protocol = "TCP" },
+          { name = "grpcs", port = 9443, targetPort = 9000, protocol = "TCP" },
+        ]
+      }
+    }
+  }
+
   manifest = {
     apiVersion = "ray.io/v1"
     kind       = "RayService"
@@ -79,7 +94,7 @@ locals {
       name      = var.name
       namespace = var.namespace
     }
-    spec = {
+    spec = merge(local.serve_service, {
       # A new config rolls out as a new Ray cluster; traffic moves once it is healthy.
       upgradeStrategy = { type = "NewCluster" }
       serveConfigV2   = var.serve_config_yaml
@@ -158,6 +173,6 @@ locals {
           }
         ], local.gpu_groups)
       }
-    }
+    })
   }
 }

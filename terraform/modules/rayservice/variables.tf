@@ -69,6 +69,16 @@ variable "service_account" {
   default     = "ossfleet-ray"
 }
 
+variable "serve_service" {
+  description = "The Serve Service KubeRay keeps pointed at the active cluster (443 -> HTTP 8000, 9443 -> gRPC 9000): its name, type and annotations (the load balancer's); null: KubeRay's default ClusterIP service."
+  type = object({
+    name        = string
+    type        = string
+    annotations = map(string)
+  })
+  default = null
+}
+
 variable "idle_timeout_seconds" {
   description = "How long an idle Ray worker pod lives before the Ray autoscaler removes it."
   type        = number
