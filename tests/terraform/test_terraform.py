@@ -43,7 +43,11 @@ def blocks(directory: Path, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in directory.glob("*.tf"):
         for item in parse(p).get(kind, []):
-            out.update(item)
+            for k, v in item.items():  # resources and data sources: {type: {name: body}}, several per type
+                if kind in ("resource", "data") and isinstance(out.get(k), dict):
+                    out[k] = {**out[k], **v}
+                else:
+                    out[k] = v
     return out
 
 
@@ -351,6 +355,23 @@ def test_deploy_kuberay_chart_is_the_version_whose_crds_the_rayservice_is_checke
     # operator chart installs that version's CRDs (Helm installs a chart's CRDs once, on first install).
     default = blocks(TF / "modules" / "kuberay", "variable")["kuberay_version"]["default"]
     assert default == "1.7.0", default
+
+
+def test_deploy_kuberay_crds_are_installed_explicitly_and_follow_the_chart_version():
+    """Helm never upgrades a chart's CRDs: they are applied on their own, again whenever the version changes,
+    before the operator chart (which skips its copies)."""
+    res = blocks(TF / "modules" / "kuberay", "resource")
+    crds = res["terraform_data"]["kuberay_crds"]
+    assert "${var.kuberay_version}" in crds["triggers_replace"]
+    op = res["helm_release"]["kuberay_operator"]
+    assert op["skip_crds"] is True and "terraform_data.kuberay_crds" in json.dumps(op["depends_on"])
+    exe = crds["provisioner"][0]["local-exec"] if isinstance(crds["provisioner"], list) else crds["provisioner"]
+    command = exe["command"]
+    assert "ray-operator/config/crd?ref=v${var.kuberay_version}" in command and "--server-side" in command
+    # The script as Terraform renders it is valid bash.
+    rendered = command.replace("${var.cluster_name}", "ossfleet").replace("${var.region}", "us-east-1")
+    rendered = rendered.replace("${var.kuberay_version}", "1.7.0")
+    assert subprocess.run(["bash", "-n", "-c", rendered], capture_output=True).returncode == 0, rendered
 
 
 def crd_schema(kind: str) -> dict[str, Any]:

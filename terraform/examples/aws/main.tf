@@ -109,6 +109,8 @@ module "storage" {
 module "kuberay" {
   source = "../../modules/kuberay"
 
+  cluster_name         = module.cluster.cluster_name
+  region               = var.region
   image                = var.image
   serve_config_yaml    = file(var.serve_config_path)
   ossfleet_config_yaml = file(var.ossfleet_config_path)

@@ -5,6 +5,26 @@
 # Ray autoscaler is on: pending replicas and placement groups ask KubeRay for
 # worker pods, which the cluster autoscaler turns into GPU nodes.
 
+# KubeRay's CRDs, installed explicitly and again whenever kuberay_version changes: Helm installs a
+# chart's CRDs on first install only and never upgrades them, so a newer operator would meet old
+# CRDs (missing fields, which the API server then drops). Server-side apply of the release's own
+# kustomization (every CRD of that version); needs the AWS CLI, kubectl and git where Terraform runs.
+resource "terraform_data" "kuberay_crds" {
+  triggers_replace = [var.kuberay_version, var.cluster_name]
+
+  provisioner "local-exec" {
+    interpreter = ["/bin/bash", "-c"]
+    command     = <<-EOT
+      set -euo pipefail
+      kubeconfig="$(mktemp)"
+      trap 'rm -f "$kubeconfig"' EXIT
+      aws eks update-kubeconfig --name '${var.cluster_name}' --region '${var.region}' --kubeconfig "$kubeconfig" >/dev/null
+      kubectl --kubeconfig "$kubeconfig" apply --server-side --force-conflicts \
+        -k 'github.com/ray-project/kuberay/ray-operator/config/crd?ref=v${var.kuberay_version}'
+    EOT
+  }
+}
+
 resource "helm_release" "kuberay_operator" {
   name             = "kuberay-operator"
   repository       = "https://ray-project.github.io/kuberay-helm/"
@@ -12,6 +32,9 @@ resource "helm_release" "kuberay_operator" {
   version          = var.kuberay_version
   namespace        = "kuberay-system"
   create_namespace = true
+  skip_crds        = true # installed above, at this version
+
+  depends_on = [terraform_data.kuberay_crds]
 
   values = [yamlencode({
     nodeSelector = { "ossfleet.io/pool" = "system" }

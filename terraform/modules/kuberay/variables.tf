@@ -1,3 +1,13 @@
+variable "cluster_name" {
+  description = "The EKS cluster (KubeRay's CRDs are applied to it with kubectl)."
+  type        = string
+}
+
+variable "region" {
+  description = "AWS region of the cluster."
+  type        = string
+}
+
 variable "namespace" {
   description = "Kubernetes namespace of the RayService."
   type        = string
