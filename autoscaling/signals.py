@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ossfleet.keyspace import keyspace
+
 
 @dataclass(frozen=True)
 class QueueDepth:
@@ -32,13 +34,13 @@ def queue_depth(
 ) -> QueueDepth:
     """A model's queue in Redis, in one round trip (two with ``adapters``: the distinct LoRA adapters
     the oldest ``ADAPTER_SAMPLE`` waiting online requests of each band use)."""
-    prefix = "{" + namespace + "}:"
+    keys = keyspace(namespace)
     batch = bands - 1 if bands > 1 else None
     pipe = client.pipeline(transaction=False)
     for b in range(bands):
-        pipe.zcard(f"{prefix}wait:{model}:{b}")
-        pipe.zrange(f"{prefix}wait:{model}:{b}", 0, 0, withscores=True)
-    pipe.hgetall(f"{prefix}arrivals:{model}")
+        pipe.zcard(keys.wait(model, b))
+        pipe.zrange(keys.wait(model, b), 0, 0, withscores=True)
+    pipe.hgetall(keys.arrivals(model))
     res = pipe.execute()
     counts = [int(res[2 * b]) for b in range(bands)]
     heads = [res[2 * b + 1][0][1] for b in range(bands) if res[2 * b + 1] and b != batch]
@@ -50,11 +52,11 @@ def queue_depth(
         pipe = client.pipeline(transaction=False)
         for b in range(bands):
             if b != batch:
-                pipe.zrange(f"{prefix}wait:{model}:{b}", 0, ADAPTER_SAMPLE - 1)
+                pipe.zrange(keys.wait(model, b), 0, ADAPTER_SAMPLE - 1)
         ids = [i for band in pipe.execute() for i in band]
         pipe = client.pipeline(transaction=False)
         for i in ids:
-            pipe.hget(prefix + "req:" + (i.decode() if isinstance(i, bytes) else str(i)), "adapter")
+            pipe.hget(keys.req(i.decode() if isinstance(i, bytes) else str(i)), "adapter")
         distinct = len({a for a in pipe.execute() if a})
     return QueueDepth(
         waiting=sum(counts),

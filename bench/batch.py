@@ -140,7 +140,7 @@ async def dedicated(cfg: Any, redis_url: str, rows: list[dict[str, Any]]) -> dic
     tokens = sum(x["response"]["body"]["usage"]["completion_tokens"] for x in out)
     # Steady state: from the moment the engine actor first had rows (after its
     # start-up: process, weights, Ray Data planning) to the job's end (output file written).
-    engine_started = float(await batches.store.r.hget(batches.store.key("batch", job.id), "engine_started_at"))
+    engine_started = float(await batches.store.r.hget(batches.store.keys.batch(job.id), "engine_started_at"))
     steady = end_wall - engine_started
     await core.close()
     return {

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.errors import InvalidRequest, NotFound
+from ossfleet.keyspace import KeySpace
 from ossfleet.lora_format import CONFIG_FILE, WEIGHTS_FILE, AdapterInfo
 
 if TYPE_CHECKING:
@@ -105,11 +106,8 @@ class AdapterRecord:
 class AdapterStore:
     def __init__(self, r: redis.asyncio.Redis, namespace: str, storage: FileStorage) -> None:
         self.r = r
-        self.prefix = "{" + namespace + "}:"
+        self.keys = KeySpace(namespace)
         self.storage = storage
-
-    def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
 
     async def put(
         self, tenant: str, model: str, name: str, config: bytes, weights: bytes, info: AdapterInfo
@@ -124,29 +122,29 @@ class AdapterStore:
             tenant=tenant, model=model, name=name, digest=digest, path=folder, rank=info.rank, alpha=info.alpha,
             modules=info.modules, nbytes=info.nbytes, created_at=int(time.time()),
         )  # fmt: skip
-        key = self.key("adapter", tenant, model, name)
+        key = self.keys.adapter(tenant, model, name)
         old = await self.r.hget(key, "path")
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(key)
         pipe.hset(key, mapping=dict(rec.fields()))  # type: ignore[arg-type]
-        pipe.zadd(self.key("adapters", tenant), {rec.id: rec.created_at})
+        pipe.zadd(self.keys.adapters(tenant), {rec.id: rec.created_at})
         await pipe.execute()
         if old is not None and _s(old) != folder:
             await asyncio.to_thread(self.storage.delete_tree, _s(old))
         return rec
 
     async def get(self, tenant: str, model: str, name: str) -> AdapterRecord:
-        h = await self.r.hgetall(self.key("adapter", tenant, model, name))
+        h = await self.r.hgetall(self.keys.adapter(tenant, model, name))
         if not h:
             raise NotFound(f"no adapter {model}:{name} for this tenant; list yours with GET /v1/adapters")
         return AdapterRecord.of({_s(k): _s(v) for k, v in h.items()})
 
     async def list(self, tenant: str) -> list[AdapterRecord]:
-        ids = [_s(i) for i in await self.r.zrange(self.key("adapters", tenant), 0, -1)]
+        ids = [_s(i) for i in await self.r.zrange(self.keys.adapters(tenant), 0, -1)]
         out = []
         for i in ids:
             model, _, name = i.partition(":")
-            h = await self.r.hgetall(self.key("adapter", tenant, model, name))
+            h = await self.r.hgetall(self.keys.adapter(tenant, model, name))
             if h:
                 out.append(AdapterRecord.of({_s(k): _s(v) for k, v in h.items()}))
         return out
@@ -154,8 +152,8 @@ class AdapterStore:
     async def delete(self, tenant: str, model: str, name: str) -> AdapterRecord:
         rec = await self.get(tenant, model, name)
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(self.key("adapter", tenant, model, name))
-        pipe.zrem(self.key("adapters", tenant), rec.id)
+        pipe.delete(self.keys.adapter(tenant, model, name))
+        pipe.zrem(self.keys.adapters(tenant), rec.id)
         await pipe.execute()
         await asyncio.to_thread(self.storage.delete_tree, rec.path)
         return rec

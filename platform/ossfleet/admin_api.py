@@ -140,7 +140,7 @@ class AdminService:
     async def audit(self, count: int) -> list[dict[str, Any]]:
         if not 1 <= count <= 1000:
             raise InvalidRequest("count must be a whole number from 1 to 1000", param="count")
-        entries: Any = await self.core.r.xrevrange(self.core.queue.key("audit"), count=count)
+        entries: Any = await self.core.r.xrevrange(self.core.queue.keys.audit(), count=count)
         return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items()}} for i, f in entries]
 
 

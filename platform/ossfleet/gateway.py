@@ -72,9 +72,7 @@ class GatewayCore:
         self.r = connect_async(redis_url, cfg.redis)
         self.queue = queue_for(cfg, self.r)
         # Reads every stream this gateway relays with one XREAD on a connection of its own.
-        self.hub = StreamHub(
-            connect_async(redis_url, cfg.redis, max_connections=2), lambda rid: self.queue.key("stream", rid)
-        )
+        self.hub = StreamHub(connect_async(redis_url, cfg.redis, max_connections=2), self.queue.keys.stream)
         self.renderers: dict[str, HarmonyRenderer] = {}
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
@@ -146,8 +144,8 @@ class GatewayCore:
     async def usage(self, t: TenantConfig, period: str | None = None) -> dict[str, Any]:
         """The tenant's spend, reservations, budget left and per-model usage in a period (default: this one)."""
         period = period or period_id(t.budget.period)
-        budget: dict[Any, Any] = await self.r.hgetall(self.queue.key("budget", t.name, period))
-        raw: dict[Any, Any] = await self.r.hgetall(self.queue.key("usage", t.name, period))
+        budget: dict[Any, Any] = await self.r.hgetall(self.queue.keys.budget(t.name, period))
+        raw: dict[Any, Any] = await self.r.hgetall(self.queue.keys.usage(t.name, period))
         b = {_s(k): int(v) for k, v in budget.items()}
         models: dict[str, dict[str, int]] = {}
         for k, v in raw.items():
@@ -160,7 +158,7 @@ class GatewayCore:
 
     async def budget_left(self, t: TenantConfig) -> int:
         period = period_id(t.budget.period)
-        reserved, spent = await self.r.hmget(self.queue.key("budget", t.name, period), "reserved", "spent")
+        reserved, spent = await self.r.hmget(self.queue.keys.budget(t.name, period), "reserved", "spent")
         limit = round(t.budget.limit_usd * NANO_PER_USD)
         left = limit - int(reserved or 0) - int(spent or 0)
         metrics.budget_left(t.name, max(0, left) / NANO_PER_USD)

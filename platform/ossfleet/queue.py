@@ -41,6 +41,7 @@ from ossfleet.errors import (
     QueueFull,
     RateLimited,
 )
+from ossfleet.keyspace import KeySpace
 from ossfleet.pricing import NANO_PER_USD, usd
 from ossfleet.protocol.events import StreamEvent
 
@@ -175,7 +176,8 @@ class RequestQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.r = client
-        self.prefix = "{" + namespace + "}:"
+        self.keys = KeySpace(namespace)
+        self.prefix = self.keys.prefix  # every script's first argument: common.lua's k() builds on it
         self.bands = bands
         self.aging_ms = int(aging_s * 1000)
         self.lease_ms = int(lease_s * 1000)
@@ -189,11 +191,6 @@ class RequestQueue:
             for name in ("admit", "pull", "renew", "complete", "fail", "release", "reap", "cancel")
         }
 
-    # -- keys ---------------------------------------------------------------
-
-    def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
-
     def _pull_bands(self, batch_band: bool) -> int:
         return self.bands if batch_band or self.bands == 1 else self.bands - 1
 
@@ -202,7 +199,7 @@ class RequestQueue:
 
     async def _run(self, name: str, *args: Any) -> Any:
         # KEYS[1] routes the script to the namespace's slot on a cluster.
-        return await self._scripts[name](keys=[self.key("slot")], args=[self.prefix, *args])
+        return await self._scripts[name](keys=[self.keys.slot()], args=[self.prefix, *args])
 
     # -- gateway side -----------------------------------------------------------
 
@@ -272,12 +269,12 @@ class RequestQueue:
         return status.lower()
 
     async def owner(self, request_id: str) -> str | None:
-        t = await self.r.hget(self.key("req", request_id), "tenant")
+        t = await self.r.hget(self.keys.req(request_id), "tenant")
         return None if t is None else _s(t)
 
     async def read_stream(self, request_id: str, after: str = "0-0", block_ms: int | None = 1000) -> list[StreamEvent]:
         """Events of a request's stream after entry ``after``, waiting up to ``block_ms`` for one (None: no wait)."""
-        reply: Any = await self.r.xread({self.key("stream", request_id): after}, block=block_ms, count=256)
+        reply: Any = await self.r.xread({self.keys.stream(request_id): after}, block=block_ms, count=256)
         out: list[StreamEvent] = []
         for _key, entries in reply or []:
             for entry_id, fields in entries:
@@ -287,10 +284,10 @@ class RequestQueue:
     async def depth(self, model: str) -> QueueDepth:
         pipe = self.r.pipeline(transaction=False)
         for b in range(self.bands):
-            pipe.zcard(self.key("wait", model, b))
+            pipe.zcard(self.keys.wait(model, b))
         for b in range(self.bands):
-            pipe.zrange(self.key("wait", model, b), 0, 0, withscores=True)
-        pipe.zcard(self.key("leases", model))
+            pipe.zrange(self.keys.wait(model, b), 0, 0, withscores=True)
+        pipe.zcard(self.keys.leases(model))
         res = await pipe.execute()
         waiting = tuple(int(x) for x in res[: self.bands])
         heads = [h[0][1] for h in res[self.bands : 2 * self.bands] if h]
@@ -319,7 +316,7 @@ class RequestQueue:
 
         Use a client of its own: a blocking pop holds its connection.
         """
-        await (client or self.r).blpop([self.key("bell", model)], timeout=timeout_s)
+        await (client or self.r).blpop([self.keys.bell(model)], timeout=timeout_s)
 
     async def renew(self, request_id: str, owner: str) -> bool:
         """Extend the lease; True when the tenant asked to cancel. Raises LeaseLost."""
@@ -330,7 +327,7 @@ class RequestQueue:
 
     async def emit(self, request_id: str, events: Sequence[dict[str, str]]) -> None:
         """Append output events to the request's stream (one round trip)."""
-        key = self.key("stream", request_id)
+        key = self.keys.stream(request_id)
         pipe = self.r.pipeline(transaction=False)
         for e in events:
             pipe.xadd(key, e)  # type: ignore[arg-type]
@@ -412,32 +409,32 @@ class RequestQueue:
         """A replica says it is alive, with its load (read by the router and the autoscaler)."""
         now = self._now()
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.key("alive", model), {owner: now})
-        pipe.zremrangebyscore(self.key("alive", model), "-inf", now - 60_000)
-        pipe.hset(self.key("replica", model), owner, json.dumps(stats))
+        pipe.zadd(self.keys.alive(model), {owner: now})
+        pipe.zremrangebyscore(self.keys.alive(model), "-inf", now - 60_000)
+        pipe.hset(self.keys.replica(model), owner, json.dumps(stats))
         await pipe.execute()
 
     async def replicas(self, model: str, max_age_s: float = 5.0) -> dict[str, dict[str, float]]:
         """Replicas that sent a heartbeat in the last ``max_age_s``, with their stats."""
         now = self._now()
-        owners: list[Any] = await self.r.zrangebyscore(self.key("alive", model), now - int(max_age_s * 1000), "+inf")
+        owners: list[Any] = await self.r.zrangebyscore(self.keys.alive(model), now - int(max_age_s * 1000), "+inf")
         if not owners:
             return {}
-        raw = await self.r.hmget(self.key("replica", model), owners)
+        raw = await self.r.hmget(self.keys.replica(model), owners)
         return {_s(o): json.loads(v) for o, v in zip(owners, raw, strict=True) if v is not None}
 
     async def alerts(self, after: str = "0-0", count: int = 100) -> list[StreamEvent]:
         """Budget alert events (soft limits crossed), oldest first."""
-        reply: Any = await self.r.xrange(self.key("alerts"), min=f"({after}" if after != "0-0" else "-", count=count)
+        reply: Any = await self.r.xrange(self.keys.alerts(), min=f"({after}" if after != "0-0" else "-", count=count)
         return [StreamEvent(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in reply]
 
     async def state(self, request_id: str) -> str | None:
         """A request's state alone (None once its record expired): one field, for readers that poll it."""
-        v = await self.r.hget(self.key("req", request_id), "state")
+        v = await self.r.hget(self.keys.req(request_id), "state")
         return None if v is None else _s(v)
 
     async def request_state(self, request_id: str) -> dict[str, str]:
-        raw = await self.r.hgetall(self.key("req", request_id))
+        raw = await self.r.hgetall(self.keys.req(request_id))
         return {_s(k): _s(v) for k, v in raw.items()}
 
 

@@ -48,7 +48,7 @@ class ResponseStore:
         self.ttl_s = core.cfg.redis.response_ttl_s
 
     def _key(self, rid: str) -> str:
-        return self.core.queue.key("response", rid)
+        return self.core.queue.keys.response(rid)
 
     async def put(self, tenant: str, rid: str, response: dict[str, Any], context: list[Message]) -> None:
         record = {"tenant": tenant, "response": response, "context": [message_dict(m) for m in context]}

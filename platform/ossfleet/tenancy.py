@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ossfleet.errors import AuthenticationFailed, NotFound, PermissionDenied
+from ossfleet.keyspace import keyspace
 
 if TYPE_CHECKING:
     import redis
@@ -36,29 +37,16 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _apikey(namespace: str, digest: str) -> str:
-    return "{" + namespace + "}:apikey:" + digest
-
-
-def _tenantkeys(namespace: str, tenant: str) -> str:
-    """The digests of a tenant's keys (keys registered since this index exists)."""
-    return "{" + namespace + "}:tenantkeys:" + tenant
-
-
-def _adminkey(namespace: str, digest: str) -> str:
-    return "{" + namespace + "}:adminkey:" + digest
-
-
 def audit(client: redis.Redis, namespace: str, action: str, **fields: str) -> None:
     """Append an audit event (key, budget and tenant changes) to ``{ns}:audit``; never a secret."""
     event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
-    client.xadd("{" + namespace + "}:audit", event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+    client.xadd(keyspace(namespace).audit(), event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
 
 
 def register_key_digest(client: redis.Redis, namespace: str, tenant: str, digest: str, actor: str = "config") -> None:
     """Map a key digest to its tenant (an audit event names the digest's first 12 hex digits only)."""
-    previous = client.set(_apikey(namespace, digest), tenant, get=True)
-    client.sadd(_tenantkeys(namespace, tenant), digest)
+    previous = client.set(keyspace(namespace).api_key(digest), tenant, get=True)
+    client.sadd(keyspace(namespace).tenant_keys(tenant), digest)
     if previous is None or (previous.decode() if isinstance(previous, bytes) else previous) != tenant:
         audit(client, namespace, "key_registered", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
 
@@ -69,11 +57,11 @@ def register_key(client: redis.Redis, namespace: str, tenant: str, key: str, act
 
 def revoke_key(client: redis.Redis, namespace: str, key_or_digest: str, actor: str = "cli") -> bool:
     digest = key_or_digest if len(key_or_digest) == 64 else key_digest(key_or_digest)
-    tenant = client.get(_apikey(namespace, digest))
-    removed = bool(client.delete(_apikey(namespace, digest)))
+    tenant = client.get(keyspace(namespace).api_key(digest))
+    removed = bool(client.delete(keyspace(namespace).api_key(digest)))
     if removed:
         name = tenant.decode() if isinstance(tenant, bytes) else str(tenant)
-        client.srem(_tenantkeys(namespace, name), digest)
+        client.srem(keyspace(namespace).tenant_keys(name), digest)
         audit(client, namespace, "key_revoked", tenant=name, key_digest_prefix=digest[:12], actor=actor)
     return removed
 
@@ -86,7 +74,7 @@ def _policy(t: TenantConfig) -> str:
 def record_tenant_changes(client: redis.Redis, cfg: PlatformConfig) -> list[str]:
     """Audit every tenant whose budget, limits or access differ from the last config seen."""
     changed = []
-    key = "{" + cfg.redis.namespace + "}:tenantcfg"
+    key = keyspace(cfg.redis.namespace).tenant_config()
     for t in cfg.tenants:
         now = _policy(t)
         before = client.hget(key, t.name)
@@ -132,23 +120,23 @@ def bearer_token(authorization: str | None) -> str:
 def register_admin_key(client: redis.Redis, namespace: str, admin: str, key: str, actor: str = "config") -> None:
     """An admin key: it reaches /admin and the console, as ``admin`` (the actor its changes are audited under)."""
     digest = key_digest(key)
-    if client.set(_adminkey(namespace, digest), admin, get=True) is None:
+    if client.set(keyspace(namespace).admin_key(digest), admin, get=True) is None:
         audit(client, namespace, "admin_key_registered", admin=admin, key_digest_prefix=digest[:12], actor=actor)
 
 
 async def audit_async(client: redis.asyncio.Redis, namespace: str, action: str, **fields: str) -> None:
     """:func:`audit`, on an asyncio client."""
     event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
-    await client.xadd("{" + namespace + "}:audit", event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+    await client.xadd(keyspace(namespace).audit(), event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
 
 
 async def authenticate_admin(client: redis.asyncio.Redis, namespace: str, authorization: str | None) -> str:
     """The admin that owns the presented key; a tenant's key is PermissionDenied, anything else 401."""
     digest = key_digest(bearer_token(authorization))
-    admin = await client.get(_adminkey(namespace, digest))
+    admin = await client.get(keyspace(namespace).admin_key(digest))
     if admin is not None:
         return admin.decode() if isinstance(admin, bytes) else str(admin)
-    if await client.exists(_apikey(namespace, digest)):
+    if await client.exists(keyspace(namespace).api_key(digest)):
         raise PermissionDenied("this is a tenant's key; the admin API needs an admin key")
     raise AuthenticationFailed("invalid admin key")
 
@@ -157,14 +145,14 @@ async def issue_key(client: redis.asyncio.Redis, namespace: str, tenant: str, ac
     """A new key for the tenant: (the key, shown once; its digest)."""
     key = new_api_key()
     digest = key_digest(key)
-    await client.set(_apikey(namespace, digest), tenant)
-    await client.sadd(_tenantkeys(namespace, tenant), digest)
+    await client.set(keyspace(namespace).api_key(digest), tenant)
+    await client.sadd(keyspace(namespace).tenant_keys(tenant), digest)
     await audit_async(client, namespace, "key_issued", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
     return key, digest
 
 
 async def tenant_key_digests(client: redis.asyncio.Redis, namespace: str, tenant: str) -> list[str]:
-    return sorted(_s(d) for d in await client.smembers(_tenantkeys(namespace, tenant)))
+    return sorted(_s(d) for d in await client.smembers(keyspace(namespace).tenant_keys(tenant)))
 
 
 async def revoke_tenant_key(client: redis.asyncio.Redis, namespace: str, tenant: str, prefix: str, actor: str) -> str:
@@ -175,8 +163,8 @@ async def revoke_tenant_key(client: redis.asyncio.Redis, namespace: str, tenant:
     if len(found) != 1:
         raise NotFound(f"tenant {tenant!r} has {len(found)} keys whose digest starts with {prefix!r}", param="key")
     digest = found[0]
-    await client.delete(_apikey(namespace, digest))
-    await client.srem(_tenantkeys(namespace, tenant), digest)
+    await client.delete(keyspace(namespace).api_key(digest))
+    await client.srem(keyspace(namespace).tenant_keys(tenant), digest)
     await audit_async(client, namespace, "key_revoked", tenant=tenant, key_digest_prefix=digest[:12], actor=actor)
     return digest
 
@@ -184,9 +172,9 @@ async def revoke_tenant_key(client: redis.asyncio.Redis, namespace: str, tenant:
 async def revoke_all_keys(client: redis.asyncio.Redis, namespace: str, tenant: str, actor: str) -> int:
     digests = await tenant_key_digests(client, namespace, tenant)
     for d in digests:
-        await client.delete(_apikey(namespace, d))
+        await client.delete(keyspace(namespace).api_key(d))
         await audit_async(client, namespace, "key_revoked", tenant=tenant, key_digest_prefix=d[:12], actor=actor)
-    await client.delete(_tenantkeys(namespace, tenant))
+    await client.delete(keyspace(namespace).tenant_keys(tenant))
     return len(digests)
 
 
@@ -197,7 +185,7 @@ def _s(v: object) -> str:
 async def authenticate(client: redis.asyncio.Redis, namespace: str, authorization: str | None) -> str:
     """The tenant that owns the presented key, or AuthenticationFailed."""
     key = bearer_token(authorization)
-    tenant = await client.get(_apikey(namespace, key_digest(key)))
+    tenant = await client.get(keyspace(namespace).api_key(key_digest(key)))
     if tenant is None:
         raise AuthenticationFailed("invalid API key")
     return tenant.decode() if isinstance(tenant, bytes) else str(tenant)

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from ossfleet.config import TenantConfig
 from ossfleet.errors import Conflict, InvalidRequest, NotFound
+from ossfleet.keyspace import KeySpace
 from ossfleet.tenancy import audit_async
 
 if TYPE_CHECKING:
@@ -70,15 +71,13 @@ class TenantRegistry:
         self.r = client
         self.cfg = cfg
         self.ns = cfg.redis.namespace
+        self.keys = KeySpace(self.ns)
         self.refresh_s = refresh_s
         self._cache: dict[str, TenantConfig] = {}
         self._version: str | None = None
         self._checked = float("-inf")
         self._seeding: asyncio.Future[list[str]] | None = None
         self._loading: asyncio.Future[None] | None = None
-
-    def key(self, *parts: str) -> str:
-        return "{" + self.ns + "}:" + ":".join(parts)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -113,12 +112,12 @@ class TenantRegistry:
         await asyncio.shield(self._loading)
 
     async def _load(self, force: bool) -> None:
-        version = await self.r.get(self.key("tenants", "version"))
+        version = await self.r.get(self.keys.tenants_version())
         v = _s(version) if version is not None else "0"
         if v == self._version and not force:
             return
-        names = sorted(_s(n) for n in await self.r.smembers(self.key("tenants")))
-        docs = await self.r.mget([self.key("tenant", n) for n in names]) if names else []
+        names = sorted(_s(n) for n in await self.r.smembers(self.keys.tenants()))
+        docs = await self.r.mget([self.keys.tenant(n) for n in names]) if names else []
         cache = {}
         for n, d in zip(names, docs, strict=True):
             if d is not None:
@@ -131,14 +130,14 @@ class TenantRegistry:
         for t in self.cfg.tenants:
             doc = document(t)
             digest = hashlib.sha256(doc.encode()).hexdigest()
-            prior = await self.r.hget(self.key("tenantseed"), t.name)
+            prior = await self.r.hget(self.keys.tenant_seed(), t.name)
             if prior is not None and _s(prior) == digest:
                 continue
             async with self.r.pipeline(transaction=True) as p:
-                p.set(self.key("tenant", t.name), doc)
-                p.sadd(self.key("tenants"), t.name)
-                p.hset(self.key("tenantseed"), t.name, digest)
-                p.incr(self.key("tenants", "version"))
+                p.set(self.keys.tenant(t.name), doc)
+                p.sadd(self.keys.tenants(), t.name)
+                p.hset(self.keys.tenant_seed(), t.name, digest)
+                p.incr(self.keys.tenants_version())
                 await p.execute()
             await audit_async(self.r, self.ns, "tenant_seeded", tenant=t.name, actor="config", config=doc)
             changed.append(t.name)
@@ -166,7 +165,7 @@ class TenantRegistry:
         return t
 
     async def _cas(self, name: str, before: str, after: str) -> bool:
-        keys = [self.key("tenant", name), self.key("tenants"), self.key("tenants", "version")]
+        keys = [self.keys.tenant(name), self.keys.tenants(), self.keys.tenants_version()]
         ok = await self.r.eval(_CAS, 3, *keys, before, after, name)
         if ok:
             await self._refresh(force=True)
@@ -184,7 +183,7 @@ class TenantRegistry:
     async def read(self, name: str) -> tuple[TenantConfig, str]:
         """A tenant as Redis holds it now (not the cache), and its document for a compare-and-set."""
         await self.seeded()
-        raw = await self.r.get(self.key("tenant", name))
+        raw = await self.r.get(self.keys.tenant(name))
         if raw is None:
             raise NotFound(f"no tenant {name!r}", param="name")
         return TenantConfig.model_validate_json(raw), _s(raw)

@@ -219,7 +219,7 @@ class ReplicaWorker:
         while True:
             try:
                 pubsub = self.queue.r.pubsub()
-                await pubsub.subscribe(self.queue.key("cancel", self.model))
+                await pubsub.subscribe(self.queue.keys.cancel(self.model))
                 async for msg in pubsub.listen():
                     if msg.get("type") != "message":
                         continue

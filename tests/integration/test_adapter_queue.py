@@ -97,7 +97,7 @@ async def test_adapter_usage_is_recorded_under_model_colon_adapter(env):
     for _ in range(2):
         lease = await q.pull("m", "rep", adapters=Affinity(("X@abc",), True))
         await q.complete(lease.request_id, "rep", output_tokens=3, cost_nusd=50, finish_reason="stop")
-    usage = {k.decode(): int(v) for k, v in (await q.r.hgetall(q.key("usage", "a", "2026-11"))).items()}
+    usage = {k.decode(): int(v) for k, v in (await q.r.hgetall(q.keys.usage("a", "2026-11"))).items()}
     assert usage["m:X:requests"] == 1 and usage["m:X:output_tokens"] == 3
     assert usage["m:requests"] == 1 and usage["cost_nusd"] == 100
 
@@ -111,7 +111,7 @@ async def test_the_autoscaling_signal_counts_distinct_adapters_of_waiting_online
         await q.admit(adm(rid, adapter=adapter, band=band))
     client = connect(redis_server.url)
     try:
-        ns = q.prefix[1:-2]
+        ns = q.keys.namespace
         assert queue_depth(client, ns, "m", 3, adapters=True).adapters_waiting == 2  # X and Y; Z is batch-band
         assert queue_depth(client, ns, "m", 3).adapters_waiting == 0  # not counted unless asked
     finally:

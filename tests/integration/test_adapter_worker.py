@@ -71,7 +71,7 @@ async def test_an_lru_of_one_serves_two_adapters_and_the_base_interleaved(
         for name, i in jobs:
             assert texts[i] == want[name], (name, i)
         assert held_most == 1 and w.adapters.loads >= 2
-        usage = {k.decode(): int(v) for k, v in (await client.hgetall(q.key("usage", "t", "p"))).items()}
+        usage = {k.decode(): int(v) for k, v in (await client.hgetall(q.keys.usage("t", "p"))).items()}
         assert usage["m:a:requests"] == 3 and usage["m:b:requests"] == 3 and usage["m:requests"] == 2
     finally:
         await w.drain()

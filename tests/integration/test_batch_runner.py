@@ -138,9 +138,9 @@ async def _runner_killed_mid_job(tiny_checkpoint, redis_server, namespace, tmp_p
     assert sorted(x["custom_id"] for x in out + err) == sorted(f"c{i}" for i in range(60))
     # Every line admitted before the kill was re-attached and finished: all of them are outputs.
     assert len(out) >= killed_at.cursor and {x["error"]["code"] for x in err} == {"batch_cancelled"}
-    usage = await core.r.hgetall(core.queue.key("usage", "acme", period_id("monthly")))
+    usage = await core.r.hgetall(core.queue.keys.usage("acme", period_id("monthly")))
     assert int(usage[b"gpt-oss-20b:requests"]) == len(out), "each line that ran charged once, none twice"
-    assert int(await core.r.hget(core.queue.key("budget", "acme", period_id("monthly")), "reserved")) == 0
+    assert int(await core.r.hget(core.queue.keys.budget("acme", period_id("monthly")), "reserved")) == 0
     await worker.drain(grace_s=1)
     await bell.aclose()
     await core.close()

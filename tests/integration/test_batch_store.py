@@ -49,13 +49,13 @@ async def test_concurrent_records_of_one_line_count_and_charge_once(store):
     assert sum(results) == 1
     j = await store.load("batch_1")
     assert j is not None and j.completed == 1 and j.failed == 0
-    spent = await store.r.hget(store.key("budget", "acme", "2026-11"), "spent")
-    usage = await store.r.hgetall(store.key("usage", "acme", "2026-11"))
+    spent = await store.r.hget(store.keys.budget("acme", "2026-11"), "spent")
+    usage = await store.r.hgetall(store.keys.usage("acme", "2026-11"))
     assert int(spent) == 1234
     assert int(usage[b"gpt-oss-20b:requests"]) == 1 and int(usage[b"gpt-oss-20b:output_tokens"]) == 3
     # A queue-mode line (charged when its request completed) is recorded without a second charge.
     assert await store.record("batch_1", 5, False, '{"e": 1}')
-    assert int(await store.r.hget(store.key("budget", "acme", "2026-11"), "spent")) == 1234
+    assert int(await store.r.hget(store.keys.budget("acme", "2026-11"), "spent")) == 1234
     assert [(i, ok) for i, ok, _ in await store.results("batch_1")] == [(4, True), (5, False)]
 
 

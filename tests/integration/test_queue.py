@@ -52,7 +52,7 @@ def adm(tenant="a", band=1, rid=None, reserve=1000, limit=10**12, rpm=10**6, tpm
 
 
 async def budget(q, tenant="a"):
-    raw = await q.r.hgetall(q.key("budget", tenant, "2026-11"))
+    raw = await q.r.hgetall(q.keys.budget(tenant, "2026-11"))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 

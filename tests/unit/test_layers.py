@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "platform"
 
 GROUPS = {
     "base": {"", "errors", "jsonlimits", "harmony", "tasks", "metrics", "catalog", "config", "pricing", "redisdb",
-             "tenancy", "tenants", "v1", "lora_format", "storage", "adapters"},
+             "tenancy", "tenants", "v1", "lora_format", "storage", "adapters", "keyspace"},
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
     "queue": {"queue", "router", "streams"},

@@ -87,7 +87,7 @@ async def adopt_active(config: dict[str, Any], redis_url: str, store: Any) -> in
     def adopt() -> None:  # Ray's actor lookups block: off the event loop
         for job_id in jobs:
             try:
-                ensure_driver(config, redis_url, store.prefix[1:-2], job_id)
+                ensure_driver(config, redis_url, store.keys.namespace, job_id)
             except Exception as e:
                 log.warning("event=batch_adopt_failed batch=%s error=%r", job_id, type(e).__name__)
 

@@ -94,7 +94,7 @@ class JobRunner:
 
     async def _stop_reason(self, job: Job) -> str | None:
         """Why feeding must stop: 'cancelled', 'expired', 'budget' (dedicated mode), or None to go on."""
-        status, stop = await self.store.r.hmget(self.store.key("batch", job.id), "status", "stop")
+        status, stop = await self.store.r.hmget(self.store.keys.batch(job.id), "status", "stop")
         if stop:
             return _s(stop)
         if status is not None and _s(status) == "cancelling":
@@ -202,9 +202,9 @@ class JobRunner:
 
     async def _finalize(self, job: Job) -> str:
         """Write the output and error files (input order) and settle the job's status."""
-        raw_stop = await self.store.r.hget(self.store.key("batch", job.id), "stop")
+        raw_stop = await self.store.r.hget(self.store.keys.batch(job.id), "stop")
         stop = _s(raw_stop) if raw_stop else None  # why feeding stopped, recorded before finalizing
-        await self.store.r.expire(self.store.key("bres", job.id), 7 * 86400)
+        await self.store.r.expire(self.store.keys.batch_results(job.id), 7 * 86400)
         results = await self.store.results(job.id)
         ids: dict[str, str | int] = {}
         for ok, kind, field_name in ((True, "output", "output_file_id"), (False, "errors", "error_file_id")):

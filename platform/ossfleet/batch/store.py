@@ -4,7 +4,7 @@ Keys (under the namespace's hash tag, beside the queue's)::
 
     batch:<id>           hash: the job (tenant, status, counts, file ids, times, cursor)
     batches:<tenant>     zset: the tenant's jobs by creation time
-    batches:active       set: jobs that need a driver (not yet in a terminal status)
+    activebatches        set: jobs that need a driver (not yet in a terminal status)
     bres:<id>            hash: line index -> 'o' or 'e' + the result line (written once)
     file:<id>            hash: a file's owner, name, size, purpose and storage path
     files:<tenant>       zset: the tenant's files by creation time
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.errors import NotFound
+from ossfleet.keyspace import KeySpace
 from ossfleet.queue import _s, _script
 
 if TYPE_CHECKING:
@@ -157,25 +158,23 @@ class JobStore:
 
     def __init__(self, client: redis.asyncio.Redis, namespace: str = "ossfleet") -> None:
         self.r = client
-        self.prefix = "{" + namespace + "}:"
+        self.keys = KeySpace(namespace)
+        self.prefix = self.keys.prefix
         self._record = client.register_script(_script("batch_record"))
         self._transition = client.register_script(_script("batch_transition"))
-
-    def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
 
     # -- jobs -------------------------------------------------------------------------
 
     async def create(self, job: Job, *, active: bool) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.key("batch", job.id), mapping=dict(job.to_hash()))  # type: ignore[arg-type]
-        pipe.zadd(self.key("batches", job.tenant), {job.id: job.created_at})
+        pipe.hset(self.keys.batch(job.id), mapping=dict(job.to_hash()))  # type: ignore[arg-type]
+        pipe.zadd(self.keys.batches(job.tenant), {job.id: job.created_at})
         if active:
-            pipe.sadd(self.key("batches", "active"), job.id)
+            pipe.sadd(self.keys.batches_active(), job.id)
         await pipe.execute()
 
     async def load(self, job_id: str) -> Job | None:
-        raw: dict[Any, Any] = await self.r.hgetall(self.key("batch", job_id))
+        raw: dict[Any, Any] = await self.r.hgetall(self.keys.batch(job_id))
         return Job.from_hash({_s(k): _s(v) for k, v in raw.items()}) if raw else None
 
     async def get(self, tenant: str, job_id: str) -> Job:
@@ -187,7 +186,7 @@ class JobStore:
 
     async def jobs(self, tenant: str, limit: int = 20, after: str | None = None) -> tuple[list[Job], bool]:
         """The tenant's jobs, newest first, after job ``after``; and whether more follow."""
-        ids: list[Any] = await self.r.zrevrange(self.key("batches", tenant), 0, -1)
+        ids: list[Any] = await self.r.zrevrange(self.keys.batches(tenant), 0, -1)
         names = [_s(i) for i in ids]
         if after is not None:
             if after not in names:
@@ -198,22 +197,22 @@ class JobStore:
         return jobs, len(names) > limit
 
     async def update(self, job_id: str, **fields: str | int) -> None:
-        await self.r.hset(self.key("batch", job_id), mapping={k: str(v) for k, v in fields.items()})
+        await self.r.hset(self.keys.batch(job_id), mapping={k: str(v) for k, v in fields.items()})
 
     async def transition(self, job_id: str, to: str, allowed: tuple[str, ...]) -> bool:
         """Move the job to ``to`` if it is in one of ``allowed``; False (nothing changed) if not."""
         reply = await self._transition(
-            keys=[self.key("slot")],
+            keys=[self.keys.slot()],
             args=[self.prefix, job_id, to, int(time.time()), ",".join(allowed), STAMPS.get(to, ""),
                   "1" if to in TERMINAL else "0"],
         )  # fmt: skip
         return _s(reply[0]) == "OK"
 
     async def activate(self, job_id: str) -> None:
-        await self.r.sadd(self.key("batches", "active"), job_id)
+        await self.r.sadd(self.keys.batches_active(), job_id)
 
     async def active(self) -> list[str]:
-        members: Any = await self.r.smembers(self.key("batches", "active"))
+        members: Any = await self.r.smembers(self.keys.batches_active())
         return sorted(_s(i) for i in members)
 
     # -- results ------------------------------------------------------------------------
@@ -231,37 +230,37 @@ class JobStore:
         (tenant, period, model, input, output, cost) bills a dedicated-mode line in the same step."""
         tenant, period, model, tin, tout, cost = charge or ("", "", "", 0, 0, 0)
         reply = await self._record(
-            keys=[self.key("slot")],
+            keys=[self.keys.slot()],
             args=[self.prefix, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout],
         )
         return int(reply) == 1
 
     async def done(self, job_id: str) -> set[int]:
-        return {int(_s(i)) for i in await self.r.hkeys(self.key("bres", job_id))}
+        return {int(_s(i)) for i in await self.r.hkeys(self.keys.batch_results(job_id))}
 
     async def results(self, job_id: str) -> list[tuple[int, bool, str]]:
         """Every recorded result: (index, ok, line), in input order."""
-        raw: dict[Any, Any] = await self.r.hgetall(self.key("bres", job_id))
+        raw: dict[Any, Any] = await self.r.hgetall(self.keys.batch_results(job_id))
         out = [(int(_s(i)), _s(v)[0] == "o", _s(v)[1:]) for i, v in raw.items()]
         return sorted(out)
 
     async def drop_results(self, job_id: str) -> None:
-        await self.r.delete(self.key("bres", job_id))
+        await self.r.delete(self.keys.batch_results(job_id))
 
     # -- files ----------------------------------------------------------------------------
 
     async def add_file(self, f: FileRecord) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(
-            self.key("file", f.id),
+            self.keys.file(f.id),
             mapping={"id": f.id, "tenant": f.tenant, "filename": f.filename, "purpose": f.purpose,
                      "bytes": str(f.bytes), "created_at": str(f.created_at), "path": f.path},
         )  # fmt: skip
-        pipe.zadd(self.key("files", f.tenant), {f.id: f.created_at})
+        pipe.zadd(self.keys.files(f.tenant), {f.id: f.created_at})
         await pipe.execute()
 
     async def file(self, tenant: str, file_id: str) -> FileRecord:
-        raw: dict[Any, Any] = await self.r.hgetall(self.key("file", file_id))
+        raw: dict[Any, Any] = await self.r.hgetall(self.keys.file(file_id))
         h = {_s(k): _s(v) for k, v in raw.items()}
         if not h or h["tenant"] != tenant:
             raise NotFound(f"no file {file_id!r} for this tenant", param="file_id")
@@ -270,13 +269,13 @@ class JobStore:
         )
 
     async def files(self, tenant: str, limit: int = 100) -> list[FileRecord]:
-        ids: list[Any] = await self.r.zrevrange(self.key("files", tenant), 0, limit - 1)
+        ids: list[Any] = await self.r.zrevrange(self.keys.files(tenant), 0, limit - 1)
         return [await self.file(tenant, _s(i)) for i in ids]
 
     async def delete_file(self, tenant: str, file_id: str) -> FileRecord:
         f = await self.file(tenant, file_id)
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(self.key("file", file_id))
-        pipe.zrem(self.key("files", tenant), file_id)
+        pipe.delete(self.keys.file(file_id))
+        pipe.zrem(self.keys.files(tenant), file_id)
         await pipe.execute()
         return f

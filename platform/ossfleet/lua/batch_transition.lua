@@ -13,5 +13,5 @@ end
 if not ok then return {'NO', cur} end
 redis.call('HSET', key, 'status', to)
 if ARGV[6] ~= '' then redis.call('HSET', key, ARGV[6], now) end
-if ARGV[7] == '1' then redis.call('SREM', k('batches', 'active'), job) end
+if ARGV[7] == '1' then redis.call('SREM', k('activebatches'), job) end
 return {'OK', cur}
