@@ -205,16 +205,20 @@ class RequestQueue:
 
     async def admit(self, a: Admission) -> Admitted:
         """Enqueue, or raise RateLimited / QueueFull / BudgetExhausted having changed nothing."""
-        reply = await self._run(
-            "admit",
-            a.request_id, a.tenant, a.model, a.band, json.dumps(a.payload, separators=(",", ":")),
-            a.input_tokens, a.max_tokens, self._now(), a.idempotency_key, self.max_queue,
-            a.reserve_nusd, a.budget_limit_nusd, a.period, a.rpm, a.tpm, self.bands, repr(float(a.weight)),
-            a.alert_at_nusd, a.max_inflight, self.stream_ttl_s * 1000, "1" if a.track_inflight else "0",
-            "1" if a.count_rate else "0", a.adapter, a.usage_name,
-            *[x for m in a.more for x in (m.request_id, json.dumps(m.payload, separators=(",", ":")),
-                                          m.input_tokens, m.max_tokens, m.reserve_nusd)],
-        )  # fmt: skip
+        members = [(a.request_id, a.payload, a.input_tokens, a.max_tokens, a.reserve_nusd)]
+        members += [(m.request_id, m.payload, m.input_tokens, m.max_tokens, m.reserve_nusd) for m in a.more]
+        opts = {
+            "tenant": a.tenant, "model": a.model, "band": a.band, "now_ms": self._now(), "idem": a.idempotency_key,
+            "max_queue": self.max_queue, "budget_limit_nusd": a.budget_limit_nusd, "period": a.period,
+            "rpm": a.rpm, "tpm": a.tpm, "nbands": self.bands, "weight": repr(float(a.weight)),
+            "alert_at_nusd": a.alert_at_nusd, "max_inflight": a.max_inflight,
+            "inflight_ttl_ms": self.stream_ttl_s * 1000, "track_inflight": a.track_inflight,
+            "count_rate": a.count_rate, "adapter": a.adapter, "usage_name": a.usage_name,
+            "group": [{"id": i, "in_tokens": n_in, "max_tokens": n_max, "reserve_nusd": r}
+                      for i, _, n_in, n_max, r in members],
+        }  # fmt: skip
+        payloads = [json.dumps(p, separators=(",", ":")) for _, p, *_ in members]
+        reply = await self._run("admit", json.dumps(opts, separators=(",", ":")), *payloads)
         status = _s(reply[0])
         if status in ("OK", "DUP"):
             ids = tuple(_s(reply[1]).split(","))

@@ -1,41 +1,42 @@
 -- admit: rate limits, queue bound, budget reservation, enqueue. All or nothing.
--- ARGV: P id tenant model band payload in_tokens max_tokens now_ms idem
---       max_queue reserve_nusd budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
---       max_inflight (0: no limit) inflight_ttl_ms track_inflight ('0': a batch line, which
---       does not count against the tenant's concurrent streams) count_rate ('0': a batch line,
---       which neither meets nor uses up the tenant's rpm/tpm) adapter (the LoRA adapter's cache key, or
---       '': pull.lua prefers replicas that hold it) usage_name (what usage is recorded under; '': model)
---       then, for a group admitted all or nothing (n choices, a list of prompts), five more per
---       further request: id payload in_tokens max_tokens reserve_nusd
+-- ARGV: P opts payload...
+--   opts: one JSON object with the fields OPTS names; payload: each request's (prompt ids, sampling), in
+--   the order of opts.group.
+-- OPTS: tenant model band now_ms idem max_queue budget_limit_nusd period rpm tpm nbands weight alert_at_nusd
+--       max_inflight inflight_ttl_ms track_inflight count_rate adapter usage_name group
+--   budget_limit_nusd: -1 for no limit; max_inflight: 0 for no limit; track_inflight false: a batch line,
+--   which does not count against the tenant's concurrent streams; count_rate false: a batch line, which
+--   neither meets nor uses up the tenant's rpm/tpm; adapter: the LoRA adapter's cache key, or '' (pull.lua
+--   prefers replicas that hold it); usage_name: what usage is recorded under ('': the model);
+--   group: [{id, in_tokens, max_tokens, reserve_nusd}, ...]: the request, then the rest of a group admitted
+--   all or nothing (n choices, a list of prompts).
 -- The limits apply to the group's sums: requests, tokens, streams, queue slots, reservation.
 -- Returns {'OK', ids} (ids joined by ',') | {'DUP', id} | {'RATE', what, retry_ms} | {'RATE_NEVER', what, limit}
 --       | {'QUEUE_FULL', depth} | {'BUDGET', left_nusd} | {'CONCURRENCY', in_flight}
-local id, tenant, model = ARGV[2], ARGV[3], ARGV[4]
-local band = ARGV[5]
-local payload = ARGV[6]
-local in_tok, max_tok = tonumber(ARGV[7]), tonumber(ARGV[8])
-local now = tonumber(ARGV[9])
-local idem = ARGV[10]
-local max_queue = tonumber(ARGV[11])
-local reserve = tonumber(ARGV[12])
-local limit = tonumber(ARGV[13])
-local period = ARGV[14]
-local rpm, tpm = tonumber(ARGV[15]), tonumber(ARGV[16])
-local nbands = tonumber(ARGV[17])
-local weight = ARGV[18]
-local alert_at = ARGV[19]
-local max_inflight = tonumber(ARGV[20] or '0')
-local inflight_ttl = tonumber(ARGV[21] or '3600000')
-local track_inflight = ARGV[22] ~= '0'
-local count_rate = ARGV[23] ~= '0'
-local adapter, usage_name = ARGV[24], ARGV[25]
+local o = cjson.decode(ARGV[2])
+local tenant, model = o.tenant, o.model
+local band = tostring(o.band)
+local now = tonumber(o.now_ms)
+local idem = o.idem
+local max_queue = tonumber(o.max_queue)
+local limit = tonumber(o.budget_limit_nusd)
+local period = o.period
+local rpm, tpm = tonumber(o.rpm), tonumber(o.tpm)
+local nbands = tonumber(o.nbands)
+local weight = o.weight
+local alert_at = tostring(o.alert_at_nusd)
+local max_inflight = tonumber(o.max_inflight)
+local inflight_ttl = tonumber(o.inflight_ttl_ms)
+local track_inflight = o.track_inflight
+local count_rate = o.count_rate
+local adapter, usage_name = o.adapter, o.usage_name
 
--- The group: this request, then the ones after ARGV[25].
-local group = {{id = id, payload = payload, in_tok = in_tok, max_tok = max_tok, reserve = reserve}}
-for i = 26, #ARGV, 5 do
-  group[#group + 1] = {id = ARGV[i], payload = ARGV[i + 1], in_tok = tonumber(ARGV[i + 2]),
-    max_tok = tonumber(ARGV[i + 3]), reserve = tonumber(ARGV[i + 4])}
+local group = {}
+for i, g in ipairs(o.group) do
+  group[i] = {id = g.id, payload = ARGV[2 + i], in_tok = tonumber(g.in_tokens), max_tok = tonumber(g.max_tokens),
+    reserve = tonumber(g.reserve_nusd)}
 end
+local id = group[1].id
 local count, tokens, total_reserve, ids = #group, 0, 0, {}
 for _, g in ipairs(group) do
   tokens = tokens + g.in_tok + g.max_tok

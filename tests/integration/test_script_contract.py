@@ -1,0 +1,123 @@
+"""Each Lua script's documented arguments against what Python sends it: every script is called through the
+real queue and job store on a real Redis, each call recorded on its way, and its arguments checked against
+the script's own `-- ARGV:` header (optional groups in brackets, `name...` for one or more) and, for admit,
+its options object against the `-- OPTS:` header."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ossfleet.batch.store import JobStore
+from ossfleet.queue import Admission, Affinity, GroupMember, RequestQueue
+from ossfleet.redisdb import connect_async
+
+LUA = Path(__file__).resolve().parents[2] / "platform" / "ossfleet" / "lua"
+
+
+def _header(text: str, tag: str) -> str:
+    """The text of a `-- TAG:` header and its continuation lines (`--` and six spaces or more), without
+    commentary (after ': ') or parentheticals."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"-- {tag}:"))
+    parts = []
+    for i, line in enumerate(lines[start:]):
+        if i and not re.match(r"--\s{6,}\S", line):
+            break
+        text = re.sub(r"\([^)]*\)", "", line[len(f"-- {tag}:") :] if i == 0 else line[2:])
+        parts.append(text.split(": ", 1)[0])
+        if ": " in text:  # the commentary runs to the header's end
+            break
+    return " ".join(parts)
+
+
+def allowed_counts(spec: str) -> tuple[set[int], bool]:
+    """The argument counts a spec allows, and whether its last name takes one or more (`name...`)."""
+    tokens = re.findall(r"\[|\]|[^\s\[\]]+", spec)
+
+    def parse(i: int) -> tuple[set[int], int]:
+        counts = {0}
+        while i < len(tokens):
+            if tokens[i] == "]":
+                return counts, i + 1
+            if tokens[i] == "[":
+                inner, i = parse(i + 1)
+                counts = counts | {c + n for c in counts for n in inner}
+                continue
+            counts = {c + 1 for c in counts}
+            i += 1
+        return counts, i
+
+    counts, _ = parse(0)
+    return counts, spec.strip().endswith("...")
+
+
+class Spy:
+    """Passes a script call through to Redis, keeping its arguments."""
+
+    def __init__(self, name: str, script, calls: list) -> None:
+        self.name, self.script, self.calls = name, script, calls
+
+    async def __call__(self, keys=None, args=None, client=None):
+        self.calls.append((self.name, list(args or [])))
+        return await self.script(keys=keys, args=args, client=client)
+
+
+async def test_every_script_is_called_as_its_header_documents(redis_server, namespace):
+    r = connect_async(redis_server.url)
+    q = RequestQueue(r, namespace, bands=3, lease_s=10)
+    store = JobStore(r, namespace)
+    calls: list[tuple[str, list]] = []
+    q._scripts = {name: Spy(name, s, calls) for name, s in q._scripts.items()}
+    store._record = Spy("batch_record", store._record, calls)
+    store._transition = Spy("batch_transition", store._transition, calls)
+    try:
+
+        def adm(rid, **kw):
+            return Admission(rid, "t", "m", 1, {"prompt": [1]}, 3, 8, 100, 10**12, "p", 10**6, 10**9, **kw)
+
+        await q.admit(adm("a"))
+        await q.admit(adm("b", more=(GroupMember("b2", {"prompt": [2]}, 3, 8, 100),), adapter="X", usage_name="m:X"))
+        await q.admit(adm("c"))
+        lease = await q.pull("m", "w")  # a
+        await q.renew(lease.request_id, "w")
+        _, b = await q.complete_and_pull(lease.request_id, "w", 2, 5, "stop", "m", adapters=Affinity(("X",), True))
+        lease = await q.pull("m", "w", adapters=Affinity((), False))  # c: b2's adapter could not be loaded
+        _, b2 = await q.complete_and_pull(lease.request_id, "w", 2, 5, "stop", "m")
+        assert (b.request_id, lease.request_id, b2.request_id) == ("b", "c", "b2")
+        await q.fail(b.request_id, "w", "boom", retryable=True)
+        await q.complete(b2.request_id, "w", 1, 1, "stop")
+        await q.pull("m", "w", batch_band=False)
+        await q.reap("m")
+        await q.cancel("a", "t")
+        await q.admit(adm("d"))
+        lease = await q.pull("m", "w")
+        await q.release(lease.request_id, "w")
+        lease = await q.pull("m", "w")
+        await q.complete(lease.request_id, "w", 1, 1, "stop")
+        await store.record("batch_x", 0, True, "{}", charge=("t", "p", "m", 1, 1, 1))
+        await store.transition("batch_x", "cancelled", ("in_progress",))
+    finally:
+        await r.aclose()
+
+    seen = {name for name, _ in calls}
+    assert seen == {p.stem for p in LUA.glob("*.lua")} - {"common"}, "every script is exercised"
+    for name, args in calls:
+        text = (LUA / f"{name}.lua").read_text()
+        counts, variadic = allowed_counts(_header(text, "ARGV"))
+        n = len(args)
+        ok = n >= max(counts) if variadic else n in counts
+        assert ok, f"{name}: {n} arguments sent, its ARGV header allows {sorted(counts)}{'+' if variadic else ''}"
+        if name == "admit":
+            opts = json.loads(args[1])
+            assert sorted(opts) == sorted(_header(text, "OPTS").split()), "admit's options vs its OPTS header"
+            assert len(args) - 2 == len(opts["group"]), "one payload per request of the group"
+
+
+def test_the_header_parser_reads_optional_groups_and_variadic_names():
+    assert allowed_counts("P id owner") == ({3}, False)
+    assert allowed_counts("P a b [c d [e f]]") == ({3, 5, 7}, False)
+    assert allowed_counts("P opts payload...") == ({3}, True)
+    text = "-- x\n-- ARGV: P id (a note) kind('o'|'e')\n--       more [opt]: commentary\n-- Returns: y\n"
+    assert _header(text, "ARGV").split() == ["P", "id", "kind", "more", "[opt]"]
