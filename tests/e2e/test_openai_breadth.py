@@ -70,7 +70,9 @@ def client(platform):
 def queue_keys(platform) -> set[bytes]:
     r = connect(platform.redis_url)
     ns = "{" + platform.cfg.redis.namespace + "}:"
-    keys = {k for k in r.scan_iter(match=ns + "*") if not k.startswith((ns + "apikey:").encode())}
+    # Not the tenant registry (seeded from the config on the first request a gateway serves) nor API keys.
+    other = tuple((ns + f).encode() for f in ("apikey:", "tenant:", "tenants", "tenantseed", "tenantkeys:", "audit"))
+    keys = {k for k in r.scan_iter(match=ns + "*") if not k.startswith(other)}
     r.close()
     return keys
 
