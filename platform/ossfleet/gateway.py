@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ossfleet import metrics
-from ossfleet.adapters import AdapterRecord, AdapterStore, split_model
+from ossfleet.adapters import AdapterRecord, AdapterStore, check_name, split_model
 from ossfleet.catalog import CATALOG
-from ossfleet.config import PlatformConfig, TenantConfig
+from ossfleet.config import ModelConfig, PlatformConfig, TenantConfig
 from ossfleet.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -166,7 +166,7 @@ class GatewayCore:
 
     # -- adapters ---------------------------------------------------------------------
 
-    def adapter_model(self, t: TenantConfig, model: str) -> Any:
+    def adapter_model(self, t: TenantConfig, model: str) -> ModelConfig:
         """The model config an adapter is for, or the typed error that says why it cannot have one."""
         m = self.cfg.model(model)
         if m is None:
@@ -183,6 +183,7 @@ class GatewayCore:
         self, t: TenantConfig, model: str, name: str, config: bytes, weights: bytes
     ) -> AdapterRecord:
         """Validate a PEFT LoRA adapter against its model and store it; a bad one is refused, stored nowhere."""
+        check_name(name)
         m = self.adapter_model(t, model)
         path = self.cfg.model_path(m)
         shape = ModelShape.of(json.loads((path / "config.json").read_text()))
@@ -263,7 +264,7 @@ class GatewayCore:
         adapter: AdapterRecord | None = None
         base, adapter_name = split_model(req.model)
         if adapter_name is not None:
-            m = self.adapter_model(t, base)
+            self.adapter_model(t, base)
             try:
                 adapter = await self.adapters.get(t.name, base, adapter_name)
             except NotFound:
