@@ -62,9 +62,6 @@ def ray_cluster(request):
     # Serve reports a replica that cannot be scheduled after this long (default 30 s).
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "3"
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S"] = "3"
-    # serve.shutdown() at the module's end waits this long (default 30 s) for a deployment that cannot
-    # drain, such as the unplaceable pipeline group a test deploys on purpose.
-    os.environ["RAY_SERVE_SHUTDOWN_TIER_TIMEOUT_S"] = "5"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
     for _ in range(getattr(request.module, "GPU_NODES", 3)):
         cluster.add_node(num_cpus=1, num_gpus=1)
