@@ -7,6 +7,7 @@ whichever conftest.py was imported first under that name.)
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 from ossfleet.config import PlatformConfig
@@ -25,3 +26,16 @@ class Platform:
     redis_url: str
     keys: dict[str, str]
     grpc_target: str
+
+
+def wait_for_batch(
+    client, batch_id: str, timeout_s: float = 240, until=("completed", "failed", "expired", "cancelled")
+):
+    """Poll the batch (the Batch API pushes nothing) until it reaches one of ``until``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        b = client.batches.retrieve(batch_id)
+        if b.status in until:
+            return b
+        time.sleep(0.5)
+    raise AssertionError(f"batch {batch_id} still {b.status} after {timeout_s} s: {b.request_counts}")

@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from e2e_platform import Platform, free_port
+from e2e_platform import Platform, free_port, wait_for_batch
 
 from ossfleet.config import PriceConfig, parse_config
 from ossfleet.pricing import cost_nusd
@@ -92,16 +92,6 @@ def openai_client(platform: Platform, tenant: str = "acme"):
     return openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys[tenant], max_retries=0)
 
 
-def wait_for(client, batch_id: str, timeout_s: float = 240, until=("completed", "failed", "expired", "cancelled")):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        b = client.batches.retrieve(batch_id)
-        if b.status in until:
-            return b
-        time.sleep(0.5)
-    raise AssertionError(f"batch {batch_id} still {b.status} after {timeout_s} s: {b.request_counts}")
-
-
 def lines_of(client, file_id: str | None) -> list[dict]:
     if file_id is None:
         return []
@@ -136,7 +126,7 @@ def test_openai_client_runs_a_2000_line_queue_job_end_to_end(platform):
     f = client.files.create(file=("eval.jsonl", io.BytesIO(jsonl(2000))), purpose="batch")
     b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert b.status == "in_progress" and b.request_counts.total == 2000
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed", b
     out, err = assert_each_line_once(client, b, 2000)
     assert err == [] and len(out) == 2000
@@ -164,7 +154,7 @@ def test_dedicated_mode_runs_2000_lines_on_ray_data_once_each(platform):
     b = client.batches.create(
         input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", extra_body={"mode": "dedicated"}
     )
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed", b
     out, err = assert_each_line_once(client, b, 2000)
     assert err == []
@@ -188,7 +178,7 @@ def test_structured_output_and_logprobs_lines_run_in_both_modes(platform, mode):
                             purpose="batch")  # fmt: skip
     b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
                               extra_body={"mode": mode})  # fmt: skip
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed", b
     out, err = assert_each_line_once(client, b, 6, prefix="s")
     assert err == []
@@ -217,7 +207,7 @@ def test_bad_lines_are_reported_with_their_numbers_and_nothing_runs(platform):
         input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
         extra_body={"skip_invalid_lines": True},
     )  # fmt: skip
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed" and b.request_counts.completed == 3 and b.request_counts.failed == 3
     err = lines_of(client, b.error_file_id)
     assert sorted(x["error"]["message"].split(":")[0] for x in err) == ["line 2", "line 4", "line 6"]
@@ -243,7 +233,7 @@ def test_a_batch_of_another_tenant_is_invisible_by_every_route(platform):
         globex.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert b.id not in [x.id for x in globex.batches.list().data]
     assert f.id not in [x.id for x in globex.files.list().data]
-    b = wait_for(acme, b.id)
+    b = wait_for_batch(acme, b.id)
     assert b.status == "completed"
     with pytest.raises(openai.NotFoundError):
         globex.files.content(b.output_file_id)
@@ -276,7 +266,7 @@ def test_cancel_finishes_lines_in_flight_and_accounts_for_every_line(platform):
     b = slow_job(client, 400, 20, "cx")
     wait_progress(client, b.id, 20)
     assert client.batches.cancel(b.id).status in ("cancelling", "cancelled")
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "cancelled" and b.cancelled_at is not None
     out, err = assert_each_line_once(client, b, 400, "cx")
     assert 20 <= len(out) < 400
@@ -299,7 +289,7 @@ def test_killing_the_job_driver_resumes_where_it_was(platform):
     pid = ray.get(driver.pid.remote())
     ray.kill(driver, no_restart=False)  # the process dies; Ray restarts the actor and retries run()
     done_at_kill = client.batches.retrieve(b.id).request_counts.completed
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed"
     _, err = assert_each_line_once(client, b, 300, "dk")
     assert err == [] and done_at_kill < 300
@@ -331,7 +321,7 @@ def test_kill_minus_9_of_a_replica_mid_job_loses_no_line(platform):
     stats = handle.stats.remote().result()
     assert stats["running"] > 0
     os.kill(stats["pid"], signal.SIGKILL)
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed"
     _, err = assert_each_line_once(client, b, 200, "rk")
     assert err == []
@@ -364,7 +354,7 @@ def test_interactive_requests_go_first_while_a_queue_job_runs(platform):
     waiting_batch = r.zcard(f"{{{NS}}}:wait:gpt-oss-120b:2")
     loaded, ids = interactive(10)
     client.batches.cancel(b.id)
-    wait_for(client, b.id)
+    wait_for_batch(client, b.id)
     assert waiting_batch > 0, "batch lines were waiting while the interactive requests ran"
 
     def times(rid: str) -> tuple[int, int, str]:
@@ -452,7 +442,7 @@ def test_cli_submits_waits_with_a_progress_bar_and_downloads(platform, tmp_path)
 def test_a_job_past_its_completion_window_expires_and_accounts_for_every_line(platform):
     client = openai_client(platform)
     b = slow_job(client, 500, 20, "ex", window="10s")
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "expired" and b.expired_at is not None
     out, err = assert_each_line_once(client, b, 500, "ex")
     assert 0 < len(out) < 500
@@ -525,7 +515,7 @@ def test_a_job_that_meets_the_budget_stops_charging_and_reports_the_rest(platfor
     b = client.batches.create(
         input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", extra_body={"mode": mode}
     )
-    b = wait_for(client, b.id)
+    b = wait_for_batch(client, b.id)
     assert b.status == "completed"
     out, err = assert_each_line_once(client, b, 300, mode)
     assert err and {x["error"]["code"] for x in err} == {"budget_exhausted"}

@@ -631,7 +631,8 @@ def test_grpc_adapter_upload_generate_usage_and_delete(platform, adapter_dirs):
 
 def test_adapter_lines_of_a_queue_batch_job_run_on_the_adapter(platform, adapter_dirs, tiny_checkpoint):
     import io
-    import time
+
+    from e2e_platform import wait_for_batch
 
     acme = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=platform.keys["acme"], max_retries=0)
     assert upload_adapter(platform, "acme", "gpt-oss-20b", "support", adapter_dirs["support"]).status_code == 200
@@ -641,9 +642,7 @@ def test_adapter_lines_of_a_queue_batch_job_run_on_the_adapter(platform, adapter
     f = acme.files.create(file=("a.jsonl", io.BytesIO("\n".join(json.dumps(x) for x in lines).encode())),
                           purpose="batch")  # fmt: skip
     b = acme.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
-    while b.status not in ("completed", "failed", "expired", "cancelled"):
-        time.sleep(0.5)
-        b = acme.batches.retrieve(b.id)
+    b = wait_for_batch(acme, b.id)
     assert b.status == "completed", b
     out = {x["custom_id"]: x for x in map(json.loads, acme.files.content(b.output_file_id).read().splitlines())}
     errs = {x["custom_id"]: x for x in map(json.loads, acme.files.content(b.error_file_id).read().splitlines())}

@@ -7,26 +7,7 @@ import asyncio
 import pytest
 
 from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
-from ossfleet.queue import Admission, GroupMember, RequestQueue
-from ossfleet.redisdb import connect_async
-
-
-class Clock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-async def env(redis_server, namespace):
-    client = connect_async(redis_server.url)
-    clock = Clock()
-    q = RequestQueue(client, namespace, bands=3, aging_s=30, lease_s=10, max_attempts=3, retry_backoff_s=1, clock=clock)
-    yield q, clock
-    await client.aclose()
-
+from ossfleet.queue import Admission, GroupMember
 
 _n = 0
 
