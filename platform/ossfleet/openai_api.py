@@ -225,7 +225,7 @@ async def _relay(
         if after is None:
             for body in first:
                 yield _data(body)
-        async for i, ev in core.merged_events(rids, labels=(tenant, model), after=pos):
+        async for i, ev in core.merged_events(model, rids, labels=(tenant, model), after=pos):
             pos[i] = ev.entry_id
             try:
                 fold(outs[i], ev)

@@ -1,28 +1,19 @@
 """Redis queue state: what waits, in which order, for whom, at what cost.
 
-Every state change is one Lua script in ``ossfleet/lua`` (admit, pull, renew,
-complete, fail, release, reap, cancel), so no interleaving of gateways and
-replicas can overspend a budget or lose a request. This module is the thin
-I/O edge around them: it packs arguments, runs a script and turns its reply
-into a typed result or error.
+Every state change is a Lua script in ``ossfleet/lua``, so no interleaving of gateways and replicas can
+overspend a budget or lose a request. This module is the thin I/O edge around them: it packs arguments,
+runs a script and turns its reply into a typed result or error.
 
-Keys (all under the namespace hash tag ``{ns}:``)::
+Key names are :mod:`ossfleet.keyspace`'s: a model's queue and requests live in the model's hash slot, a
+tenant's money and limits in the tenant's. On a single Redis each operation is one script over both
+(admit, complete, fail, cancel, reap settle in the same call). On a Redis Cluster a script touches one
+slot, so an operation that spans both runs as steps, each idempotent by request id:
 
-    req:<id>                      hash: tenant, model, band, payload, state, lease...
-    lane:<model>:<band>:<tenant>  list: the tenant's waiting ids, FIFO
-    ready:<model>:<band>          zset: backlogged tenants by fair-share counter
-    wait:<model>:<band>           zset: every waiting id by enqueue time (depth, age)
-    vtc:<model>                   hash: tenant -> weighted service received
-    leases:<model>                zset: leased ids by lease deadline
-    delayed:<model>               zset: failed ids by retry time
-    dead:<model>                  zset: dead-lettered ids
-    budget:<tenant>:<period>      hash: reserved, spent (nano-USD)
-    usage:<tenant>:<period>       hash: per-model requests and tokens, cost
-    rl:<req|tok>:<tenant>:<min>   rate-limit counters
-    idem:<tenant>:<key>           idempotency key -> request id
-    inflight:<tenant>             zset: the tenant's unfinished requests (concurrency limit)
-    stream:<id>                   stream: the request's output events
-    bell:<model>                  list: wake-up tokens for idle replicas
+- admit: ``reserve`` (tenant) -> ``enqueue`` (model); a refused enqueue is undone by ``unreserve``;
+- complete / fail / cancel / reap: the model's script notes what is ``owed`` -> ``settle`` (tenant) ->
+  the owed note is removed;
+- :meth:`RequestQueue.reconcile` (run by the reaper) finishes what a crash between two steps left:
+  reservations never seen enqueued (``claim`` marks the id aborted, then ``unreserve``), settlements owed.
 """
 
 from __future__ import annotations
@@ -56,9 +47,28 @@ W_INPUT = 1.0
 W_OUTPUT = 2.0
 
 
-def _script(name: str) -> str:
+def _script(name: str, cluster: bool = False) -> str:
+    """A script's source: ``CLUSTER`` (whether each script must stay in one slot), common.lua, its own."""
     lua = resources.files("ossfleet") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    mode = f"local CLUSTER = {'true' if cluster else 'false'}\n"
+    return mode + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (each script must then touch one slot)."""
+    from redis.asyncio.cluster import RedisCluster as AsyncCluster
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, (AsyncCluster, RedisCluster))
+
+
+def queue_model(name: str) -> str:
+    """The model whose queue serves a model name (``<model>:<adapter>`` is served by ``<model>``'s)."""
+    return name.partition(":")[0]
+
+
+QUEUE_SCRIPTS = ("admit", "pull", "renew", "complete", "fail", "release", "reap", "cancel")
+CLUSTER_SCRIPTS = ("reserve", "enqueue", "unreserve", "claim", "settle")
 
 
 def _s(v: Any) -> str:
@@ -147,6 +157,12 @@ def _affinity_args(a: Affinity | None) -> tuple[str, ...]:
     return () if a is None else (",".join(a.held), "1" if a.can_load else "0")
 
 
+def _alert_fields(reply: Sequence[Any]) -> dict[str, str]:
+    """A soft-alert event's fields, from a script's flat [name, value, ...] reply."""
+    flat = [_s(x) for x in reply]
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
 def _lease(reply: Any) -> Lease:
     return Lease(
         request_id=_s(reply[0]),
@@ -177,19 +193,18 @@ class RequestQueue:
     ) -> None:
         self.r = client
         self.keys = KeySpace(namespace)
-        self.prefix = self.keys.prefix  # every script's first argument: common.lua's k() builds on it
         self.bands = bands
         self.aging_ms = int(aging_s * 1000)
+        self.lease_s = lease_s
         self.lease_ms = int(lease_s * 1000)
         self.max_attempts = max_attempts
         self.backoff_ms = int(retry_backoff_s * 1000)
         self.stream_ttl_s = stream_ttl_s
         self.max_queue = max_queue
         self.clock = clock
-        self._scripts = {
-            name: client.register_script(_script(name))
-            for name in ("admit", "pull", "renew", "complete", "fail", "release", "reap", "cancel")
-        }
+        self.cluster = is_cluster(client)
+        names = QUEUE_SCRIPTS + (CLUSTER_SCRIPTS if self.cluster else ())
+        self._scripts = {name: client.register_script(_script(name, self.cluster)) for name in names}
 
     def _pull_bands(self, batch_band: bool) -> int:
         return self.bands if batch_band or self.bands == 1 else self.bands - 1
@@ -197,9 +212,9 @@ class RequestQueue:
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
-    async def _run(self, name: str, *args: Any) -> Any:
-        # KEYS[1] routes the script to the namespace's slot on a cluster.
-        return await self._scripts[name](keys=[self.keys.slot()], args=[self.prefix, *args])
+    async def _run(self, name: str, slot: str, *args: Any) -> Any:
+        # KEYS[1] (a key of the slot the script touches) routes the call on a cluster.
+        return await self._scripts[name](keys=[slot], args=[self.keys.namespace, *args])
 
     # -- gateway side -----------------------------------------------------------
 
@@ -218,10 +233,19 @@ class RequestQueue:
                       for i, _, n_in, n_max, r in members],
         }  # fmt: skip
         payloads = [json.dumps(p, separators=(",", ":")) for _, p, *_ in members]
-        reply = await self._run("admit", json.dumps(opts, separators=(",", ":")), *payloads)
+        encoded = json.dumps(opts, separators=(",", ":"))
+        if self.cluster:
+            reply = await self._run("reserve", self.keys.tenant_slot(a.tenant), encoded)
+            if _s(reply[0]) == "OK":
+                queued = await self._run("enqueue", self.keys.model_slot(a.model), encoded, *payloads)
+                if _s(queued[0]) != "OK":
+                    await self._run("unreserve", self.keys.tenant_slot(a.tenant), a.tenant, *[m[0] for m in members])
+                    reply = queued
+        else:
+            reply = await self._run("admit", self.keys.model_slot(a.model), encoded, *payloads)
         status = _s(reply[0])
         if status in ("OK", "DUP"):
-            ids = tuple(_s(reply[1]).split(","))
+            ids = tuple(_s(reply[1]).split(",")) if status == "DUP" else tuple(m[0] for m in members)
             return Admitted(ids[0], duplicate=status == "DUP", request_ids=ids)
         if status == "RATE":
             what, retry_ms = _s(reply[1]), int(_s(reply[2]))
@@ -254,6 +278,8 @@ class RequestQueue:
             )
         if status == "QUEUE_FULL":
             raise QueueFull(f"the queue for model {a.model!r} is full ({_s(reply[1])} waiting); retry shortly")
+        if status == "ABORTED":  # a cluster's reconciler gave up on this admission (the gateway stalled)
+            raise QueueFull(f"the queue for model {a.model!r} did not take the request in time; retry shortly")
         if status == "BUDGET":
             left = int(_s(reply[1]))
             raise BudgetExhausted(
@@ -264,21 +290,35 @@ class RequestQueue:
             )
         raise RuntimeError(f"admit script replied {reply!r}")
 
+    async def locate(self, tenant: str, request_id: str) -> str | None:
+        """The model of the tenant's request (None: no such request of this tenant, or long finished)."""
+        m = await self.r.hget(self.keys.resv(tenant, request_id), "model")
+        return None if m is None else _s(m)
+
     async def cancel(self, request_id: str, tenant: str) -> str:
         """Cancel the tenant's own request: 'cancelled', 'cancelling' or 'finished'."""
-        reply = await self._run("cancel", request_id, tenant, self._now(), self.stream_ttl_s)
+        model = await self.locate(tenant, request_id)
+        if model is None:
+            raise NotFound(f"no request {request_id!r} for this tenant")
+        reply = await self._run(
+            "cancel", self.keys.model_slot(model), model, request_id, tenant, self._now(), self.stream_ttl_s
+        )
         status = _s(reply[0])
         if status == "NOT_FOUND":
             raise NotFound(f"no request {request_id!r} for this tenant")
+        if status == "CANCELLED":
+            await self._settle(model, [(request_id, tenant, "refund", 0, 0)])
         return status.lower()
 
-    async def owner(self, request_id: str) -> str | None:
-        t = await self.r.hget(self.keys.req(request_id), "tenant")
+    async def owner(self, model: str, request_id: str) -> str | None:
+        t = await self.r.hget(self.keys.req(model, request_id), "tenant")
         return None if t is None else _s(t)
 
-    async def read_stream(self, request_id: str, after: str = "0-0", block_ms: int | None = 1000) -> list[StreamEvent]:
+    async def read_stream(
+        self, model: str, request_id: str, after: str = "0-0", block_ms: int | None = 1000
+    ) -> list[StreamEvent]:
         """Events of a request's stream after entry ``after``, waiting up to ``block_ms`` for one (None: no wait)."""
-        reply: Any = await self.r.xread({self.keys.stream(request_id): after}, block=block_ms, count=256)
+        reply: Any = await self.r.xread({self.keys.stream(model, request_id): after}, block=block_ms, count=256)
         out: list[StreamEvent] = []
         for _key, entries in reply or []:
             for entry_id, fields in entries:
@@ -310,8 +350,8 @@ class RequestQueue:
         of none) before one it would have to load (see ``prefer_held`` in common.lua).
         """
         reply = await self._run(
-            "pull", model, self.bands, self._now(), self.aging_ms, owner, self.lease_ms, W_INPUT,
-            self._pull_bands(batch_band), *_affinity_args(adapters),
+            "pull", self.keys.model_slot(model), model, self.bands, self._now(), self.aging_ms, owner,
+            self.lease_ms, W_INPUT, self._pull_bands(batch_band), *_affinity_args(adapters),
         )  # fmt: skip
         return None if reply is None else _lease(reply)
 
@@ -322,16 +362,18 @@ class RequestQueue:
         """
         await (client or self.r).blpop([self.keys.bell(model)], timeout=timeout_s)
 
-    async def renew(self, request_id: str, owner: str) -> bool:
+    async def renew(self, model: str, request_id: str, owner: str) -> bool:
         """Extend the lease; True when the tenant asked to cancel. Raises LeaseLost."""
-        reply = await self._run("renew", request_id, owner, self._now(), self.lease_ms)
+        reply = await self._run(
+            "renew", self.keys.model_slot(model), model, request_id, owner, self._now(), self.lease_ms
+        )
         if _s(reply[0]) != "OK":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
         return _s(reply[1]) == "1"
 
-    async def emit(self, request_id: str, events: Sequence[dict[str, str]]) -> None:
+    async def emit(self, model: str, request_id: str, events: Sequence[dict[str, str]]) -> None:
         """Append output events to the request's stream (one round trip)."""
-        key = self.keys.stream(request_id)
+        key = self.keys.stream(model, request_id)
         pipe = self.r.pipeline(transaction=False)
         for e in events:
             pipe.xadd(key, e)  # type: ignore[arg-type]
@@ -339,75 +381,142 @@ class RequestQueue:
         await pipe.execute()
 
     async def complete(
-        self, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str
+        self, model: str, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str
     ) -> bool:
         """Ack and settle. False if it was already completed (a retry's duplicate); raises LeaseLost."""
-        done, _ = await self._complete(request_id, owner, output_tokens, cost_nusd, finish_reason, None)
+        done, _ = await self._complete(model, request_id, owner, output_tokens, cost_nusd, finish_reason, False)
         return done
 
     async def complete_and_pull(
         self,
+        model: str,
         request_id: str,
         owner: str,
         output_tokens: int,
         cost_nusd: int,
         finish_reason: str,
-        model: str,
         *,
         batch_band: bool = True,
         adapters: Affinity | None = None,
     ) -> tuple[bool, Lease | None]:
         """Settle one request and lease the next of ``model`` in one round trip (the freed slot's work)."""
         return await self._complete(
-            request_id, owner, output_tokens, cost_nusd, finish_reason, model, batch_band, adapters
+            model, request_id, owner, output_tokens, cost_nusd, finish_reason, True, batch_band, adapters
         )
 
     async def _complete(
         self,
+        model: str,
         request_id: str,
         owner: str,
         output_tokens: int,
         cost_nusd: int,
         finish_reason: str,
-        model: str | None,
+        pull: bool,
         batch_band: bool = True,
         adapters: Affinity | None = None,
     ) -> tuple[bool, Lease | None]:
         extra: tuple[object, ...] = ()
-        if model is not None:
+        if pull:
             extra = (self.aging_ms, self.lease_ms, W_INPUT, self._pull_bands(batch_band), *_affinity_args(adapters))
         reply = await self._run(
-            "complete", request_id, owner, output_tokens, cost_nusd, self._now(), W_OUTPUT, self.bands,
-            self.stream_ttl_s, finish_reason, *extra,
+            "complete", self.keys.model_slot(model), model, request_id, owner, output_tokens, cost_nusd,
+            self._now(), W_OUTPUT, self.bands, self.stream_ttl_s, finish_reason, *extra,
         )  # fmt: skip
         status = _s(reply[0])
         if status == "ALREADY":
             return False, None
         if status != "OK":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
-        return True, _lease(reply[3]) if len(reply) > 3 and reply[3] else None
+        if self.cluster:
+            await self._settle(model, [(request_id, _s(reply[2]), "charge", cost_nusd, output_tokens)])
+        return True, _lease(reply[3]) if reply[3] else None
 
-    async def fail(self, request_id: str, owner: str, error: str, retryable: bool = True) -> str:
+    async def fail(self, model: str, request_id: str, owner: str, error: str, retryable: bool = True) -> str:
         """Report a failure: 'retry' (requeued after a backoff) or 'dead' (dead-lettered)."""
         reply = await self._run(
-            "fail", request_id, owner, error, "1" if retryable else "0", self._now(), self.max_attempts,
-            self.backoff_ms, self.stream_ttl_s,
+            "fail", self.keys.model_slot(model), model, request_id, owner, error, "1" if retryable else "0",
+            self._now(), self.max_attempts, self.backoff_ms, self.stream_ttl_s,
         )  # fmt: skip
         status = _s(reply[0])
         if status == "LOST":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
+        if status == "DEAD":
+            await self._settle(model, [(request_id, _s(reply[1]), "refund", 0, 0)])
         return status.lower()
 
-    async def release(self, request_id: str, owner: str) -> None:
+    async def release(self, model: str, request_id: str, owner: str) -> None:
         """Hand a lease back untouched (a draining replica)."""
-        reply = await self._run("release", request_id, owner)
+        reply = await self._run("release", self.keys.model_slot(model), model, request_id, owner)
         if _s(reply[0]) != "OK":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
 
     async def reap(self, model: str, limit: int = 100) -> tuple[int, int, int]:
         """Requeue expired leases and due retries: (requeued, retried, dead)."""
-        reply = await self._run("reap", model, self._now(), self.max_attempts, limit, self.stream_ttl_s)
+        reply = await self._run(
+            "reap", self.keys.model_slot(model), model, self._now(), self.max_attempts, limit, self.stream_ttl_s
+        )
+        owed = [_s(x) for x in reply[3:]]
+        await self._settle(model, [(owed[i], owed[i + 1], "refund", 0, 0) for i in range(0, len(owed), 2)])
         return int(reply[0]), int(reply[1]), int(reply[2])
+
+    # -- a cluster's second steps and its reconciler -------------------------------------------------
+
+    async def _settle(self, model: str, owed: Sequence[tuple[str, str, str, int, int]]) -> None:
+        """On a cluster, the tenant's side of requests that ended in ``model``'s slot: each (id, tenant,
+        'charge'|'refund', cost, output tokens) settled once, a crossed soft alert written to the alerts
+        stream, then the owed note removed. Nothing to do on a single Redis (the model's script settled)."""
+        if not self.cluster or not owed:
+            return
+        for request_id, tenant, kind, cost, out_tokens in owed:
+            reply = await self._run(
+                "settle", self.keys.tenant_slot(tenant), tenant, request_id, kind, cost, out_tokens, self.stream_ttl_s
+            )
+            if _s(reply[0]) == "OK" and len(reply) > 2:
+                fields = _alert_fields(reply[2:])
+                await self.r.xadd(self.keys.alerts(), fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+        await self.r.zrem(self.keys.owed(model), *[o[0] for o in owed])
+
+    async def tenant_names(self) -> list[str]:
+        """Every registered tenant (whose slots the reconciler looks at)."""
+        return sorted(_s(t) for t in await self.r.smembers(self.keys.tenants()))
+
+    async def reconcile(self, models: Sequence[str], tenants: Sequence[str], grace_s: float = 30.0) -> dict[str, int]:
+        """Finish, on a cluster, what a crash between two steps left undone, for steps older than
+        ``grace_s``: a tenant's reservation never seen enqueued is given back (its id is first marked
+        aborted in the model's slot, so a late enqueue of it is refused) or, if it was enqueued, confirmed;
+        a settlement owed by a model's slot is made. Idempotent, safe beside live gateways and replicas.
+        Returns counts: ``aborted``, ``confirmed``, ``settled``."""
+        counts = {"aborted": 0, "confirmed": 0, "settled": 0}
+        if not self.cluster:
+            return counts
+        before = self._now() - int(grace_s * 1000)
+        for tenant in tenants:
+            for raw in await self.r.zrangebyscore(self.keys.pending(tenant), "-inf", before, start=0, num=500):
+                request_id = _s(raw)
+                model = await self.locate(tenant, request_id)
+                if model is None:  # settled or undone meanwhile
+                    await self.r.zrem(self.keys.pending(tenant), request_id)
+                    continue
+                claim = await self._run("claim", self.keys.model_slot(model), model, request_id, self.stream_ttl_s)
+                if _s(claim) == "ENQUEUED":
+                    await self.r.zrem(self.keys.pending(tenant), request_id)
+                    counts["confirmed"] += 1
+                else:
+                    await self._run("unreserve", self.keys.tenant_slot(tenant), tenant, request_id)
+                    counts["aborted"] += 1
+        for model in models:
+            owed = []
+            for raw in await self.r.zrangebyscore(self.keys.owed(model), "-inf", before, start=0, num=500):
+                request_id = _s(raw)
+                f = await self.r.hmget(self.keys.req(model, request_id), "tenant", "settle", "cost", "out_tokens")
+                if f[0] is None:  # the record expired: nothing left to settle from
+                    await self.r.zrem(self.keys.owed(model), request_id)
+                    continue
+                owed.append((request_id, _s(f[0]), _s(f[1]), int(_s(f[2] or 0)), int(_s(f[3] or 0))))
+            await self._settle(model, owed)
+            counts["settled"] += len(owed)
+        return counts
 
     async def heartbeat(self, model: str, owner: str, stats: dict[str, float]) -> None:
         """A replica says it is alive, with its load (read by the router and the autoscaler)."""
@@ -432,13 +541,13 @@ class RequestQueue:
         reply: Any = await self.r.xrange(self.keys.alerts(), min=f"({after}" if after != "0-0" else "-", count=count)
         return [StreamEvent(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in reply]
 
-    async def state(self, request_id: str) -> str | None:
+    async def state(self, model: str, request_id: str) -> str | None:
         """A request's state alone (None once its record expired): one field, for readers that poll it."""
-        v = await self.r.hget(self.keys.req(request_id), "state")
+        v = await self.r.hget(self.keys.req(model, request_id), "state")
         return None if v is None else _s(v)
 
-    async def request_state(self, request_id: str) -> dict[str, str]:
-        raw = await self.r.hgetall(self.keys.req(request_id))
+    async def request_state(self, model: str, request_id: str) -> dict[str, str]:
+        raw = await self.r.hgetall(self.keys.req(model, request_id))
         return {_s(k): _s(v) for k, v in raw.items()}
 
 

@@ -136,7 +136,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
         try:
             for ev in writer.start():
                 yield _sse(ev)
-            async for e in core.events(rid, labels=(tenant, model)):
+            async for e in core.events(model, rid, labels=(tenant, model)):
                 try:
                     fold(out, e)
                 except OssfleetError as err:

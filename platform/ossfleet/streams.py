@@ -5,18 +5,19 @@ would hold a Redis connection per stream (and a pool sized for all of them);
 the hub instead keeps the readers' positions and issues one XREAD over every
 stream somebody waits on, on one connection, handing each reader the events
 after its own position. A new reader joins the next read (``block_ms`` later
-at most); events for streams already read return at once.
+at most); events for streams already read return at once. On a Redis Cluster
+one XREAD may only name keys of one slot: the hub then issues one XREAD per
+slot (each model's streams share one), concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ossfleet.queue import StreamEvent, _s
+from ossfleet.queue import StreamEvent, _s, is_cluster
 from ossfleet.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -38,11 +39,9 @@ class _Reader:
 
 
 class StreamHub:
-    def __init__(
-        self, client: redis.asyncio.Redis, key: Callable[[str], str], *, block_ms: int = 25, count: int = 256
-    ) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, block_ms: int = 25, count: int = 256) -> None:
         self.r = client
-        self.key = key
+        self.cluster = is_cluster(client)
         self.block_ms = block_ms
         self.count = count
         self._readers: dict[int, _Reader] = {}
@@ -50,14 +49,14 @@ class StreamHub:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def read(self, request_id: str, after: str = "0-0", timeout_s: float = 2.0) -> list[StreamEvent]:
-        """The request's events after entry ``after``, or [] if none came within ``timeout_s``."""
+    async def read(self, key: str, after: str = "0-0", timeout_s: float = 2.0) -> list[StreamEvent]:
+        """The events of stream ``key`` after entry ``after``, or [] if none came within ``timeout_s``."""
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._run(), name="ossfleet-stream-hub")
         token, self._next = self._next, self._next + 1
-        reader = _Reader(self.key(request_id), after, loop.create_future())
+        reader = _Reader(key, after, loop.create_future())
         self._readers[token] = reader
         assert self._wake is not None
         self._wake.set()
@@ -72,6 +71,18 @@ class StreamHub:
         if self._task is not None:
             await cancel_and_wait(self._task)
 
+    async def _xread(self, streams: dict[str, str]) -> list[Any]:
+        if not self.cluster:
+            reply: Any = await self.r.xread(streams, block=self.block_ms, count=self.count)  # type: ignore[arg-type]
+            return list(reply or [])
+        by_slot: dict[str, dict[str, str]] = {}
+        for key, after in streams.items():
+            by_slot.setdefault(key[: key.index("}") + 1], {})[key] = after
+        replies: list[Any] = await asyncio.gather(
+            *[self.r.xread(group, block=self.block_ms, count=self.count) for group in by_slot.values()]  # type: ignore[arg-type]
+        )
+        return [entry for reply in replies for entry in (reply or [])]
+
     async def _run(self) -> None:
         assert self._wake is not None
         while True:
@@ -85,7 +96,7 @@ class StreamHub:
                 if cur is None or _pos(rd.after) < _pos(cur):
                     streams[rd.key] = rd.after
             try:
-                reply: Any = await self.r.xread(streams, block=self.block_ms, count=self.count)  # type: ignore[arg-type]
+                reply = await self._xread(streams)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis away: every reader hears it, and the hub tries again

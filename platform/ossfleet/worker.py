@@ -113,7 +113,7 @@ class ReplicaWorker:
             if task is not None:
                 await cancel_and_wait(task)
             with contextlib.suppress(LeaseLost):
-                await self.queue.release(rid, self.owner)
+                await self.queue.release(self.model, rid, self.owner)
         for t in (self._loop_task, self._cancel_task):
             if t is not None:
                 await cancel_and_wait(t)
@@ -187,11 +187,15 @@ class ReplicaWorker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_reap = 0.0
+        next_reap = next_reconcile = 0.0
         while not self.draining:
             try:
                 if loop.time() >= next_reap:
                     metrics.leases(self.model, *await self.queue.reap(self.model))
+                    if self.queue.cluster and loop.time() >= next_reconcile:
+                        # A crash between a cluster's two steps (reserve/enqueue, complete/settle).
+                        await self.queue.reconcile([self.model], await self.queue.tenant_names(), self.queue.lease_s)
+                        next_reconcile = loop.time() + self.queue.lease_s / 2
                     load = self.load()
                     await self.queue.heartbeat(self.model, self.owner, load)
                     await self._record(load)
@@ -237,7 +241,7 @@ class ReplicaWorker:
         while True:
             await asyncio.sleep(every)
             try:
-                if await self.queue.renew(lease.request_id, self.owner):
+                if await self.queue.renew(self.model, lease.request_id, self.owner):
                     self.engine.abort(lease.request_id)
             except LeaseLost:
                 self.engine.abort(lease.request_id)
@@ -268,7 +272,9 @@ class ReplicaWorker:
                 constraint=constraint, priority=lease.band, token_bytes=self.token_bytes, adapter=adapter,
             )  # fmt: skip
             async for events in gen.run(self.engine):
-                await self.queue.emit(rid, [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)])
+                await self.queue.emit(
+                    self.model, rid, [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)]
+                )
                 seq += len(events)
             out_tokens, finish = gen.output_tokens, gen.finish
             price = self.adapter_price if adapter is not None else self.price
@@ -280,13 +286,13 @@ class ReplicaWorker:
                     self.adapters.release(adapter)  # its slot may serve the next request's adapter
                     adapter = None
                 _, nxt = await self.queue.complete_and_pull(
-                    rid, self.owner, out_tokens, cost, finish, self.model, batch_band=free > self.reserved_slots,
+                    self.model, rid, self.owner, out_tokens, cost, finish, batch_band=free > self.reserved_slots,
                     adapters=self._affinity(),
                 )  # fmt: skip
                 if nxt is not None:
                     self._tasks[nxt.request_id] = asyncio.create_task(self._serve(nxt))
             else:
-                await self.queue.complete(rid, self.owner, out_tokens, cost, finish)
+                await self.queue.complete(self.model, rid, self.owner, out_tokens, cost, finish)
             self.served += 1
             now = asyncio.get_running_loop().time()
             self._completions.add(now, 1, now - started)
@@ -309,4 +315,4 @@ class ReplicaWorker:
 
     async def _fail(self, rid: str, error: str, retryable: bool) -> None:
         with contextlib.suppress(LeaseLost):
-            await self.queue.fail(rid, self.owner, error, retryable=retryable)
+            await self.queue.fail(self.model, rid, self.owner, error, retryable=retryable)

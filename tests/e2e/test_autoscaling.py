@@ -8,8 +8,11 @@ import time
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.keyspace import KeySpace
 from ossfleet.queue import Admission
 from ossfleet.redisdb import connect, connect_async
+
+MODEL = "gpt-oss-20b"
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +69,8 @@ def serve_all(r, namespace: str, prefix: str, n: int, app: str, timeout_s: float
     """Wait until every request is done; the most replicas seen running meanwhile."""
 
     def done() -> int:
-        return [(r.hget(f"{{{namespace}}}:req:{prefix}{i}", "state") or b"").decode() for i in range(n)].count("done")
+        ks = KeySpace(namespace)
+        return [(r.hget(ks.req(MODEL, f"{prefix}{i}"), "state") or b"").decode() for i in range(n)].count("done")
 
     peak, deadline = 0, time.monotonic() + timeout_s
     while time.monotonic() < deadline and done() < n:
@@ -88,16 +92,16 @@ def test_backlog_grows_replicas_from_zero_then_they_shrink_back_and_nothing_is_l
     n = 30
     enqueue(cfg, redis_server.url, "as", n, band=1, max_tokens=32)
     r = connect(redis_server.url)
-    prefix = "{autoscale}:"
+    ks = KeySpace("autoscale")
     assert serve_all(r, "autoscale", "as", n, app, timeout_s=180) == 3  # the backlog grew the deployment to its max
     # Served and idle: back down to zero after the idle time.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and running_replicas(app) > 0:
         time.sleep(1)
     assert running_replicas(app) == 0
-    budget = {k.decode(): int(v) for k, v in r.hgetall(f"{prefix}budget:t:p").items()}
+    budget = {k.decode(): int(v) for k, v in r.hgetall(ks.budget("t", "p")).items()}
     assert budget["reserved"] == 0  # each charged once, every reservation settled
-    done = [int(r.hget(f"{prefix}req:as{i}", "attempts") or 0) for i in range(n)]
+    done = [int(r.hget(ks.req(MODEL, f"as{i}"), "attempts") or 0) for i in range(n)]
     assert all(a >= 1 for a in done)
     serve.delete(app)
 

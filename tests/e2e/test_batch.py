@@ -16,6 +16,7 @@ import pytest
 from e2e_platform import Platform, free_port, wait_for_batch
 
 from ossfleet.config import PriceConfig, parse_config
+from ossfleet.keyspace import KeySpace
 from ossfleet.pricing import cost_nusd
 from ossfleet.redisdb import connect
 from ossfleet.tenancy import new_api_key, period_id, register_key
@@ -23,6 +24,7 @@ from ossfleet.tenancy import new_api_key, period_id, register_key
 pytestmark = pytest.mark.slow
 
 NS = "batche2e"
+KS = KeySpace(NS)
 PRICE_20B = PriceConfig(input_per_1k=0.001, output_per_1k=0.002)
 # Three GPU nodes for Serve's replicas, one for dedicated-mode engine actors.
 GPU_NODES = 4
@@ -101,8 +103,8 @@ def lines_of(client, file_id: str | None) -> list[dict]:
 def usage(platform: Platform, model: str, tenant: str = "acme") -> dict[str, int]:
     r = connect(platform.redis_url)
     try:
-        raw = r.hgetall(f"{{{NS}}}:usage:{tenant}:{period_id('monthly')}")
-        budget = r.hgetall(f"{{{NS}}}:budget:{tenant}:{period_id('monthly')}")
+        raw = r.hgetall(KS.usage(tenant, period_id("monthly")))
+        budget = r.hgetall(KS.budget(tenant, period_id("monthly")))
     finally:
         r.close()
     u = {k.decode(): int(v) for k, v in raw.items()}
@@ -351,18 +353,18 @@ def test_interactive_requests_go_first_while_a_queue_job_runs(platform):
     b = slow_job(client, 600, 20, "lat")
     wait_progress(client, b.id, 10)
     r = connect(platform.redis_url)
-    waiting_batch = r.zcard(f"{{{NS}}}:wait:gpt-oss-120b:2")
+    waiting_batch = r.zcard(KS.wait("gpt-oss-120b", 2))
     loaded, ids = interactive(10)
     client.batches.cancel(b.id)
     wait_for_batch(client, b.id)
     assert waiting_batch > 0, "batch lines were waiting while the interactive requests ran"
 
     def times(rid: str) -> tuple[int, int, str]:
-        enq, lease, band = r.hmget(f"{{{NS}}}:req:{rid}", "enq_ms", "first_lease_ms", "band")
+        enq, lease, band = r.hmget(KS.req("gpt-oss-120b", rid), "enq_ms", "first_lease_ms", "band")
         return int(enq), int(lease), band.decode()
 
     batch_leases = []
-    for key in r.scan_iter(match=f"{{{NS}}}:req:*", count=1000):
+    for key in r.scan_iter(match=KS.req("gpt-oss-120b", "*"), count=1000):
         enq, lease, band = r.hmget(key, "enq_ms", "first_lease_ms", "band")
         if band == b"2" and lease:
             batch_leases.append(int(lease))

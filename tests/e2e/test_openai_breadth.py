@@ -15,6 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect
 
 pytestmark = pytest.mark.slow
@@ -69,10 +70,12 @@ def client(platform):
 
 def queue_keys(platform) -> set[bytes]:
     r = connect(platform.redis_url)
-    ns = "{" + platform.cfg.redis.namespace + "}:"
+    ks = KeySpace(platform.cfg.redis.namespace)
     # Not the tenant registry (seeded from the config on the first request a gateway serves) nor API keys.
-    other = tuple((ns + f).encode() for f in ("apikey:", "tenant:", "tenants", "tenantseed", "tenantkeys:", "audit"))
-    keys = {k for k in r.scan_iter(match=ns + "*") if not k.startswith(other)}
+    other = tuple(
+        (ks.prefix + f).encode() for f in ("apikey:", "tenant:", "tenants", "tenantseed", "tenantkeys:", "audit")
+    )
+    keys = {k for pattern in ks.patterns() for k in r.scan_iter(match=pattern) if not k.startswith(other)}
     r.close()
     return keys
 

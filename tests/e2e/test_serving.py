@@ -11,7 +11,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from ossfleet.harmony import HarmonyRenderer, Message
+from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect
+from ossfleet.tenancy import period_id
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +26,12 @@ def client(platform):
 def queue_keys(platform) -> set[bytes]:
     """Every queue-state key (request records, lanes, waits, budgets) of the platform's namespace."""
     r = connect(platform.redis_url)
-    ns = "{" + platform.cfg.redis.namespace + "}:"
+    ks = KeySpace(platform.cfg.redis.namespace)
     # Not the tenant registry (seeded from the config on the first request a gateway serves) nor API keys.
-    other = tuple((ns + f).encode() for f in ("apikey:", "tenant:", "tenants", "tenantseed", "tenantkeys:", "audit"))
-    keys = {k for k in r.scan_iter(match=ns + "*") if not k.startswith(other)}
+    other = tuple(
+        (ks.prefix + f).encode() for f in ("apikey:", "tenant:", "tenants", "tenantseed", "tenantkeys:", "audit")
+    )
+    keys = {k for pattern in ks.patterns() for k in r.scan_iter(match=pattern) if not k.startswith(other)}
     r.close()
     return keys
 
@@ -132,10 +136,9 @@ def test_openai_fields_that_change_nothing_here_are_accepted_and_ignored(client)
 
 def test_served_request_is_charged_to_the_tenant(platform, client):
     r = connect(platform.redis_url)
-    ns = "{" + platform.cfg.redis.namespace + "}:"
-    before = {k: int(v) for k, v in r.hgetall(next(iter(r.scan_iter(match=ns + "budget:acme:*")), "x")).items()}
+    key = KeySpace(platform.cfg.redis.namespace).budget("acme", period_id("monthly"))
+    before = {k: int(v) for k, v in r.hgetall(key).items()}
     client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "x"}], max_tokens=4)
-    key = next(iter(r.scan_iter(match=ns + "budget:acme:*")))
     after = {k: int(v) for k, v in r.hgetall(key).items()}
     assert after[b"reserved"] == 0
     assert after[b"spent"] > before.get(b"spent", 0)
@@ -476,10 +479,8 @@ def test_idempotency_key_returns_the_same_request_once(platform):
 
 
 def test_client_disconnect_cancels_the_stream_and_refunds(platform):
-    import time
-
     r = connect(platform.redis_url)
-    ns = "{" + platform.cfg.redis.namespace + "}:"
+    ks = KeySpace(platform.cfg.redis.namespace)
     h = {"authorization": f"Bearer {platform.keys['acme']}"}
     body = {
         "model": "gpt-oss-20b",
@@ -491,18 +492,20 @@ def test_client_disconnect_cancels_the_stream_and_refunds(platform):
     with httpx.stream("POST", platform.base_url + "/v1/chat/completions", json=body, headers=h, timeout=60) as resp:
         rid = resp.headers["x-ossfleet-request-id"]
         next(resp.iter_lines())
-    # The gateway notices the disconnect, cancels; the replica stops and settles what it generated.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        state = {k.decode(): v.decode() for k, v in r.hgetall(ns + f"req:{rid}").items()}
-        if state.get("state") in ("done", "cancelled"):
-            break
-        time.sleep(0.2)
-    assert state.get("state") in ("done", "cancelled"), state
-    assert int(state.get("out_tokens", 0)) < 250
-    assert state.get("reserved") == "0"
-    done = [f for _, f in r.xrange(ns + f"stream:{rid}") if f.get(b"type") == b"done"]
-    assert done and done[-1][b"finish_reason"] == b"cancelled"
+    # The gateway notices the disconnect, cancels; the replica stops and settles what it generated: the
+    # stream's terminal event says so (read as it comes, XREAD blocking).
+    stream, after, end = ks.stream("gpt-oss-20b", rid), "0-0", None
+    while end is None:
+        reply = r.xread({stream: after}, block=30_000)
+        assert reply, "the request's stream saw no event for 30 s"
+        for entry_id, fields in reply[0][1]:
+            after = entry_id
+            if fields[b"type"] in (b"done", b"error"):
+                end = fields
+    assert end[b"type"] == b"done" and end[b"finish_reason"] == b"cancelled"
+    assert int(end[b"output_tokens"]) < 250
+    # Settled in the same step: the reservation given back.
+    assert r.hmget(ks.resv("acme", rid), "reserved", "settled") == [b"0", b"1"]
 
 
 # -- fuzzing and isolation ----------------------------------------------------------------------

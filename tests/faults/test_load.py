@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.keyspace import KeySpace
 from ossfleet.pricing import cost_nusd
 from ossfleet.redisdb import connect
 from ossfleet.tenancy import new_api_key, period_id, register_key
@@ -139,8 +140,8 @@ def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, 
     price = cfg.models[0].price
     period = period_id("monthly")
     for tenant, rs in results.items():
-        usage = {k.decode(): int(v) for k, v in r.hgetall(f"{{load}}:usage:{tenant}:{period}").items()}
-        budget = {k.decode(): int(v) for k, v in r.hgetall(f"{{load}}:budget:{tenant}:{period}").items()}
+        usage = {k.decode(): int(v) for k, v in r.hgetall(KeySpace("load").usage(tenant, period)).items()}
+        budget = {k.decode(): int(v) for k, v in r.hgetall(KeySpace("load").budget(tenant, period)).items()}
         done = [*rs, warm[tenant]]
         # No request lost or settled twice: Redis counted exactly the streams that ended.
         assert usage["gpt-oss-20b:requests"] == len(done), tenant
@@ -149,7 +150,7 @@ def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, 
         assert budget["spent"] == expected, tenant
         assert budget["reserved"] == 0, tenant
         assert budget["spent"] == usage["cost_nusd"], tenant
-        assert r.zcard(f"{{load}}:inflight:{tenant}") == 0
+        assert r.zcard(KeySpace("load").inflight(tenant)) == 0
     # Flat: once 1,000 streams are open (20 s in), memory holds while thousands more start and end.
     at_load = next(x for x in samples if x["t"] >= 20)
     for k in patterns:

@@ -43,7 +43,7 @@ def test_waiting_requests_survive_a_redis_restart_and_are_served(tmp_path, tiny_
                                reap_every_s=0.2)  # fmt: skip
         worker.start()
         for _ in range(100):
-            states = [(await q.request_state(f"w{i}")).get("state", "") for i in range(n)]
+            states = [(await q.request_state("m", f"w{i}")).get("state", "") for i in range(n)]
             if states.count("done") == n:
                 break
             await asyncio.sleep(0.1)

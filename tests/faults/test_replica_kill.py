@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, register_key
+from ossfleet.tenancy import new_api_key, period_id, register_key
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +41,22 @@ def stream(url: str, key: str, out: dict, i: int, first: threading.Event | None 
     out[i] = {"text": text, "finish": finish, "error": err}
 
 
+@pytest.mark.parametrize("where", ["single", "cluster"])
 def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
-    ray_local, tiny_checkpoint, redis_server, free_port
+    where, request, ray_local, tiny_checkpoint, free_port
 ):
+    """On one Redis, and on a Redis Cluster of three primaries (queue state sharded by model and tenant)."""
     from ray import serve
 
     from deployments.app import build_applications, deploy
 
+    redis_url = request.getfixturevalue("redis_server" if where == "single" else "redis_cluster").url
+    ns = f"killtest-{where}"
+    ks = KeySpace(ns)
     port = free_port()
     cfg = parse_config(
         {
-            "redis": {"namespace": "killtest", "lease_s": 3},
+            "redis": {"namespace": ns, "lease_s": 3},
             "endpoints": {"http_port": port},
             "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
                         "stub_token_delay_s": 0.1, "max_batch_size": 16, "num_gpus": 1, "num_cpus": 0.25,
@@ -60,10 +66,10 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
         "<faults>",
     )  # fmt: skip
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-    assert deploy(build_applications(cfg, redis_server.url), timeout_s=180)
+    assert deploy(build_applications(cfg, redis_url), timeout_s=180)
     key = new_api_key()
-    r = connect(redis_server.url)
-    register_key(r, "killtest", "acme", key)
+    r = connect(redis_url)
+    register_key(r, ns, "acme", key)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
 
     reference: dict = {}
@@ -90,10 +96,12 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
         # Served in full by the restarted replica, each chunk once (the stub is deterministic).
         assert res["error"] is None, res
         assert res["finish"] == "stop" and res["text"] == reference[0]["text"]
-    usage = {k.decode(): int(v) for k, v in r.hgetall(next(r.scan_iter(match="{killtest}:usage:acme:*"))).items()}
-    budget = {k.decode(): int(v) for k, v in r.hgetall(next(r.scan_iter(match="{killtest}:budget:acme:*"))).items()}
+    usage = {k.decode(): int(v) for k, v in r.hgetall(ks.usage("acme", period_id("monthly"))).items()}
+    budget = {k.decode(): int(v) for k, v in r.hgetall(ks.budget("acme", period_id("monthly"))).items()}
     assert usage["gpt-oss-20b:requests"] == n + 1  # each request settled exactly once
     assert budget["reserved"] == 0 and budget["spent"] == usage["cost_nusd"]
-    retried = [int(r.hget(f"{{killtest}}:req:{k.decode().rsplit(':', 1)[1]}", "attempts") or 0)
-               for k in r.scan_iter(match="{killtest}:req:*")]  # fmt: skip
+    retried = [int(r.hget(k, "attempts") or 0) for k in r.scan_iter(match=ks.req("gpt-oss-20b", "*"))]
     assert max(retried) >= 2  # the kill really hit requests in flight
+    assert r.zcard(ks.owed("gpt-oss-20b")) == 0 and r.zcard(ks.pending("acme")) == 0  # nothing left unsettled
+    r.close()
+    serve.shutdown()  # the next run starts its own Serve on its own port

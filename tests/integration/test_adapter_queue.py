@@ -76,7 +76,7 @@ async def test_adapter_usage_is_recorded_under_model_colon_adapter(env):
     await q.admit(adm("p1", "a"))
     for _ in range(2):
         lease = await q.pull("m", "rep", adapters=Affinity(("X@abc",), True))
-        await q.complete(lease.request_id, "rep", output_tokens=3, cost_nusd=50, finish_reason="stop")
+        await q.complete("m", lease.request_id, "rep", output_tokens=3, cost_nusd=50, finish_reason="stop")
     usage = {k.decode(): int(v) for k, v in (await q.r.hgetall(q.keys.usage("a", "2026-11"))).items()}
     assert usage["m:X:requests"] == 1 and usage["m:X:output_tokens"] == 3
     assert usage["m:requests"] == 1 and usage["cost_nusd"] == 100

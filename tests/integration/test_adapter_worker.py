@@ -60,7 +60,7 @@ async def test_an_lru_of_one_serves_two_adapters_and_the_base_interleaved(
         for name, i in jobs:
             events, after = [], "0-0"
             while not events or events[-1].type not in ("done", "error"):
-                events += await q.read_stream(f"r{i}", after)
+                events += await q.read_stream("m", f"r{i}", after)
                 if events:
                     after = events[-1].entry_id
                 held_most = max(held_most, len(w.adapters.held()))
@@ -95,7 +95,7 @@ async def test_a_deleted_adapter_fails_its_request_with_the_reason(redis_server,
         w.start()
         events: list = []
         while not events or events[-1].type not in ("done", "error"):
-            events = await q.read_stream("g")
+            events = await q.read_stream("m", "g")
         assert events[-1].type == "error" and "deleted" in events[-1].fields["error"]
         assert w.adapters.held() == ()  # nothing half-loaded stays
     finally:

@@ -44,7 +44,7 @@ async def scenario(url: str, reqs, w) -> None:
     while (lease := await q.pull("m", "rep")) is not None:
         t = lease.tenant
         tin = next(r[1] for i, r in enumerate(reqs) if f"r{i}" == lease.request_id)
-        await q.complete(lease.request_id, "rep", out_tokens[lease.request_id], 0, "stop")
+        await q.complete("m", lease.request_id, "rep", out_tokens[lease.request_id], 0, "stop")
         served[t] += (W_INPUT * tin + W_OUTPUT * out_tokens[lease.request_id]) / w[t]
         backlog[t] -= 1
         busy = [x for x in "abc" if backlog[x] > 0]

@@ -43,13 +43,13 @@ async def test_lifecycle_settles_the_actual_cost_and_ends_the_stream(env):
     assert (await q.depth("m")).waiting == (0, 1, 0)
     lease = await q.pull("m", "rep")
     assert lease.request_id == "x" and lease.attempt == 1 and lease.payload == {"prompt": [1, 2, 3]}
-    await q.emit("x", [{"type": "delta", "seq": "0", "kind": "content", "text": "hi"}])
-    assert await q.complete("x", "rep", output_tokens=5, cost_nusd=400, finish_reason="stop")
+    await q.emit("m", "x", [{"type": "delta", "seq": "0", "kind": "content", "text": "hi"}])
+    assert await q.complete("m", "x", "rep", output_tokens=5, cost_nusd=400, finish_reason="stop")
     assert await budget(q) == {"reserved": 0, "spent": 400}
-    events = await q.read_stream("x")
+    events = await q.read_stream("m", "x")
     assert [e.type for e in events] == ["delta", "done"]
     assert events[-1].fields["output_tokens"] == "5"
-    assert not await q.complete("x", "rep", 5, 400, "stop")  # a second ack charges nothing
+    assert not await q.complete("m", "x", "rep", 5, 400, "stop")  # a second ack charges nothing
     assert (await budget(q))["spent"] == 400
 
 
@@ -68,7 +68,7 @@ async def test_concurrent_admits_never_reserve_beyond_the_budget(env):
     assert await budget(q) == {"reserved": 5000}
     # Serve them all, each cheaper than reserved: spent + reserved always sums exactly.
     while (lease := await q.pull("m", "rep")) is not None:
-        await q.complete(lease.request_id, "rep", 1, 60, "stop")
+        await q.complete("m", lease.request_id, "rep", 1, 60, "stop")
     assert await budget(q) == {"reserved": 0, "spent": 50 * 60}
 
 
@@ -130,8 +130,8 @@ async def test_expired_lease_requeues_at_the_head_and_completes_once(env):
     again = await q.pull("m", "live-replica")
     assert again.request_id == "first" and again.attempt == 2
     with pytest.raises(LeaseLost):  # the zombie's late ack is refused
-        await q.complete("first", "dead-replica", 5, 100, "stop")
-    assert await q.complete("first", "live-replica", 5, 100, "stop")
+        await q.complete("m", "first", "dead-replica", 5, 100, "stop")
+    assert await q.complete("m", "first", "live-replica", 5, 100, "stop")
     assert (await budget(q))["spent"] == 100
 
 
@@ -141,16 +141,16 @@ async def test_failures_retry_with_backoff_then_dead_letter(env):
     for attempt in (1, 2):
         lease = await q.pull("m", "rep")
         assert lease.attempt == attempt
-        assert await q.fail("f", "rep", "boom") == "retry"
+        assert await q.fail("m", "f", "rep", "boom") == "retry"
         assert await q.pull("m", "rep") is None  # not before its backoff
         clock.t += 2 ** (attempt - 1) + 0.01
         assert (await q.reap("m"))[1] == 1
     await q.pull("m", "rep")
-    assert await q.fail("f", "rep", "boom") == "dead"
-    state = await q.request_state("f")
+    assert await q.fail("m", "f", "rep", "boom") == "dead"
+    state = await q.request_state("m", "f")
     assert state["state"] == "dead" and state["error"] == "boom"
     assert await budget(q) == {"reserved": 0}
-    assert (await q.read_stream("f"))[-1].fields["error"] == "boom"
+    assert (await q.read_stream("m", "f"))[-1].fields["error"] == "boom"
 
 
 async def test_cancel_by_another_tenant_is_refused(env):
@@ -158,7 +158,7 @@ async def test_cancel_by_another_tenant_is_refused(env):
     await q.admit(adm(tenant="a", rid="mine"))
     with pytest.raises(NotFound):
         await q.cancel("mine", "b")
-    assert (await q.request_state("mine"))["state"] == "queued"
+    assert (await q.request_state("m", "mine"))["state"] == "queued"
     assert await q.cancel("mine", "a") == "cancelled"
     assert await budget(q) == {"reserved": 0}
     assert await q.pull("m", "rep") is None
@@ -169,16 +169,16 @@ async def test_cancel_of_a_running_request_flags_it_for_its_replica(env):
     await q.admit(adm(rid="run"))
     await q.pull("m", "rep")
     assert await q.cancel("run", "a") == "cancelling"
-    assert await q.renew("run", "rep") is True
-    await q.complete("run", "rep", 2, 10, "abort")
-    assert (await q.read_stream("run"))[-1].fields["finish_reason"] == "cancelled"
+    assert await q.renew("m", "run", "rep") is True
+    await q.complete("m", "run", "rep", 2, 10, "abort")
+    assert (await q.read_stream("m", "run"))[-1].fields["finish_reason"] == "cancelled"
 
 
 async def test_release_hands_the_request_back_without_counting_an_attempt(env):
     q, _ = env
     await q.admit(adm(rid="rel"))
     await q.pull("m", "draining")
-    await q.release("rel", "draining")
+    await q.release("m", "rel", "draining")
     lease = await q.pull("m", "other")
     assert lease.request_id == "rel" and lease.attempt == 1
 
@@ -200,7 +200,7 @@ async def test_a_light_tenant_is_served_before_a_flooding_one_drains(env):
     order = []
     while (lease := await q.pull("m", "r")) is not None:
         order.append(lease.tenant)
-        await q.complete(lease.request_id, "r", 20, 1, "stop")
+        await q.complete("m", lease.request_id, "r", 20, 1, "stop")
     last_light = max(i for i, t in enumerate(order) if t == "light")
     assert order.count("light") == 20 and last_light < 60
     # FIFO within a tenant.
@@ -224,7 +224,7 @@ async def test_soft_budget_alert_fires_once_per_period(env):
     for i in range(3):
         await q.admit(adm(rid=f"s{i}", reserve=300, limit=1000, alert_at_nusd=800))
         lease = await q.pull("m", "rep")
-        await q.complete(lease.request_id, "rep", 1, 300, "stop")
+        await q.complete("m", lease.request_id, "rep", 1, 300, "stop")
     alerts = await q.alerts()
     assert len(alerts) == 1
     assert alerts[0].fields["tenant"] == "a" and alerts[0].fields["spent_nusd"] == "900"
@@ -244,10 +244,10 @@ async def test_complete_and_pull_settles_and_leases_the_next_in_one_call(env):
     await q.admit(adm(rid="one", reserve=1000))
     await q.admit(adm(rid="two", reserve=1000))
     first = await q.pull("m", "rep")
-    done, nxt = await q.complete_and_pull(first.request_id, "rep", 3, 100, "stop", "m")
+    done, nxt = await q.complete_and_pull("m", first.request_id, "rep", 3, 100, "stop")
     assert done and nxt is not None and nxt.request_id == "two" and nxt.attempt == 1
-    assert (await q.request_state("two"))["state"] == "leased"
-    done, nxt = await q.complete_and_pull("two", "rep", 3, 100, "stop", "m")
+    assert (await q.request_state("m", "two"))["state"] == "leased"
+    done, nxt = await q.complete_and_pull("m", "two", "rep", 3, 100, "stop")
     assert done and nxt is None
     assert await budget(q) == {"reserved": 0, "spent": 200}
 
@@ -260,7 +260,7 @@ async def test_in_flight_limit_per_tenant_frees_as_requests_end(env):
         await q.admit(adm(rid="f3", max_inflight=2))
     await q.admit(adm(tenant="other", rid="o1", max_inflight=2))  # per tenant
     lease = await q.pull("m", "rep")
-    await q.complete(lease.request_id, "rep", 1, 1, "stop")  # one ends...
+    await q.complete("m", lease.request_id, "rep", 1, 1, "stop")  # one ends...
     await q.admit(adm(rid="f4", max_inflight=2))  # ...and frees a place
     await q.cancel("f4", "a")  # cancelling frees one too
     await q.admit(adm(rid="f5", max_inflight=2))
@@ -274,7 +274,7 @@ async def test_a_replica_short_of_slots_leaves_the_batch_band_waiting(env):
     lease = await q.pull("m", "w1", batch_band=False)
     assert lease is not None and lease.request_id == "interactive"
     # complete_and_pull honours the same bound.
-    done, nxt = await q.complete_and_pull("interactive", "w1", 1, 10, "stop", "m", batch_band=False)
+    done, nxt = await q.complete_and_pull("m", "interactive", "w1", 1, 10, "stop", batch_band=False)
     assert done and nxt is None
     lease = await q.pull("m", "w1", batch_band=True)
     assert lease is not None and lease.request_id == "batch-line"

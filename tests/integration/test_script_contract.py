@@ -9,7 +9,10 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from ossfleet.batch.store import JobStore
+from ossfleet.errors import QueueFull
 from ossfleet.queue import Admission, Affinity, GroupMember, RequestQueue
 from ossfleet.redisdb import connect_async
 
@@ -64,14 +67,17 @@ class Spy:
         return await self.script(keys=keys, args=args, client=client)
 
 
-async def test_every_script_is_called_as_its_header_documents(redis_server, namespace):
-    r = connect_async(redis_server.url)
-    q = RequestQueue(r, namespace, bands=3, lease_s=10)
+async def exercise(url: str, namespace: str, clock=None) -> list[tuple[str, list]]:
+    """Every queue and job-store operation once (each script it runs recorded), on the Redis at ``url``."""
+    r = connect_async(url)
+    q = RequestQueue(r, namespace, bands=3, lease_s=10, **({"clock": clock} if clock else {}))
     store = JobStore(r, namespace)
     calls: list[tuple[str, list]] = []
     q._scripts = {name: Spy(name, s, calls) for name, s in q._scripts.items()}
     store._record = Spy("batch_record", store._record, calls)
     store._transition = Spy("batch_transition", store._transition, calls)
+    if store._charge is not None:
+        store._charge = Spy("batch_charge", store._charge, calls)
     try:
 
         def adm(rid, **kw):
@@ -81,38 +87,59 @@ async def test_every_script_is_called_as_its_header_documents(redis_server, name
         await q.admit(adm("b", more=(GroupMember("b2", {"prompt": [2]}, 3, 8, 100),), adapter="X", usage_name="m:X"))
         await q.admit(adm("c"))
         lease = await q.pull("m", "w")  # a
-        await q.renew(lease.request_id, "w")
-        _, b = await q.complete_and_pull(lease.request_id, "w", 2, 5, "stop", "m", adapters=Affinity(("X",), True))
+        await q.renew("m", lease.request_id, "w")
+        _, b = await q.complete_and_pull("m", lease.request_id, "w", 2, 5, "stop", adapters=Affinity(("X",), True))
         lease = await q.pull("m", "w", adapters=Affinity((), False))  # c: b2's adapter could not be loaded
-        _, b2 = await q.complete_and_pull(lease.request_id, "w", 2, 5, "stop", "m")
+        _, b2 = await q.complete_and_pull("m", lease.request_id, "w", 2, 5, "stop")
         assert (b.request_id, lease.request_id, b2.request_id) == ("b", "c", "b2")
-        await q.fail(b.request_id, "w", "boom", retryable=True)
-        await q.complete(b2.request_id, "w", 1, 1, "stop")
+        await q.fail("m", b.request_id, "w", "boom", retryable=True)
+        await q.complete("m", b2.request_id, "w", 1, 1, "stop")
         await q.pull("m", "w", batch_band=False)
         await q.reap("m")
         await q.cancel("a", "t")
         await q.admit(adm("d"))
         lease = await q.pull("m", "w")
-        await q.release(lease.request_id, "w")
+        await q.release("m", lease.request_id, "w")
         lease = await q.pull("m", "w")
-        await q.complete(lease.request_id, "w", 1, 1, "stop")
+        await q.complete("m", lease.request_id, "w", 1, 1, "stop")
         await store.record("batch_x", 0, True, "{}", charge=("t", "p", "m", 1, 1, 1))
         await store.transition("batch_x", "cancelled", ("in_progress",))
+        if q.cluster:
+            q.max_queue = 0
+            with pytest.raises(QueueFull):  # refused by the model's slot: the reservation is undone
+                await q.admit(adm("e"))
+            q.max_queue = 100
+            await q._run("reserve", q.keys.tenant_slot("t"), json.dumps(_opts(q, "f")))  # a gateway died here
+            await q.reconcile(["m"], ["t"], grace_s=0)
     finally:
         await r.aclose()
+    return calls
 
+
+def _opts(q: RequestQueue, rid: str) -> dict:
+    return {"tenant": "t", "model": "m", "band": 1, "now_ms": q._now(), "idem": "", "max_queue": 100,
+            "budget_limit_nusd": -1, "period": "p", "rpm": 10**6, "tpm": 10**9, "nbands": 3, "weight": "1.0",
+            "alert_at_nusd": 0, "max_inflight": 0, "inflight_ttl_ms": 1000, "track_inflight": True,
+            "count_rate": True, "adapter": "", "usage_name": "",
+            "group": [{"id": rid, "in_tokens": 1, "max_tokens": 1, "reserve_nusd": 1}]}  # fmt: skip
+
+
+async def test_every_script_is_called_as_its_header_documents(redis_server, redis_cluster, namespace):
+    calls = await exercise(redis_server.url, namespace) + await exercise(redis_cluster.url, namespace)
     seen = {name for name, _ in calls}
     assert seen == {p.stem for p in LUA.glob("*.lua")} - {"common"}, "every script is exercised"
+    opts_header = sorted(_header((LUA / "admit.lua").read_text(), "OPTS").split())
     for name, args in calls:
         text = (LUA / f"{name}.lua").read_text()
         counts, variadic = allowed_counts(_header(text, "ARGV"))
         n = len(args)
         ok = n >= max(counts) if variadic else n in counts
         assert ok, f"{name}: {n} arguments sent, its ARGV header allows {sorted(counts)}{'+' if variadic else ''}"
-        if name == "admit":
+        if name in ("admit", "reserve", "enqueue"):  # each takes admit's options object
             opts = json.loads(args[1])
-            assert sorted(opts) == sorted(_header(text, "OPTS").split()), "admit's options vs its OPTS header"
-            assert len(args) - 2 == len(opts["group"]), "one payload per request of the group"
+            assert sorted(opts) == opts_header, f"{name}'s options vs admit's OPTS header"
+            if name != "reserve":
+                assert len(args) - 2 == len(opts["group"]), "one payload per request of the group"
 
 
 def test_the_header_parser_reads_optional_groups_and_variadic_names():

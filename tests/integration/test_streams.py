@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect_async
 from ossfleet.streams import StreamHub
 
 
-async def test_many_readers_of_many_streams_each_get_their_events_in_order(redis_server, namespace):
-    client = connect_async(redis_server.url)
-    hub = StreamHub(client, lambda rid: f"{{{namespace}}}:stream:{rid}", block_ms=20)
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_many_readers_of_many_streams_each_get_their_events_in_order(where, request, namespace):
+    # On a cluster the streams of three models live in three slots: the hub reads each slot's with its own XREAD.
+    server = request.getfixturevalue("redis_server" if where == "single" else "redis_cluster")
+    client = connect_async(server.url)
+    hub = StreamHub(client, block_ms=20)
+    ks = KeySpace(namespace)
+
+    def key(rid: str) -> str:
+        return ks.stream(f"m{int(rid[1:] or 0) % 3}", rid)
 
     async def reader(rid: str, n: int) -> list[str]:
         after, texts = "0-0", []
         while len(texts) < n:
-            for ev in await hub.read(rid, after, timeout_s=5):
+            for ev in await hub.read(key(rid), after, timeout_s=5):
                 after = ev.entry_id
                 texts.append(ev.fields["text"])
         return texts
 
     async def writer(rid: str, n: int) -> None:
         for i in range(n):
-            await client.xadd(f"{{{namespace}}}:stream:{rid}", {"text": str(i)})
+            await client.xadd(key(rid), {"text": str(i)})
             await asyncio.sleep(0.001 * (i % 3))
 
     n, streams = 40, 50
@@ -33,7 +43,7 @@ async def test_many_readers_of_many_streams_each_get_their_events_in_order(redis
     results = await asyncio.gather(*readers)
     assert all(r == [str(i) for i in range(n)] for r in results)
     assert late == [str(i) for i in range(n)]
-    assert await hub.read("nothing-here", "0-0", timeout_s=0.1) == []
+    assert await hub.read(key("n"), "0-0", timeout_s=0.1) == []
     await hub.close()
     await client.aclose()
 
@@ -41,12 +51,12 @@ async def test_many_readers_of_many_streams_each_get_their_events_in_order(redis
 async def test_a_reader_from_further_back_than_a_running_read_misses_nothing(redis_server, namespace):
     client = connect_async(redis_server.url)
     key = f"{{{namespace}}}:stream:x"
-    hub = StreamHub(client, lambda rid: key, block_ms=500)
+    hub = StreamHub(client, block_ms=500)
     ids = [await client.xadd(key, {"text": str(i)}) for i in range(5)]
     last = ids[-1].decode()
-    ahead = asyncio.create_task(hub.read("x", last, timeout_s=5))  # blocks: nothing after the last entry
+    ahead = asyncio.create_task(hub.read(key, last, timeout_s=5))  # blocks: nothing after the last entry
     await asyncio.sleep(0.1)
-    behind = asyncio.create_task(hub.read("x", "0-0", timeout_s=5))  # joins during that blocking read
+    behind = asyncio.create_task(hub.read(key, "0-0", timeout_s=5))  # joins during that blocking read
     await asyncio.sleep(0.05)
     await client.xadd(key, {"text": "5"})
     assert [e.fields["text"] for e in await ahead] == ["5"]

@@ -34,7 +34,7 @@ def admission(rid: str, prompt: list[int], **payload) -> Admission:
 
 async def wait_states(q: RequestQueue, ids: list[str], want: str, timeout: float = 20.0) -> list[str]:
     for _ in range(int(timeout / 0.05)):
-        states = [(await q.request_state(i)).get("state", "") for i in ids]
+        states = [(await q.request_state("m", i)).get("state", "") for i in ids]
         if all(s == want for s in states):
             return states
         await asyncio.sleep(0.05)
@@ -51,7 +51,7 @@ async def test_a_draining_replica_hands_back_what_it_holds_and_another_serves_it
     slow.start()
     assert await wait_states(q, ids, "leased") == ["leased"] * 4
     await slow.drain(grace_s=0.2)  # too short to finish: everything is handed back
-    states = [await q.request_state(i) for i in ids]
+    states = [await q.request_state("m", i) for i in ids]
     assert [s["state"] for s in states] == ["queued"] * 4
     assert [s["attempts"] for s in states] == ["0"] * 4  # a hand-back is not an attempt
     fast = ReplicaWorker(q, stub(tok), tok, model="m", owner="fast", price=PriceConfig(), bell_client=bell2)
@@ -70,7 +70,7 @@ async def test_stop_string_cuts_the_answer_and_finishes_the_request(redis_server
     w = ReplicaWorker(q, stub(tok), tok, model="m", owner="w", price=PriceConfig(), bell_client=bell)
     w.start()
     assert await wait_states(q, ["s1"], "done") == ["done"]
-    events = await q.read_stream("s1")
+    events = await q.read_stream("m", "s1")
     text = "".join(e.fields.get("text", "") for e in events if e.type == "delta")
     assert text == "Hello " and events[-1].fields["finish_reason"] == "stop"
     await w.drain()
@@ -92,18 +92,18 @@ async def test_an_interactive_request_is_served_while_a_long_batch_line_keeps_ge
     w.start()
     line = admission("line", [5, 6, 7], raw=True, temperature=0, ignore_eos=True, max_tokens=1500)
     await q.admit(dataclasses.replace(line, band=2, max_tokens=1500))
-    while not await q.read_stream("line", block_ms=1000):  # until the batch line is generating (XREAD blocks)
+    while not await q.read_stream("m", "line", block_ms=1000):  # until the batch line is generating (XREAD blocks)
         pass
     await q.admit(admission("chat", [8, 9, 10], raw=True, temperature=0, max_tokens=16))
     assert await wait_states(q, ["chat"], "done", timeout=120) == ["done"]
     # The chat finished while the batch line was still running: it did not wait for it.
-    assert (await q.request_state("line"))["state"] == "leased"
-    chat = await q.read_stream("chat")
+    assert (await q.request_state("m", "line"))["state"] == "leased"
+    chat = await q.read_stream("m", "chat")
     assert chat[-1].type == "done" and chat[-1].fields["finish_reason"] in ("stop", "length")
     assert await wait_states(q, ["line"], "done", timeout=240) == ["done"]
     events, after = [], "0-0"
     while not events or events[-1].type != "done":
-        events += await q.read_stream("line", after)
+        events += await q.read_stream("m", "line", after)
         after = events[-1].entry_id
     assert events[-1].fields["finish_reason"] == "length"  # ignore_eos: it ran to max_tokens
     await w.drain()

@@ -30,7 +30,7 @@ from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prep
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
 from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable, from_unexpected
 from ossfleet.protocol.openai import batch_request, response_body
-from ossfleet.queue import _s
+from ossfleet.queue import _s, queue_model
 
 if TYPE_CHECKING:
     from ossfleet.config import TenantConfig
@@ -180,9 +180,9 @@ class JobRunner:
     async def _collect(self, job: Job, line: BatchLine, rid: str, model: str, logprobs: bool = False) -> None:
         """Wait for the line's request to end and record its response or its error."""
         try:
-            out = await self.core.outcome(rid)
+            out = await self.core.outcome(model, rid)
         except RequestFailed as e:
-            if await self.core.queue.owner(rid) is None:  # a driver down longer than the stream TTL
+            if await self.core.queue.owner(queue_model(model), rid) is None:  # a driver down longer than the stream TTL
                 code, message = "result_expired", "the request's result expired before it was collected"
             else:
                 code, message = "generation_failed", e.message

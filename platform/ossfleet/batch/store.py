@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ossfleet.errors import NotFound
 from ossfleet.keyspace import KeySpace
-from ossfleet.queue import _s, _script
+from ossfleet.queue import _s, _script, is_cluster
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -159,9 +159,10 @@ class JobStore:
     def __init__(self, client: redis.asyncio.Redis, namespace: str = "ossfleet") -> None:
         self.r = client
         self.keys = KeySpace(namespace)
-        self.prefix = self.keys.prefix
-        self._record = client.register_script(_script("batch_record"))
-        self._transition = client.register_script(_script("batch_transition"))
+        self.cluster = is_cluster(client)
+        self._record = client.register_script(_script("batch_record", self.cluster))
+        self._transition = client.register_script(_script("batch_transition", self.cluster))
+        self._charge = client.register_script(_script("batch_charge", self.cluster)) if self.cluster else None
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class JobStore:
         """Move the job to ``to`` if it is in one of ``allowed``; False (nothing changed) if not."""
         reply = await self._transition(
             keys=[self.keys.slot()],
-            args=[self.prefix, job_id, to, int(time.time()), ",".join(allowed), STAMPS.get(to, ""),
+            args=[self.keys.namespace, job_id, to, int(time.time()), ",".join(allowed), STAMPS.get(to, ""),
                   "1" if to in TERMINAL else "0"],
         )  # fmt: skip
         return _s(reply[0]) == "OK"
@@ -227,11 +228,18 @@ class JobStore:
         charge: tuple[str, str, str, int, int, int] | None = None,
     ) -> bool:
         """Record a line's result once; False if it already had one. ``charge``
-        (tenant, period, model, input, output, cost) bills a dedicated-mode line in the same step."""
+        (tenant, period, model, input, output, cost) bills a dedicated-mode line in the same step (on a
+        cluster, in the tenant's slot first, once per line, then the record)."""
         tenant, period, model, tin, tout, cost = charge or ("", "", "", 0, 0, 0)
+        if self._charge is not None and model:
+            await self._charge(
+                keys=[self.keys.tenant_slot(tenant)],
+                args=[self.keys.namespace, tenant, job_id, index, cost, period, model, tin, tout],
+            )
+            model = ""
         reply = await self._record(
             keys=[self.keys.slot()],
-            args=[self.prefix, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout],
+            args=[self.keys.namespace, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout],
         )
         return int(reply) == 1
 

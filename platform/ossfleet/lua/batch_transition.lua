@@ -3,7 +3,7 @@
 -- ARGV: P job to now_s allowed(comma-separated) stamp_field terminal('1'|'0')
 -- Returns {'OK', from} | {'NO', current}
 local job, to, now = ARGV[2], ARGV[3], ARGV[4]
-local key = k('batch', job)
+local key = kg('batch', job)
 local cur = redis.call('HGET', key, 'status')
 if not cur then return {'NO', 'missing'} end
 local ok = false
@@ -13,5 +13,5 @@ end
 if not ok then return {'NO', cur} end
 redis.call('HSET', key, 'status', to)
 if ARGV[6] ~= '' then redis.call('HSET', key, ARGV[6], now) end
-if ARGV[7] == '1' then redis.call('SREM', k('activebatches'), job) end
+if ARGV[7] == '1' then redis.call('SREM', kg('activebatches'), job) end
 return {'OK', cur}

@@ -1,11 +1,11 @@
 -- renew: extend a lease held by `owner`.
--- ARGV: P id owner now_ms lease_ms
+-- ARGV: P model id owner now_ms lease_ms
 -- Returns {'OK', cancel_requested} | {'LOST', state}
-local id, owner = ARGV[2], ARGV[3]
-local r = k('req', id)
-local f = redis.call('HMGET', r, 'state', 'owner', 'model', 'cancel')
+local model, id, owner = ARGV[2], ARGV[3], ARGV[4]
+local r = km(model, 'req', id)
+local f = redis.call('HMGET', r, 'state', 'owner', 'cancel')
 if f[1] ~= 'leased' or f[2] ~= owner then return {'LOST', f[1] or 'missing'} end
-local deadline = tonumber(ARGV[4]) + tonumber(ARGV[5])
+local deadline = tonumber(ARGV[5]) + tonumber(ARGV[6])
 redis.call('HSET', r, 'lease_ms', deadline)
-redis.call('ZADD', k('leases', f[3]), deadline, id)
-return {'OK', f[4] or '0'}
+redis.call('ZADD', km(model, 'leases'), deadline, id)
+return {'OK', f[3] or '0'}
