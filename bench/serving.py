@@ -8,13 +8,16 @@ embedded Redis:
   Gateway -> Redis admit -> replica pull -> engine -> Redis stream -> Gateway -> client;
 - a trivial Ray Serve HTTP deployment (the proxy's own floor on this machine).
 
-It reports p50/p99 latency at concurrency 1 (and what the full path adds over
-the engine alone), and the request rate each target sustains with no error:
-with `wrk` installed (apt-get install wrk; a C load generator, as FACTS.md's
-floor was measured), closed-loop at 32 connections; without it, the highest
-open-loop rate a Python client reaches with every request answered and p99
-under 1 s (the client then competes for the same 2 cores). Targets on 2 cores:
-added p50 <= 5 ms, >= 300 requests/s. The last line printed is one JSON object.
+It reports p50/p99 latency at concurrency 1 (what the full path adds over the
+engine alone, and over the trivial Serve deployment: ``added_over_serve_floor_p50_ms``),
+and the request rate each target sustains (``full_path_rate.max_sustained_rps``,
+``serve_floor_rate.max_sustained_rps``): the highest open-loop rate, stepped up,
+at which every request is answered with no error and p99 <= 100 ms (a Python
+client on the same 2 cores). Targets: the full path sustains >= 70% of the
+floor's rate (``full_over_floor_rate``), and adds <= 3 ms at p50 over it. With
+`wrk` installed, a closed-loop run at 32 connections is added (``wrk``). With
+``--profile DIR``, py-spy samples the proxy, gateway and replica processes under
+a fixed open-loop rate first. The last line printed is one JSON object.
 
     python bench/serving.py --quick
 """
@@ -127,7 +130,7 @@ async def max_rate(url: str, body: dict, headers: dict, rates: list[float], seco
         r = await open_loop(url, body, headers, rate, seconds)
         r["rate"] = rate
         runs.append({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
-        ok = r["errors"] == 0 and r["ok"] == r["offered"] and r["p99_ms"] < 1000
+        ok = r["errors"] == 0 and r["ok"] == r["offered"] and r["p99_ms"] <= P99_LIMIT_MS
         print(f"  {url.rsplit('/', 2)[-2:]} rate={rate}: {r['achieved_rps']:.0f} rps, errors={r['errors']}, "
               f"p99={r['p99_ms']:.0f} ms", flush=True)  # fmt: skip
         if not ok:
@@ -135,6 +138,8 @@ async def max_rate(url: str, body: dict, headers: dict, rates: list[float], seco
         best = rate
     return {"max_sustained_rps": best, "runs": runs}
 
+
+P99_LIMIT_MS = 100.0  # a rate counts as sustained when every request is answered and p99 stays under this
 
 WRK_LUA = """
 wrk.method = "POST"
@@ -174,13 +179,60 @@ def wrk_rate(url: str, body: dict, headers: dict, seconds: float, connections: i
             "p50": lat.get("50"), "p99": lat.get("99")}  # fmt: skip
 
 
+def serve_pids() -> dict[str, int]:
+    """The processes of Serve's proxy and of ossfleet's gateway and replica actors (by process title)."""
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    pids: dict[str, int] = {}
+    for line in out.splitlines()[1:]:
+        pid, _, title = line.strip().partition(" ")
+        for name, marker in (("proxy", "ProxyActor"), ("gateway", "Gateway"), ("replica", "gpt-oss-20b-replica")):
+            if marker in title and name not in pids and "ray::" in title:
+                pids[name] = int(pid)
+    return pids
+
+
+def profile(url: str, body: dict, headers: dict, rate: float, seconds: float, out_dir: Path) -> dict[str, Any]:
+    """py-spy samples the proxy, gateway and replica processes while an open loop offers ``rate`` req/s;
+    returns each process's busiest functions (own time, as a share of that process's samples)."""
+    import collections
+    import subprocess
+
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for name, pid in serve_pids().items():
+        path = out_dir / f"{name}.txt"
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--format", "raw",
+               "--output", str(path), "--nonblocking"]  # fmt: skip
+        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+    load = asyncio.run(open_loop(url, body, headers, rate, seconds))
+    report: dict[str, Any] = {"load": {k: round(v, 1) if isinstance(v, float) else v for k, v in load.items()}}
+    for name, (proc, path) in procs.items():
+        proc.wait(timeout=seconds + 60)
+        own: collections.Counter[str] = collections.Counter()
+        total = 0
+        for line in path.read_text().splitlines() if path.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            n = int(count)
+            total += n
+            own[frames[-1]] += n
+        report[name] = {"samples": total, "top_own": [(f, round(n / total, 3)) for f, n in own.most_common(25)]}
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="sample the proxy, gateway and replica with py-spy under load; stacks go here")  # fmt: skip
+    ap.add_argument("--profile-rate", type=float, default=100.0)
     args = ap.parse_args()
     seconds = 3.0 if args.quick else 10.0
     n_lat = 100 if args.quick else 400
-    rates = [50, 100, 200, 300, 400, 600] if args.quick else [50, 100, 150, 200, 250, 300, 400, 500, 600, 800]
+    rates = list(range(50, 650, 50)) if args.quick else list(range(25, 825, 25))
 
     import ray
     from ray import serve
@@ -224,20 +276,23 @@ def main() -> None:
             body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
             headers = {"authorization": f"Bearer {key}"}
             asyncio.run(sequential(base + "/v1/chat/completions", body, headers, 20))  # warm-up
+            if args.profile is not None:
+                out["profile"] = profile(
+                    base + "/v1/chat/completions", body, headers, args.profile_rate, seconds * 3, args.profile
+                )
+                print(json.dumps(out["profile"], indent=1), flush=True)
             full = asyncio.run(sequential(base + "/v1/chat/completions", body, headers, n_lat))
             floor = asyncio.run(sequential(base + "/floor", body, {}, n_lat))
             import shutil
 
+            print(f"max sustained rate (open loop, p99 <= {P99_LIMIT_MS:.0f} ms):", flush=True)
+            full_rate = asyncio.run(max_rate(base + "/v1/chat/completions", body, headers, rates, seconds))
+            floor_rate = asyncio.run(max_rate(base + "/floor", body, {}, rates, seconds))
             if shutil.which("wrk"):
-                full_rate = wrk_rate(base + "/v1/chat/completions", body, headers, seconds * 3)
-                floor_rate = wrk_rate(base + "/floor", body, {}, seconds * 3)
-                full_rate["max_sustained_rps"] = full_rate["rps"] if full_rate["errors"] == 0 else 0.0
-                floor_rate["max_sustained_rps"] = floor_rate["rps"] if floor_rate["errors"] == 0 else 0.0
-                print(f"wrk c=32: full path {full_rate}, floor {floor_rate}", flush=True)
-            else:
-                print("max sustained rate (Python open-loop client):", flush=True)
-                full_rate = asyncio.run(max_rate(base + "/v1/chat/completions", body, headers, rates, seconds))
-                floor_rate = asyncio.run(max_rate(base + "/floor", body, {}, rates, seconds))
+                out["wrk"] = {
+                    "full_path": wrk_rate(base + "/v1/chat/completions", body, headers, seconds * 3),
+                    "serve_floor": wrk_rate(base + "/floor", body, {}, seconds * 3),
+                }
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -255,10 +310,12 @@ def main() -> None:
     out["added_over_serve_floor_p50_ms"] = round((statistics.median(full) - statistics.median(floor)) * 1000, 3)
     out["full_path_rate"] = full_rate
     out["serve_floor_rate"] = floor_rate
-    out["targets"] = {"added_p50_ms": 5, "rps": 300}
+    floor_max = floor_rate["max_sustained_rps"]
+    out["full_over_floor_rate"] = round(full_rate["max_sustained_rps"] / floor_max, 3) if floor_max else None
+    out["targets"] = {"full_over_floor_rate": 0.7, "added_over_serve_floor_p50_ms": 3}
     out["targets_met"] = {
-        "added_p50": out["added_by_platform_ms"]["p50"] <= 5,
-        "rps": full_rate["max_sustained_rps"] >= 300,
+        "full_over_floor_rate": (out["full_over_floor_rate"] or 0) >= 0.7,
+        "added_over_serve_floor_p50_ms": out["added_over_serve_floor_p50_ms"] <= 3,
     }
     print(json.dumps(out))
 

@@ -80,6 +80,7 @@ class GatewayCore:
         self._render_pool = ThreadPoolExecutor(cfg.limits.render_threads, thread_name_prefix="ossfleet-render")
         self._render_slots: dict[str, asyncio.Semaphore] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._budget_read: dict[str, float] = {}  # tenant -> when its budget gauge was last set
         self._grammars: dict[str, Grammars] = {}
         # The tenants, as Redis holds them (seeded from the config; changed through the admin API).
         self.tenants = TenantRegistry(self.r, cfg)
@@ -96,6 +97,7 @@ class GatewayCore:
     # -- who is calling -------------------------------------------------------------
 
     async def tenant(self, authorization: str | None) -> TenantConfig:
+        # Asked of Redis on every request, never cached: a revoked key stops working at once.
         name = await authenticate(self.r, self.cfg.redis.namespace, authorization)
         t = await self.tenants.get(name)
         if t is None:  # a key left behind for a deleted tenant
@@ -162,7 +164,28 @@ class GatewayCore:
         limit = round(t.budget.limit_usd * NANO_PER_USD)
         left = limit - int(reserved or 0) - int(spent or 0)
         metrics.budget_left(t.name, max(0, left) / NANO_PER_USD)
+        self._budget_read[t.name] = time.monotonic()
         return left
+
+    async def budget_for_placement(self, t: TenantConfig, model: str) -> int | None:
+        """The budget left, when the placement depends on it: ``auto`` or a tenant that may fall back to
+        a cheaper model or a lower effort. Otherwise None (placement then tries only what was asked, and
+        admission enforces the budget exactly, in the same step that reserves it), and the budget gauge
+        is refreshed in the background at most once a second per tenant."""
+        if model == AUTO or t.allow_fallback:
+            return await self.budget_left(t)
+        if time.monotonic() - self._budget_read.get(t.name, float("-inf")) >= 1.0:
+            self._budget_read[t.name] = time.monotonic()
+            task = asyncio.get_running_loop().create_task(self._refresh_budget_gauge(t))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return None
+
+    async def _refresh_budget_gauge(self, t: TenantConfig) -> None:
+        try:
+            await self.budget_left(t)
+        except Exception as e:  # a gauge is no reason to fail anything
+            log.warning("event=budget_gauge_failed tenant=%s error=%r", t.name, type(e).__name__)
 
     # -- adapters ---------------------------------------------------------------------
 
@@ -290,7 +313,7 @@ class GatewayCore:
         distinct = choices[:: req.n]  # one per prompt
         prompts = [await self.render_off_loop(t.name, probe, c, effort) for c in distinct]
         longest = max(range(len(prompts)), key=lambda i: len(prompts[i]))
-        left = await self.budget_left(t)
+        left = await self.budget_for_placement(t, req.model)
         placement = place(
             RouteRequest(
                 req.model,

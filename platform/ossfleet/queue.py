@@ -283,7 +283,7 @@ class RequestQueue:
         if status == "BUDGET":
             left = int(_s(reply[1]))
             raise BudgetExhausted(
-                f"tenant {a.tenant!r} has {usd(left)} left of its budget for period {a.period}; this request "
+                f"tenant {a.tenant!r} has {usd(left)} of budget left (period {a.period}); this request "
                 f"may cost up to {usd(a.reserve_nusd + sum(m.reserve_nusd for m in a.more))}. Lower max_tokens "
                 "(or n) or raise the budget.",
                 budget_left_usd=left / NANO_PER_USD,

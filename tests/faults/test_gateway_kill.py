@@ -12,8 +12,9 @@ import grpc
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, register_key
+from ossfleet.tenancy import new_api_key, period_id, register_key
 
 pytestmark = pytest.mark.slow
 
@@ -130,8 +131,9 @@ def test_gateway_replicas_killed_mid_stream_clients_resume_every_chunk_once(
         assert len(cursors) == len(set(cursors)), "no chunk delivered twice"
         assert last.finish_reason == ref_last.finish_reason
         assert last.usage.output_tokens == ref_last.usage.output_tokens
-    usage = {k.decode(): int(v) for k, v in r.hgetall(next(r.scan_iter(match="{gwkill}:usage:acme:*"))).items()}
-    budget = {k.decode(): int(v) for k, v in r.hgetall(next(r.scan_iter(match="{gwkill}:budget:acme:*"))).items()}
+    ks = KeySpace("gwkill")
+    usage = {k.decode(): int(v) for k, v in r.hgetall(ks.usage("acme", period_id("monthly"))).items()}
+    budget = {k.decode(): int(v) for k, v in r.hgetall(ks.budget("acme", period_id("monthly"))).items()}
     assert usage["gpt-oss-20b:requests"] == n + 1  # each settled once: the kill cancelled nothing
     assert budget["reserved"] == 0
     assert set(gateway_pids()).isdisjoint(pids)  # Serve replaced the killed replicas

@@ -87,3 +87,16 @@ def test_families_are_distinct_for_any_tenant_name():
     ks = KeySpace("n")
     assert ks.batches("active") != ks.batches_active()
     assert ks.tenant("version") != ks.tenants_version()
+
+
+def test_the_scan_patterns_cover_a_namespace_and_no_other(redis_server, namespace):
+    client = connect(redis_server.url)
+    try:
+        mine, other = KeySpace(namespace), KeySpace(namespace + "x")
+        for ks in (mine, other):
+            for key in (ks.req("m", "r"), ks.budget("t", "p"), ks.batch("b"), ks.tenants()):
+                client.set(key, "1")
+        found = {k.decode() for pattern in mine.patterns() for k in client.scan_iter(match=pattern)}
+        assert found == {mine.req("m", "r"), mine.budget("t", "p"), mine.batch("b"), mine.tenants()}
+    finally:
+        client.close()

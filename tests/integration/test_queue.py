@@ -75,7 +75,7 @@ async def test_concurrent_admits_never_reserve_beyond_the_budget(env):
 async def test_budget_rejection_names_what_is_left_and_changes_nothing(env):
     q, _ = env
     await q.admit(adm(reserve=700, limit=1000))
-    with pytest.raises(BudgetExhausted, match=r"\$0\.0000003 left") as e:
+    with pytest.raises(BudgetExhausted, match=r"\$0\.0000003 of budget left") as e:
         await q.admit(adm(reserve=700, limit=1000))
     assert e.value.details["budget_left_usd"] == pytest.approx(3e-7)
     assert (await q.depth("m")).waiting == (0, 1, 0)

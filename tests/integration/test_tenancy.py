@@ -6,6 +6,7 @@ import pytest
 
 from ossfleet.config import parse_config
 from ossfleet.errors import AuthenticationFailed
+from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect, connect_async
 from ossfleet.tenancy import authenticate, key_digest, new_api_key, register_key, revoke_key, sync_config_keys
 
@@ -28,7 +29,8 @@ async def test_keys_are_stored_as_digests_and_every_change_is_audited(redis_serv
     assert sync_config_keys(r, config(namespace), {"ACME_KEY": key}) == []
     stored = [k.decode() for k in r.scan_iter(match="{" + namespace + "}:apikey:*")]
     assert stored == ["{" + namespace + "}:apikey:" + key_digest(key)]
-    strings = [r.get(k) for k in r.scan_iter(match="{" + namespace + "}:*") if r.type(k) == b"string"]
+    every = [k for pattern in KeySpace(namespace).patterns() for k in r.scan_iter(match=pattern)]
+    strings = [r.get(k) for k in every if r.type(k) == b"string"]
     assert strings and all(key.encode() not in v for v in strings)  # the key itself is stored nowhere
     client = connect_async(redis_server.url)
     assert await authenticate(client, namespace, f"Bearer {key}") == "acme"

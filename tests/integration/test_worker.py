@@ -110,3 +110,35 @@ async def test_an_interactive_request_is_served_while_a_long_batch_line_keeps_ge
     await engine.stop()
     await client.aclose()
     await bell.aclose()
+
+
+async def test_cluster_a_running_request_cancelled_stops_and_is_settled_in_its_tenants_slot(
+    redis_cluster, namespace, tok
+):
+    # On a Redis Cluster: the cancel reaches the replica (pub/sub, or its lease renewal), which completes the
+    # request with what it generated; the settlement runs in the tenant's slot and gives the rest back.
+    client, bell = connect_async(redis_cluster.url), connect_async(redis_cluster.url)
+    q = RequestQueue(client, namespace, bands=3, lease_s=3)
+    assert q.cluster
+    await q.admit(admission("c1", [20, 21, 22]))
+    w = ReplicaWorker(q, stub(tok, delay=0.05), tok, model="m", owner="w", price=PriceConfig(), bell_client=bell)
+    w.start()
+    events = await q.read_stream("m", "c1", block_ms=20_000)  # the first token is out: it runs
+    assert events and events[0].type == "delta"
+    assert await q.cancel("c1", "t") == "cancelling"
+    after, end = events[-1].entry_id, None
+    while end is None:
+        more = await q.read_stream("m", "c1", after, block_ms=20_000)
+        assert more, "no event within 20 s"
+        after = more[-1].entry_id
+        end = next((e for e in more if e.type in ("done", "error")), None)
+    assert end.type == "done" and end.fields["finish_reason"] == "cancelled"
+    assert int(end.fields["output_tokens"]) < 64
+    # The terminal event is written in the model's slot, the settlement follows in the tenant's: the
+    # replica's task has made it once it ended (drain waits for it).
+    await w.drain()
+    budget = await client.hgetall(q.keys.budget("t", "p"))
+    assert int(budget[b"reserved"]) == 0 and int(budget[b"spent"]) == int(end.fields["cost_nusd"])
+    assert await client.zcard(q.keys.owed("m")) == 0
+    await client.aclose()
+    await bell.aclose()
