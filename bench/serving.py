@@ -17,7 +17,7 @@ client on the same 2 cores). Targets: the full path sustains >= 70% of the
 floor's rate (``full_over_floor_rate``), and adds <= 3 ms at p50 over it. With
 `wrk` installed, a closed-loop run at 32 connections is added (``wrk``). With
 ``--profile DIR``, py-spy samples the proxy, gateway and replica processes under
-a fixed open-loop rate first. The last line printed is one JSON object.
+a fixed open-loop rate after the measurements. The last line printed is one JSON object.
 
     python bench/serving.py --quick
 """
@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from starlette.requests import Request  # module level: FastAPI resolves the handler's annotation here
 
 
 def free_port() -> int:
@@ -187,28 +189,58 @@ def serve_pids() -> dict[str, int]:
     pids: dict[str, int] = {}
     for line in out.splitlines()[1:]:
         pid, _, title = line.strip().partition(" ")
-        for name, marker in (("proxy", "ProxyActor"), ("gateway", "Gateway"), ("replica", "gpt-oss-20b-replica")):
+        if "redis-server" in title and "redis" not in pids:
+            pids["redis"] = int(pid)
+        for name, marker in (("proxy", "ProxyActor"), ("gateway", "Gateway"), ("replica", "gpt-oss-20b-replica"),
+                             ("floor", "ServeReplica:floor:"), ("fastapi", "ServeReplica:fastapi-floor")):  # fmt: skip
             if marker in title and name not in pids and "ray::" in title:
                 pids[name] = int(pid)
     return pids
 
 
-def profile(url: str, body: dict, headers: dict, rate: float, seconds: float, out_dir: Path) -> dict[str, Any]:
-    """py-spy samples the proxy, gateway and replica processes while an open loop offers ``rate`` req/s;
-    returns each process's busiest functions (own time, as a share of that process's samples)."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(
+    url: str, floor_url: str, body: dict, headers: dict, rate: float, seconds: float, out_dir: Path
+) -> dict[str, Any]:
+    """While an open loop offers ``rate`` req/s: the CPU milliseconds each process (Serve's proxy, the
+    gateway, the model replica, Redis, this client) spends per request, from /proc, in a first run; then,
+    in a second, py-spy samples of the proxy, gateway and replica, with each one's busiest functions
+    (own time, as a share of its samples; idle threads are left out by py-spy, uvloop's wait is not)."""
     import collections
     import subprocess
 
+    pids = {**serve_pids(), "client": os.getpid()}
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    first = asyncio.run(open_loop(url, body, headers, rate, seconds))
+    per_request = {k: round((cpu_s(p) - before[k]) * 1000 / max(1, first["ok"]), 3) for k, p in pids.items()}
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    floor = asyncio.run(open_loop(floor_url, body, {}, rate, seconds))
+    per_floor_request = {k: round((cpu_s(p) - before[k]) * 1000 / max(1, floor["ok"]), 3) for k, p in pids.items()}
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    fast = asyncio.run(open_loop(floor_url.replace("/floor", "/fastapi-floor/"), body, {}, rate, seconds))
+    per_fastapi_request = {k: round((cpu_s(p) - before[k]) * 1000 / max(1, fast["ok"]), 3) for k, p in pids.items()}
     spy = str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
     procs = {}
     for name, pid in serve_pids().items():
+        if name == "redis":
+            continue
         path = out_dir / f"{name}.txt"
         cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--format", "raw",
                "--output", str(path), "--nonblocking"]  # fmt: skip
         procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
     load = asyncio.run(open_loop(url, body, headers, rate, seconds))
-    report: dict[str, Any] = {"load": {k: round(v, 1) if isinstance(v, float) else v for k, v in load.items()}}
+    report: dict[str, Any] = {
+        "cpu_ms_per_request": per_request,
+        "cpu_ms_per_floor_request": per_floor_request,
+        "cpu_ms_per_fastapi_floor_request": per_fastapi_request,
+        "load": {k: round(v, 1) if isinstance(v, float) else v for k, v in load.items()},
+    }
     for name, (proc, path) in procs.items():
         proc.wait(timeout=seconds + 60)
         own: collections.Counter[str] = collections.Counter()
@@ -228,15 +260,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", type=Path, default=None,
                     help="sample the proxy, gateway and replica with py-spy under load; stacks go here")  # fmt: skip
-    ap.add_argument("--profile-rate", type=float, default=100.0)
+    ap.add_argument("--profile-rate", type=float, default=40.0)
     args = ap.parse_args()
     seconds = 3.0 if args.quick else 10.0
     n_lat = 100 if args.quick else 400
-    rates = list(range(50, 650, 50)) if args.quick else list(range(25, 825, 25))
+    rates = list(range(25, 625, 25)) if args.quick else list(range(25, 825, 25))
 
     import ray
     from ray import serve
-    from starlette.requests import Request
 
     from deployments.app import build_applications, deploy
     from ossfleet.config import parse_config
@@ -272,22 +303,41 @@ def main() -> None:
                     return {"ok": True}
 
             serve.run(Floor.bind(), name="floor", route_prefix="/floor")
+
+            # A trivial FastAPI ingress (the gateway's kind of deployment): what the framework costs alone.
+            from fastapi import FastAPI
+
+            api = FastAPI()
+
+            @api.post("/")
+            async def answer(request: Request) -> dict:
+                await request.body()
+                return {"ok": True}
+
+            @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1024)
+            @serve.ingress(api)
+            class FastAPIFloor:
+                pass
+
+            serve.run(FastAPIFloor.bind(), name="fastapi-floor", route_prefix="/fastapi-floor")
             base = f"http://127.0.0.1:{port}"
             body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
             headers = {"authorization": f"Bearer {key}"}
             asyncio.run(sequential(base + "/v1/chat/completions", body, headers, 20))  # warm-up
-            if args.profile is not None:
-                out["profile"] = profile(
-                    base + "/v1/chat/completions", body, headers, args.profile_rate, seconds * 3, args.profile
-                )
-                print(json.dumps(out["profile"], indent=1), flush=True)
             full = asyncio.run(sequential(base + "/v1/chat/completions", body, headers, n_lat))
             floor = asyncio.run(sequential(base + "/floor", body, {}, n_lat))
+            fastapi_floor = asyncio.run(sequential(base + "/fastapi-floor/", body, {}, n_lat))
             import shutil
 
             print(f"max sustained rate (open loop, p99 <= {P99_LIMIT_MS:.0f} ms):", flush=True)
             full_rate = asyncio.run(max_rate(base + "/v1/chat/completions", body, headers, rates, seconds))
             floor_rate = asyncio.run(max_rate(base + "/floor", body, {}, rates, seconds))
+            if args.profile is not None:  # last: an overload leaves a backlog that would skew what follows
+                out["profile"] = profile(
+                    base + "/v1/chat/completions", base + "/floor", body, headers, args.profile_rate, seconds * 3,
+                    args.profile,
+                )  # fmt: skip
+                print(json.dumps(out["profile"], indent=1), flush=True)
             if shutil.which("wrk"):
                 out["wrk"] = {
                     "full_path": wrk_rate(base + "/v1/chat/completions", body, headers, seconds * 3),
@@ -303,6 +353,7 @@ def main() -> None:
     out["engine_direct"] = stats(direct)
     out["full_path"] = stats(full)
     out["serve_floor_trivial_http"] = stats(floor)
+    out["serve_floor_fastapi_ingress"] = stats(fastapi_floor)
     out["added_by_platform_ms"] = {
         "p50": round((statistics.median(full) - statistics.median(direct)) * 1000, 3),
         "p99": round((pct(full, 99) - pct(direct, 99)) * 1000, 3),

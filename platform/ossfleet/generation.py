@@ -154,6 +154,7 @@ class Generation:
         self._pending: list[dict[str, Any]] = []
         self.output_tokens = 0
         self.finish = "stop"
+        self.final = False
 
     async def run(self, engine: Engine) -> AsyncIterator[list[Event]]:
         """The request's events, a list per engine output; :attr:`finish` and :attr:`output_tokens` after.
@@ -168,6 +169,7 @@ class Generation:
             events = self._feed(out)
             if out.finished:
                 self.finish = out.finish_reason or "stop"
+            self.final = out.finished or self.stops.hit  # these events are the request's last
             if events:
                 yield events
             if self.stops.hit:

@@ -381,10 +381,21 @@ class RequestQueue:
         await pipe.execute()
 
     async def complete(
-        self, model: str, request_id: str, owner: str, output_tokens: int, cost_nusd: int, finish_reason: str
+        self,
+        model: str,
+        request_id: str,
+        owner: str,
+        output_tokens: int,
+        cost_nusd: int,
+        finish_reason: str,
+        *,
+        events: Sequence[dict[str, str]] = (),
     ) -> bool:
-        """Ack and settle. False if it was already completed (a retry's duplicate); raises LeaseLost."""
-        done, _ = await self._complete(model, request_id, owner, output_tokens, cost_nusd, finish_reason, False)
+        """Ack and settle (after appending ``events``, the request's last output, to its stream). False if
+        it was already completed (a retry's duplicate); raises LeaseLost."""
+        done, _ = await self._complete(
+            model, request_id, owner, output_tokens, cost_nusd, finish_reason, False, events=events
+        )
         return done
 
     async def complete_and_pull(
@@ -398,10 +409,12 @@ class RequestQueue:
         *,
         batch_band: bool = True,
         adapters: Affinity | None = None,
+        events: Sequence[dict[str, str]] = (),
     ) -> tuple[bool, Lease | None]:
-        """Settle one request and lease the next of ``model`` in one round trip (the freed slot's work)."""
+        """Settle one request (after appending ``events``, its last output) and lease the next of ``model``
+        in one round trip (the freed slot's work)."""
         return await self._complete(
-            model, request_id, owner, output_tokens, cost_nusd, finish_reason, True, batch_band, adapters
+            model, request_id, owner, output_tokens, cost_nusd, finish_reason, True, batch_band, adapters, events
         )
 
     async def _complete(
@@ -415,13 +428,17 @@ class RequestQueue:
         pull: bool,
         batch_band: bool = True,
         adapters: Affinity | None = None,
+        events: Sequence[dict[str, str]] = (),
     ) -> tuple[bool, Lease | None]:
+        tail = (
+            json.dumps([[x for kv in e.items() for x in kv] for e in events], separators=(",", ":")) if events else ""
+        )
         extra: tuple[object, ...] = ()
         if pull:
             extra = (self.aging_ms, self.lease_ms, W_INPUT, self._pull_bands(batch_band), *_affinity_args(adapters))
         reply = await self._run(
             "complete", self.keys.model_slot(model), model, request_id, owner, output_tokens, cost_nusd,
-            self._now(), W_OUTPUT, self.bands, self.stream_ttl_s, finish_reason, *extra,
+            self._now(), W_OUTPUT, self.bands, self.stream_ttl_s, finish_reason, tail, *extra,
         )  # fmt: skip
         status = _s(reply[0])
         if status == "ALREADY":

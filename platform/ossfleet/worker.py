@@ -271,11 +271,14 @@ class ReplicaWorker:
                 self.tokenizer, rid, prompt, sampling_from_payload(p), raw=bool(p.get("raw")),
                 constraint=constraint, priority=lease.band, token_bytes=self.token_bytes, adapter=adapter,
             )  # fmt: skip
+            tail: list[dict[str, str]] = []  # the last output: written by complete, in the same round trip
             async for events in gen.run(self.engine):
-                await self.queue.emit(
-                    self.model, rid, [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)]
-                )
+                batch = [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)]
                 seq += len(events)
+                if gen.final:
+                    tail = batch
+                else:
+                    await self.queue.emit(self.model, rid, batch)
             out_tokens, finish = gen.output_tokens, gen.finish
             price = self.adapter_price if adapter is not None else self.price
             cost = cost_nusd(price, len(prompt), out_tokens, float(p.get("discount", 0.0)))
@@ -287,12 +290,12 @@ class ReplicaWorker:
                     adapter = None
                 _, nxt = await self.queue.complete_and_pull(
                     self.model, rid, self.owner, out_tokens, cost, finish, batch_band=free > self.reserved_slots,
-                    adapters=self._affinity(),
+                    adapters=self._affinity(), events=tail,
                 )  # fmt: skip
                 if nxt is not None:
                     self._tasks[nxt.request_id] = asyncio.create_task(self._serve(nxt))
             else:
-                await self.queue.complete(self.model, rid, self.owner, out_tokens, cost, finish)
+                await self.queue.complete(self.model, rid, self.owner, out_tokens, cost, finish, events=tail)
             self.served += 1
             now = asyncio.get_running_loop().time()
             self._completions.add(now, 1, now - started)

@@ -128,9 +128,11 @@ def test_hardening_up_that_cannot_join_its_cluster_says_so_and_stops_its_embedde
         m["path"] = str(tiny_checkpoint)
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    # Ray's client tries 3 times, each attempt timing out after 5 s, then up to 30 s: shorter here.
+    env = {**os.environ, "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "1", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path), "--address", "ray://"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot start or join the Ray cluster ray://" in proc.stderr

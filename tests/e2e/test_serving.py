@@ -409,13 +409,20 @@ def test_a_pipeline_group_that_cannot_be_placed_says_why(platform, tiny_checkpoi
     """Four stages on a cluster whose three GPUs are all taken: deploy() reports Serve's reason."""
     from ray import serve
 
-    from deployments.app import build_applications, deploy
+    from deployments.app import AppSpec, deploy, replica_options
+    from deployments.replica import ModelReplica
     from ossfleet.config import parse_config
 
     data = platform.cfg.dump()
     big = {**data["models"][1], "name": "gpt-oss-120b-wide", "pipeline_stages": 4, "placement_strategy": "PACK"}
     cfg = parse_config({**data, "models": [big], "tenants": [], "source": None}, "<e2e>")
-    spec = next(s for s in build_applications(cfg, platform.redis_url) if s.name.startswith("model-"))
+    # The app build_applications makes, but with a short graceful shutdown: a replica that never started
+    # has nothing to drain, and Serve's teardown would otherwise wait for it.
+    m = cfg.models[0]
+    options = {**replica_options(m, cfg, platform.redis_url), "graceful_shutdown_timeout_s": 1}
+    spec = AppSpec(
+        f"model-{m.name}", ModelReplica.options(**options).bind(cfg.dump(), m.name, platform.redis_url), None
+    )
     reports: list[str] = []
     try:
         assert not deploy([spec], timeout_s=20, report=reports.append, poll_s=1)

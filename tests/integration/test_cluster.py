@@ -144,7 +144,7 @@ async def test_cluster_reconciler_settles_once_what_a_replica_died_before_settli
     lease = await q.pull("m2", "rep")
     # The replica's complete ran in the model's slot; it died before the tenant's settle.
     reply = await q._run(
-        "complete", q.keys.model_slot("m2"), "m2", lease.request_id, "rep", 7, 321, q._now(), 2.0, 3, 60, "stop"
+        "complete", q.keys.model_slot("m2"), "m2", lease.request_id, "rep", 7, 321, q._now(), 2.0, 3, 60, "stop", ""
     )
     assert reply[0] == b"OK" and reply[1] == b"-1"
     assert await money(q) == {"reserved": 500}

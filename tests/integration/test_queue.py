@@ -335,3 +335,19 @@ async def test_a_repeated_group_returns_every_id_once(env):
     b = await q.admit(adm(rid="gl2", idempotency_key="grp", more=group(2)))
     assert b.duplicate and b.request_ids == a.request_ids and len(a.request_ids) == 3
     assert (await budget(q))["reserved"] == 3000
+
+
+async def test_complete_writes_the_last_output_events_before_the_end_in_one_call(env):
+    q, _ = env
+    await q.admit(adm(rid="t1"))
+    lease = await q.pull("m", "rep")
+    await q.emit("m", "t1", [{"type": "delta", "seq": "0", "kind": "content", "text": "a"}])
+    last = [{"type": "delta", "seq": "1", "kind": "content", "text": "b"},
+            {"type": "delta", "seq": "2", "kind": "tool_call", "text": "", "name": "f", "arguments": "{}"}]  # fmt: skip
+    assert await q.complete("m", lease.request_id, "rep", 3, 10, "stop", events=last)
+    events = await q.read_stream("m", "t1")
+    assert [e.fields.get("seq") for e in events] == ["0", "1", "2", None]
+    assert events[2].fields == {**last[1]} and events[-1].type == "done"
+    # A duplicate ack (a retry's) writes nothing more.
+    assert not await q.complete("m", lease.request_id, "rep", 3, 10, "stop", events=last)
+    assert len(await q.read_stream("m", "t1")) == 4
