@@ -482,7 +482,8 @@ class RequestQueue:
     async def _settle(self, model: str, owed: Sequence[tuple[str, str, str, int, int]]) -> None:
         """On a cluster, the tenant's side of requests that ended in ``model``'s slot: each (id, tenant,
         'charge'|'refund', cost, output tokens) settled once, a crossed soft alert written to the alerts
-        stream, then the owed note removed. Nothing to do on a single Redis (the model's script settled)."""
+        stream, then the owed note removed and the request's record given its TTL (it is kept while owed).
+        Nothing to do on a single Redis (the model's script settled)."""
         if not self.cluster or not owed:
             return
         for request_id, tenant, kind, cost, out_tokens in owed:
@@ -492,7 +493,11 @@ class RequestQueue:
             if _s(reply[0]) == "OK" and len(reply) > 2:
                 fields = _alert_fields(reply[2:])
                 await self.r.xadd(self.keys.alerts(), fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
-        await self.r.zrem(self.keys.owed(model), *[o[0] for o in owed])
+        pipe = self.r.pipeline(transaction=False)  # one slot, the model's: one round trip
+        pipe.zrem(self.keys.owed(model), *[o[0] for o in owed])
+        for o in owed:
+            pipe.expire(self.keys.req(model, o[0]), self.stream_ttl_s)
+        await pipe.execute()
 
     async def tenant_names(self) -> list[str]:
         """Every registered tenant (whose slots the reconciler looks at)."""

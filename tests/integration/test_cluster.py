@@ -149,10 +149,12 @@ async def test_cluster_reconciler_settles_once_what_a_replica_died_before_settli
     assert reply[0] == b"OK" and reply[1] == b"-1"
     assert await money(q) == {"reserved": 500}
     assert await q.r.zcard(q.keys.owed("m2")) == 1
+    assert await q.r.ttl(q.keys.req("m2", "r1")) == -1  # kept, however long the settlement waits
     clock.t += 11
     assert (await q.reconcile(MODELS, ["a"], grace_s=10))["settled"] == 1
     assert await money(q) == {"reserved": 0, "spent": 321}
     assert await q.r.zcard(q.keys.owed("m2")) == 0
+    assert 0 < await q.r.ttl(q.keys.req("m2", "r1")) <= 3600  # settled: it expires with its stream
     # Settling again (a second reconciler, a retried call) charges nothing more.
     await q._settle("m2", [("r1", "a", "charge", 321, 7)])
     assert await money(q) == {"reserved": 0, "spent": 321}

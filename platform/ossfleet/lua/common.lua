@@ -198,12 +198,14 @@ end
 
 -- Request `id` of `model` ended: settle it with its tenant at once on a single Redis; on a cluster note
 -- what is owed (the `owed` set, read by the caller and, after a crash, by the reconciler) for the
--- tenant's slot. Returns settle()'s reply on a single Redis, nil on a cluster.
+-- tenant's slot, and keep the request's record (which says what is owed) until it is settled: the
+-- settling caller gives it its TTL. Returns settle()'s reply on a single Redis, nil on a cluster.
 local function settle_or_owe(model, id, tenant, charge, cost, out_tok, now, ttl_s)
   if not CLUSTER then return settle(tenant, id, charge, cost, out_tok, ttl_s) end
   redis.call('HSET', km(model, 'req', id), 'settle', charge and 'charge' or 'refund', 'cost', cost,
     'out_tokens', out_tok)
   redis.call('ZADD', km(model, 'owed'), now, id)
+  redis.call('PERSIST', km(model, 'req', id))
   return nil
 end
 
