@@ -22,10 +22,15 @@ def _load(path: str) -> PlatformConfig:
         raise SystemExit(2) from None
 
 
+# A tiny shape vLLM's CPU attention kernels take (they refuse head_dim 16); the engine benchmark's.
+WIDE_SHAPE = {"hidden_size": 256, "heads": 8, "kv_heads": 4, "head_dim": 64, "experts": 8, "experts_per_token": 2}
+
+
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
 
-    out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed, mxfp4=args.mxfp4))
+    wide = WIDE_SHAPE if args.wide else {}
+    out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed, mxfp4=args.mxfp4, **wide))
     kind = "MXFP4 experts, as released" if args.mxfp4 else "dense"
     print(f"wrote a tiny gpt-oss checkpoint ({args.layers} layers, {kind}) to {out}")
     return 0
@@ -284,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--layers", type=int, default=2)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--mxfp4", action="store_true", help="experts in MXFP4, the rest bf16 (the released format)")
+    tiny.add_argument(
+        "--wide",
+        action="store_true",
+        help="head_dim 64, hidden 256, 8 heads, 8 experts: a shape vLLM's CPU attention kernels take",
+    )
     tiny.set_defaults(fn=cmd_make_tiny_checkpoint)
 
     ad = sub.add_parser("make-tiny-adapter", help="write a random PEFT LoRA adapter for a (tiny) checkpoint")

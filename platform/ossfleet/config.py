@@ -150,6 +150,29 @@ class ReplicasConfig(_Section):
         return self
 
 
+class VllmEngineConfig(_Section):
+    """engine: vllm only. How vLLM lays one replica out inside its node, and its cache.
+
+    Tensor and pipeline parallelism here are vLLM's own, across the GPUs of one node (one replica
+    holds ``tensor_parallel_size x pipeline_parallel_size`` GPUs); a pipeline across nodes is
+    ossfleet's batched engine (``pipeline_stages``).
+    """
+
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    pipeline_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    # GPUs: the fraction of each GPU's memory vLLM may take (weights, activations, KV cache).
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # CPUs: GiB of memory for the KV cache (vLLM's VLLM_CPU_KVCACHE_SPACE); None: vLLM's default.
+    kv_cache_gib: Annotated[float, Field(gt=0, le=4096)] | None = None
+    # Prefix caching, salted per tenant: a tenant reuses only its own cached prompts.
+    prefix_caching: bool = True
+    # CUDA graphs and torch.compile off (faster start, slower steps); always off on CPUs here.
+    enforce_eager: bool = False
+
+    def gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
 class ModelConfig(_Section):
     """One served model: which catalog spec it is, where its checkpoint lies, how it runs."""
 
@@ -158,9 +181,10 @@ class ModelConfig(_Section):
     path: str
     # transformers: the library's continuous batching (one process, greedy);
     # batched: ossfleet's micro-batched engine (any stage count, full sampling);
-    # stub: no model, answers at once; mii: DeepSpeed-MII where it can run.
+    # stub: no model, answers at once; mii: DeepSpeed-MII where it can run;
+    # vllm: vLLM's async engine in the replica (one node; see ``vllm``).
     # A model with more than one pipeline stage always runs the batched engine.
-    engine: Literal["transformers", "batched", "stub", "mii"] = "batched"
+    engine: Literal["transformers", "batched", "stub", "mii", "vllm"] = "batched"
     device: str = "cpu"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # How the engine keeps the experts in memory. bf16: dequantized to ``dtype`` as they load (what
@@ -192,6 +216,7 @@ class ModelConfig(_Section):
     replicas: ReplicasConfig = ReplicasConfig()
     price: PriceConfig = PriceConfig()
     adapters: AdaptersConfig = AdaptersConfig()
+    vllm: VllmEngineConfig = VllmEngineConfig()
 
     @field_validator("spec")
     @classmethod
@@ -204,6 +229,11 @@ class ModelConfig(_Section):
         """Whether ossfleet's batched engine runs this model (it alone enforces structured output and
         returns log-probabilities): as configured, and for any pipeline of more than one stage."""
         return self.engine == "batched" or (self.engine == "transformers" and self.stages() > 1)
+
+    def enforces_grammars(self) -> bool:
+        """Whether the model's engine enforces structured output and returns log-probabilities:
+        ossfleet's batched engine and vLLM do."""
+        return self.own_engine() or self.engine == "vllm"
 
     def micro_batch_count(self) -> int:
         return self.stages() if self.micro_batches == "auto" else min(self.micro_batches, self.max_batch_size)
@@ -243,6 +273,15 @@ class ModelConfig(_Section):
             self.gpu_memory_gib, self.pipeline_stages, weights=self.weights, max_context=self.max_context,
             dtype_bytes=dtype_bytes,
         )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _vllm_in_one_node(self) -> ModelConfig:
+        if self.engine == "vllm" and self.pipeline_stages != 1:
+            raise ValueError(
+                "engine 'vllm' runs a replica inside one node: set vllm.pipeline_parallel_size (and "
+                "tensor_parallel_size) for GPUs of one node, or engine 'batched' for pipeline_stages across nodes"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fits_its_gpus(self) -> ModelConfig:

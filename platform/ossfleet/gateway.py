@@ -265,10 +265,10 @@ class GatewayCore:
         wanted = [f for f, on in (("response_format", req.output_format and req.output_format.kind != "tool_call"),
                                   ("tool_choice", req.output_format and req.output_format.kind == "tool_call"),
                                   ("logprobs", req.logprobs is not None)) if on]  # fmt: skip
-        if wanted and not m.own_engine():
+        if wanted and not m.enforces_grammars():
             raise InvalidRequest(
                 f"{wanted[0]} is not supported by model {model!r}, whose engine is {m.engine!r}; only ossfleet's "
-                "batched engine enforces grammars and returns log-probabilities",
+                "batched engine and vLLM enforce grammars and return log-probabilities",
                 param=wanted[0],
             )
         if req.output_format is not None and (req.min_tokens or req.ignore_eos):

@@ -141,9 +141,13 @@ class Generation:
         priority: int = 0,
         token_bytes: TokenBytes | None = None,
         adapter: str | None = None,
+        grammar: str | None = None,
+        cache_salt: str | None = None,
     ) -> None:
         self.special = SpecialIds.of(tokenizer)
-        self.request = EngineRequest(request_id, prompt, sampling, self.special.stop, priority, constraint, adapter)
+        self.request = EngineRequest(
+            request_id, prompt, sampling, self.special.stop, priority, constraint, adapter, grammar, cache_salt
+        )
         self.parser: HarmonyStreamParser | RawTextStream = (
             RawTextStream(tokenizer) if raw else HarmonyStreamParser(tokenizer, request_id)
         )

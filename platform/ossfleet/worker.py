@@ -262,7 +262,8 @@ class ReplicaWorker:
             if p.get("adapter"):
                 adapter = await self._pin_adapter(p["adapter"])
             constraint = None
-            if p.get("grammar"):
+            # An engine that enforces grammars itself (vLLM) takes the grammar's source instead.
+            if p.get("grammar") and not getattr(self.engine, "enforces_grammar_text", False):
                 try:
                     constraint = await asyncio.to_thread(self.grammars.constraint, p["grammar"])
                 except ValueError as e:
@@ -270,6 +271,7 @@ class ReplicaWorker:
             gen = Generation(
                 self.tokenizer, rid, prompt, sampling_from_payload(p), raw=bool(p.get("raw")),
                 constraint=constraint, priority=lease.band, token_bytes=self.token_bytes, adapter=adapter,
+                grammar=p.get("grammar"), cache_salt=lease.tenant,
             )  # fmt: skip
             tail: list[dict[str, str]] = []  # the last output: written by complete, in the same round trip
             async for events in gen.run(self.engine):

@@ -97,9 +97,9 @@ class DedicatedEngine:
         rid = f"{row.index}-{row.custom_id}"[:64]
         try:
             req = batch_request(self.endpoint, row.body, self.cfg.limits)
-            if (req.output_format is not None or req.logprobs is not None) and not self.m.own_engine():
+            if (req.output_format is not None or req.logprobs is not None) and not self.m.enforces_grammars():
                 raise InvalidRequest(
-                    f"structured output and logprobs need ossfleet's batched engine; {self.m.name} runs "
+                    f"structured output and logprobs need ossfleet's batched engine or vLLM; {self.m.name} runs "
                     f"{self.m.engine!r}",
                     param="response_format" if req.output_format is not None else "logprobs",
                 )
@@ -116,8 +116,12 @@ class DedicatedEngine:
             {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
              "top_k": req.top_k, "seed": req.seed, "stop": list(req.stop), "logprobs": req.logprobs}
         )  # fmt: skip
-        constraint = self.grammars.constraint(lark) if lark is not None else None
-        gen = Generation(self.tok, rid, prompt, sampling, raw=req.prompt is not None, constraint=constraint)
+        constraint = None
+        if lark is not None and not getattr(self.engine, "enforces_grammar_text", False):
+            constraint = self.grammars.constraint(lark)
+        gen = Generation(
+            self.tok, rid, prompt, sampling, raw=req.prompt is not None, constraint=constraint, grammar=lark
+        )
         out, seq = Outcome(), 0
         try:
             async for events in gen.run(self.engine):

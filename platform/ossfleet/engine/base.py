@@ -55,6 +55,10 @@ class EngineRequest:
     priority: int = 0  # the request's band: 0 first; a lower band is preempted first when KV runs short
     constraint: TokenConstraint | None = None  # structured output: the sampler only picks tokens it allows
     adapter: str | None = None  # a LoRA adapter loaded on the engine (``load_adapter``); None: the base model
+    # The Lark source of ``constraint``'s grammar, for engines that enforce it themselves (vLLM).
+    grammar: str | None = None
+    # Prefix-cache isolation: requests share cached prefixes only under the same salt (the tenant).
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ossfleet.config import ModelConfig, PlatformConfig
 from ossfleet.engine.base import Engine
 from ossfleet.harmony import SpecialIds
+
+if TYPE_CHECKING:
+    from ossfleet.engine.vllm import VllmOptions
 
 
 async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
@@ -28,6 +31,10 @@ async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> E
 
         check_mii(path)  # raises: no model ossfleet serves runs on MII today (see engine/mii.py)
         raise RuntimeError("unreachable")
+    elif m.engine == "vllm":
+        from ossfleet.engine.vllm import VllmEngine
+
+        engine = VllmEngine(path, vllm_options(m))
     elif m.engine == "transformers" and m.stages() == 1:
         from ossfleet.engine.hf import TransformersEngine
 
@@ -39,6 +46,21 @@ async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> E
         engine = await asyncio.to_thread(_batched_engine, cfg, m, tokenizer)
     await engine.start()
     return engine
+
+
+def vllm_options(m: ModelConfig) -> VllmOptions:
+    """What a model's config asks of its vLLM engine."""
+    from ossfleet.engine.vllm import VllmOptions
+
+    v = m.vllm
+    return VllmOptions(
+        dtype=m.dtype if m.dtype != "auto" else ("auto" if m.device.startswith("cuda") else "bfloat16"),
+        max_slots=m.max_batch_size, max_context=m.max_context,
+        tensor_parallel_size=v.tensor_parallel_size, pipeline_parallel_size=v.pipeline_parallel_size,
+        gpu_memory_utilization=v.gpu_memory_utilization, kv_cache_gib=v.kv_cache_gib,
+        prefix_caching=v.prefix_caching, enforce_eager=v.enforce_eager or not m.device.startswith("cuda"),
+        torch_threads=m.torch_threads, device=m.device,
+    )  # fmt: skip
 
 
 def kv_cache_tokens(m: ModelConfig) -> int | None:
