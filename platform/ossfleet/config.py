@@ -163,7 +163,7 @@ class VllmEngineConfig(_Section):
     # GPUs: the fraction of each GPU's memory vLLM may take (weights, activations, KV cache).
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     # CPUs: GiB of memory for the KV cache (vLLM's VLLM_CPU_KVCACHE_SPACE); None: vLLM's default.
-    kv_cache_gib: Annotated[float, Field(gt=0, le=4096)] | None = None
+    kv_cache_gib: Annotated[int, Field(ge=1, le=4096)] | None = None  # whole GiB: vLLM reads an int
     # Prefix caching, salted per tenant: a tenant reuses only its own cached prompts.
     prefix_caching: bool = True
     # CUDA graphs and torch.compile off (faster start, slower steps); always off on CPUs here.

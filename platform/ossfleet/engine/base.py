@@ -79,6 +79,7 @@ class TokenOutput:
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     error: str | None = None
     logprobs: list[TokenLogprob] | None = None  # one per token id, where the request asked for them
+    cached_tokens: int | None = None  # on a request's first output: prompt tokens the prefix cache served
 
 
 @dataclass(frozen=True)

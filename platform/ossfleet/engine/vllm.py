@@ -69,7 +69,7 @@ class VllmOptions:
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
-    kv_cache_gib: float | None = None  # CPU only: vLLM's KV space (VLLM_CPU_KVCACHE_SPACE)
+    kv_cache_gib: int | None = None  # CPU only: vLLM's KV space in whole GiB (VLLM_CPU_KVCACHE_SPACE)
     prefix_caching: bool = True
     enforce_eager: bool = True
     max_step_tokens: int | None = None  # max_num_batched_tokens; None: vLLM's default
@@ -166,7 +166,7 @@ class VllmEngine:
             )
         o = self.options
         if o.kv_cache_gib is not None:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{o.kv_cache_gib:g}"
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(o.kv_cache_gib))
         if o.torch_threads:
             os.environ.setdefault("OMP_NUM_THREADS", str(o.torch_threads))
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -236,7 +236,7 @@ class VllmEngine:
         if request.cache_salt:
             prompt["cache_salt"] = request.cache_salt
         self._active.add(rid)
-        finished = False
+        finished, first = False, True
         try:
             stream = self._llm.generate(prompt, params, request_id=rid, priority=request.priority)
             async for out in stream:
@@ -252,9 +252,13 @@ class VllmEngine:
                     yield TokenOutput(ids, finished=True, finish_reason="error", error=f"vLLM: {c.finish_reason}")
                     finished = True
                     return
+                cached = None
+                if first:
+                    cached, first = out.num_cached_tokens, False
                 yield TokenOutput(
-                    ids, finished=done, finish_reason=reason, logprobs=_logprobs(ids, c.logprobs, request)
-                )
+                    ids, finished=done, finish_reason=reason, logprobs=_logprobs(ids, c.logprobs, request),
+                    cached_tokens=cached,
+                )  # fmt: skip
                 if done:
                     finished = True
                     return
@@ -265,7 +269,7 @@ class VllmEngine:
         except Exception as e:
             if self._llm is not None and self._llm.errored:
                 self._failed = f"vLLM's engine failed: {type(e).__name__}: {e}"
-            if isinstance(e, ValueError):  # vLLM refused the request's parameters
+            if _refused(e):  # vLLM refused the request's parameters or prompt
                 raise EngineError(f"vLLM refused the request: {e}") from None
             yield TokenOutput([], finished=True, finish_reason="error", error=f"{type(e).__name__}: {e}")
             finished = True
@@ -310,6 +314,15 @@ class VllmEngine:
 
     def healthy(self) -> bool:
         return self._llm is not None and not self._llm.errored and self._failed is None
+
+
+def _refused(e: Exception) -> bool:
+    """Whether vLLM refused a request (its fault, a 4xx), rather than failed under it."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:  # an older vLLM: validation errors are ValueErrors
+        return isinstance(e, ValueError)
+    return isinstance(e, ValueError | VLLMClientError)
 
 
 def _logprobs(ids: list[int], entries: Any, request: EngineRequest) -> list[TokenLogprob] | None:
