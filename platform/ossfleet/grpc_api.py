@@ -28,7 +28,7 @@ from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.pricing import NANO_PER_USD
 from ossfleet.protocol.chat import ChatRequest, validate_messages
-from ossfleet.protocol.events import Outcome, fold
+from ossfleet.protocol.events import Outcome, fold, stream_position
 from ossfleet.structured import OutputFormat, forced_tools
 from ossfleet.tenancy import period_id
 from ossfleet.v1 import admin_pb2 as apb
@@ -278,10 +278,11 @@ class GrpcApi:
             state = await self.core.queue.request_state(model, req.request_id) if model else {}
             if state.get("tenant") != tenant.name:  # another tenant's request is reported as missing
                 raise NotFound(f"no request {req.request_id!r} for this tenant")
+            cursor = stream_position(req.cursor, "cursor") if req.cursor else "0-0"
         except OssfleetError as e:
             abort_with(ctx, e)
             raise
-        async for chunk in self._chunks([req.request_id], state.get("model", ""), req.cursor or "0-0", ctx):
+        async for chunk in self._chunks([req.request_id], state.get("model", ""), cursor, ctx):
             yield chunk
 
     async def _chunks(

@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("ossfleet.streams")
 
 
+def valid_position(entry_id: str) -> bool:
+    """Whether Redis takes ``entry_id`` as a stream position: ``<ms>-<seq>`` (or ``<ms>``), each a u64."""
+    ms, dash, seq = entry_id.partition("-")
+    parts = [ms, seq] if dash else [ms]
+    return all(p.isascii() and p.isdigit() and len(p) <= 20 and int(p) < 2**64 for p in parts)
+
+
 def _pos(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -51,6 +58,8 @@ class StreamHub:
 
     async def read(self, key: str, after: str = "0-0", timeout_s: float = 2.0) -> list[StreamEvent]:
         """The events of stream ``key`` after entry ``after``, or [] if none came within ``timeout_s``."""
+        if not valid_position(after):  # never let one reader's position fail the read every reader shares
+            raise ValueError(f"not a stream position: {after[:64]!r}")
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()

@@ -63,3 +63,28 @@ async def test_a_reader_from_further_back_than_a_running_read_misses_nothing(red
     assert [e.fields["text"] for e in await behind] == [str(i) for i in range(6)]
     await hub.close()
     await client.aclose()
+
+
+async def test_hardening_a_reader_position_redis_cannot_parse_fails_that_reader_alone(redis_server, namespace):
+    """#33 finding 2: a Last-Event-ID above 2^64 failed the one XREAD every relayed stream shares."""
+    from ossfleet.errors import InvalidRequest
+    from ossfleet.protocol.events import stream_position
+
+    client = connect_async(redis_server.url)
+    hub = StreamHub(client, block_ms=20)
+    key = KeySpace(namespace).stream("m", "r1")
+    await client.xadd(key, {"text": "a"})
+    for bad in ("99999999999999999999-0", "18446744073709551616-0", "1-x", "-1-0", "", "\u0661-0"):
+        with pytest.raises(InvalidRequest, match="at most 2"):
+            stream_position(bad, "cursor")
+        with pytest.raises(ValueError, match="not a stream position"):
+            await hub.read(key, bad, timeout_s=1)
+    assert stream_position("18446744073709551615-18446744073709551615", "cursor")
+    # Another reader, at the same time as a bad one, reads on.
+    good = asyncio.create_task(hub.read(key, "0-0", timeout_s=5))
+    with pytest.raises(ValueError):
+        await hub.read(key, "99999999999999999999-0", timeout_s=1)
+    events = await good
+    assert [e.fields["text"] for e in events] == ["a"]
+    await hub.close()
+    await client.aclose()

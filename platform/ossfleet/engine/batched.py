@@ -40,10 +40,14 @@ import torch
 
 from ossfleet.engine.base import EngineError, EngineRequest, EngineStats, ThroughputMeter, TokenLogprob, TokenOutput
 from ossfleet.engine.kvcache import StepBatch
-from ossfleet.engine.sampling import constrain, generator_for, sample, token_logprob
+from ossfleet.engine.sampling import constrain, drawable, generator_for, sample, token_logprob
 from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
 
 GRAMMAR_FAILED = "the structured-output grammar allowed no further token (an internal error; please report it)"
+NOT_A_DISTRIBUTION = (
+    "the model produced no distribution to sample from for this request (NaN or no finite logits: its adapter's "
+    "weights, say); the request failed alone"
+)
 
 
 class StageExecutor(Protocol):
@@ -339,13 +343,15 @@ class BatchedEngine:
                 sample_index.append(len(ids) - 1)
         return StepBatch(ids, pos, chunks, sample_index, adapters if any(adapters) else None)
 
-    def _sample(self, plan: StepPlan, logits: torch.Tensor) -> tuple[dict[str, int], dict[str, TokenLogprob], set[str]]:
+    def _sample(
+        self, plan: StepPlan, logits: torch.Tensor
+    ) -> tuple[dict[str, int], dict[str, TokenLogprob], dict[str, str]]:
         """Each sampling row's next token, within its stop-token bans and its grammar; the log-probabilities
-        of the rows that asked; and the rows whose grammar failed (it allowed no token, or refused the one
-        sampled), which the caller ends with an error."""
+        of the rows that asked; and the rows that failed, with why (a grammar that allowed no token or refused
+        the one sampled; logits that are no distribution), which the caller ends with that error alone."""
         picked = [c for c in plan.chunks if c.sample]
         rows = [self._rows.get(c.request_id) for c in picked]
-        failed: set[str] = set()
+        failed: dict[str, str] = {}
         live: list[tuple[int, Chunk, _Row, torch.Tensor | None]] = []
         for i, (c, r) in enumerate(zip(picked, rows, strict=True)):
             if r is None:
@@ -353,22 +359,31 @@ class BatchedEngine:
             k = r.request.constraint
             mask = k.allowed() if k is not None else None
             if mask is not None and not bool(mask.any()):
-                failed.add(c.request_id)
+                failed[c.request_id] = GRAMMAR_FAILED
                 continue
             live.append((i, c, r, mask))
         if not live:
             return {}, {}, failed
-        params = [r.request.sampling for _, _, r, _ in live]
         constrained = constrain(
             logits[[i for i, _, _, _ in live]], [c.banned_ids for _, c, _, _ in live], [m for *_, m in live]
         )
+        ok = drawable(constrained).tolist()
+        if not all(ok):
+            for (_, c, _, _), good in zip(live, ok, strict=True):
+                if not good:
+                    failed[c.request_id] = NOT_A_DISTRIBUTION
+            constrained = constrained[[j for j, good in enumerate(ok) if good]]
+            live = [x for x, good in zip(live, ok, strict=True) if good]
+            if not live:
+                return {}, {}, failed
+        params = [r.request.sampling for _, _, r, _ in live]
         tokens = sample(constrained, params, [r.gen for _, _, r, _ in live])
         out: dict[str, int] = {}
         lps: dict[str, TokenLogprob] = {}
         for j, ((_, c, r, _), t) in enumerate(zip(live, tokens, strict=True)):
             k = r.request.constraint
             if k is not None and not k.consume(t):
-                failed.add(c.request_id)
+                failed[c.request_id] = GRAMMAR_FAILED
                 continue
             out[c.request_id] = t
             if params[j].logprobs is not None:
@@ -398,7 +413,8 @@ class BatchedEngine:
                 self.steps += 1
                 self._meter.add(time.monotonic(), sum(len(o.token_ids) for o in outputs))
                 self._emit([o for o in outputs if o.request_id not in failed], logprobs=lps)
-                self._emit([o for o in outputs if o.request_id in failed], error=GRAMMAR_FAILED)
+                for why in set(failed.values()):
+                    self._emit([o for o in outputs if failed.get(o.request_id) == why], error=why)
         except Exception as e:  # a stage failed: every request fails with it, and the engine is unhealthy
             self._failed = f"{type(e).__name__}: {e}"
             self._emit([SeqOutput(rid, (), True, None) for rid in list(self.scheduler.seqs)], error=self._failed)

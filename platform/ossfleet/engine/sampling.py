@@ -13,6 +13,21 @@ import torch
 
 from ossfleet.engine.base import SamplingParams, TokenLogprob
 
+# Temperatures below this sample greedily (vLLM's threshold too): dividing logits by 1e-300 overflows
+# them to inf, and a softmax of infs is NaN, which no sampler can draw from.
+GREEDY_BELOW = 1e-5
+
+
+def greedy(p: SamplingParams) -> bool:
+    return p.temperature < GREEDY_BELOW
+
+
+def drawable(logits: torch.Tensor) -> torch.Tensor:
+    """Per row of ``[B, V]`` logits: whether it is a distribution a token can be drawn from (no NaN, at
+    least one finite score). A row that is not (a poisoned adapter's NaN weights, say) fails its request
+    alone, never the step."""
+    return ~torch.isnan(logits).any(dim=-1) & torch.isfinite(logits).any(dim=-1)
+
 
 def generator_for(params: SamplingParams) -> torch.Generator:
     seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
@@ -21,7 +36,7 @@ def generator_for(params: SamplingParams) -> torch.Generator:
 
 def sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) -> int:
     """One token from one row of logits ``[V]``."""
-    if p.temperature == 0:
+    if greedy(p):
         return int(torch.argmax(logits))
     scores = logits.float() / p.temperature
     if p.top_k and p.top_k < scores.numel():
@@ -71,7 +86,7 @@ def sample(
 ) -> list[int]:
     """The next token of every row of ``logits`` ``[B, V]``, within what :func:`constrain` leaves."""
     logits = constrain(logits, banned, allowed)
-    if all(p.temperature == 0 for p in params):
+    if all(greedy(p) for p in params):
         return [int(t) for t in torch.argmax(logits, dim=-1)]
     return [sample_row(logits[i], p, g) for i, (p, g) in enumerate(zip(params, gens, strict=True))]
 
@@ -79,7 +94,7 @@ def sample(
 def token_logprob(logits: torch.Tensor, p: SamplingParams, token: int) -> TokenLogprob:
     """The log-probability of ``token`` in one row ``[V]`` of constrained logits, and the top
     ``p.logprobs`` alternatives', from the distribution after temperature (greedy: temperature 1)."""
-    scores = logits.float() / (p.temperature or 1.0)
+    scores = logits.float() / (1.0 if greedy(p) else p.temperature)
     lp = torch.log_softmax(scores, dim=-1)
     top: tuple[tuple[int, float], ...] = ()
     if p.logprobs:

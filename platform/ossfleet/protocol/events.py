@@ -14,10 +14,11 @@ A request's stream (``stream:<id>``) holds ``delta`` entries, then one terminal 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ossfleet.errors import RequestFailed
+from ossfleet.errors import InvalidRequest, RequestFailed
 from ossfleet.harmony import Delta
 
 TERMINAL = ("done", "error")  # entry types that end a stream
@@ -97,3 +98,20 @@ def fold(out: Outcome, ev: StreamEvent) -> None:
         out.cost_nusd = int(f.get("cost_nusd", 0))
     elif ev.type == "error":
         raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
+
+
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+MAX_ENTRY_PART = 2**64 - 1  # a Redis stream id is two unsigned 64-bit integers
+
+
+def stream_position(entry_id: str, param: str) -> str:
+    """A stream entry id from a client (``<ms>-<seq>``, each part a u64), or InvalidRequest naming ``param``.
+
+    Checked before it reaches Redis: an id Redis cannot parse fails the one XREAD a gateway shares among
+    every stream it relays, and so every other tenant's stream with it.
+    """
+    if not _ENTRY_ID.fullmatch(entry_id) or any(int(p) > MAX_ENTRY_PART for p in entry_id.split("-")):
+        raise InvalidRequest(
+            f"{param} is not a stream position of this request (<ms>-<seq>, each at most 2^64-1)", param=param
+        )
+    return entry_id

@@ -8,7 +8,6 @@ the field to fix.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -18,10 +17,8 @@ from ossfleet import jsonlimits
 from ossfleet.errors import InvalidRequest
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.protocol.chat import ChatRequest, check_request, validate_messages
-from ossfleet.protocol.events import Outcome, openai_finish
+from ossfleet.protocol.events import Outcome, openai_finish, stream_position
 from ossfleet.structured import OutputFormat, forced_tools
-
-_ENTRY = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class _Strict(BaseModel):
@@ -388,6 +385,6 @@ def resume_positions(last_event_id: str | None, choices: int) -> list[str] | Non
     if not last_event_id:
         return None
     parts = last_event_id.split(",")
-    if len(parts) != choices or not all(_ENTRY.fullmatch(p) for p in parts):
+    if len(parts) != choices:
         raise InvalidRequest("Last-Event-ID is not an event id of this request's stream", param="Last-Event-ID")
-    return parts
+    return [stream_position(p, "Last-Event-ID") for p in parts]
