@@ -32,7 +32,7 @@ from ossfleet.errors import (
     PermissionDenied,
     RequestFailed,
 )
-from ossfleet.harmony import HarmonyRenderer, ReasoningEffort
+from ossfleet.harmony import HarmonyRenderer, ReasoningEffort, raw_prompt_ids
 from ossfleet.lora_format import AdapterInvalid, ModelShape, validate
 from ossfleet.pricing import NANO_PER_USD, cost_nusd, with_surcharge
 from ossfleet.protocol.chat import ChatRequest, check_request
@@ -234,7 +234,7 @@ class GatewayCore:
     def render(self, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
         renderer = self.renderers[model]
         if req.prompt is not None:
-            return list(renderer.tok.encode(req.prompt, add_special_tokens=False))
+            return raw_prompt_ids(renderer.tok, req.prompt)
         return renderer.render(req.messages, effort=effort, tools=req.tools)
 
     async def render_off_loop(self, tenant: str, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:

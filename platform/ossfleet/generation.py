@@ -24,6 +24,7 @@ class RawTextStream:
     """
 
     stopped_by: str | None = None
+    calls = 0  # raw text has no tool calls
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.text = IncrementalDecoder(tokenizer)
@@ -180,7 +181,9 @@ class Generation:
                 engine.abort(rid)
                 self.finish = "stop"
                 break
-        if self.parser.stopped_by == "call":
+        # "tool_calls" only where a call was parsed: a plain message the model ended with <|call|> is "stop"
+        # (a client that branches on the reason looks for calls that must be there).
+        if self.parser.stopped_by == "call" and self.parser.calls:
             self.finish = "tool_calls"
         elif self.finish == "abort":
             self.finish = "cancelled"

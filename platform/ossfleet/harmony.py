@@ -301,7 +301,7 @@ class HarmonyStreamParser:
         self._header: list[int] | None = []  # None while inside a message body
         self._after_start = False  # the header began with <|start|>, so a role comes first
         self._msg: _Msg | None = None
-        self._calls = 0
+        self._calls = 0  # tool calls parsed so far
         self.stopped_by: str | None = None  # "return", "call" or None
 
     def _decode(self, ids: Sequence[int]) -> str:
@@ -337,6 +337,11 @@ class HarmonyStreamParser:
         if not new:
             return []
         return [Delta("reasoning" if m.channel == "analysis" else "content", new)]
+
+    @property
+    def calls(self) -> int:
+        """Tool calls parsed so far."""
+        return self._calls
 
     def _close(self) -> list[Delta]:
         out = self._flush_text(final=True)
@@ -410,3 +415,17 @@ class HarmonyStreamParser:
         if self._msg is not None:
             return self._close()
         return []
+
+
+def raw_prompt_ids(tok: Any, prompt: str | tuple[int, ...]) -> list[int]:
+    """A raw completion's prompt as token ids: text tokenized as is, token ids checked against the
+    tokenizer's vocabulary (an id past it would fail in the engine, after admission)."""
+    if isinstance(prompt, str):
+        return list(tok.encode(prompt, add_special_tokens=False))
+    vocab = len(tok)
+    bad = next((t for t in prompt if t >= vocab), None)
+    if bad is not None:
+        from ossfleet.errors import InvalidRequest
+
+        raise InvalidRequest(f"prompt: token id {bad} is outside the model's vocabulary of {vocab}", param="prompt")
+    return list(prompt)

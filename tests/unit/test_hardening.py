@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import redis.exceptions
+from pydantic import ValidationError
 
 from ossfleet import jsonlimits
 from ossfleet.batch.format import validate
@@ -110,3 +111,89 @@ def test_hardening_dedicated_resources_lacking_are_named_with_what_is_free():
     )
     # A resource the actor does not ask for is never the reason.
     assert missing_resources({"CPU": 0.5, "GPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}) is None
+
+
+def test_hardening_completions_take_token_id_prompts_and_refuse_stream_options_without_a_stream():
+    """#33 finding 11: OpenAI accepts an int array or int arrays as a prompt, and refuses stream_options
+    on a request that does not stream."""
+    from ossfleet.protocol.openai import CompletionRequest, to_completion_request
+
+    def texts(prompt):
+        return CompletionRequest.model_validate({"model": "m", "prompt": prompt}).texts()
+
+    assert texts([0, 0, 0]) == [(0, 0, 0)]
+    assert texts([[1, 2, 3], [4, 5]]) == [(1, 2, 3), (4, 5)]
+    assert texts(["a", "b"]) == ["a", "b"] and texts("a") == ["a"]
+    req = to_completion_request(CompletionRequest.model_validate({"model": "m", "prompt": [[1, 2], [3]]}), {}, 64)
+    assert (req.prompt, req.more_prompts) == ((1, 2), ((3,),))
+    for bad in ([-1], [[]], [1.5], [], [[1], "a"]):
+        with pytest.raises(ValidationError):
+            CompletionRequest.model_validate({"model": "m", "prompt": bad})
+    usage = {"include_usage": True}
+    for body in ({"model": "m", "prompt": "x", "stream_options": usage},
+                 {"model": "m", "prompt": "x", "stream": False, "stream_options": usage}):  # fmt: skip
+        with pytest.raises(ValidationError, match="stream_options is only allowed when stream is true"):
+            CompletionRequest.model_validate(body)
+    CompletionRequest.model_validate({"model": "m", "prompt": "x", "stream": True, "stream_options": {}})
+
+
+def test_hardening_token_ids_past_the_vocabulary_are_refused_naming_the_prompt(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    from ossfleet.harmony import raw_prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert raw_prompt_ids(tok, (1, 2, len(tok) - 1)) == [1, 2, len(tok) - 1]
+    with pytest.raises(InvalidRequest, match=f"token id {len(tok)} is outside the model's vocabulary") as e:
+        raw_prompt_ids(tok, (1, len(tok)))
+    assert e.value.param == "prompt"
+
+
+def test_hardening_completions_logprobs_keep_the_sampled_token_and_never_collapse_partial_characters():
+    """#33 finding 11: top_logprobs keyed by decoded text collapsed distinct partial-UTF-8 tokens into one
+    "\ufffd" key, and left the sampled token out (logprobs: 0 gave {})."""
+    from ossfleet.protocol.openai import completion_logprobs
+
+    def entry(b, lp, top=()):
+        return {"token": bytes(b).decode("utf-8", errors="replace"), "logprob": lp, "bytes": list(b),
+                "top_logprobs": [{"token": bytes(t).decode("utf-8", errors="replace"), "logprob": v, "bytes": list(t)}
+                                 for t, v in top]}  # fmt: skip
+
+    out = completion_logprobs([
+        entry(b"\xe2", -1.0, [(b"\xe2\x80", -0.5), (b"\xe2", -1.0), (b"\x80", -2.0), (b"hi", -3.0)]),
+        entry(b"ok", -0.1),
+    ])  # fmt: skip
+    assert out["tokens"] == ["bytes:\\xe2", "ok"]
+    assert out["top_logprobs"][0] == {"bytes:\\xe2": -1.0, "bytes:\\xe2\\x80": -0.5, "bytes:\\x80": -2.0, "hi": -3.0}
+    assert out["top_logprobs"][1] == {"ok": -0.1}  # logprobs: 0 still names the sampled token
+
+
+@pytest.mark.parametrize(
+    ("answer", "finish"),
+    [
+        ("<|channel|>final<|message|>hello<|call|>", "stop"),  # a plain message ended with <|call|>
+        ("<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}<|call|>", "tool_calls"),
+        ("<|channel|>final<|message|>hello<|return|>", "stop"),
+    ],
+)
+async def test_hardening_tool_calls_is_the_finish_reason_only_where_a_call_was_parsed(tiny_checkpoint, answer, finish):
+    """#33 finding 11: a plain message the model ended with <|call|> was reported as "tool_calls"."""
+    from transformers import AutoTokenizer
+
+    from ossfleet.engine.base import SamplingParams, TokenOutput
+    from ossfleet.generation import Generation
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    ids = tok.encode(answer, add_special_tokens=False)
+
+    class Replay:  # an engine that answers with fixed tokens: the finish rule is pure logic over them
+        async def generate(self, request):
+            yield TokenOutput(ids, finished=True, finish_reason="stop")
+
+        def abort(self, request_id):
+            pass
+
+    gen = Generation(tok, "r", [1, 2], SamplingParams(max_tokens=64), raw=False)
+    events = [e async for batch in gen.run(Replay()) for e in batch]
+    assert gen.finish == finish
+    assert any(e.delta.kind == "tool_call" for e in events) == (finish == "tool_calls")

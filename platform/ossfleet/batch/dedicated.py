@@ -28,6 +28,7 @@ from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prep
 from ossfleet.engine.base import EngineError
 from ossfleet.errors import InvalidRequest, OssfleetError
 from ossfleet.generation import Generation, sampling_from_payload
+from ossfleet.harmony import raw_prompt_ids
 from ossfleet.pricing import cost_nusd
 from ossfleet.protocol.events import Outcome, StreamEvent, delta_event, fold
 from ossfleet.protocol.openai import batch_request, response_body
@@ -109,7 +110,10 @@ class DedicatedEngine:
         except OssfleetError as e:
             return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         if req.prompt is not None:
-            prompt = list(self.tok.encode(req.prompt, add_special_tokens=False))
+            try:
+                prompt = raw_prompt_ids(self.tok, req.prompt)
+            except OssfleetError as e:
+                return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         else:
             prompt = self.renderer.render(req.messages, effort=req.reasoning_effort or "medium", tools=req.tools)
         sampling = sampling_from_payload(

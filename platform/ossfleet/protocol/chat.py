@@ -11,6 +11,9 @@ from ossfleet.errors import InvalidRequest
 from ossfleet.harmony import Message, ReasoningEffort, Tool
 from ossfleet.structured import OutputFormat
 
+# A raw completion's prompt: text (tokenized by the gateway) or token ids (checked against the vocabulary).
+Prompt = str | tuple[int, ...]
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -32,7 +35,7 @@ class ChatRequest:
     idempotency_key: str = ""
     # A raw completion (/v1/completions): this text is the whole prompt, with no
     # harmony rendering, and the output is returned as plain text.
-    prompt: str | None = None
+    prompt: Prompt | None = None
     # A line of a queue-mode batch job: the lowest band, the batch discount, no
     # rate limits (the job's window bounds it) and not one of the tenant's streams.
     batch: bool = False
@@ -43,7 +46,7 @@ class ChatRequest:
     # Completions wanted (each its own request through the queue, admitted all or nothing), and for a
     # raw completion the further prompts of a list (each answered n times, after ``prompt``'s).
     n: int = 1
-    more_prompts: tuple[str, ...] = ()
+    more_prompts: tuple[Prompt, ...] = ()
 
     def choices(self) -> list[ChatRequest]:
         """The single requests this one stands for, in choice order: for each prompt, n choices; choice
@@ -86,7 +89,9 @@ def check_request(req: ChatRequest) -> None:
     from jsonschema import SchemaError
     from jsonschema.validators import validator_for
 
-    _check_text(req.prompt, "prompt")
+    for i, p in enumerate((req.prompt, *req.more_prompts)):
+        if isinstance(p, str):
+            _check_text(p, "prompt" if not req.more_prompts else f"prompt[{i}]")
     for i, m in enumerate(req.messages):
         _check_text(m.content, f"messages[{i}].content")
         _check_text(m.reasoning, f"messages[{i}].reasoning")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ossfleet import jsonlimits
 from ossfleet.errors import InvalidRequest
 from ossfleet.harmony import Message, Tool, ToolCall
-from ossfleet.protocol.chat import ChatRequest, check_request, validate_messages
+from ossfleet.protocol.chat import ChatRequest, Prompt, check_request, validate_messages
 from ossfleet.protocol.events import Outcome, openai_finish, stream_position
 from ossfleet.structured import OutputFormat, forced_tools
 
@@ -98,6 +98,9 @@ class NamedToolChoice(_Strict):
     function: NamedFunction
 
 
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+
+
 class _Generation(_Strict):
     """The fields both completion endpoints share: model, sampling, streaming."""
 
@@ -127,6 +130,13 @@ class _Generation(_Strict):
 
     def stop_strings(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> _Generation:
+        # OpenAI and vLLM answer 400 here: options for a stream that is not one are a client's mistake.
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
 
     def common(self, headers: Any) -> dict[str, Any]:
         """The ChatRequest fields both endpoints fill alike: sampling, priority, idempotency."""
@@ -193,14 +203,26 @@ class ChatCompletionRequest(_Generation):
 class CompletionRequest(_Generation):
     """``/v1/completions``: a raw prompt, continued as plain text (no harmony rendering)."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=128)]
+    # Text, texts, token ids, or lists of token ids (as OpenAI's and vLLM's completions take them).
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=128)]
+        | Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=128)]
+    )
     max_tokens: Annotated[int, Field(ge=1)] = 16
     echo: Literal[False] = False
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     suffix: None = None
 
-    def texts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def texts(self) -> list[Prompt]:
+        """The prompts, each a text or a tuple of token ids."""
+        p: Any = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if all(isinstance(x, int) for x in p):
+            return [tuple(p)]
+        return [x if isinstance(x, str) else tuple(x) for x in p]
 
 
 def pydantic_error(e: ValidationError) -> InvalidRequest:
@@ -261,7 +283,7 @@ def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limi
     texts = body.texts()
     for i, t in enumerate(texts):
         if not t:
-            raise InvalidRequest("prompt must not be empty", param="prompt" if len(texts) == 1 else f"prompt.{i}")
+            raise InvalidRequest("prompt must not be empty", param="prompt" if len(texts) == 1 else f"prompt[{i}]")
     if body.max_tokens > max_tokens_limit:
         raise InvalidRequest(
             f"max_tokens {body.max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens"
@@ -315,11 +337,25 @@ def completion_logprobs(entries: list[dict[str, Any]], offset: int = 0) -> dict[
         offsets.append(offset)
         offset += len(e["token"])
     return {
-        "tokens": [e["token"] for e in entries],
+        "tokens": [legacy_token(e) for e in entries],
         "token_logprobs": [e["logprob"] for e in entries],
-        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        # The sampled token always, then the k most likely (OpenAI's form: up to logprobs + 1 keys).
+        "top_logprobs": [
+            {legacy_token(e): e["logprob"], **{legacy_token(t): t["logprob"] for t in e["top_logprobs"]}}
+            for e in entries
+        ],
         "text_offset": offsets,
     }
+
+
+def legacy_token(entry: dict[str, Any]) -> str:
+    """A token as the legacy completions form names it: its text, or ``bytes:\\xNN...`` where its bytes are
+    not UTF-8 on their own (part of a character), so distinct tokens never collapse into one "\ufffd" key."""
+    raw = bytes(entry["bytes"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
 
 
 def _message(o: Outcome) -> dict[str, Any]:
