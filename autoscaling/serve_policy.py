@@ -62,12 +62,12 @@ class OssfleetServePolicy:
 
     def _redis(self) -> Any:
         if self._client is None:
-            import os
+            from ossfleet.config import RedisConfig
+            from ossfleet.redisdb import connect
 
-            import redis
-
-            password = os.environ.get(self.password_env) if self.password_env else None
-            self._client = redis.Redis.from_url(self.redis_url, password=password, socket_timeout=1.0)
+            # The project's connector: a redis+cluster:// URL gets a cluster client (redis.Redis.from_url
+            # raised on it, and the policy then kept the replica count forever).
+            self._client = connect(self.redis_url, RedisConfig(password_env=self.password_env), timeout_s=1.0)
         return self._client
 
     @staticmethod

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from ossfleet.storage import FileStorage
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # fullmatch: "$" would match before a trailing newline
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -44,7 +44,7 @@ def split_model(model: str) -> tuple[str, str | None]:
 
 
 def check_name(name: str) -> None:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InvalidRequest(
             f"adapter name {name!r} must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter "
             "or digit",

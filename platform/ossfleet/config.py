@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: every number here is used in arithmetic (budgets, weights, prices).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RedisConfig(_Section):
@@ -296,7 +297,8 @@ class ModelConfig(_Section):
 
 class BudgetConfig(_Section):
     period: Literal["daily", "monthly"] = "monthly"
-    limit_usd: Annotated[float, Field(ge=0)] = 100.0
+    # At most a billion dollars a period: spend is counted in int64 nano-dollars.
+    limit_usd: Annotated[float, Field(ge=0, le=1e9)] = 100.0
     # An alert event fires once per period when spend crosses this fraction.
     soft_alert_fraction: Annotated[float, Field(gt=0, le=1)] = 0.8
 
@@ -319,7 +321,8 @@ class TenantConfig(_Section):
     allowed_models: list[str] = ["*"]
     max_band: str | None = None
     default_band: str | None = None
-    weight: Annotated[float, Field(gt=0)] = 1.0
+    # Fair-share weight, within a factor of 1,000 either way of the default (1e-320 starved the tenant).
+    weight: Annotated[float, Field(ge=0.001, le=1000)] = 1.0
     allow_fallback: bool = False
     # `auto` prefers a less capable model over a wait longer than this.
     max_wait_s: Annotated[float, Field(gt=0)] = 30.0

@@ -177,7 +177,7 @@ def validate(
         raise AdapterInvalid(f"rank r={rank} is outside what this model serves (1 to {max_rank})", CONFIG_FILE)
     seen: dict[tuple[int, str], set[str]] = {}
     for name, t in header.items():
-        m = KEY.match(name)
+        m = KEY.fullmatch(name)
         if m is None:
             raise AdapterInvalid(
                 f"tensor {name!r} is not a LoRA weight of an attention projection ({', '.join(TARGETS)}); "

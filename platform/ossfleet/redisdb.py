@@ -255,14 +255,18 @@ def cluster_url(url: str) -> str | None:
     return None
 
 
-def connect(url: str, cfg: RedisConfig | None = None) -> Any:
-    """A synchronous client (a cluster client for ``redis+cluster://``). ``rediss://`` URLs use TLS."""
+def connect(url: str, cfg: RedisConfig | None = None, timeout_s: float | None = None) -> Any:
+    """A synchronous client (a cluster client for ``redis+cluster://``). ``rediss://`` URLs use TLS.
+    ``timeout_s`` bounds each command's socket wait (a caller that must not hang on a dead Redis)."""
+    kwargs = _client_kwargs(cfg)
+    if timeout_s is not None:
+        kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     node = cluster_url(url)
     if node is not None:
         from redis.cluster import RedisCluster
 
-        return RedisCluster.from_url(node, **_client_kwargs(cfg))
-    return redis.Redis.from_url(url, **_client_kwargs(cfg))
+        return RedisCluster.from_url(node, **kwargs)
+    return redis.Redis.from_url(url, **kwargs)
 
 
 @functools.cache

@@ -237,8 +237,15 @@ def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend
         return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent",
                                      selector)  # fmt: skip
 
+    # Hardening (#33 finding 10): the console is served with a CSP and frame headers, and runs under them.
+    page = httpx.get(platform.base_url + "/console")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
     try:
         driver.get(platform.base_url + "/console")
+        driver.execute_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
+                              "e => window.cspViolations.push(e.violatedDirective))")  # fmt: skip
         driver.find_element(By.ID, "key").send_keys(admin_key)
         driver.find_element(By.ID, "connect").click()
         wait.until(lambda d: text("#tenants tr[data-tenant='acme']"))
@@ -265,6 +272,8 @@ def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend
         assert float((text(spent) or "").lstrip("$")) > 0
         assert text("#replicas tr[data-model='gpt-oss-20b']")
         assert driver.execute_script("return document.querySelectorAll('#queue-chart polyline').length") > 0
+        assert driver.execute_script("return [...document.querySelectorAll('#legend span')].every(e => e.style.color)")
+        assert driver.execute_script("return window.cspViolations") == []  # the page works under its own CSP
         shot = tmp_path / "console.png"
         driver.execute_script("document.getElementById('new-key').textContent = 'osf-...'")  # no key in an image
         driver.save_screenshot(str(shot))

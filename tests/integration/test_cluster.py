@@ -180,3 +180,19 @@ async def test_cluster_soft_alert_reaches_the_alerts_stream_once(cenv):
         await q.complete(MODELS[i], lease.request_id, "rep", 1, 100, "stop")
     alerts = await q.alerts()
     assert [a.fields["tenant"] for a in alerts] == ["a"] and alerts[0].fields["spent_nusd"] == "200"
+
+
+async def test_hardening_the_serve_autoscaling_policy_reads_a_redis_cluster(cenv, redis_cluster, namespace):
+    """#33 finding 12: the policy built its client with redis.Redis.from_url, which raises on
+    redis+cluster://; the error was caught, so on a cluster it kept the replica count forever."""
+    from types import SimpleNamespace
+
+    from autoscaling.serve_policy import OssfleetServePolicy
+
+    q, _ = cenv
+    for i in range(5):
+        await q.admit(adm(f"w{i}", model="m2"))
+    policy = OssfleetServePolicy(redis_cluster.url, namespace, "m2", 3, min_replicas=0, max_replicas=4)
+    ctx = SimpleNamespace(current_time=None, target_num_replicas=0, policy_state={}, aggregated_metrics={})
+    desired, _ = policy(ctx)
+    assert desired >= 1  # five requests wait and nothing serves them: the policy asks for a replica

@@ -114,3 +114,26 @@ async def test_tenants_concurrent_first_requests_all_wait_for_the_seeding(client
     reg = TenantRegistry(r, parse_config(cfg, "<t>"))
     seen = await asyncio.gather(*(reg.get(f"t{i}") for i in range(60)))
     assert all(t is not None for t in seen)
+
+
+async def test_hardening_admin_numbers_that_could_not_be_used_are_refused_and_change_nothing(clients, namespace):
+    """#33 finding 6: an infinite limit was stored (then every read of the tenant failed), a weight of
+    1e-320 starved the tenant's requests forever."""
+    r, _ = clients
+    reg = TenantRegistry(r, parse_config(config(namespace), "<t>"))
+    await reg.create({"name": "gamma"}, actor="ops")
+    before = await r.get("{" + namespace + "}:tenant:gamma")
+    for bad, param in (
+        ({"budget": {"limit_usd": float("inf")}}, "budget.limit_usd"),
+        ({"budget": {"limit_usd": float("nan")}}, "budget.limit_usd"),
+        ({"budget": {"limit_usd": 1e30}}, "budget.limit_usd"),
+        ({"weight": 1e-320}, "weight"),
+        ({"weight": float("inf")}, "weight"),
+    ):
+        with pytest.raises(InvalidRequest) as e:
+            await reg.update("gamma", bad, actor="ops")
+        assert e.value.param == param, bad
+        with pytest.raises(InvalidRequest):
+            await reg.create({"name": "delta", **bad}, actor="ops")
+    assert await r.get("{" + namespace + "}:tenant:gamma") == before
+    assert [t.name for t in await reg.all()] == ["acme", "gamma", "globex"]  # every tenant still reads

@@ -197,3 +197,13 @@ async def test_hardening_tool_calls_is_the_finish_reason_only_where_a_call_was_p
     events = [e async for batch in gen.run(Replay()) for e in batch]
     assert gen.finish == finish
     assert any(e.delta.kind == "tool_call" for e in events) == (finish == "tool_calls")
+
+
+def test_hardening_names_with_a_trailing_newline_are_refused():
+    """#33 finding 9: Python's re "$" matches before a trailing newline, so "bot\\n" passed as a name."""
+    from ossfleet.adapters import check_name
+
+    check_name("bot")
+    for bad in ("bot\n", "bot\r\n", "\nbot", "Bot", ""):
+        with pytest.raises(InvalidRequest, match="adapter name"):
+            check_name(bad)

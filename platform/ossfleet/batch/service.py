@@ -36,11 +36,11 @@ MODES = ("queue", "dedicated")
 PURPOSES = ("batch",)
 # Errors kept on a failed job's record (every bad line up to this many; the count says how many in all).
 MAX_REPORTED_ERRORS = 10_000
-_WINDOW = re.compile(r"^([0-9]+)([smhd])$")
+_WINDOW = re.compile(r"([0-9]+)([smhd])")  # fullmatch: "$" would match before a trailing newline
 
 
 def window_seconds(window: str) -> int:
-    m = _WINDOW.match(window)
+    m = _WINDOW.fullmatch(window)
     if not m:
         raise InvalidRequest(f"completion_window {window!r} is not like '24h'", param="completion_window")
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]

@@ -36,7 +36,7 @@ def load_lora(
     scale = lora_scale(config, rank)
     pairs: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     for name, t in tensors.items():
-        m = KEY.match(name)
+        m = KEY.fullmatch(name)
         if m is None:
             raise ValueError(f"tensor {name!r} is not a LoRA weight of an attention projection")
         layer = int(m.group(1))
