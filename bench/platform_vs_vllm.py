@@ -67,7 +67,7 @@ def pct(xs: list[float], p: float) -> float:
     if not xs:
         return float("nan")
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 # -- clients ---------------------------------------------------------------------------------------
