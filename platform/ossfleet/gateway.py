@@ -14,10 +14,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from ossfleet import metrics
 from ossfleet.adapters import AdapterRecord, AdapterStore, check_name, split_model
@@ -48,6 +48,7 @@ from ossfleet.tenancy import authenticate, period_id
 from ossfleet.tenants import TenantRegistry
 
 log = logging.getLogger("ossfleet.gateway")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -240,12 +241,16 @@ class GatewayCore:
     async def render_off_loop(self, tenant: str, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
         """:meth:`render` on the render pool: a large prompt never blocks the event loop (the
         tokenizer releases the GIL), and a tenant's own renders wait for each other, not others'."""
+        return await self.off_loop(tenant, self.render, model, req, effort)
+
+    async def off_loop(self, tenant: str, fn: Callable[..., T], *args: Any) -> T:
+        """CPU-heavy work of a request (rendering, schema and grammar checks) on the render pool, never on
+        the event loop, and at most ``tenant_render_concurrency`` of one tenant's at once."""
         slots = self._render_slots.get(tenant)
         if slots is None:
             slots = self._render_slots[tenant] = asyncio.Semaphore(self.cfg.limits.tenant_render_concurrency)
         async with slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._render_pool, self.render, model, req, effort)
+            return await asyncio.get_running_loop().run_in_executor(self._render_pool, fn, *args)
 
     async def submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         """Place and admit one request; raises a typed error and changes nothing if refused."""
@@ -308,7 +313,7 @@ class GatewayCore:
         # Token counts come from the requested model's tokenizer (or, for auto,
         # the first one: every gpt-oss model shares the o200k harmony vocab).
         probe = req.model if req.model != AUTO else self.cfg.models[0].name
-        check_request(req)
+        await self.off_loop(t.name, check_request, req)
         choices = req.choices()
         distinct = choices[:: req.n]  # one per prompt
         prompts = [await self.render_off_loop(t.name, probe, c, effort) for c in distinct]
@@ -336,8 +341,7 @@ class GatewayCore:
         if req.output_format is not None:
             lark = grammar(req.output_format, placement.max_tokens)
             param = "tool_choice" if req.output_format.kind == "tool_call" else "response_format"
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._render_pool, self.grammars(placement.model).check, lark, param)
+            await self.off_loop(t.name, self.grammars(placement.model).check, lark, param)
         model_cfg = self.cfg.model(placement.model)
         assert model_cfg is not None
         discount = self.cfg.batch.discount if req.batch else 0.0
