@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from ossfleet import jsonlimits
 from ossfleet.adapters import AdapterRecord
 from ossfleet.admin_api import AdminService
 from ossfleet.batch.service import BatchService
@@ -86,10 +87,11 @@ def to_chat(req: pb.GenerateRequest, md: dict[str, str], max_tokens_limit: int, 
         raise InvalidRequest("at most 4 stop sequences", param="stop")
     tools = []
     for t in req.tools:
-        try:
-            params = json.loads(t.parameters_json) if t.parameters_json else {}
-        except json.JSONDecodeError as e:
-            raise InvalidRequest(f"tool {t.name!r}: parameters_json is not JSON ({e.msg})", param="tools") from None
+        params = (
+            jsonlimits.loads(t.parameters_json, f"tool {t.name!r}: parameters_json", "tools")
+            if (t.parameters_json)
+            else {}
+        )
         if not isinstance(params, dict):
             raise InvalidRequest(f"tool {t.name!r}: parameters_json must be a JSON object", param="tools")
         tools.append(Tool(t.name, t.description, params))
@@ -135,10 +137,7 @@ def output_format(req: pb.GenerateRequest, tools: tuple[Tool, ...]) -> OutputFor
         return OutputFormat("json_object")
     if kind != "json_schema":
         raise InvalidRequest("response_format.type must be text, json_object or json_schema", param="response_format")
-    try:
-        schema = json.loads(req.response_format.schema_json)
-    except json.JSONDecodeError as e:
-        raise InvalidRequest(f"response_format.schema_json is not JSON ({e.msg})", param="response_format") from None
+    schema = jsonlimits.loads(req.response_format.schema_json, "response_format.schema_json", "response_format")
     if not isinstance(schema, dict):
         raise InvalidRequest("response_format.schema_json must be a JSON object", param="response_format")
     return OutputFormat("json_schema", schema=schema)
@@ -494,10 +493,7 @@ def _tenant_pb(body: dict[str, Any]) -> apb.Tenant:
 
 
 def _fields(raw: str) -> Any:
-    try:
-        return json.loads(raw) if raw else {}
-    except json.JSONDecodeError as e:
-        raise InvalidRequest(f"fields_json is not JSON ({e.msg})", param="fields_json") from None
+    return jsonlimits.loads(raw, "fields_json", "fields_json") if raw else {}
 
 
 class AdminGrpc:

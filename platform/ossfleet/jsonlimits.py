@@ -31,16 +31,18 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def loads(text: str | bytes, what: str = "request body") -> Any:
-    """Parse ``text``; raises :class:`InvalidRequest` saying what is wrong and where."""
+def loads(text: str | bytes, what: str = "request body", param: str | None = None) -> Any:
+    """Parse ``text``; raises :class:`InvalidRequest` saying what is wrong and where (naming ``param``)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InvalidRequest(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise InvalidRequest(
+            f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", param=param
+        ) from None
     except RecursionError:
-        raise InvalidRequest(f"{what} is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
+        raise InvalidRequest(f"{what} is nested too deeply (the limit is {MAX_DEPTH} levels)", param=param) from None
     except ValueError as e:  # an integer past Python's digit limit
-        raise InvalidRequest(f"{what} has a number too large to read ({e})") from None
+        raise InvalidRequest(f"{what} has a number too large to read ({e})", param=param) from None
     if depth(value) > MAX_DEPTH:
-        raise InvalidRequest(f"{what} is nested too deeply (the limit is {MAX_DEPTH} levels)")
+        raise InvalidRequest(f"{what} is nested too deeply (the limit is {MAX_DEPTH} levels)", param=param)
     return value

@@ -118,25 +118,84 @@ def safetensors_header(data: bytes) -> dict[str, Any]:
     for name, t in header.items():
         if not isinstance(t, dict) or not {"dtype", "shape", "data_offsets"} <= t.keys():
             raise AdapterInvalid(f"{WEIGHTS_FILE}: tensor {name!r} has no dtype, shape or data_offsets")
-        a, b = t["data_offsets"]
+        offsets, shape, dtype = t["data_offsets"], t["shape"], t["dtype"]
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_whole(x) for x in offsets)):
+            raise AdapterInvalid(f"{WEIGHTS_FILE}: tensor {name!r} has data_offsets {offsets!r}, not two whole numbers")
+        if not (isinstance(shape, list) and len(shape) <= 8 and all(_whole(x) for x in shape)):
+            raise AdapterInvalid(f"{WEIGHTS_FILE}: tensor {name!r} has shape {shape!r}, not a list of whole numbers")
+        if not isinstance(dtype, str):
+            raise AdapterInvalid(f"{WEIGHTS_FILE}: tensor {name!r} has dtype {dtype!r}, not a name")
+        a, b = offsets
         if not 0 <= a <= b <= body:
             raise AdapterInvalid(f"{WEIGHTS_FILE}: tensor {name!r} lies outside the file")
+        if dtype in DTYPES and b - a != math.prod(shape) * DTYPES[dtype]:
+            raise AdapterInvalid(
+                f"{WEIGHTS_FILE}: tensor {name!r} spans {b - a} bytes, but {dtype} of shape {shape} takes "
+                f"{math.prod(shape) * DTYPES[dtype]}"
+            )
     return header
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**53
+
+
+# Per dtype: the bits of a value's exponent, all set for infinities and NaNs.
+_EXPONENT = {"F32": ("<u4", 0x7F800000), "BF16": ("<u2", 0x7F80), "F16": ("<u2", 0x7C00)}
+
+
+def non_finite_tensor(data: bytes, header: dict[str, Any]) -> str | None:
+    """The name of the first tensor holding a NaN or an infinity (read from the bits, no torch), or None."""
+    import numpy as np
+
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    for name, t in header.items():
+        kind = _EXPONENT.get(t["dtype"])
+        if kind is None:
+            continue
+        a, b = t["data_offsets"]
+        bits = np.frombuffer(data, dtype=kind[0], count=(b - a) // DTYPES[t["dtype"]], offset=start + a)
+        if bool(((bits & kind[1]) == kind[1]).any()):
+            return name
+    return None
 
 
 def parse_config(data: bytes) -> dict[str, Any]:
     try:
-        cfg = json.loads(data)
+        cfg = json.loads(data, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AdapterInvalid(f"{CONFIG_FILE} is not JSON: {e}", CONFIG_FILE) from None
+    except RecursionError:
+        raise AdapterInvalid(f"{CONFIG_FILE} is nested too deeply", CONFIG_FILE) from None
+    except ValueError as e:  # NaN, Infinity
+        raise AdapterInvalid(f"{CONFIG_FILE}: {e}", CONFIG_FILE) from None
     if not isinstance(cfg, dict):
         raise AdapterInvalid(f"{CONFIG_FILE} must be a JSON object", CONFIG_FILE)
     return cfg
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _rank(cfg: dict[str, Any], max_rank: int) -> int:
+    r = cfg.get("r", 0)
+    if not _whole(r) or not 1 <= r <= max_rank:
+        raise AdapterInvalid(f"rank r={r!r} is outside what this model serves (a whole number, 1 to {max_rank})",
+                             CONFIG_FILE)  # fmt: skip
+    return int(r)
+
+
+def _alpha(cfg: dict[str, Any]) -> float:
+    alpha = cfg.get("lora_alpha", 8)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 1e6:
+        raise AdapterInvalid(f"lora_alpha={alpha!r} must be a number above 0 and at most 1e6", CONFIG_FILE)
+    return float(alpha)
+
+
 def lora_scale(config: dict[str, Any], rank: int) -> float:
     """PEFT's scaling of ``B @ A``: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
-    alpha = float(config.get("lora_alpha", 8))
+    alpha = _alpha(config)
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
@@ -172,9 +231,10 @@ def validate(
             CONFIG_FILE,
         )
     header = safetensors_header(weights)
-    rank = int(cfg.get("r", 0) or 0)
-    if not 1 <= rank <= max_rank:
-        raise AdapterInvalid(f"rank r={rank} is outside what this model serves (1 to {max_rank})", CONFIG_FILE)
+    rank = _rank(cfg, max_rank)
+    alpha = _alpha(cfg)
+    if not isinstance(cfg.get("use_rslora", False), bool):
+        raise AdapterInvalid(f"use_rslora={cfg['use_rslora']!r} must be true or false", CONFIG_FILE)
     seen: dict[tuple[int, str], set[str]] = {}
     for name, t in header.items():
         m = KEY.fullmatch(name)
@@ -198,9 +258,12 @@ def validate(
     half = sorted(f"layer {la} {mo}" for (la, mo), abs_ in seen.items() if abs_ != {"A", "B"})
     if half:
         raise AdapterInvalid(f"lora_A and lora_B must come in pairs; unpaired: {', '.join(half)}")
+    bad = non_finite_tensor(weights, header)
+    if bad is not None:
+        raise AdapterInvalid(f"tensor {bad!r} holds NaN or infinite values")
     return AdapterInfo(
         rank=rank,
-        alpha=float(cfg.get("lora_alpha", 8)),
+        alpha=alpha,
         scale=lora_scale(cfg, rank),
         modules=tuple(sorted({mo for _, mo in seen}, key=TARGETS.index)),
         layers=tuple(sorted({la for la, _ in seen})),

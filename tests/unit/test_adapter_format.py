@@ -95,3 +95,66 @@ def test_a_config_that_is_not_json_names_its_file():
     with pytest.raises(AdapterInvalid, match="not JSON") as e:
         validate(b"{", weights(), SHAPE, max_rank=8, max_bytes=10**7)
     assert e.value.param == "adapter_config.json"
+
+
+def _header_swapped(data: bytes, edit) -> bytes:
+    """The same safetensors file with its header edited by ``edit`` (padded to the same length)."""
+    import struct
+
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    edit(header)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    assert len(raw) <= n
+    return data[:8] + raw.ljust(n) + data[8 + n :]
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({**CONFIG, "r": "4"}, "rank r='4'"),
+        ({**CONFIG, "r": 4.5}, "rank r=4.5"),
+        ({**CONFIG, "r": True}, "rank r=True"),
+        ({**CONFIG, "lora_alpha": "8"}, "lora_alpha='8'"),
+        ({**CONFIG, "lora_alpha": -1}, "lora_alpha=-1"),
+        ({**CONFIG, "lora_alpha": 1e300}, "lora_alpha=1e\\+300"),
+        ({**CONFIG, "use_rslora": "yes"}, "use_rslora='yes'"),
+    ],
+)
+def test_hardening_adapter_config_numbers_are_checked_where_they_enter(config, match):
+    """#33 finding 8: non-numeric or NaN r / lora_alpha were 500s, and a NaN-alpha adapter was stored."""
+    with pytest.raises(AdapterInvalid, match=match) as e:
+        check(config)
+    assert e.value.param == "adapter_config.json"
+
+
+def test_hardening_adapter_config_nan_deep_json_and_non_finite_weights_are_refused():
+    for raw in (b'{"peft_type": "LORA", "r": 4, "lora_alpha": NaN}', b'{"r": Infinity}', b"[" * 100_000):
+        with pytest.raises(AdapterInvalid) as e:
+            validate(raw, weights(), SHAPE, max_rank=64, max_bytes=10**7)
+        assert e.value.param == "adapter_config.json"
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for value in (float("nan"), float("inf")):
+            fan_in, _ = SHAPE.dims("q_proj")
+            poisoned = weights(dtype=dtype, modules=("q_proj",), extra={
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight":
+                    torch.full((4, fan_in), value, dtype=dtype)})  # fmt: skip
+            with pytest.raises(AdapterInvalid, match="holds NaN or infinite values"):
+                check(data=poisoned)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h[next(iter(h))].update(data_offsets=[0, 8]),  # not the bytes its shape takes
+        lambda h: h[next(iter(h))].update(data_offsets=[0]),
+        lambda h: h[next(iter(h))].update(data_offsets=["0", "8"]),
+        lambda h: h[next(iter(h))].update(shape="4x64"),
+        lambda h: h[next(iter(h))].update(shape=[-4, 64]),
+        lambda h: h[next(iter(h))].update(dtype=["F32"]),
+    ],
+)
+def test_hardening_safetensors_offsets_shapes_and_dtypes_that_do_not_agree_are_refused(edit):
+    """#33 finding 8: data_offsets that did not match the shapes were accepted, then failed when used."""
+    with pytest.raises(AdapterInvalid):
+        check(data=_header_swapped(weights(), edit))

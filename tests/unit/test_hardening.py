@@ -225,3 +225,26 @@ def test_hardening_tool_schemas_past_their_bound_are_refused_before_the_meta_sch
     with pytest.raises(InvalidRequest) as e:  # the bound is over all of a request's tools together
         check_request(req(1_000, tools=3))
     assert e.value.param == "tools[2].function.parameters"
+
+
+@pytest.mark.parametrize(
+    "raw", ["[" * 100_000 + "]" * 100_000, '{"a": ' + "9" * 5000 + "}", '{"a": ' + "[" * 70 + "]" * 70 + "}"]
+)
+def test_hardening_grpc_json_fields_are_invalid_argument_where_http_gives_400(raw):
+    """#33 finding 8: gRPC JSON fields nested 100k deep or with 5,000-digit numbers were INTERNAL."""
+    from ossfleet.grpc_api import _fields, to_chat
+    from ossfleet.v1 import ossfleet_pb2 as pb
+
+    def request(**kw):
+        return pb.GenerateRequest(model="m", messages=[pb.Message(role="user", content="hi")], max_tokens=4, **kw)
+
+    cases = [
+        (lambda: to_chat(request(tools=[pb.Tool(name="f", parameters_json=raw)]), {}, 64, 8), "tools"),
+        (lambda: to_chat(request(response_format=pb.ResponseFormat(type="json_schema", schema_json=raw)), {}, 64, 8),
+         "response_format"),
+        (lambda: _fields(raw), "fields_json"),
+    ]  # fmt: skip
+    for call, param in cases:
+        with pytest.raises(InvalidRequest) as e:  # INVALID_ARGUMENT on gRPC (errors.py maps it)
+            call()
+        assert e.value.param == param
