@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -82,7 +83,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from ray import serve
 
     from ossfleet.redisdb import EmbeddedRedis, connect
-    from ossfleet.tenancy import new_api_key, register_admin_key, register_key, sync_config_keys
+    from ossfleet.tenancy import new_api_key, register_admin_key, register_key, revoke_admin_key, sync_config_keys
 
     cfg = _load(args.config)
     for m in cfg.models:
@@ -92,6 +93,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     embedded = None
     client = None
     ray_up = False
+    run_key: str | None = None
     try:
         url = cfg.redis.url
         if not url:
@@ -103,10 +105,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             key = new_api_key()
             register_key(client, cfg.redis.namespace, tenant, key)
             generated[tenant] = key
-        # The admin key: from the environment (not echoed), or one for this run (printed).
-        admin_key = os.environ.get("OSSFLEET_ADMIN_KEY") or new_api_key()
-        register_admin_key(client, cfg.redis.namespace, "admin", admin_key)
-        if "OSSFLEET_ADMIN_KEY" not in os.environ:
+        # The admin key: from the environment (not echoed), or one for this run (printed, and revoked when
+        # this run ends, so keys of earlier runs never pile up).
+        admin_key = os.environ.get("OSSFLEET_ADMIN_KEY")
+        if admin_key:
+            register_admin_key(client, cfg.redis.namespace, "admin", admin_key)
+        else:
+            admin_key = new_api_key()
+            run_key = register_admin_key(
+                client, cfg.redis.namespace, "admin", admin_key, actor="ossfleet up (this run)"
+            )
             generated["(admin)"] = admin_key
         address = args.address or cfg.cluster.address
         try:
@@ -127,6 +135,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             serve.shutdown()
             ray.shutdown()
         if client is not None:
+            if run_key is not None:
+                with contextlib.suppress(Exception):  # Redis may be gone already; the key goes with it then
+                    revoke_admin_key(client, cfg.redis.namespace, run_key, actor="ossfleet up (run ended)")
             client.close()
         if embedded is not None:
             embedded.stop()
@@ -277,6 +288,34 @@ def cmd_admin_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_keys_list(args: argparse.Namespace) -> int:
+    from ossfleet.tenancy import admin_keys
+
+    client = _redis_of(args, "admin-keys list")
+    if client is None:
+        return 2
+    for k in admin_keys(client, _load(args.config).redis.namespace):
+        print(f"{k['digest_prefix']}  {k['name']:<20} created {k.get('created_at', '?')} by {k.get('actor', '?')}")
+    return 0
+
+
+def cmd_admin_keys_revoke(args: argparse.Namespace) -> int:
+    from ossfleet.errors import OssfleetError
+    from ossfleet.tenancy import revoke_admin_key
+
+    client = _redis_of(args, "admin-keys revoke")
+    if client is None:
+        return 2
+    try:
+        name = revoke_admin_key(client, _load(args.config).redis.namespace, args.digest_prefix,
+                                actor="ossfleet admin-keys revoke")  # fmt: skip
+    except OssfleetError as e:
+        print(f"ossfleet: {e.message}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.digest_prefix} ({name})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ossfleet", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -357,6 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     akc.add_argument("--name", required=True, help="the admin's name: its changes are audited under it")
     akc.add_argument("--redis-url", default=None)
     akc.set_defaults(fn=cmd_admin_keys_create)
+    akl = aksub.add_parser("list", help="every admin key: its digest's first digits, name, creation time, maker")
+    akl.add_argument("--config", required=True)
+    akl.add_argument("--redis-url", default=None)
+    akl.set_defaults(fn=cmd_admin_keys_list)
+    akr = aksub.add_parser("revoke", help="revoke an admin key (at once, on every gateway)")
+    akr.add_argument("digest_prefix", help="at least 8 hex digits of its digest (admin-keys list shows them)")
+    akr.add_argument("--config", required=True)
+    akr.add_argument("--redis-url", default=None)
+    akr.set_defaults(fn=cmd_admin_keys_revoke)
 
     from ossfleet.batch.cli import add_batch_parser
 

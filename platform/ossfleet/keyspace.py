@@ -165,6 +165,10 @@ class KeySpace:
     def admin_key(self, digest: str) -> str:
         return self._k("adminkey", digest)
 
+    def admin_keys(self) -> str:
+        """Every admin key's record (digest -> name, creation time, who made it), for listing and revoking."""
+        return self._k("adminkeys")
+
     def audit(self) -> str:
         return self._k("audit")
 

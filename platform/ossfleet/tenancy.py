@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ossfleet.errors import AuthenticationFailed, NotFound, PermissionDenied
+from ossfleet.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from ossfleet.keyspace import keyspace
 
 if TYPE_CHECKING:
@@ -117,11 +117,42 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def register_admin_key(client: redis.Redis, namespace: str, admin: str, key: str, actor: str = "config") -> None:
-    """An admin key: it reaches /admin and the console, as ``admin`` (the actor its changes are audited under)."""
+def register_admin_key(client: redis.Redis, namespace: str, admin: str, key: str, actor: str = "config") -> str:
+    """An admin key: it reaches /admin and the console, as ``admin`` (the actor its changes are audited under).
+    Recorded with its name, creation time and maker (``admin_keys``), so it can be listed and revoked.
+    Returns its digest."""
+    ks = keyspace(namespace)
     digest = key_digest(key)
-    if client.set(keyspace(namespace).admin_key(digest), admin, get=True) is None:
+    if client.set(ks.admin_key(digest), admin, get=True) is None:
+        record = {"name": admin, "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "actor": actor}
+        client.hset(ks.admin_keys(), digest, json.dumps(record))
         audit(client, namespace, "admin_key_registered", admin=admin, key_digest_prefix=digest[:12], actor=actor)
+    return digest
+
+
+def admin_keys(client: redis.Redis, namespace: str) -> list[dict[str, str]]:
+    """Every admin key's record (name, created_at, actor) with its digest's first 12 hex digits, oldest first."""
+    out = []
+    for digest, raw in client.hgetall(keyspace(namespace).admin_keys()).items():
+        d = digest.decode() if isinstance(digest, bytes) else str(digest)
+        out.append({**json.loads(raw), "digest_prefix": d[:12]})
+    return sorted(out, key=lambda r: (r.get("created_at", ""), r["digest_prefix"]))
+
+
+def revoke_admin_key(client: redis.Redis, namespace: str, digest_prefix: str, actor: str) -> str:
+    """Revoke the admin key whose digest starts with ``digest_prefix`` (8+ hex digits, one key); its name."""
+    if len(digest_prefix) < 8 or any(c not in "0123456789abcdef" for c in digest_prefix):
+        raise InvalidRequest("give at least 8 hex digits of the key's digest", param="digest_prefix")
+    ks = keyspace(namespace)
+    digests = [d.decode() if isinstance(d, bytes) else str(d) for d in client.hkeys(ks.admin_keys())]
+    found = [d for d in digests if d.startswith(digest_prefix)]
+    if len(found) != 1:
+        raise NotFound(f"{len(found)} admin keys have a digest starting {digest_prefix!r}; give more digits")
+    name = client.get(ks.admin_key(found[0]))
+    client.delete(ks.admin_key(found[0]))
+    client.hdel(ks.admin_keys(), found[0])
+    audit(client, namespace, "admin_key_revoked", key_digest_prefix=found[0][:12], actor=actor)
+    return name.decode() if isinstance(name, bytes) else str(name or "")
 
 
 async def audit_async(client: redis.asyncio.Redis, namespace: str, action: str, **fields: str) -> None:

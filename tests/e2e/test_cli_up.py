@@ -118,6 +118,18 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
     # The embedded Redis kept its data on disk (AOF) and is stopped.
     assert (tmp_path / "redis" / "appendonly.aof").exists() or (tmp_path / "redis" / "appendonlydir").exists()
+    # Hardening (#33 finding 7): the admin key this run made (and printed) was revoked when it ended.
+    from ossfleet.redisdb import EmbeddedRedis, connect
+    from ossfleet.tenancy import admin_keys
+
+    again = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        r = connect(again.url)
+        assert admin_keys(r, cfg["redis"]["namespace"]) == []
+        assert not list(r.scan_iter(match="*adminkey:*"))
+        r.close()
+    finally:
+        again.stop()
 
 
 def test_hardening_up_that_cannot_join_its_cluster_says_so_and_stops_its_embedded_redis(tmp_path, tiny_checkpoint):

@@ -52,3 +52,31 @@ def test_registering_the_same_key_again_is_not_a_new_event(redis_server, namespa
     register_key(r, namespace, "acme", key)
     register_key(r, namespace, "acme", key)
     assert [e["action"] for e in audit_events(r, namespace)] == ["key_registered"]
+
+
+async def test_hardening_admin_keys_have_a_name_a_creation_time_and_can_be_revoked(redis_server, namespace):
+    """#33 finding 7: admin keys piled up (one per `ossfleet up`) and could not be revoked."""
+    from ossfleet.errors import InvalidRequest, NotFound
+    from ossfleet.tenancy import admin_keys, authenticate_admin, register_admin_key, revoke_admin_key
+
+    r, ar = connect(redis_server.url), connect_async(redis_server.url)
+    alice, bob = new_api_key(), new_api_key()
+    digest = register_admin_key(r, namespace, "alice", alice, actor="test")
+    register_admin_key(r, namespace, "bob", bob, actor="test")
+    listed = admin_keys(r, namespace)
+    assert {k["name"] for k in listed} == {"alice", "bob"}
+    assert all(k["created_at"] and k["actor"] == "test" and len(k["digest_prefix"]) == 12 for k in listed)
+    assert alice not in str(listed) and digest not in str(listed)  # no key, nor its whole digest
+    with pytest.raises(InvalidRequest):
+        revoke_admin_key(r, namespace, "abc", actor="test")
+    with pytest.raises(NotFound):
+        revoke_admin_key(r, namespace, "f" * 12 if not digest.startswith("f" * 12) else "0" * 12, actor="test")
+    assert await authenticate_admin(ar, namespace, f"Bearer {alice}") == "alice"
+    assert revoke_admin_key(r, namespace, digest[:10], actor="test") == "alice"
+    with pytest.raises(AuthenticationFailed):  # at once, on every gateway: the key's record is gone
+        await authenticate_admin(ar, namespace, f"Bearer {alice}")
+    assert await authenticate_admin(ar, namespace, f"Bearer {bob}") == "bob"
+    assert [k["name"] for k in admin_keys(r, namespace)] == ["bob"]
+    assert "admin_key_revoked" in [e["action"] for e in audit_events(r, namespace)]
+    r.close()
+    await ar.aclose()
