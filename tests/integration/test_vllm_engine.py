@@ -61,3 +61,39 @@ def test_vllm_engine_args_map_the_model_config():
     assert args.scheduling_policy == "priority" and args.logprobs_mode == "processed_logprobs"
     assert args.enforce_eager and args.dtype == "bfloat16"  # CPU: eager, bf16 (AMX) unless the config says
     assert vllm_options(cfg.models[0]).kv_cache_gib == 3
+
+
+async def test_vllm_bands_are_priorities_a_lower_band_runs_first(tiny_checkpoint_wide):
+    """A band maps onto vLLM's priority: with one sequence at a time, of two requests waiting behind a running
+    one, the lower band (interactive) runs before the batch-band one that came first."""
+    import asyncio
+
+    from ossfleet.engine.vllm import VllmEngine, VllmOptions
+
+    e = VllmEngine(tiny_checkpoint_wide, VllmOptions(dtype="float32", max_slots=1, max_context=512, kv_cache_gib=1))
+    await e.start()
+    order: list[str] = []
+
+    async def run(rid: str, band: int, n: int, started: asyncio.Event | None = None) -> None:
+        req = EngineRequest(rid, [5, 6, 7, 8], SamplingParams(max_tokens=n, ignore_eos=True), (), priority=band)
+        async for out in e.generate(req):
+            if started is not None:
+                started.set()
+            if out.finished:
+                order.append(rid)
+
+    try:
+        running = asyncio.Event()
+        first = asyncio.create_task(run("running", 2, 300, running))
+        await running.wait()  # it holds vLLM's one sequence
+        batch = asyncio.create_task(run("batch", 2, 4))
+        for _ in range(2000):  # until vLLM's scheduler reports it waiting (its stats come with every step)
+            if e._scheduler is not None and e._scheduler[1] >= 1:
+                break
+            await asyncio.sleep(0.005)
+        assert e._scheduler is not None and e._scheduler[1] == 1 and not first.done()
+        interactive = asyncio.create_task(run("interactive", 0, 4))  # then a lower band
+        await asyncio.gather(first, batch, interactive)
+        assert order == ["running", "interactive", "batch"]
+    finally:
+        await e.stop()
