@@ -40,8 +40,10 @@ def up(tmp_path_factory, tiny_checkpoint_wide, redis_server):
     cfg["cluster"] = {"address": None, "local_gpus": 1, "local_cpus": 4}
     model = cfg["models"][0]
     assert model["engine"] == "vllm"
-    # float32: greedy tokens the same whatever else runs in the step (the kill test compares texts).
-    model.update(path=str(tiny_checkpoint_wide), dtype="float32", max_context=1024, max_batch_size=8)
+    # One sequence at a time, float32, no prefix cache: greedy tokens the same in every run (the kill test
+    # compares a retried request's text with an uninterrupted run's).
+    model.update(path=str(tiny_checkpoint_wide), dtype="float32", max_context=1024, max_batch_size=1)
+    model["vllm"] = {"kv_cache_gib": 1, "prefix_caching": False}
     cfg["models"] = [model]
     cfg["batch"]["storage_url"] = str(tmp / "files")
     cfg["limits"]["max_tokens"] = 256
@@ -166,13 +168,10 @@ def _stream(url: str, key: str, out: dict, i: int, first: threading.Event | None
     body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "same prompt for all"}],
             "max_tokens": 200, "temperature": 0, "ignore_eos": True, "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
-    text, finish, err, ids, tokens = "", None, None, [], None
+    text, finish, err, tokens = "", None, None, None
     try:
         with httpx.stream("POST", url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=300) as r:
             for line in r.iter_lines():
-                if line.startswith("id: "):  # the stream entry this event carries
-                    ms, seq = line[4:].split("-")
-                    ids.append((int(ms), int(seq)))
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
@@ -187,7 +186,7 @@ def _stream(url: str, key: str, out: dict, i: int, first: threading.Event | None
                     first.set()
     except Exception as e:
         err = f"{type(e).__name__}: {e}"
-    out[i] = {"text": text, "finish": finish, "error": err, "ids": ids, "tokens": tokens}
+    out[i] = {"text": text, "finish": finish, "error": err, "tokens": tokens}
 
 
 def test_vllm_kill_minus_9_of_the_replica_mid_stream_serves_each_once_and_charges_once(up):
@@ -214,11 +213,10 @@ def test_vllm_kill_minus_9_of_the_replica_mid_stream_serves_each_once_and_charge
     assert len(results) == n
     for res in results.values():
         assert res["error"] is None, res
-        assert res["finish"] == "length" and res["tokens"] == 200 and res["text"]
-        # Stream entries reached the client in order: none came again after the kill. (Not the
-        # reference's text: vLLM's CPU kernels are not batch-invariant, so the retry's greedy tokens after
-        # the join can differ from an uninterrupted run's; the stub engine's kill test checks the text.)
-        assert res["ids"] == sorted(res["ids"]) and len(set(res["ids"])) > 1
+        # Each token reached the client once: the text is the uninterrupted run's (one sequence at a time
+        # and no prefix cache on this platform make vLLM's greedy tokens the same in every run; its CPU
+        # kernels are not batch-invariant, so with others in the batch a retry could take other tokens).
+        assert res["finish"] == "length" and res["tokens"] == 200 and res["text"] == reference[0]["text"]
     r = connect(up["redis"])
     usage = {k.decode(): int(v) for k, v in r.hgetall(ks.usage("other", period_id("monthly"))).items()}
     budget = {k.decode(): int(v) for k, v in r.hgetall(ks.budget("other", period_id("monthly"))).items()}
