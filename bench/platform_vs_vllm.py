@@ -14,8 +14,8 @@ gpt-oss with the real vocabulary's harmony ids, which a tiny checkpoint lacks), 
 ``ignore_eos``. Figures:
 
 - goodput: open-loop Poisson arrivals at a rising ladder of rates; a rate is sustained when every
-  request completes with no error and TTFT p99 <= ``TTFT_BOUND_S``; goodput is the completed requests/s
-  at the highest sustained rate. ``goodput_ratio`` = ossfleet / vllm_serve (goal >= 0.9);
+  request completes with no error and TTFT p99 <= ``TTFT_BOUND_S``; goodput is the highest sustained
+  rate (requests/s, 32 new tokens each). ``goodput_ratio`` = ossfleet / vllm_serve (goal >= 0.9);
 - quiet tenant: tenant B sends one short request at a time (8 prompt tokens, 8 new), first alone, then
   while tenant A keeps 32 long requests in flight (64 prompt tokens, 256 new). The ratio is B's TTFT
   p99 under the flood over idle (goal for ossfleet <= 3). vLLM and Ray Serve LLM have no tenants: the
@@ -89,10 +89,12 @@ async def completion(client: httpx.AsyncClient, url: str, key: str, prompt: list
             chunk = json.loads(line[6:])
             if "error" in chunk:
                 raise RuntimeError(str(chunk["error"])[:300])
-            if ttft is None and any(c.get("text") for c in chunk.get("choices", [])):
+            # The first chunk that carries a choice: a token came back (its text may be empty where it is a
+            # special token, which a raw completion drops).
+            if ttft is None and chunk.get("choices"):
                 ttft = time.perf_counter() - t
     if ttft is None:
-        raise RuntimeError("no text came back")
+        raise RuntimeError("no token came back")
     return ttft
 
 
@@ -138,12 +140,12 @@ async def goodput(url: str, key: str, rates: list[float], seconds: float) -> dic
         if r["errors"] or r["ok"] < r["offered"] or r["ttft_p99_ms"] > TTFT_BOUND_S * 1e3:
             break
         best = r
-    return {"goodput_rps": best["completed_rps"] if best else 0.0, "sustained_rate": best["rate"] if best else 0.0,
-            "runs": runs}  # fmt: skip
+    # Goodput: the highest offered rate (requests/s) every request of which completed with TTFT p99 in bound.
+    return {"goodput_rps": best["rate"] if best else 0.0, "runs": runs}
 
 
 async def quiet_tenant(url: str, key_a: str, key_b: str, probes: int) -> dict[str, Any]:
-    short = prompts(probes * 2, 7, 8, 8)
+    short = prompts(probes * 2, 7, 8, 8)  # 8 prompt tokens, 8 new
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=1000)) as client:
         idle = [await completion(client, url, key_b, p, 8) for p in short[:probes]]
         stop = asyncio.Event()
@@ -197,7 +199,8 @@ def stop(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    # Whatever Ray the server started (ossfleet up, Ray Serve LLM) goes with it.
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
@@ -264,7 +267,7 @@ while True:
 
 
 def measure(name: str, url: str, keys: dict[str, str], quick: bool) -> dict[str, Any]:
-    rates = [1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0] if quick else [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0]
+    rates = [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0, 32.0]
     seconds = 8.0 if quick else 20.0
     print(f"{name}: goodput", flush=True)
     g = asyncio.run(goodput(url, keys["a"], rates, seconds))
