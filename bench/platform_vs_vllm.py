@@ -236,7 +236,7 @@ def vllm_server(ckpt: Path, port: int) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(ckpt),
             "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
             "--enforce-eager", "--max-model-len", str(CONTEXT), "--max-num-seqs", str(SLOTS),
-            "--enable-prefix-caching", "--disable-log-requests"]  # fmt: skip
+            "--enable-prefix-caching"]  # fmt: skip
 
 
 RAY_SERVE_LLM = """

@@ -167,6 +167,10 @@ class VllmEngineConfig(_Section):
     kv_cache_gib: Annotated[int, Field(ge=1, le=4096)] | None = None  # whole GiB: vLLM reads an int
     # Prefix caching, salted per tenant: a tenant reuses only its own cached prompts.
     prefix_caching: bool = True
+    # Sequences beyond max_batch_size that vLLM runs for tenants with nothing running on the replica, so
+    # one tenant's flood of long requests never makes another's first request wait for a slot to free.
+    # None: max(1, max_batch_size // 8); 0: none.
+    headroom_slots: Annotated[int, Field(ge=0, le=256)] | None = None
     # CUDA graphs and torch.compile off (faster start, slower steps); always off on CPUs here.
     enforce_eager: bool = False
 

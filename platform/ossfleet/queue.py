@@ -341,17 +341,28 @@ class RequestQueue:
     # -- replica side -----------------------------------------------------------
 
     async def pull(
-        self, model: str, owner: str, *, batch_band: bool = True, adapters: Affinity | None = None
+        self,
+        model: str,
+        owner: str,
+        *,
+        batch_band: bool = True,
+        adapters: Affinity | None = None,
+        exclude_tenants: Sequence[str] = (),
     ) -> Lease | None:
         """Lease the next request for ``model``, or None when nothing waits.
 
         With ``batch_band=False`` the lowest band (batch) is left waiting. A replica that serves LoRA
         adapters says which it holds (``adapters``): within a band it takes a request of a held adapter (or
-        of none) before one it would have to load (see ``prefer_held`` in common.lua).
+        of none) before one it would have to load (see ``prefer_held`` in common.lua). With
+        ``exclude_tenants``, only a request of another tenant is leased (fair share among the rest, no
+        affinity): a replica's headroom for tenants with nothing running there.
         """
+        tail: list[Any] = []
+        if exclude_tenants or adapters is not None:
+            tail = [",".join(exclude_tenants), *_affinity_args(None if exclude_tenants else adapters)]
         reply = await self._run(
             "pull", self.keys.model_slot(model), model, self.bands, self._now(), self.aging_ms, owner,
-            self.lease_ms, W_INPUT, self._pull_bands(batch_band), *_affinity_args(adapters),
+            self.lease_ms, W_INPUT, self._pull_bands(batch_band), *tail,
         )  # fmt: skip
         return None if reply is None else _lease(reply)
 

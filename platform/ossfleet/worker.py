@@ -72,6 +72,7 @@ class ReplicaWorker:
         self.reserved_slots = reserved_slots
         self.draining = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tenant_of: dict[str, str] = {}  # of ``_tasks``, each request's tenant
         self._batch_running: set[str] = set()  # of ``_tasks``, batch-band lines
         self._slot_freed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -127,6 +128,16 @@ class ReplicaWorker:
     def _free_slots(self) -> int:
         """Slots this worker may still fill: the engine's, less leases not yet started on it."""
         return min(self.engine.free_slots(), self.engine.stats().max_slots - len(self._tasks))
+
+    def _headroom(self) -> int:
+        """Sequences the engine runs beyond its slots (``headroom_slots``, vLLM's), still free: for tenants
+        with nothing running here."""
+        extra = int(getattr(self.engine, "headroom_slots", 0))
+        return self.engine.stats().max_slots + extra - len(self._tasks) if extra else 0
+
+    def _start(self, lease: Lease) -> None:
+        self._tenant_of[lease.request_id] = lease.tenant
+        self._tasks[lease.request_id] = asyncio.create_task(self._serve(lease))
 
     def load(self) -> dict[str, float]:
         """This replica's load, as its heartbeat reports it."""
@@ -201,6 +212,17 @@ class ReplicaWorker:
                     await self._record(load)
                     next_reap = loop.time() + self.reap_every_s
                 if self._free_slots() <= 0:
+                    if self._headroom() > 0:
+                        # Full, and the engine has headroom: a request of a tenant with nothing running here
+                        # starts at once, not after the slots another tenant's long requests hold.
+                        running = sorted(set(self._tenant_of.values()))
+                        lease = await self.queue.pull(self.model, self.owner, batch_band=False,
+                                                      exclude_tenants=running)  # fmt: skip
+                        if lease is not None:
+                            self._start(lease)
+                            continue
+                        await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
+                        continue
                     self._slot_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), timeout=self.reap_every_s)
@@ -210,7 +232,7 @@ class ReplicaWorker:
                 if lease is None:
                     await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
                     continue
-                self._tasks[lease.request_id] = asyncio.create_task(self._serve(lease))
+                self._start(lease)
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
@@ -295,7 +317,7 @@ class ReplicaWorker:
                     adapters=self._affinity(), events=tail,
                 )  # fmt: skip
                 if nxt is not None:
-                    self._tasks[nxt.request_id] = asyncio.create_task(self._serve(nxt))
+                    self._start(nxt)
             else:
                 await self.queue.complete(self.model, rid, self.owner, out_tokens, cost, finish, events=tail)
             self.served += 1
@@ -315,6 +337,7 @@ class ReplicaWorker:
             if adapter is not None and self.adapters is not None:
                 self.adapters.release(adapter)
             self._tasks.pop(rid, None)
+            self._tenant_of.pop(rid, None)
             self._batch_running.discard(rid)
             self._slot_freed.set()
 

@@ -43,7 +43,7 @@ def up(tmp_path_factory, tiny_checkpoint_wide, redis_server):
     # One sequence at a time, float32, no prefix cache: greedy tokens the same in every run (the kill test
     # compares a retried request's text with an uninterrupted run's).
     model.update(path=str(tiny_checkpoint_wide), dtype="float32", max_context=1024, max_batch_size=1)
-    model["vllm"] = {"kv_cache_gib": 1, "prefix_caching": False}
+    model["vllm"] = {"kv_cache_gib": 1, "prefix_caching": False, "headroom_slots": 0}
     cfg["models"] = [model]
     cfg["batch"]["storage_url"] = str(tmp / "files")
     cfg["limits"]["max_tokens"] = 256

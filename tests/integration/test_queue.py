@@ -351,3 +351,19 @@ async def test_complete_writes_the_last_output_events_before_the_end_in_one_call
     # A duplicate ack (a retry's) writes nothing more.
     assert not await q.complete("m", lease.request_id, "rep", 3, 10, "stop", events=last)
     assert len(await q.read_stream("m", "t1")) == 4
+
+
+async def test_a_replicas_headroom_leases_only_tenants_with_nothing_running_there(env):
+    """A replica whose slots one tenant fills pulls for its headroom with that tenant excluded: another
+    tenant's request starts at once, in fair-share order among the others; the excluded tenant's wait."""
+    q, _ = env
+    for i in range(3):
+        await q.admit(adm("flood", rid=f"f{i}"))
+    await q.admit(adm("quiet", rid="q0"))
+    await q.admit(adm("other", rid="o0", band=0))
+    assert (await q.pull("m", "rep")).request_id == "o0"  # band 0 first, as ever
+    got = await q.pull("m", "rep", exclude_tenants=["flood", "other"])
+    assert (got.request_id, got.tenant) == ("q0", "quiet")
+    assert await q.pull("m", "rep", exclude_tenants=["flood"]) is None  # only the excluded tenant waits
+    assert [(await q.pull("m", "rep")).request_id for _ in range(3)] == ["f0", "f1", "f2"]  # untouched, in order
+    assert await q.pull("m", "rep") is None

@@ -95,6 +95,7 @@ async def exercise(url: str, namespace: str, clock=None) -> list[tuple[str, list
         await q.fail("m", b.request_id, "w", "boom", retryable=True)
         await q.complete("m", b2.request_id, "w", 1, 1, "stop")
         await q.pull("m", "w", batch_band=False)
+        await q.pull("m", "w", batch_band=False, exclude_tenants=["a", "b"])  # a replica's headroom
         await q.reap("m")
         await q.cancel("a", "t")
         await q.admit(adm("d"))

@@ -57,7 +57,8 @@ def test_vllm_engine_args_map_the_model_config():
                                     "device": "cpu", "max_batch_size": 12, "max_context": 2048,
                                     "vllm": {"kv_cache_gib": 3, "prefix_caching": False}}]}, "<t>")  # fmt: skip
     args = VllmEngine("/x", vllm_options(cfg.models[0])).engine_args()
-    assert (args.max_num_seqs, args.max_model_len, args.enable_prefix_caching) == (12, 2048, False)
+    # 12 slots and max(1, 12 // 8) of headroom for tenants with nothing running on the replica.
+    assert (args.max_num_seqs, args.max_model_len, args.enable_prefix_caching) == (13, 2048, False)
     assert args.scheduling_policy == "priority" and args.logprobs_mode == "processed_logprobs"
     assert args.enforce_eager and args.dtype == "bfloat16"  # CPU: eager, bf16 (AMX) unless the config says
     assert vllm_options(cfg.models[0]).kv_cache_gib == 3

@@ -56,6 +56,7 @@ def vllm_options(m: ModelConfig) -> VllmOptions:
     return VllmOptions(
         dtype=m.dtype if m.dtype != "auto" else ("auto" if m.device.startswith("cuda") else "bfloat16"),
         max_slots=m.max_batch_size, max_context=m.max_context,
+        headroom_slots=max(1, m.max_batch_size // 8) if v.headroom_slots is None else v.headroom_slots,
         tensor_parallel_size=v.tensor_parallel_size, pipeline_parallel_size=v.pipeline_parallel_size,
         gpu_memory_utilization=v.gpu_memory_utilization, kv_cache_gib=v.kv_cache_gib,
         prefix_caching=v.prefix_caching, enforce_eager=v.enforce_eager or not m.device.startswith("cuda"),

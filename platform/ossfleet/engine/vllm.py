@@ -65,6 +65,9 @@ class VllmOptions:
 
     dtype: str = "auto"
     max_slots: int = 8
+    # Sequences vLLM runs beyond max_slots, which the replica fills only with requests of tenants that have
+    # nothing running on it (so a quiet tenant starts at once beside another's flood of long requests).
+    headroom_slots: int = 0
     max_context: int = 4096
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -116,6 +119,7 @@ class VllmEngine:
         self.path = Path(path)
         self.options = options or VllmOptions()
         self.max_context = self.options.max_context
+        self.headroom_slots = self.options.headroom_slots
         self._llm: Any = None
         self._active: set[str] = set()
         self._aborted: set[str] = set()
@@ -142,7 +146,7 @@ class VllmEngine:
             tokenizer=str(self.path),
             dtype=o.dtype,
             max_model_len=o.max_context,
-            max_num_seqs=o.max_slots,
+            max_num_seqs=o.max_slots + o.headroom_slots,
             tensor_parallel_size=o.tensor_parallel_size,
             pipeline_parallel_size=o.pipeline_parallel_size,
             gpu_memory_utilization=o.gpu_memory_utilization,

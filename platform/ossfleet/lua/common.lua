@@ -87,7 +87,45 @@ end
 -- (a replica short of free slots leaves the lowest, batch band alone). With `held_csv` (the adapters the
 -- replica holds, comma-separated), adapter affinity within the band (prefer_held).
 -- Returns nil or {id, payload, attempts, tenant, band, enq_ms}.
-local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, pull_bands, held_csv, can_load)
+-- Lease request ``id``, just taken from ``tenant``'s lane in ``band``: the end of every pull.
+local function lease_taken(model, nbands, now, owner, lease_ms, w_in, band, tenant, lane, id)
+  if redis.call('LLEN', lane) == 0 then redis.call('ZREM', km(model, 'ready', band), tenant) end
+  redis.call('ZREM', km(model, 'wait', band), id)
+
+  local r = km(model, 'req', id)
+  local attempts = redis.call('HINCRBY', r, 'attempts', 1)
+  if attempts == 1 then redis.call('HSET', r, 'first_lease_ms', now) end
+  local deadline = now + lease_ms
+  redis.call('HSET', r, 'state', 'leased', 'owner', owner, 'lease_ms', deadline)
+  redis.call('ZADD', km(model, 'leases'), deadline, id)
+  local f = redis.call('HMGET', r, 'payload', 'in_tokens', 'weight', 'enq_ms')
+  charge_service(model, tenant, w_in * tonumber(f[2]) / tonumber(f[3]), nbands)
+  return {id, f[1], attempts, tenant, tonumber(band), f[4]}
+end
+
+-- The fair-share pick among tenants not in ``exclude_csv`` (comma-separated): the first such tenant in
+-- fair-share order of the first band that has one. A replica whose slots one tenant's requests fill
+-- leases its headroom this way, to tenants with nothing running there.
+local function lease_excluding(model, nbands, now, owner, lease_ms, w_in, pull_bands, exclude_csv)
+  local excluded, n = {}, 0
+  for t in string.gmatch(exclude_csv, '[^,]+') do excluded[t] = true; n = n + 1 end
+  for b = 0, math.min(nbands, pull_bands or nbands) - 1 do
+    for _, t in ipairs(redis.call('ZRANGE', km(model, 'ready', b), 0, n)) do
+      if not excluded[t] then
+        local lane = km(model, 'lane', b, t)
+        local id = redis.call('LPOP', lane)
+        if id then return lease_taken(model, nbands, now, owner, lease_ms, w_in, b, t, lane, id) end
+      end
+    end
+  end
+  return nil
+end
+
+local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, pull_bands, held_csv, can_load,
+                          exclude_csv)
+  if exclude_csv and exclude_csv ~= '' then
+    return lease_excluding(model, nbands, now, owner, lease_ms, w_in, pull_bands, exclude_csv)
+  end
   local top, aged_band, aged_id, aged_score = nil, nil, nil, nil
   for b = 0, math.min(nbands, pull_bands or nbands) - 1 do
     local o = redis.call('ZRANGE', km(model, 'wait', b), 0, 0, 'WITHSCORES')
@@ -119,18 +157,7 @@ local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, p
     lane = km(model, 'lane', band, tenant)
     redis.call('LREM', lane, 1, id)
   end
-  if redis.call('LLEN', lane) == 0 then redis.call('ZREM', km(model, 'ready', band), tenant) end
-  redis.call('ZREM', km(model, 'wait', band), id)
-
-  local r = km(model, 'req', id)
-  local attempts = redis.call('HINCRBY', r, 'attempts', 1)
-  if attempts == 1 then redis.call('HSET', r, 'first_lease_ms', now) end
-  local deadline = now + lease_ms
-  redis.call('HSET', r, 'state', 'leased', 'owner', owner, 'lease_ms', deadline)
-  redis.call('ZADD', km(model, 'leases'), deadline, id)
-  local f = redis.call('HMGET', r, 'payload', 'in_tokens', 'weight', 'enq_ms')
-  charge_service(model, tenant, w_in * tonumber(f[2]) / tonumber(f[3]), nbands)
-  return {id, f[1], attempts, tenant, tonumber(band), f[4]}
+  return lease_taken(model, nbands, now, owner, lease_ms, w_in, band, tenant, lane, id)
 end
 
 -- Put a request back at the head of its tenant's lane, keeping its original
