@@ -44,6 +44,7 @@ from ossfleet.engine.sampling import constrain, drawable, generator_for, sample,
 from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
 
 GRAMMAR_FAILED = "the structured-output grammar allowed no further token (an internal error; please report it)"
+SAMPLING_FAILED = "sampling failed for this request's parameters (the request failed alone)"
 NOT_A_DISTRIBUTION = (
     "the model produced no distribution to sample from for this request (NaN or no finite logits: its adapter's "
     "weights, say); the request failed alone"
@@ -377,10 +378,21 @@ class BatchedEngine:
             if not live:
                 return {}, {}, failed
         params = [r.request.sampling for _, _, r, _ in live]
-        tokens = sample(constrained, params, [r.gen for _, _, r, _ in live])
+        try:
+            tokens: list[int | None] = list(sample(constrained, params, [r.gen for _, _, r, _ in live]))
+        except RuntimeError:  # one row's parameters broke the sampler: find it, and fail it alone
+            tokens = []
+            for j, (_, c, r, _) in enumerate(live):
+                try:
+                    tokens.append(sample(constrained[j : j + 1], [params[j]], [r.gen])[0])
+                except RuntimeError as e:
+                    failed[c.request_id] = f"{SAMPLING_FAILED}: {e}"
+                    tokens.append(None)
         out: dict[str, int] = {}
         lps: dict[str, TokenLogprob] = {}
         for j, ((_, c, r, _), t) in enumerate(zip(live, tokens, strict=True)):
+            if t is None:
+                continue
             k = r.request.constraint
             if k is not None and not k.consume(t):
                 failed[c.request_id] = GRAMMAR_FAILED

@@ -47,6 +47,7 @@ def sample_row(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) ->
         probs = torch.softmax(sorted_scores, dim=-1)
         # Drop tokens once the mass before them already reaches top_p (the first always stays).
         drop = probs.cumsum(-1) - probs >= p.top_p
+        drop[0] = False  # a top_p that rounds to 0 in float32 (1e-300) would drop them all
         scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, float("-inf")))
     probs = torch.softmax(scores, dim=-1)
     return int(torch.multinomial(probs.cpu(), 1, generator=gen))
