@@ -259,8 +259,17 @@ class VllmEngine:
                 cached = None
                 if first:
                     cached, first = out.num_cached_tokens, False
+                lps = _logprobs(ids, c.logprobs, request)
+                if lps is not None and len(lps) != len(ids):
+                    lps = None  # vLLM gives one entry per token; never pair a token with another's
+                # One output per token, as the batched engine's steps give them: vLLM merges a request's
+                # deltas while its reader lags, and a retried request's stream events must fall on the same
+                # tokens in every attempt (readers skip the event seqs already delivered).
+                for i, t in enumerate(ids[:-1]):
+                    yield TokenOutput([t], logprobs=None if lps is None else [lps[i]], cached_tokens=cached)
+                    cached = None
                 yield TokenOutput(
-                    ids, finished=done, finish_reason=reason, logprobs=_logprobs(ids, c.logprobs, request),
+                    ids[-1:], finished=done, finish_reason=reason, logprobs=None if lps is None else lps[-1:],
                     cached_tokens=cached,
                 )  # fmt: skip
                 if done:
