@@ -7,8 +7,12 @@ embedded Redis and the stub engine (so the engine's cost is out of it):
 - B again while A keeps large requests in flight on both APIs (HTTP and gRPC),
   each about 1 MB of text that the gateway must parse and tokenize.
 
+- poison: tenant A sends one poisoned request (a vanishing temperature or top_p, what the round-3
+  probe sent) every 3 s to a model on ossfleet's own engine while B chats with it.
+
 The last line printed is one JSON object with ``noisy_neighbour.b_p50_alone_ms``,
-``noisy_neighbour.b_p50_flooded_ms`` and ``noisy_neighbour.ratio`` (goal <= 2).
+``noisy_neighbour.b_p50_flooded_ms``, ``noisy_neighbour.ratio`` (goal <= 2) and
+``poison.b_success_ratio`` (goal 1.0).
 
     python bench/isolation.py --quick
 """
@@ -90,6 +94,51 @@ def flood(
     return threads
 
 
+POISONS = [  # what the round-3 probe sent: each failed the engine step of every request on the replica
+    {"temperature": 1e-300},
+    {"temperature": 1e-300, "top_p": 1e-300},
+    {"temperature": 1.0, "top_p": 1e-300},
+]
+
+
+def poison(base: str, keys: dict[str, str], seconds: float) -> dict[str, Any]:
+    """Tenant A sends one poisoned request every 3 s to the model on ossfleet's engine while tenant B
+    chats with it one request at a time; B's success ratio (goal 1.0) and what A's requests got."""
+    import httpx
+
+    url = base + "/v1/chat/completions"
+    stop = threading.Event()
+    a_codes: dict[str, int] = {}
+
+    def attacker() -> None:
+        with httpx.Client(timeout=120) as c:
+            i = 0
+            while not stop.is_set():
+                body = {"model": "engine-model", "messages": [{"role": "user", "content": "x"}], "max_tokens": 32,
+                        **POISONS[i % len(POISONS)]}  # fmt: skip
+                r = c.post(url, json=body, headers={"authorization": f"Bearer {keys['a']}"})
+                a_codes[str(r.status_code)] = a_codes.get(str(r.status_code), 0) + 1
+                i += 1
+                stop.wait(3.0)
+
+    th = threading.Thread(target=attacker, daemon=True)
+    th.start()
+    ok = failed = 0
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=120) as c:
+        while time.monotonic() < deadline:
+            body = {"model": "engine-model", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}
+            r = c.post(url, json=body, headers={"authorization": f"Bearer {keys['b']}"})
+            if r.status_code == 200:
+                ok += 1
+            else:
+                failed += 1
+    stop.set()
+    th.join(timeout=120)
+    return {"b_ok": ok, "b_failed": failed, "b_success_ratio": round(ok / max(1, ok + failed), 4),
+            "a_status_codes": a_codes, "seconds": seconds}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -116,7 +165,11 @@ def main() -> None:
             "endpoints": {"http_port": port, "grpc_port": grpc_port},
             "limits": {"max_request_bytes": 2_000_000},
             "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(ckpt), "engine": "stub",
-                        "max_batch_size": 256, "max_context": 1_000_000, "num_gpus": 1, "num_cpus": 0.25}],
+                        "max_batch_size": 256, "max_context": 1_000_000, "num_gpus": 1, "num_cpus": 0.25},
+                       # The poison case's target: ossfleet's own engine, where sampling runs.
+                       {"name": "engine-model", "spec": "gpt-oss-20b", "path": str(ckpt), "engine": "batched",
+                        "max_batch_size": 8, "max_context": 1024, "num_gpus": 0, "num_cpus": 0.25,
+                        "torch_threads": 1}],
             "tenants": [{"name": "a", **unlimited}, {"name": "b", **unlimited}],
         }, "<bench>")  # fmt: skip
         keys = {t: new_api_key() for t in ("a", "b")}
@@ -144,6 +197,8 @@ def main() -> None:
             stop.set()
             for th in threads:
                 th.join(timeout=120)
+            out["poison"] = poison(base, keys, 30.0 if args.quick else 120.0)
+            print(f"poison: {out['poison']}", flush=True)
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -160,6 +215,7 @@ def main() -> None:
         "ratio": round(statistics.median(flooded) / statistics.median(alone), 2),
     }
     out["goal_ratio"] = 2.0
+    out["goals"] = {"noisy_neighbour.ratio": "<= 2", "poison.b_success_ratio": "1.0"}
     print(json.dumps(out))
 
 
