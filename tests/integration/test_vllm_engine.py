@@ -88,10 +88,9 @@ async def test_vllm_bands_are_priorities_a_lower_band_runs_first(tiny_checkpoint
         first = asyncio.create_task(run("running", 2, 300, running))
         await running.wait()  # it holds vLLM's one sequence
         batch = asyncio.create_task(run("batch", 2, 4))
-        for _ in range(2000):  # until vLLM's scheduler reports it waiting (its stats come with every step)
-            if e._scheduler is not None and e._scheduler[1] >= 1:
-                break
-            await asyncio.sleep(0.005)
+        while e._scheduler is None or e._scheduler[1] < 1:  # until vLLM's scheduler reports it waiting
+            e.stats_seen.clear()
+            await asyncio.wait_for(e.stats_seen.wait(), timeout=120)
         assert e._scheduler is not None and e._scheduler[1] == 1 and not first.done()
         interactive = asyncio.create_task(run("interactive", 0, 4))  # then a lower band
         await asyncio.gather(first, batch, interactive)

@@ -93,6 +93,7 @@ class _LoadLogger:
                 int(scheduler_stats.num_waiting_reqs),
                 float(scheduler_stats.kv_cache_usage),
             )
+            self.sink.stats_seen.set()  # on the engine's event loop (AsyncLLM's output handler)
             pc = getattr(scheduler_stats, "prefix_cache_stats", None)
             if pc is not None:
                 self.sink.prefix_queries += int(getattr(pc, "queries", 0))
@@ -125,6 +126,7 @@ class VllmEngine:
         self._aborted: set[str] = set()
         self._pending_aborts: set[asyncio.Task[None]] = set()
         self._scheduler: tuple[int, int, float] | None = None
+        self.stats_seen = asyncio.Event()  # set by every scheduler report (clear it to wait for the next)
         self._tokens = ThroughputMeter()
         self._failed: str | None = None
         self.prefix_queries = 0
