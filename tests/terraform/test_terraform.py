@@ -252,8 +252,9 @@ def test_deploy_gpu_node_pools_leave_room_for_an_upgrade():
     cluster = blocks(TF / "examples" / "aws", "module")["cluster"]
     pools = json.dumps(cluster["gpu_pools"])
     assert "module.sizing.max_gpu_nodes[model] + module.sizing.nodes_per_replica[model]" in pools
-    kuberay = json.dumps(blocks(TF / "examples" / "aws", "module")["kuberay"]["gpu_groups"])
-    assert "max_nodes = module.sizing.max_gpu_nodes[model]," in kuberay and "nodes_per_replica" not in kuberay
+    assert blocks(TF / "examples" / "aws", "module")["kuberay"]["gpu_groups"] == "${local.gpu_groups}"
+    groups = json.dumps(blocks(TF / "examples" / "aws", "locals")["gpu_groups"])
+    assert "max_nodes = module.sizing.max_gpu_nodes[model]," in groups and "nodes_per_replica" not in groups
 
 
 def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_asks_ray_for():
@@ -261,8 +262,7 @@ def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_as
     the memory) holds the CPUs its replicas' bundles ask Ray for on every GPU of the node."""
     from ossfleet.config import load_config
 
-    main = parse(TF / "examples" / "aws" / "main.tf")
-    types = main["locals"][0]["instance_types"]
+    types = blocks(TF / "examples" / "aws", "locals")["instance_types"]
     defaults = blocks(TF / "examples" / "aws", "variable")["gpu_instance_types"]["default"]
     assert blocks(TF / "examples" / "aws", "variable")["gpu_pod_resources"]["default"] == {}
     prod = load_config(ROOT / "config" / "production.yaml")
@@ -469,3 +469,69 @@ def test_rayservice_serve_config_and_ossfleet_config_are_valid_and_wired(rendere
             v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
         ]
         assert claims == ["ossfleet-models"]
+
+
+# -- the wiring, judged like Terraform judges it ------------------------------------------------------------------
+
+from wiring import Module, module_call_errors, parse_type, tfvars_errors  # noqa: E402
+
+MODULE_CALLS = [(d, name) for d in MODULE_DIRS for name in Module.load(d).calls]
+
+
+@pytest.mark.parametrize(("directory", "call"), MODULE_CALLS, ids=[f"{d.name}.{c}" for d, c in MODULE_CALLS])
+def test_deploy_every_module_call_passes_what_the_called_modules_variables_accept(directory, call):
+    assert module_call_errors(Module.load(directory), call) == []
+
+
+def test_deploy_example_tfvars_match_the_examples_variables():
+    example = TF / "examples" / "aws"
+    for path in example.glob("*.tfvars.json"):
+        assert tfvars_errors(Module.load(example), json.loads(path.read_text()), path.name) == []
+
+
+def test_deploy_wiring_check_catches_what_terraform_would_refuse_or_drop(tmp_path):
+    """The example before kv_layer_bytes was declared, and other miswirings, in a scratch copy."""
+    root = tmp_path / "examples" / "aws"
+    shutil.copytree(TF / "examples" / "aws", root)
+    shutil.copytree(TF / "modules", tmp_path / "modules")
+    variables = root / "variables.tf"
+    variables.write_text(variables.read_text().replace("    kv_layer_bytes  = number\n", "", 1))
+    example = Module.load(root)
+    missing = 'aws: module.sizing.models[*]: attribute "kv_layer_bytes" is required'
+    assert module_call_errors(example, "sizing") == [missing]
+    tfvars = json.loads((root / "models.auto.tfvars.json").read_text())
+    assert any('"kv_layer_bytes" is not declared' in e for e in tfvars_errors(example, tfvars, "models"))
+
+    main = root / "main.tf"
+    text = main.read_text()
+    main.write_text(
+        text.replace("  node_type                 = var.redis_node_type\n", "  node_typ = var.redis_node_type\n", 1)
+    )
+    errors = module_call_errors(Module.load(root), "redis")
+    assert "aws: module.redis: no variable 'node_typ' in ../../modules/redis" in errors
+    main.write_text(text.replace("  cluster_name         = module.cluster.cluster_name\n", "", 1))  # kuberay's
+    assert "aws: module.kuberay: variable 'cluster_name' has no default and is not passed" in module_call_errors(
+        Module.load(root), "kuberay"
+    )
+    assert repr(parse_type("${map(object({a = number, b = optional(list(string), [])}))}")) == (
+        "map(object({a=number, b?=list(string)}))"
+    )
+
+
+def test_deploy_example_slice_passes_terraform_test(tmp_path):
+    """Terraform evaluates the example's provider-free slice: models.auto.tfvars.json into its variables, into
+    modules/sizing, into modules/rayservice's worker groups (tests/terraform/slice)."""
+    example, modules = tmp_path / "examples" / "aws", tmp_path / "modules"
+    example.mkdir(parents=True)
+    for name in ("variables.tf", "sizing.tf", "models.auto.tfvars.json"):
+        shutil.copy(TF / "examples" / "aws" / name, example / name)
+    shutil.copytree(Path(__file__).parent / "slice", example, dirs_exist_ok=True)
+    shutil.copy(ROOT / "config" / "production.yaml", example / "production.yaml")
+    for name in ("sizing", "rayservice"):
+        shutil.copytree(TF / "modules" / name, modules / name, ignore=shutil.ignore_patterns(".terraform", "tests"))
+    cli = TerraformCommand(str(example))
+    assert cli.init().retcode == 0
+    runs = len(re.findall(r'^run "', (example / "tests" / "slice.tftest.hcl").read_text(), re.M))
+    result = cli.test()
+    summary = [m for m in result.value if m.get("type") == "test_summary"][-1]["test_summary"]
+    assert (summary["passed"], summary["failed"], summary["errored"]) == (runs, 0, 0), result.value

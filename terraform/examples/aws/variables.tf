@@ -22,11 +22,12 @@ variable "tags" {
 }
 
 variable "models" {
-  description = "Model specs and replica bounds; models.auto.tfvars.json holds them, written by `ossfleet terraform-vars --config config/production.yaml`."
+  description = "Model specs (layers, bytes per layer and per vocab matrix, KV bytes per layer at max_context) and replica bounds; models.auto.tfvars.json holds them, written by `ossfleet terraform-vars --config config/production.yaml`."
   type = map(object({
     layers          = number
     layer_bytes     = number
     embedding_bytes = number
+    kv_layer_bytes  = number
     min_replicas    = number
     max_replicas    = number
   }))
