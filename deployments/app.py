@@ -18,7 +18,7 @@ from ray.serve.config import AutoscalingConfig, AutoscalingPolicy
 from ray.serve.deployment import Application
 
 from autoscaling.serve_policy import POLICY_FUNCTION
-from deployments.gateway import Gateway
+from deployments.gateway import GATEWAY_CPUS, Gateway
 from deployments.replica import ModelReplica
 from ossfleet.config import ModelConfig, PlatformConfig, load_config, parse_config
 
@@ -97,10 +97,18 @@ def replica_options(m: ModelConfig, cfg: PlatformConfig | None = None, redis_url
     return opts
 
 
+def gateway_actor_options(cfg: PlatformConfig) -> dict[str, Any]:
+    """The gateway's Ray resources: its CPU share, and the custom resources that pin it to the nodes meant
+    for it (endpoints.gateway_resources)."""
+    return {"num_cpus": GATEWAY_CPUS, **({"resources": dict(cfg.endpoints.gateway_resources)}
+                                         if cfg.endpoints.gateway_resources else {})}  # fmt: skip
+
+
 def gateway_deployment(cfg: PlatformConfig) -> Any:
     return Gateway.options(
         num_replicas=cfg.endpoints.gateway_replicas,
         max_ongoing_requests=cfg.endpoints.gateway_max_ongoing_requests,
+        ray_actor_options=gateway_actor_options(cfg),
     )
 
 

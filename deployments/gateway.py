@@ -17,10 +17,13 @@ from ossfleet.grpc_api import AdminGrpc, GrpcApi
 from ossfleet.grpc_health import HealthServer
 from ossfleet.openai_api import create_app, current_batches, current_core, set_current
 
+# The CPU share of one gateway replica.
+GATEWAY_CPUS = 0.5
+
 app = create_app(current_core, current_batches)
 
 
-@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": GATEWAY_CPUS})
 @serve.ingress(app)
 class Gateway:
     def __init__(self, config: dict[str, Any], redis_url: str) -> None:

@@ -68,6 +68,19 @@ class EndpointsConfig(_Section):
     # whole life; Ray Serve's default (5) collapsed a replica at 32 concurrent
     # clients on 2 cores (bench/serving.py).
     gateway_max_ongoing_requests: Annotated[int, Field(ge=1)] = 1024
+    # Custom Ray resources each gateway replica asks for, so that it runs only on nodes that offer them
+    # (on Kubernetes the CPU worker group offers {name: 1}: one gateway per pod, never on a GPU pod).
+    # Empty: anywhere with CPU. A cluster offering none of them never places a gateway.
+    gateway_resources: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = {}
+
+    @field_validator("gateway_resources")
+    @classmethod
+    def _custom_resources_only(cls, v: dict[str, float]) -> dict[str, float]:
+        builtin = {"CPU", "GPU", "memory", "object_store_memory"}
+        for name in v:
+            if name in builtin or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"gateway_resources: {name!r} is not a custom resource (letters, digits, - and _)")
+        return v
 
 
 class PrioritiesConfig(_Section):

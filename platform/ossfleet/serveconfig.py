@@ -17,7 +17,7 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
     resources and scaling are rendered here so the file shows what will run.
     """
     from autoscaling.serve_policy import POLICY_FUNCTION
-    from deployments.app import SERVE_DELAYS_OFF, policy_kwargs, replica_options
+    from deployments.app import SERVE_DELAYS_OFF, gateway_actor_options, policy_kwargs, replica_options
 
     apps: list[dict[str, Any]] = []
     for m in cfg.models:
@@ -58,6 +58,7 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
             "name": "Gateway",
             "num_replicas": cfg.endpoints.gateway_replicas,
             "max_ongoing_requests": cfg.endpoints.gateway_max_ongoing_requests,
+            **({"ray_actor_options": gateway_actor_options(cfg)} if cfg.endpoints.gateway_resources else {}),
         }],
     })  # fmt: skip
     return {

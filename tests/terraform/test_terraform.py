@@ -332,7 +332,7 @@ def test_deploy_public_traffic_follows_the_active_ray_cluster(rendered_rayservic
     svc = rendered_rayservice["manifest"]["spec"]["serveService"]
     assert svc["metadata"]["name"] == "ossfleet-public" and svc["spec"]["type"] == "LoadBalancer"
     assert "selector" not in svc["spec"]  # KubeRay sets it to the active cluster
-    assert {(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {(443, 8000), (9443, 9000)}
+    assert "ports" not in svc["spec"]  # KubeRay builds them from the head's serve ports (test below)
     assert svc["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-type"] == "external"
 
 
@@ -535,3 +535,75 @@ def test_deploy_example_slice_passes_terraform_test(tmp_path):
     result = cli.test()
     summary = [m for m in result.value if m.get("type") == "test_summary"][-1]["test_summary"]
     assert (summary["passed"], summary["failed"], summary["errored"]) == (runs, 0, 0), result.value
+
+
+def kuberay_serve_service_ports(manifest: dict[str, Any]) -> dict[str, int]:
+    """The ports KubeRay v1.7 gives a RayService's Serve Service (ray-operator/controllers/ray/common/service.go,
+    BuildServeService, with kuberay#4558): the head's Ray container ports named `serve` or `serve-*`, each on
+    its container port; only when there is none, the serveService's own ports of those names. Others are
+    dropped."""
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+    def serving(name: str) -> bool:
+        return name == "serve" or name.startswith("serve-")
+
+    ports = {p.get("name") or f"{p['containerPort']}-port": p["containerPort"] for p in head.get("ports", [])}
+    kept = {n: p for n, p in ports.items() if serving(n)}
+    if kept:
+        return kept
+    own = manifest["spec"].get("serveService", {}).get("spec", {}).get("ports", [])
+    return {p["name"]: p["port"] for p in own if serving(p.get("name", ""))}
+
+
+def test_deploy_load_balancer_tls_ports_are_ports_kuberay_keeps(rendered_rayservice):
+    import yaml
+
+    m = rendered_rayservice["manifest"]
+    ports = kuberay_serve_service_ports(m)
+    serve = yaml.safe_load(rendered_rayservice["serve"])
+    assert ports == {"serve": serve["http_options"]["port"], "serve-grpc": serve["grpc_options"]["port"]}
+    assert rendered_rayservice["serve_ports"] == ports
+    # What the NLB is told to terminate TLS on names ports the Service has (by name or number).
+    a = blocks(TF / "modules" / "ingress", "locals")["service_annotations"]
+    prefix = "service.beta.kubernetes.io/aws-load-balancer-"
+    ssl = a[prefix + "ssl-ports"].split(",")
+    assert set(ssl) == set(ports), f"TLS asked on {ssl}, the Service has {ports}"
+    assert int(a[prefix + "healthcheck-port"]) in ports.values()
+    # The rule itself, on the manifest as it was: a head port named `grpc` and the Service's own 443/9443
+    # left the load balancer with plain 8000 alone.
+    import copy
+
+    old = copy.deepcopy(m)
+    head = old["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["ports"] = [{"name": "serve", "containerPort": 8000}, {"name": "grpc", "containerPort": 9000}]
+    old["spec"]["serveService"]["spec"]["ports"] = [{"name": "https", "port": 443}, {"name": "grpcs", "port": 9443}]
+    assert kuberay_serve_service_ports(old) == {"serve": 8000}
+
+
+def test_deploy_gateway_runs_only_on_cpu_workers_whose_readiness_is_its_grpc_health(rendered_rayservice):
+    import yaml
+
+    from ossfleet.config import load_config
+
+    prod = load_config(ROOT / "config" / "production.yaml")
+    serve = yaml.safe_load(rendered_rayservice["serve"])
+    (gateway,) = [a for a in serve["applications"] if a["name"] == "gateway"]
+    asked = gateway["deployments"][0]["ray_actor_options"]["resources"]
+    assert asked == prod.endpoints.gateway_resources == {"ossfleet_gateway": 1}
+    cluster = rendered_rayservice["manifest"]["spec"]["rayClusterConfig"]
+
+    def offered(group: dict[str, Any]) -> dict[str, float]:
+        # KubeRay passes rayStartParams to `ray start --resources=<value>`: a quoted JSON string.
+        raw = group["rayStartParams"].get("resources")
+        return json.loads(json.loads(raw)) if raw else {}
+
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert offered(groups["cpu"]) == {"ossfleet_gateway": 1}  # one gateway per CPU worker pod
+    assert all(not offered(g) for name, g in groups.items() if name != "cpu")
+    assert not offered(cluster["headGroupSpec"]) and cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (worker,) = groups["cpu"]["template"]["spec"]["containers"]
+    assert worker["readinessProbe"]["grpc"] == {"port": prod.endpoints.grpc_health_port}
+    assert {"name": "grpc-health", "containerPort": prod.endpoints.grpc_health_port} in worker["ports"]
+    for name, g in groups.items():
+        if name != "cpu":
+            assert "readinessProbe" not in g["template"]["spec"]["containers"][0]

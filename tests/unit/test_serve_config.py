@@ -39,3 +39,20 @@ def test_serve_config_policy_reads_redis_from_the_clusters_config_file(tmp_path)
     on_cluster["redis"]["url"] = "rediss://queue.internal:6379/0"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(on_cluster))
     assert OssfleetServePolicy(**kwargs).redis_url == "rediss://queue.internal:6379/0"
+
+
+def test_deploy_gateway_resources_pin_the_gateway_and_only_custom_names_are_accepted(tmp_path):
+    from ossfleet.config import ConfigError, parse_config
+
+    base = yaml.safe_load((Path(__file__).parents[2] / "config" / "local.yaml").read_text())
+    plain = yaml.safe_load(render_serve_config(parse_config(base, "<t>"), "/c.yaml"))
+    (gw,) = [a for a in plain["applications"] if a["name"] == "gateway"]
+    assert "ray_actor_options" not in gw["deployments"][0]  # the decorator's CPU share, anywhere
+    pinned = {**base, "endpoints": {**base.get("endpoints", {}), "gateway_resources": {"ossfleet_gateway": 1}}}
+    rendered = yaml.safe_load(render_serve_config(parse_config(pinned, "<t>"), "/c.yaml"))
+    ServeDeploySchema.model_validate(rendered)
+    (gw,) = [a for a in rendered["applications"] if a["name"] == "gateway"]
+    assert gw["deployments"][0]["ray_actor_options"] == {"num_cpus": 0.5, "resources": {"ossfleet_gateway": 1}}
+    for bad in ({"GPU": 1}, {"a b": 1}, {"ossfleet_gateway": 0}, {"x": float("inf")}):
+        with pytest.raises(ConfigError, match="gateway_resources"):
+            parse_config({**base, "endpoints": {"gateway_resources": bad}}, "<t>")

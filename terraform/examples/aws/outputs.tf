@@ -1,11 +1,11 @@
 output "http_endpoint" {
-  description = "OpenAI-compatible API (TLS): point a CNAME of the certificate's host name at this load balancer."
-  value       = local.lb_hostname == null ? null : "https://${local.lb_hostname}/v1"
+  description = "OpenAI-compatible API (TLS, on the Serve Service's `serve` port): point a CNAME of the certificate's host name at this load balancer."
+  value       = local.lb_hostname == null ? null : "https://${local.lb_hostname}:${module.kuberay.serve_ports["serve"]}/v1"
 }
 
 output "grpc_endpoint" {
   description = "gRPC endpoint (TLS, HTTP/2)."
-  value       = local.lb_hostname == null ? null : "${local.lb_hostname}:9443"
+  value       = local.lb_hostname == null ? null : "${local.lb_hostname}:${module.kuberay.serve_ports["serve-grpc"]}"
 }
 
 output "redis_secret_name" {

@@ -1,7 +1,9 @@
 # TLS for both listeners. Ray Serve's HTTP and gRPC proxies speak plain HTTP/1.1
 # and HTTP/2 (its gRPC proxy has no TLS options), so TLS terminates at an AWS
-# Network Load Balancer with an ACM certificate: 443 -> Serve HTTP (8000) and
-# 9443 -> Serve gRPC (9000, ALPN HTTP/2). The AWS Load Balancer Controller
+# Network Load Balancer with an ACM certificate, on the Serve Service's own ports: HTTPS on `serve`
+# (8000) and gRPC over TLS on `serve-grpc` (9000, ALPN HTTP/2). KubeRay builds that Service's ports
+# from the head's container ports and ignores any others, so the listeners are the proxies' port
+# numbers (an NLB cannot map 443 to a Service port it does not have). The AWS Load Balancer Controller
 # creates the NLB from the Serve Service's annotations (below); traffic from the NLB
 # to the pods stays in the VPC.
 
@@ -49,7 +51,7 @@ locals {
     "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"        = "ip"
     "service.beta.kubernetes.io/aws-load-balancer-scheme"                 = var.internal ? "internal" : "internet-facing"
     "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.acm_certificate_arn
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "https,grpcs"
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "serve,serve-grpc"
     "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
     # HTTP2Optional: HTTP/1.1 to clients that offer it (curl and Go offer h2 too, and Serve's HTTP
     # proxy speaks HTTP/1.1 only), HTTP/2 to clients that offer only h2 (every gRPC client).

@@ -12,3 +12,8 @@ output "service_account" {
   description = "Service account of the Ray pods (the storage module gives it the files bucket)."
   value       = kubernetes_service_account.ray.metadata[0].name
 }
+
+output "serve_ports" {
+  description = "Ports of the Serve Service (and so of the load balancer's TLS listeners): serve (HTTP), serve-grpc (gRPC)."
+  value       = module.rayservice.serve_ports
+}

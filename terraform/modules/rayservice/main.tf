@@ -18,7 +18,19 @@ locals {
   }, local.storage_override))
   # A change of either config changes every pod template, so it rolls out (a NewCluster upgrade): pods
   # read the ConfigMap only at start.
-  config_sha256   = sha256("${local.ossfleet_config}\n${var.serve_config_yaml}")
+  config_sha256 = sha256("${local.ossfleet_config}\n${var.serve_config_yaml}")
+
+  # What the Serve config says the proxies listen on, and the Ray resources the gateway asks for (only the
+  # CPU worker group offers them, one gateway per pod; `endpoints.gateway_resources` in the ossfleet config).
+  serve_config      = yamldecode(var.serve_config_yaml)
+  http_port         = try(local.serve_config.http_options.port, 8000)
+  grpc_port         = try(local.serve_config.grpc_options.port, 9000)
+  gateway_resources = try([for a in local.serve_config.applications : a.deployments[0].ray_actor_options.resources if a.name == "gateway"][0], {})
+  # grpc.health.v1 of the gateway (endpoints.grpc_health_port in the ossfleet config; 0: none).
+  grpc_health_port = try(local.ossfleet_config_in.endpoints.grpc_health_port, 9001)
+  gateway_probe = local.grpc_health_port == 0 || length(local.gateway_resources) == 0 ? {} : {
+    readinessProbe = { grpc = { port = local.grpc_health_port }, periodSeconds = 5, failureThreshold = 3 }
+  }
   pod_annotations = { "ossfleet.io/config-sha256" = local.config_sha256 }
 
   config_mount = { name = "ossfleet-config", mountPath = "/etc/ossfleet", readOnly = true }
@@ -73,17 +85,14 @@ locals {
   ]
 
   # KubeRay creates this Service and sets its selector to the active cluster's Serve pods: during a
-  # NewCluster upgrade, traffic moves to the new cluster only once its applications run.
+  # NewCluster upgrade, traffic moves to the new cluster only once its applications run. Its ports are
+  # not ours to give: KubeRay (v1.7, common/service.go) builds them from the head container's ports named
+  # `serve` or `serve-*`, each on its container port, and ignores a serveService's own ports.
+  serve_ports = { "serve" = local.http_port, "serve-grpc" = local.grpc_port }
   serve_service = var.serve_service == null ? {} : {
     serveService = {
       metadata = { name = var.serve_service.name, annotations = var.serve_service.annotations }
-      spec = {
-        type = var.serve_service.type
-        ports = [
-          { name = "https", port = 443, targetPort = 8000, protocol = "TCP" },
-          { name = "grpcs", port = 9443, targetPort = 9000, protocol = "TCP" },
-        ]
-      }
+      spec     = { type = var.serve_service.type }
     }
   }
 
@@ -128,8 +137,8 @@ locals {
                 ports = [
                   { name = "gcs", containerPort = 6379 },
                   { name = "dashboard", containerPort = 8265 },
-                  { name = "serve", containerPort = 8000 },
-                  { name = "grpc", containerPort = 9000 },
+                  { name = "serve", containerPort = local.serve_ports["serve"] },
+                  { name = "serve-grpc", containerPort = local.serve_ports["serve-grpc"] },
                 ]
                 resources = {
                   requests = { cpu = "2", memory = "8Gi" }
@@ -141,33 +150,34 @@ locals {
         }
         workerGroupSpecs = concat([
           {
-            # CPU workers: the gateways.
+            # CPU workers: the gateways, one per pod where the gateway asks for Ray resources that only
+            # this group offers (KubeRay wants a custom resource map as a quoted JSON string).
             groupName      = "cpu"
             minReplicas    = var.cpu_workers.min
             maxReplicas    = var.cpu_workers.max
             replicas       = var.cpu_workers.min
-            rayStartParams = {}
+            rayStartParams = length(local.gateway_resources) == 0 ? {} : { resources = jsonencode(jsonencode(local.gateway_resources)) }
             template = {
               metadata = { annotations = local.pod_annotations }
               spec = {
                 serviceAccountName = var.service_account
                 nodeSelector       = { "ossfleet.io/pool" = "system" }
                 volumes            = local.volumes
-                containers = [{
+                containers = [merge({
                   name            = "ray-worker"
                   image           = var.image
                   env             = local.env
                   volumeMounts    = [local.config_mount, local.models_mount]
                   securityContext = local.security_context
-                  # grpc.health.v1 of the gateway replicas on this pod (endpoints.grpc_health_port), for
-                  # gRPC-aware load balancers and probes. No readiness probe here: a CPU worker that runs
-                  # no gateway replica would never be ready.
-                  ports = [{ name = "grpc-health", containerPort = 9001 }]
+                  # grpc.health.v1 of the gateway replica on this pod (endpoints.grpc_health_port): the pod
+                  # is ready while its gateway serves and reaches Redis. Only with gateway_resources, which
+                  # put one gateway on every CPU worker: without them a worker may hold none.
+                  ports = local.grpc_health_port == 0 ? [] : [{ name = "grpc-health", containerPort = local.grpc_health_port }]
                   resources = {
                     requests = { cpu = "2", memory = "4Gi" }
                     limits   = { cpu = "2", memory = "4Gi" }
                   }
-                }]
+                }, local.gateway_probe)]
               }
             }
           }

@@ -12,3 +12,8 @@ output "config_sha256" {
   description = "Digest of both configs, on every pod template: a change of either rolls the cluster."
   value       = local.config_sha256
 }
+
+output "serve_ports" {
+  description = "The ports of the Serve Service KubeRay builds (from the head's `serve` and `serve-*` container ports): HTTP on `serve`, gRPC on `serve-grpc`."
+  value       = local.serve_ports
+}

@@ -70,7 +70,7 @@ variable "service_account" {
 }
 
 variable "serve_service" {
-  description = "The Serve Service KubeRay keeps pointed at the active cluster (443 -> HTTP 8000, 9443 -> gRPC 9000): its name, type and annotations (the load balancer's); null: KubeRay's default ClusterIP service."
+  description = "The Serve Service KubeRay keeps pointed at the active cluster (its ports are KubeRay's, from the head's `serve` and `serve-grpc` container ports): its name, type and annotations (the load balancer's); null: KubeRay's default ClusterIP service."
   type = object({
     name        = string
     type        = string
