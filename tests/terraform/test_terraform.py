@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -607,3 +609,48 @@ def test_deploy_gateway_runs_only_on_cpu_workers_whose_readiness_is_its_grpc_hea
     for name, g in groups.items():
         if name != "cpu":
             assert "readinessProbe" not in g["template"]["spec"]["containers"][0]
+
+
+def test_deploy_weights_job_downloads_every_model_where_its_config_reads_it_before_the_rayservice(
+    rendered_rayservice, tmp_path
+):
+    from ossfleet.config import load_config
+
+    job = rendered_rayservice["weights_job"]
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    script = container["command"][2]
+    assert subprocess.run(["bash", "-n", "-c", script]).returncode == 0
+    prod = load_config(ROOT / "config" / "production.yaml")
+    downloads = [line for line in script.splitlines() if line.startswith("hf download ")]
+    assert downloads == [
+        f"hf download 'openai/{m.spec}' --local-dir '{m.path}' --exclude 'original/*' --exclude 'metal/*'"
+        for m in prod.models
+    ]
+    # Written through the models claim, read-write, at the mount the pods read it from.
+    (models,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert models["persistentVolumeClaim"] == {"claimName": "ossfleet-models"}
+    assert {"name": models["name"], "mountPath": "/models"} in container["volumeMounts"]
+    # As the uid the storage module's access point acts as (the EFS root is root's 0755).
+    storage = blocks(TF / "modules" / "storage", "variable")
+    ap = blocks(TF / "modules" / "storage", "resource")["aws_efs_access_point"]["models"]
+    assert (
+        spec["securityContext"]["runAsUser"]
+        == storage["pod_uid"]["default"]
+        == container["securityContext"]["runAsUser"]
+    )
+    assert spec["securityContext"]["runAsGroup"] == storage["pod_gid"]["default"]
+    assert ap["root_directory"][0]["creation_info"][0]["owner_uid"] == "${var.pod_uid}"
+    pv = blocks(TF / "modules" / "storage", "resource")["kubernetes_persistent_volume"]["models"]
+    assert "aws_efs_access_point.models.id" in json.dumps(pv)
+    # The real `hf` client accepts each command line (an unknown option exits 2 before any network use).
+    hf = Path(sys.executable).parent / "hf"
+    for line in downloads:
+        args = shlex.split(line)[1:]
+        ran = subprocess.run([str(hf), *args, "--dry-run"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})  # fmt: skip
+        assert ran.returncode != 2 and "No such option" not in ran.stderr, ran.stderr
+    # Applied by Helm, waited for, before the RayService.
+    releases = blocks(TF / "modules" / "kuberay", "resource")["helm_release"]
+    assert releases["weights"]["wait_for_jobs"] is True and releases["weights"]["wait"] is True
+    assert "${helm_release.weights}" in releases["rayservice"]["depends_on"]

@@ -96,6 +96,22 @@ module "rayservice" {
   gpu_groups           = var.gpu_groups
 }
 
+# The weights, downloaded into the models volume before any Ray pod starts (gateway and replicas read
+# tokenizers and checkpoints from /models at start, and Serve gives up on an application after 3 failed
+# starts). Terraform waits for the Job to complete; a failed or timed-out Job fails the apply, which
+# says so, and a re-apply runs it again (hf download skips the files already there).
+resource "helm_release" "weights" {
+  name          = "ossfleet-weights"
+  chart         = "${path.module}/charts/weights"
+  namespace     = kubernetes_namespace.ossfleet.metadata[0].name
+  values        = [yamlencode({ manifest = module.rayservice.weights_job })]
+  wait          = true
+  wait_for_jobs = true
+  timeout       = module.rayservice.weights_job.spec.activeDeadlineSeconds
+
+  depends_on = [kubernetes_service_account.ray]
+}
+
 # Applied as a Helm release of a local chart (charts/rayservice), not a kubernetes_manifest: Helm checks
 # the kind only when it applies, after the operator (and its CRDs) are installed, so a first
 # `terraform apply` plans without the CRD.
@@ -105,5 +121,5 @@ resource "helm_release" "rayservice" {
   namespace = kubernetes_namespace.ossfleet.metadata[0].name
   values    = [yamlencode({ manifest = module.rayservice.manifest })]
 
-  depends_on = [helm_release.kuberay_operator, kubernetes_config_map.ossfleet]
+  depends_on = [helm_release.kuberay_operator, kubernetes_config_map.ossfleet, helm_release.weights]
 }

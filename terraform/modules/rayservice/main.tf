@@ -186,3 +186,54 @@ locals {
     })
   }
 }
+
+# The weights Job: `hf download` of every model's repository into the path its config names under /models,
+# on a system node, as the pods' uid (the models volume is an EFS access point owned by it, so the folders
+# can be created). Files already there are skipped; the repositories' `original/` and `metal/` copies are
+# not fetched (ossfleet loads the safetensors at the root). modules/kuberay applies it first and waits for it.
+locals {
+  weights = [
+    for m in lookup(local.ossfleet_config_in, "models", []) : {
+      repo = lookup(var.weights_repos, m.name, "openai/${lookup(m, "spec", m.name)}")
+      dir  = m.path
+    } if startswith(lookup(m, "path", ""), "/models/")
+  ]
+  weights_script = join("\n", concat(["set -eu"], [
+    for w in local.weights :
+    "hf download '${w.repo}' --local-dir '${w.dir}' --exclude 'original/*' --exclude 'metal/*'"
+  ]))
+
+  weights_job = {
+    apiVersion = "batch/v1"
+    kind       = "Job"
+    metadata   = { name = var.weights_job.name, namespace = var.namespace }
+    spec = {
+      backoffLimit          = 3
+      activeDeadlineSeconds = var.weights_job.deadline_seconds
+      template = {
+        spec = {
+          restartPolicy      = "OnFailure"
+          serviceAccountName = var.service_account
+          nodeSelector       = { "ossfleet.io/pool" = "system" }
+          securityContext    = { runAsUser = 1000, runAsGroup = 100, runAsNonRoot = true }
+          volumes = [
+            { name = "models", persistentVolumeClaim = { claimName = var.models_pvc } },
+            { name = "hf-home", emptyDir = {} },
+          ]
+          containers = [{
+            name            = "weights"
+            image           = var.image
+            command         = ["/bin/bash", "-c", local.weights_script]
+            env             = [{ name = "HF_HOME", value = "/hf-home" }]
+            volumeMounts    = [{ name = "models", mountPath = "/models" }, { name = "hf-home", mountPath = "/hf-home" }]
+            securityContext = local.security_context
+            resources = {
+              requests = { cpu = "2", memory = "4Gi" }
+              limits   = { cpu = "2", memory = "4Gi" }
+            }
+          }]
+        }
+      }
+    }
+  }
+}

@@ -17,3 +17,8 @@ output "serve_ports" {
   description = "The ports of the Serve Service KubeRay builds (from the head's `serve` and `serve-*` container ports): HTTP on `serve`, gRPC on `serve-grpc`."
   value       = local.serve_ports
 }
+
+output "weights_job" {
+  description = "The Job that downloads the weights into the models volume (apply it, and wait for it, before the RayService)."
+  value       = local.weights_job
+}

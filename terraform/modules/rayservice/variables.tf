@@ -101,3 +101,15 @@ variable "gpu_groups" {
     memory        = string
   }))
 }
+
+variable "weights_repos" {
+  description = "Hugging Face repository each model's weights come from, by model name; a model not listed gets openai/<its spec> (openai/gpt-oss-20b, openai/gpt-oss-120b)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "weights_job" {
+  description = "The Job that downloads every model's weights into the models volume before the RayService starts (name, and its deadline in seconds)."
+  type        = object({ name = string, deadline_seconds = number })
+  default     = { name = "ossfleet-weights", deadline_seconds = 7200 }
+}

@@ -105,6 +105,26 @@ resource "aws_eks_addon" "efs_csi" {
   depends_on = [aws_eks_pod_identity_association.efs_csi]
 }
 
+# The pods (and the weights Job) run as uid 1000, gid 100 (the image's `ray` user), and the file system's root
+# is root's (0755): through this access point they act as that user, in a /models folder it owns.
+resource "aws_efs_access_point" "models" {
+  file_system_id = aws_efs_file_system.models.id
+
+  posix_user {
+    uid = var.pod_uid
+    gid = var.pod_gid
+  }
+  root_directory {
+    path = "/models"
+    creation_info {
+      owner_uid   = var.pod_uid
+      owner_gid   = var.pod_gid
+      permissions = "0755"
+    }
+  }
+  tags = var.tags
+}
+
 resource "kubernetes_persistent_volume" "models" {
   metadata {
     name = "${var.name}-models"
@@ -117,7 +137,7 @@ resource "kubernetes_persistent_volume" "models" {
     persistent_volume_source {
       csi {
         driver        = "efs.csi.aws.com"
-        volume_handle = aws_efs_file_system.models.id
+        volume_handle = "${aws_efs_file_system.models.id}::${aws_efs_access_point.models.id}"
       }
     }
   }

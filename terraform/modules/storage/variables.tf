@@ -50,3 +50,15 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "pod_uid" {
+  description = "uid the Ray pods and the weights Job run as (the image's `ray` user); the models access point acts as it."
+  type        = number
+  default     = 1000
+}
+
+variable "pod_gid" {
+  description = "gid of the same (the image's `users` group)."
+  type        = number
+  default     = 100
+}
