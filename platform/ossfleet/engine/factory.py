@@ -17,6 +17,10 @@ async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> E
     """The engine a model's config asks for, loaded and started."""
     path = cfg.model_path(m)
     engine: Engine
+    if m.engine != "stub":
+        from ossfleet.engine.cuda_check import check_cuda_driver
+
+        check_cuda_driver(m.device)
     if m.engine == "stub":
         from ossfleet.engine.stub import StubEngine
 
