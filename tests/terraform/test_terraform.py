@@ -280,7 +280,8 @@ def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_as
 
 def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_change():
     kuberay = blocks(TF / "modules" / "kuberay", "module")["rayservice"]
-    assert kuberay["redis_url"] == "rediss://${var.redis_host}:6379/0"
+    assert kuberay["redis_url"] == "${var.redis_url}"
+    assert blocks(TF / "examples" / "aws", "module")["kuberay"]["redis_url"] == "${module.redis.url}"
     cm = blocks(TF / "modules" / "kuberay", "resource")["kubernetes_config_map"]["ossfleet"]
     assert cm["data"]["config.yaml"] == "${module.rayservice.ossfleet_config_yaml}"
     rayservice = (TF / "modules" / "rayservice" / "main.tf").read_text()
@@ -654,3 +655,52 @@ def test_deploy_weights_job_downloads_every_model_where_its_config_reads_it_befo
     releases = blocks(TF / "modules" / "kuberay", "resource")["helm_release"]
     assert releases["weights"]["wait_for_jobs"] is True and releases["weights"]["wait"] is True
     assert "${helm_release.weights}" in releases["rayservice"]["depends_on"]
+
+
+# EKS versions this deployment allows: release, end of standard support, end of extended support (AWS's
+# calendar; terraform/README.md has the same table).
+EKS_SUPPORT = {"1.33": ("2025-05-28", "2026-07-29", "2027-07-29"), "1.34": ("2025-10-06", "2026-12-02", "2027-12-02"),
+               "1.35": ("2026-01-28", "2027-03-27", "2028-03-27")}  # fmt: skip
+
+
+def test_deploy_kubernetes_version_is_one_eks_creates_and_the_autoscaler_matches_it():
+    readme = (TF / "README.md").read_text()
+    for directory in (TF / "modules" / "cluster", TF / "examples" / "aws"):
+        var = blocks(directory, "variable")["kubernetes_version"]
+        allowed = re.findall(r'"(1\.\d+)"', var["validation"][0]["condition"])
+        assert set(allowed) == set(EKS_SUPPORT), allowed
+        assert var["default"] == max(EKS_SUPPORT, key=lambda v: tuple(map(int, v.split("."))))
+    for version, dates in EKS_SUPPORT.items():
+        assert f"| {version} | {dates[0]} | {dates[1]} | {dates[2]} |" in readme, version
+    cluster = blocks(TF / "modules" / "cluster", "variable")
+    tag = cluster["cluster_autoscaler_image_tag"]["default"]
+    assert tag.startswith(f"v{cluster['kubernetes_version']['default']}."), tag
+    release = blocks(TF / "modules" / "cluster", "resource")["helm_release"]["cluster_autoscaler"]
+    assert "image = {tag = var.cluster_autoscaler_image_tag}" in json.dumps(release["values"])
+    assert "v${var.kubernetes_version}." in json.dumps(release["lifecycle"])
+    assert release["depends_on"] == ["${module.eks}"]
+
+
+def test_deploy_system_nodes_have_room_for_the_image():
+    cluster = blocks(TF / "modules" / "cluster", "module")["eks"]
+    system = json.dumps(cluster["eks_managed_node_groups"])
+    assert "volume_size = var.system_node_disk_gib" in system
+    assert blocks(TF / "modules" / "cluster", "variable")["system_node_disk_gib"]["default"] >= 60
+
+
+def test_deploy_redis_cluster_mode_gives_ossfleet_a_cluster_url_it_accepts():
+    import yaml
+
+    from ossfleet.config import parse_config
+    from ossfleet.redisdb import cluster_url
+
+    main = (TF / "modules" / "redis" / "main.tf").read_text()
+    assert '"${var.cluster_mode ? "rediss+cluster" : "rediss"}://${local.endpoint}:6379/0"' in main
+    assert (
+        "configuration_endpoint_address" in main and 'cluster_mode               = var.cluster_mode ? "enabled"' in main
+    )
+    url = "rediss+cluster://clustercfg.ossfleet-redis.abc123.use1.cache.amazonaws.com:6379/0"
+    prod = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())
+    cfg = parse_config({**prod, "redis": {**prod["redis"], "url": url}}, "<t>")
+    assert cfg.redis.url == url and cluster_url(url) == url.replace("rediss+cluster", "rediss")
+    assert blocks(TF / "examples" / "aws", "module")["redis"]["cluster_mode"] == "${var.redis_cluster_mode}"

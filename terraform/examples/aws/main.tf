@@ -6,6 +6,15 @@ locals {
   tags = merge({ "app" = "ossfleet", "ossfleet.io/deployment" = var.name }, var.tags)
 }
 
+# Not an error: with admin_cidrs empty the API is private, and the apply that installs Helm releases and
+# Kubernetes objects must run from inside the VPC.
+check "kubernetes_api_reachable" {
+  assert {
+    condition     = length(var.admin_cidrs) > 0
+    error_message = "admin_cidrs is empty: the Kubernetes API is private to the VPC, so the second terraform apply (Helm, kubectl) must run from inside it (a bastion or CI runner there); set admin_cidrs to your address to run it from here."
+  }
+}
+
 module "network" {
   source = "../../modules/network"
 
@@ -47,6 +56,7 @@ module "redis" {
   subnet_ids                = module.network.private_subnets
   client_security_group_ids = [module.cluster.node_security_group_id]
   node_type                 = var.redis_node_type
+  cluster_mode              = var.redis_cluster_mode
   tags                      = local.tags
 }
 
@@ -71,6 +81,7 @@ module "kuberay" {
   image                = var.image
   serve_config_yaml    = file(var.serve_config_path)
   ossfleet_config_yaml = file(var.ossfleet_config_path)
+  redis_url            = module.redis.url
   redis_host           = module.redis.primary_endpoint
   redis_password       = module.redis.auth_token
   models_pvc           = module.storage.models_pvc

@@ -68,9 +68,14 @@ variable "gpu_pod_resources" {
 }
 
 variable "kubernetes_version" {
-  description = "EKS Kubernetes version."
+  description = "EKS Kubernetes version. 1.35: standard support until 2027-03-27, extended (paid) until 2028-03-27 (terraform/README.md keeps the table). A version whose extended support has ended cannot be created."
   type        = string
-  default     = "1.31"
+  default     = "1.35"
+
+  validation {
+    condition     = contains(["1.33", "1.34", "1.35"], var.kubernetes_version)
+    error_message = "kubernetes_version must be one EKS still creates and this deployment was checked with: 1.33, 1.34 or 1.35 (terraform/README.md)."
+  }
 }
 
 variable "vpc_cidr" {
@@ -95,6 +100,12 @@ variable "redis_node_type" {
   description = "ElastiCache node type for the queue state."
   type        = string
   default     = "cache.r7g.large"
+}
+
+variable "redis_cluster_mode" {
+  description = "ElastiCache in cluster mode (queue state sharded; ossfleet's redis.url becomes rediss+cluster://, which the outputs give). Changing it replaces the Redis, and the queue state with it."
+  type        = bool
+  default     = false
 }
 
 variable "image" {

@@ -40,6 +40,16 @@ module "eks" {
         max_size       = var.system_nodes.max
         desired_size   = var.system_nodes.min
         labels         = { "ossfleet.io/pool" = "system" }
+        block_device_mappings = {
+          root = {
+            device_name = "/dev/xvda"
+            ebs = {
+              volume_size = var.system_node_disk_gib
+              volume_type = "gp3"
+              encrypted   = true
+            }
+          }
+        }
       }
     },
     {
@@ -125,9 +135,20 @@ resource "helm_release" "cluster_autoscaler" {
   chart      = "cluster-autoscaler"
   version    = var.cluster_autoscaler_chart_version
   namespace  = "kube-system"
+  # Installed once the node groups exist (its pod needs a system node), with time for the first nodes.
+  timeout    = 900
+  depends_on = [module.eks]
+
+  lifecycle {
+    precondition {
+      condition     = startswith(var.cluster_autoscaler_image_tag, "v${var.kubernetes_version}.")
+      error_message = "cluster_autoscaler_image_tag ${var.cluster_autoscaler_image_tag} does not match Kubernetes ${var.kubernetes_version}: the autoscaler supports only its own minor version."
+    }
+  }
 
   values = [yamlencode({
     autoDiscovery = { clusterName = module.eks.cluster_name }
+    image         = { tag = var.cluster_autoscaler_image_tag }
     awsRegion     = var.region
     rbac = {
       serviceAccount = {

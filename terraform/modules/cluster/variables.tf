@@ -9,9 +9,14 @@ variable "region" {
 }
 
 variable "kubernetes_version" {
-  description = "EKS Kubernetes version."
+  description = "EKS Kubernetes version. 1.35: standard support until 2027-03-27, extended (paid) until 2028-03-27 (terraform/README.md keeps the table). A version whose extended support has ended cannot be created."
   type        = string
-  default     = "1.31"
+  default     = "1.35"
+
+  validation {
+    condition     = contains(["1.33", "1.34", "1.35"], var.kubernetes_version)
+    error_message = "kubernetes_version must be one EKS still creates and this deployment was checked with: 1.33, 1.34 or 1.35 (terraform/README.md)."
+  }
 }
 
 variable "vpc_id" {
@@ -78,7 +83,24 @@ variable "scale_down_unneeded" {
 variable "cluster_autoscaler_chart_version" {
   description = "Helm chart version of the cluster autoscaler."
   type        = string
-  default     = "9.43.2"
+  default     = "9.56.0"
+}
+
+variable "cluster_autoscaler_image_tag" {
+  description = "The cluster autoscaler's image tag. Its minor version must be the cluster's Kubernetes minor (the autoscaler supports only its own), which the release checks at plan time."
+  type        = string
+  default     = "v1.35.1"
+}
+
+variable "system_node_disk_gib" {
+  description = "Root disk of the system nodes. They run the Ray head and the gateways from the CUDA image (tens of GB unpacked), so EKS's default 20 GiB is not enough."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.system_node_disk_gib >= 60
+    error_message = "system_node_disk_gib must be at least 60: the ossfleet image alone unpacks to tens of GB."
+  }
 }
 
 variable "nvidia_device_plugin_chart_version" {

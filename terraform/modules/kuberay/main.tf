@@ -83,7 +83,7 @@ module "rayservice" {
   image                = var.image
   serve_config_yaml    = var.serve_config_yaml
   ossfleet_config_yaml = var.ossfleet_config_yaml
-  redis_url            = "rediss://${var.redis_host}:6379/0"
+  redis_url            = var.redis_url
   storage_url          = var.storage_url
   serve_service        = var.serve_service
   redis_host           = var.redis_host

@@ -41,6 +41,16 @@ variable "ossfleet_config_yaml" {
   type        = string
 }
 
+variable "redis_url" {
+  description = "ossfleet's redis.url: rediss://<host>:6379/0, or rediss+cluster:// for ElastiCache in cluster mode (the redis module's url)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^rediss(\\+cluster)?://", var.redis_url))
+    error_message = "redis_url must be a TLS URL: rediss:// or rediss+cluster://."
+  }
+}
+
 variable "redis_host" {
   description = "Redis primary endpoint (TLS, port 6379) for GCS fault tolerance."
   type        = string

@@ -63,8 +63,14 @@ resource "aws_secretsmanager_secret_version" "redis" {
   secret_id = aws_secretsmanager_secret.redis.id
   secret_string = jsonencode({
     password = random_password.auth.result
-    url      = "rediss://${aws_elasticache_replication_group.this.primary_endpoint_address}:6379/0"
+    url      = local.url
   })
+}
+
+locals {
+  # Cluster mode has no primary endpoint: clients start from the configuration endpoint.
+  endpoint = var.cluster_mode ? aws_elasticache_replication_group.this.configuration_endpoint_address : aws_elasticache_replication_group.this.primary_endpoint_address
+  url      = "${var.cluster_mode ? "rediss+cluster" : "rediss"}://${local.endpoint}:6379/0"
 }
 
 resource "aws_elasticache_subnet_group" "this" {
@@ -99,13 +105,23 @@ resource "aws_cloudwatch_log_group" "redis" {
 # (leases, streams, rate windows) under memory pressure. With noeviction Redis refuses writes instead,
 # which ossfleet reports as 503 with retry advice.
 resource "aws_elasticache_parameter_group" "this" {
-  name        = "${var.name}-redis-noeviction"
+  name        = "${var.name}-redis-noeviction${var.cluster_mode ? "-cluster" : ""}"
   family      = "redis${split(".", var.engine_version)[0]}"
   description = "ossfleet: never evict queue state"
 
   parameter {
     name  = "maxmemory-policy"
     value = "noeviction"
+  }
+
+  # Cluster mode: keys sharded over var.shards primaries (ossfleet keeps each tenant's and each model's
+  # keys in one hash slot; its URL is rediss+cluster://).
+  dynamic "parameter" {
+    for_each = var.cluster_mode ? [1] : []
+    content {
+      name  = "cluster-enabled"
+      value = "yes"
+    }
   }
 
   tags = var.tags
@@ -119,7 +135,11 @@ resource "aws_elasticache_replication_group" "this" {
   node_type            = var.node_type
   port                 = 6379
 
-  num_cache_clusters         = var.replicas + 1
+  # Cluster mode off: a primary and var.replicas replicas. On: var.shards such groups.
+  num_cache_clusters         = var.cluster_mode ? null : var.replicas + 1
+  cluster_mode               = var.cluster_mode ? "enabled" : "disabled"
+  num_node_groups            = var.cluster_mode ? var.shards : null
+  replicas_per_node_group    = var.cluster_mode ? var.replicas : null
   automatic_failover_enabled = true
   multi_az_enabled           = true
 

@@ -1,11 +1,11 @@
 output "primary_endpoint" {
-  description = "Primary endpoint address (TLS on port 6379)."
-  value       = aws_elasticache_replication_group.this.primary_endpoint_address
+  description = "The endpoint clients start from (TLS on port 6379): the primary's, or in cluster mode the configuration endpoint."
+  value       = local.endpoint
 }
 
 output "url" {
-  description = "The rediss:// URL ossfleet's redis.url takes (the password comes from the secret)."
-  value       = "rediss://${aws_elasticache_replication_group.this.primary_endpoint_address}:6379/0"
+  description = "The URL ossfleet's redis.url takes: rediss://, or rediss+cluster:// in cluster mode (the password comes from the secret)."
+  value       = local.url
 }
 
 output "secret_arn" {

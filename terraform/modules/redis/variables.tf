@@ -41,6 +41,23 @@ variable "replicas" {
   }
 }
 
+variable "cluster_mode" {
+  description = "Shard the queue state over several primaries (ElastiCache cluster mode; ossfleet connects with rediss+cluster://). Changing it replaces the replication group, and with it the queue state."
+  type        = bool
+  default     = false
+}
+
+variable "shards" {
+  description = "Primaries (node groups) in cluster mode."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.shards >= 1 && var.shards <= 500 && floor(var.shards) == var.shards
+    error_message = "shards must be a whole number between 1 and 500."
+  }
+}
+
 variable "tags" {
   description = "Tags for every resource."
   type        = map(string)
