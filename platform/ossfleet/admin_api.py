@@ -22,11 +22,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from ossfleet.batch.service import BatchService
 from ossfleet.config import TenantConfig
-from ossfleet.errors import InvalidRequest, NotFound
+from ossfleet.errors import InvalidRequest, NotFound, StillInUse
 from ossfleet.gateway import GatewayCore
 from ossfleet.httpio import read_body
 from ossfleet.pricing import NANO_PER_USD
 from ossfleet.tenancy import (
+    audit_async,
     authenticate_admin,
     issue_key,
     period_id,
@@ -34,6 +35,7 @@ from ossfleet.tenancy import (
     revoke_tenant_key,
     tenant_key_digests,
 )
+from ossfleet.tenant_purge import outstanding, purge_tenant
 from ossfleet.tenants import KEY_FIELDS
 
 
@@ -92,9 +94,22 @@ class AdminService:
         return tenant_body(t, await self._usage(t))
 
     async def delete_tenant(self, name: str, actor: str) -> dict[str, Any]:
+        """Delete a tenant with nothing outstanding, its keys, and everything it left (tenant_purge)."""
+        await self.core.tenants.read(name)  # NotFound first
+        reasons = await outstanding(self.core.r, self.core.queue.keys, name)
+        if reasons:
+            raise StillInUse(
+                f"tenant {name!r} still has work: {'; '.join(reasons)}. Revoke its keys so that nothing new "
+                "arrives, cancel its batch jobs, and delete it once they have ended",
+                param="name",
+            )
         await self.core.tenants.delete(name, actor)
         revoked = await revoke_all_keys(self.core.r, self.ns, name, actor)
-        return {"name": name, "deleted": True, "keys_revoked": revoked}
+        report = await purge_tenant(self.core.r, self.core.queue.keys, name, self.core.adapters.storage)
+        removed = report.as_dict()
+        await audit_async(self.core.r, self.ns, "tenant_purged", tenant=name, actor=actor,
+                          **{k: str(v) for k, v in removed.items()})  # fmt: skip
+        return {"name": name, "deleted": True, "keys_revoked": revoked, "removed": removed}
 
     async def create_key(self, name: str, actor: str) -> dict[str, Any]:
         await self._known(name)

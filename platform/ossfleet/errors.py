@@ -86,6 +86,13 @@ class Conflict(OssfleetError):
     code = "conflict"
 
 
+class StillInUse(Conflict):
+    """The target still has work that depends on it (a tenant with requests in flight): retry once it ends."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    code = "still_in_use"
+
+
 class NotFound(OssfleetError):
     http_status = 404
     grpc_code = "NOT_FOUND"

@@ -198,6 +198,15 @@ class KeySpace:
     def response(self, response_id: str) -> str:
         return self._k("response", response_id)
 
+    def responses(self, tenant: str) -> str:
+        """A tenant's stored responses (id -> when it expires), so that deleting the tenant finds them."""
+        return self._k("responses", tenant)
+
+    def tenant_pattern(self, tenant: str) -> str:
+        """A SCAN pattern matching every key in ``tenant``'s slot (its money, limits, reservations)."""
+        esc = "".join("\\" + c if c in "[]*?\\" else c for c in f"{self.namespace}:t:{tenant}")
+        return "{" + esc + "}:*"
+
     def adapter(self, tenant: str, model: str, name: str) -> str:
         return self._k("adapter", tenant, model, name)
 

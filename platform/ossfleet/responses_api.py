@@ -52,7 +52,13 @@ class ResponseStore:
 
     async def put(self, tenant: str, rid: str, response: dict[str, Any], context: list[Message]) -> None:
         record = {"tenant": tenant, "response": response, "context": [message_dict(m) for m in context]}
-        await self.core.r.set(self._key(rid), json.dumps(record, separators=(",", ":")), ex=self.ttl_s)
+        index, now = self.core.queue.keys.responses(tenant), time.time()
+        pipe = self.core.r.pipeline(transaction=False)
+        pipe.set(self._key(rid), json.dumps(record, separators=(",", ":")), ex=self.ttl_s)
+        pipe.zadd(index, {rid: now + self.ttl_s})
+        pipe.zremrangebyscore(index, "-inf", now)  # the ids whose records have expired
+        pipe.expire(index, self.ttl_s)
+        await pipe.execute()
 
     async def get(self, tenant: str, response_id: str) -> dict[str, Any]:
         """The tenant's stored record; another tenant's (or none) is NotFound, alike."""

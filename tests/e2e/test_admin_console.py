@@ -80,8 +80,11 @@ def test_admin_tenants_lifecycle_keys_usage_and_audit(platform, admin_key):
     with pytest.raises(openai.NotFoundError, match="not available to tenant"):  # only its allowed model
         client.chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": "hi"}],
                                        max_tokens=4)  # fmt: skip
+    # What deleting the tenant must not hand to a new tenant of the same name: a file, a stored response.
+    uploaded = client.files.create(file=("in.jsonl", b'{"custom_id": "a"}\n'), purpose="batch")
+    stored = client.responses.create(model="gpt-oss-20b", input="hi", max_output_tokens=4, store=True)
     t = httpx.get(base + "/tenants/initech", headers=h(admin_key), timeout=30).json()
-    assert t["usage"]["spent_usd"] > 0 and t["usage"]["models"]["gpt-oss-20b"]["requests"] == 1
+    assert t["usage"]["spent_usd"] > 0 and t["usage"]["models"]["gpt-oss-20b"]["requests"] == 2
     usage = {u["name"]: u for u in httpx.get(base + "/usage", headers=h(admin_key), timeout=30).json()["data"]}
     assert usage["initech"]["spent_usd"] == t["usage"]["spent_usd"]
     keys = httpx.get(base + "/tenants/initech/keys", headers=h(admin_key)).json()["data"]
@@ -92,11 +95,24 @@ def test_admin_tenants_lifecycle_keys_usage_and_audit(platform, admin_key):
     assert httpx.delete(base + f"/tenants/initech/keys/{prefixes[0]}", headers=h(admin_key)).status_code == 200
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    assert httpx.delete(base + "/tenants/initech", headers=h(admin_key)).json()["deleted"] is True
+    deleted = httpx.delete(base + "/tenants/initech", headers=h(admin_key)).json()
+    assert deleted["deleted"] is True and deleted["removed"]["files"] == 1 and deleted["removed"]["responses"] == 1
     assert httpx.get(base + "/tenants/initech", headers=h(admin_key)).status_code == 404
     mine = [(e["action"], e["actor"]) for e in audit(platform) if e.get("tenant") == "initech"]
     assert mine == [("tenant_created", "ops"), ("key_issued", "ops"), ("tenant_updated", "ops"),
-                    ("key_revoked", "ops"), ("tenant_deleted", "ops")]  # fmt: skip
+                    ("key_revoked", "ops"), ("tenant_deleted", "ops"), ("tenant_purged", "ops")]  # fmt: skip
+    # hardening: a new tenant of the same name starts empty (no spend, files or stored responses).
+    assert httpx.post(base + "/tenants", headers=h(admin_key), json={"name": "initech"}).status_code == 201
+    again = httpx.get(base + "/tenants/initech", headers=h(admin_key), timeout=30).json()["usage"]
+    assert again["spent_usd"] == 0 and not again.get("models")
+    key2 = httpx.post(base + "/tenants/initech/keys", headers=h(admin_key), timeout=30).json()["key"]
+    client2 = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=key2, max_retries=0)
+    assert list(client2.files.list()) == []
+    with pytest.raises(openai.NotFoundError):
+        client2.files.retrieve(uploaded.id)
+    with pytest.raises(openai.NotFoundError):
+        client2.responses.retrieve(stored.id)
+    assert httpx.delete(base + "/tenants/initech", headers=h(admin_key)).json()["removed"]["files"] == 0
     assert not any(key in json.dumps(e) for e in audit(platform))  # no secret in the audit stream
 
 
@@ -112,6 +128,12 @@ def test_admin_budget_lowered_below_what_is_reserved_lets_running_requests_finis
     chunks = [next(stream), next(stream)]  # it runs: its reservation is held
     reserved = httpx.get(base + "/tenants/umbrella", headers=h(admin_key)).json()["usage"]["reserved_usd"]
     assert reserved > 0
+    # hardening: a tenant with a request running is not deleted (its settlement would land in a new
+    # tenant's ledger of the same name); the answer says what to do, and nothing changes.
+    r = httpx.delete(base + "/tenants/umbrella", headers=h(admin_key))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "still_in_use", r.text
+    assert "reserved" in r.json()["error"]["message"] and "Revoke its keys" in r.json()["error"]["message"]
+    assert httpx.get(base + "/tenants/umbrella", headers=h(admin_key)).status_code == 200
     r = httpx.patch(base + "/tenants/umbrella", headers=h(admin_key), json={"budget": {"limit_usd": reserved / 10}})
     assert r.status_code == 200
     with pytest.raises(openai.RateLimitError, match=r"has \$0\.0 of budget left") as e:
