@@ -132,6 +132,10 @@ class KeySpace:
         """The dedicated-mode lines of a job already charged (cluster only: the charge precedes the record)."""
         return self._t(tenant, "bcharged", job_id)
 
+    def batch_reserved(self, tenant: str, job_id: str) -> str:
+        """What a dedicated-mode job's lines have reserved (index -> "period amount") until each is recorded."""
+        return self._t(tenant, "bresv", job_id)
+
     def pending(self, tenant: str) -> str:
         """Reservations whose enqueue in the model's slot is not yet confirmed (cluster only)."""
         return self._t(tenant, "pending")

@@ -70,3 +70,41 @@ async def test_transitions_only_from_allowed_states_and_terminal_leaves_the_acti
     j = await store.load("batch_1")
     assert j is not None and j.status == "cancelled" and {"cancelling_at", "cancelled_at"} <= set(j.stamps)
     assert await store.active() == []
+
+
+@pytest.mark.parametrize("server", ["redis_server", "redis_cluster"])
+async def test_hardening_dedicated_lines_reserve_before_running_and_spend_never_passes_the_budget(
+    server, namespace, request
+):
+    client = connect_async(request.getfixturevalue(server).url)
+    s = JobStore(client, namespace)
+    await s.create(job(mode="dedicated"), active=True)
+    budget = s.keys.budget("acme", "2026-12")
+
+    async def money() -> tuple[int, int]:
+        reserved, spent = await client.hmget(budget, "reserved", "spent")
+        return int(reserved or 0), int(spent or 0)
+
+    # A limit of 1000: two lines of at most 400 fit, a third does not (it would not run).
+    assert await s.reserve("acme", "batch_1", 0, 400, "2026-12", 1000)
+    assert await s.reserve("acme", "batch_1", 1, 400, "2026-12", 1000)
+    assert not await s.reserve("acme", "batch_1", 2, 400, "2026-12", 1000)
+    assert await s.reserve("acme", "batch_1", 1, 400, "2026-12", 1000)  # a redone line: reserved once
+    assert await money() == (800, 0)
+    # Line 0 is recorded: charged what it cost, its reservation released, in one step (twice: once).
+    charge = ("acme", "2026-12", "gpt-oss-20b", 7, 3, 250)
+    assert await s.record("batch_1", 0, True, "{}", charge=charge, reserved_by="acme")
+    assert not await s.record("batch_1", 0, True, "{}", charge=charge, reserved_by="acme")
+    assert await money() == (400, 250)
+    # Now a third line fits (250 + 400 + 300 <= 1000); a failed line is released and not charged.
+    assert await s.reserve("acme", "batch_1", 2, 300, "2026-12", 1000)
+    assert await s.record("batch_1", 2, False, "{}", reserved_by="acme")
+    assert await money() == (400, 250)
+    # The job stops with line 1 run but never recorded: the end of its run releases it.
+    assert await s.release_job("acme", "batch_1") == 400
+    assert await money() == (0, 250) and await s.release_job("acme", "batch_1") == 0
+    # No limit (-1): reserved all the same, so that recording releases it.
+    assert await s.reserve("acme", "batch_1", 3, 10**12, "2026-12", -1)
+    assert await s.record("batch_1", 3, True, "{}", charge=("acme", "2026-12", "m", 1, 1, 5), reserved_by="acme")
+    assert await money() == (0, 255)
+    await client.aclose()

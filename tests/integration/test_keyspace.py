@@ -35,6 +35,7 @@ FAMILIES = {
     "resv": ("kt", ("acme", "resv", "r1"), lambda ks: ks.resv("acme", "r1")),
     "pending": ("kt", ("acme", "pending"), lambda ks: ks.pending("acme")),
     "bcharged": ("kt", ("acme", "bcharged", "batch_1"), lambda ks: ks.batch_charged("acme", "batch_1")),
+    "bresv": ("kt", ("acme", "bresv", "batch_1"), lambda ks: ks.batch_reserved("acme", "batch_1")),
     "alerts": ("kg", ("alerts",), lambda ks: ks.alerts()),
     "batch": ("kg", ("batch", "batch_1"), lambda ks: ks.batch("batch_1")),
     "bres": ("kg", ("bres", "batch_1"), lambda ks: ks.batch_results("batch_1")),

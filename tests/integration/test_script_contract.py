@@ -76,6 +76,8 @@ async def exercise(url: str, namespace: str, clock=None) -> list[tuple[str, list
     q._scripts = {name: Spy(name, s, calls) for name, s in q._scripts.items()}
     store._record = Spy("batch_record", store._record, calls)
     store._transition = Spy("batch_transition", store._transition, calls)
+    store._reserve = Spy("batch_reserve", store._reserve, calls)
+    store._release_job = Spy("batch_release_job", store._release_job, calls)
     if store._charge is not None:
         store._charge = Spy("batch_charge", store._charge, calls)
     try:
@@ -103,7 +105,11 @@ async def exercise(url: str, namespace: str, clock=None) -> list[tuple[str, list
         await q.release("m", lease.request_id, "w")
         lease = await q.pull("m", "w")
         await q.complete("m", lease.request_id, "w", 1, 1, "stop")
-        await store.record("batch_x", 0, True, "{}", charge=("t", "p", "m", 1, 1, 1))
+        await store.reserve("t", "batch_x", 0, 5, "p", -1)
+        await store.record("batch_x", 0, True, "{}", charge=("t", "p", "m", 1, 1, 1), reserved_by="t")
+        await store.reserve("t", "batch_x", 1, 5, "p", 100)
+        await store.record("batch_x", 1, False, "{}", reserved_by="t")
+        await store.release_job("t", "batch_x")
         await store.transition("batch_x", "cancelled", ("in_progress",))
         if q.cluster:
             q.max_queue = 0

@@ -5,9 +5,12 @@ autoscaling actor pool (each builds the model's engine and runs a call's rows
 concurrently) -> write (the job runner records each row in Redis, which is
 the row-level checkpoint: a restarted job skips every row with a result).
 
-A row is charged when its result is recorded (``batch_record.lua``), at the
-batch discount, so a row redone after a crash is never charged twice, and rows
-in flight when a job is cancelled are released uncharged.
+Money follows a queue-mode line's path: before a row runs, its engine actor reserves the most it can cost
+(its prompt and ``max_tokens`` at the batch discount) against the tenant's budget (``batch_reserve.lua``);
+a row the budget cannot hold is not run, and the job stops with ``budget``. A row is charged when its result
+is recorded (``batch_record.lua``), which releases its reservation in the same step, so a row redone after
+a crash is never charged twice; rows in flight when a job stops are released uncharged when its run ends
+(``batch_release_job.lua``). Spend never passes the budget.
 
 Before the pipeline starts, the job waits until the cluster has free what one
 engine actor and a read task need (Ray Data would otherwise wait silently,
@@ -29,7 +32,7 @@ from ossfleet.engine.base import EngineError
 from ossfleet.errors import InvalidRequest, OssfleetError
 from ossfleet.generation import Generation, sampling_from_payload
 from ossfleet.harmony import raw_prompt_ids
-from ossfleet.pricing import cost_nusd
+from ossfleet.pricing import NANO_PER_USD, cost_nusd
 from ossfleet.protocol.events import Outcome, StreamEvent, delta_event, fold
 from ossfleet.protocol.openai import batch_request, response_body
 from ossfleet.structured import grammar
@@ -56,12 +59,17 @@ def missing_resources(need: dict[str, float], available: dict[str, float], total
 class DedicatedEngine:
     """A Ray Data callable class: one engine, many rows per call, run concurrently."""
 
-    def __init__(self, config: dict[str, Any], model: str, endpoint: str, done: list[int]) -> None:
+    def __init__(
+        self, config: dict[str, Any], model: str, endpoint: str, done: list[int], redis_url: str, tenant: str,
+        job_id: str, period: str, limit_nusd: int,
+    ) -> None:  # fmt: skip
         from transformers import AutoTokenizer
 
+        from ossfleet.batch.store import JobStore
         from ossfleet.config import parse_config
         from ossfleet.engine.factory import build_engine
         from ossfleet.harmony import HarmonyRenderer, SpecialIds
+        from ossfleet.redisdb import connect_async
         from ossfleet.structured import Grammars
 
         self.cfg = parse_config(config, config.get("source") or "<batch>")
@@ -70,6 +78,9 @@ class DedicatedEngine:
         self.m = m
         self.endpoint = endpoint
         self.done = set(done)
+        # Each row reserves its most before it runs (used on this actor's own event loop, below).
+        self.store = JobStore(connect_async(redis_url, self.cfg.redis, max_connections=8), self.cfg.redis.namespace)
+        self.tenant, self.job_id, self.period, self.limit_nusd = tenant, job_id, period, limit_nusd
         self.tok = AutoTokenizer.from_pretrained(self.cfg.model_path(m))
         self.renderer = HarmonyRenderer(self.tok)
         self.special = SpecialIds.of(self.tok)
@@ -84,17 +95,20 @@ class DedicatedEngine:
         rows = [parse_prepared(str(t)) for t in batch["text"]]
         todo = [r for r in rows if r.index not in self.done]
         results = asyncio.run_coroutine_threadsafe(self._all(todo), self.loop).result()
-        cols: dict[str, list[Any]] = {k: [] for k in ("i", "ok", "line", "input_tokens", "output_tokens", "cost")}
+        names = ("i", "ok", "line", "input_tokens", "output_tokens", "cost", "refused")
+        cols: dict[str, list[Any]] = {k: [] for k in names}
         for r, (ok, line, tin, tout, cost) in zip(todo, results, strict=True):
-            for k, v in zip(cols, (r.index, ok, line, tin, tout, cost), strict=True):
+            for k, v in zip(cols, (r.index, ok is True, line, tin, tout, cost, ok is None), strict=True):
                 cols[k].append(v)
         cols["started"] = [started] * len(todo)  # when this call's rows reached the engine
         return cols
 
-    async def _all(self, rows: list[BatchLine]) -> list[tuple[bool, str, int, int, int]]:
+    async def _all(self, rows: list[BatchLine]) -> list[tuple[bool | None, str, int, int, int]]:
         return list(await asyncio.gather(*(self._one(r) for r in rows)))
 
-    async def _one(self, row: BatchLine) -> tuple[bool, str, int, int, int]:
+    async def _one(self, row: BatchLine) -> tuple[bool | None, str, int, int, int]:
+        """(True, output line, ...) or (False, error line, ...); (None, ...) when the budget cannot hold the row's
+        most and it did not run."""
         rid = f"{row.index}-{row.custom_id}"[:64]
         try:
             req = batch_request(self.endpoint, row.body, self.cfg.limits)
@@ -126,6 +140,9 @@ class DedicatedEngine:
         gen = Generation(
             self.tok, rid, prompt, sampling, raw=req.prompt is not None, constraint=constraint, grammar=lark
         )
+        most = cost_nusd(self.m.price, len(prompt), req.max_tokens, self.cfg.batch.discount)
+        if not await self.store.reserve(self.tenant, self.job_id, row.index, most, self.period, self.limit_nusd):
+            return None, "", 0, 0, 0
         out, seq = Outcome(), 0
         try:
             async for events in gen.run(self.engine):
@@ -143,7 +160,7 @@ class DedicatedEngine:
         return True, output_line(row.custom_id, rid, body), len(prompt), n, cost
 
 
-def _pipeline(runner: JobRunner, job: Job, done: set[int]) -> Any:
+def _pipeline(runner: JobRunner, job: Job, done: set[int], period: str, limit_nusd: int) -> Any:
     import ray.data
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -158,7 +175,17 @@ def _pipeline(runner: JobRunner, job: Job, done: set[int]) -> Any:
     need = actor_resources(runner, job)
     return ds.map_batches(
         DedicatedEngine,
-        fn_constructor_kwargs={"config": cfg.dump(), "model": m.name, "endpoint": job.endpoint, "done": sorted(done)},
+        fn_constructor_kwargs={
+            "config": cfg.dump(),
+            "model": m.name,
+            "endpoint": job.endpoint,
+            "done": sorted(done),
+            "redis_url": runner.core.redis_url,
+            "tenant": job.tenant,
+            "job_id": job.id,
+            "period": period,
+            "limit_nusd": limit_nusd,
+        },
         batch_size=b.dedicated_rows_per_call,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=b.dedicated_max_actors),
         num_gpus=need["GPU"],
@@ -218,8 +245,10 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
     done = await store.done(job.id)
     if len(done) >= len(lines) and all(line.index in done for line in lines):
         return None, []
-    tenant = runner.core.cfg.tenant(job.tenant)
+    # The tenant as Redis holds it now (one created through the admin API too); gone: no budget to hold to.
+    tenant = await runner.core.tenants.get(job.tenant)
     period = period_id(tenant.budget.period) if tenant else period_id("monthly")
+    limit_nusd = round(tenant.budget.limit_usd * NANO_PER_USD) if tenant else -1
     if tenant is not None and await runner.core.budget_left(tenant) <= 0:
         return "budget", [line for line in lines if line.index not in done]
     waited = await wait_for_resources(runner, job)
@@ -231,7 +260,7 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
 
     def produce() -> None:
         try:
-            for batch in _pipeline(runner, job, done).iter_batches(batch_size=None):
+            for batch in _pipeline(runner, job, done, period, limit_nusd).iter_batches(batch_size=None):
                 if stopping.is_set():
                     break
                 asyncio.run_coroutine_threadsafe(batches.put(batch), loop).result()
@@ -263,15 +292,22 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
             # When the engines first had rows: the job's start-up (actors, weights) ends here.
             engine_started = float(min(item["started"]))
             await store.update(job.id, engine_started_at=repr(engine_started))
-        for i, ok, line, tin, tout, cost in zip(
-            item["i"], item["ok"], item["line"], item["input_tokens"], item["output_tokens"], item["cost"], strict=True
-        ):
+        refused = False
+        for i, ok, line, tin, tout, cost, no_room in zip(
+            item["i"], item["ok"], item["line"], item["input_tokens"], item["output_tokens"], item["cost"],
+            item["refused"], strict=True,
+        ):  # fmt: skip
+            if no_room:  # the budget could not hold this row's most: it did not run, and gets no result
+                refused = True
+                continue
             charge = (job.tenant, period, job.model, int(tin), int(tout), int(cost)) if ok else None
-            await store.record(job.id, int(i), bool(ok), str(line), charge=charge)
-        if tenant is not None and await runner.core.budget_left(tenant) <= 0:
-            # Rows are charged as they are recorded: the rows in flight are released, uncharged.
+            await store.record(job.id, int(i), bool(ok), str(line), charge=charge, reserved_by=job.tenant)
+        if refused:
+            # Rows already reserved elsewhere finish and are recorded; none past the budget runs.
             stop = "budget"
             stopping.set()
     await asyncio.to_thread(thread.join)
+    # Rows that ran but were not recorded (a stop while they were in flight) hold their reservations: release.
+    await store.release_job(job.tenant, job.id)
     done = await store.done(job.id)
     return stop, [line for line in lines if line.index not in done]

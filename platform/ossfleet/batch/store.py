@@ -163,6 +163,8 @@ class JobStore:
         self._record = client.register_script(_script("batch_record", self.cluster))
         self._transition = client.register_script(_script("batch_transition", self.cluster))
         self._charge = client.register_script(_script("batch_charge", self.cluster)) if self.cluster else None
+        self._reserve = client.register_script(_script("batch_reserve", self.cluster))
+        self._release_job = client.register_script(_script("batch_release_job", self.cluster))
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -226,22 +228,42 @@ class JobStore:
         line: str,
         *,
         charge: tuple[str, str, str, int, int, int] | None = None,
+        reserved_by: str = "",
     ) -> bool:
         """Record a line's result once; False if it already had one. ``charge``
-        (tenant, period, model, input, output, cost) bills a dedicated-mode line in the same step (on a
-        cluster, in the tenant's slot first, once per line, then the record)."""
+        (tenant, period, model, input, output, cost) bills a dedicated-mode line in the same step, and
+        ``reserved_by`` (its tenant) releases what the line reserved (:meth:`reserve`); on a cluster both
+        happen in the tenant's slot first, once per line, then the record."""
         tenant, period, model, tin, tout, cost = charge or ("", "", "", 0, 0, 0)
-        if self._charge is not None and model:
+        if self._charge is not None and (model or reserved_by):
             await self._charge(
-                keys=[self.keys.tenant_slot(tenant)],
-                args=[self.keys.namespace, tenant, job_id, index, cost, period, model, tin, tout],
+                keys=[self.keys.tenant_slot(tenant or reserved_by)],
+                args=[self.keys.namespace, tenant or reserved_by, job_id, index, cost, period, model, tin, tout],
             )
-            model = ""
+            model, reserved_by = "", ""
         reply = await self._record(
             keys=[self.keys.slot()],
-            args=[self.keys.namespace, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout],
+            args=[self.keys.namespace, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout,
+                  reserved_by],
+        )  # fmt: skip
+        return int(reply) == 1
+
+    async def reserve(
+        self, tenant: str, job_id: str, index: int, amount_nusd: int, period: str, limit_nusd: int
+    ) -> bool:
+        """Reserve the most a dedicated-mode line can cost before it runs; False when the tenant's budget
+        (``limit_nusd``, -1 none) cannot hold it. A line reserved before (a redone line) stays reserved."""
+        reply = await self._reserve(
+            keys=[self.keys.tenant_slot(tenant)],
+            args=[self.keys.namespace, tenant, job_id, index, amount_nusd, period, limit_nusd],
         )
         return int(reply) == 1
+
+    async def release_job(self, tenant: str, job_id: str) -> int:
+        """Release every reservation a job's lines still hold (lines that ran but were never recorded)."""
+        return int(
+            await self._release_job(keys=[self.keys.tenant_slot(tenant)], args=[self.keys.namespace, tenant, job_id])
+        )
 
     async def done(self, job_id: str) -> set[int]:
         return {int(_s(i)) for i in await self.r.hkeys(self.keys.batch_results(job_id))}

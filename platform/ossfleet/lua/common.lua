@@ -358,6 +358,18 @@ local function enqueue_write(o, group, now)
 end
 
 -- A charge outside the queue (a dedicated-mode batch line): spend and usage, in the tenant's slot.
+-- A dedicated-mode line's reservation (batch_reserve.lua: 'period amount' under its index), released once,
+-- in the period it was reserved in.
+local function release_line(tenant, job, index)
+  local held = kt(tenant, 'bresv', job)
+  local v = redis.call('HGET', held, index)
+  if not v then return 0 end
+  local period, amount = string.match(v, '^(%S+) (%d+)$')
+  redis.call('HDEL', held, index)
+  redis.call('HINCRBY', kt(tenant, 'budget', period), 'reserved', -tonumber(amount))
+  return tonumber(amount)
+end
+
 local function charge_line(tenant, period, model, cost, in_tok, out_tok)
   redis.call('HINCRBY', kt(tenant, 'budget', period), 'spent', cost)
   local usage = kt(tenant, 'usage', period)
