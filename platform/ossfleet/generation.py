@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ossfleet.engine.base import Engine, EngineRequest, SamplingParams, TokenConstraint, TokenLogprob, TokenOutput
+from ossfleet.engine.base import (
+    GRAMMAR_DEAD_END,
+    Engine,
+    EngineRefused,
+    EngineRequest,
+    SamplingParams,
+    TokenConstraint,
+    TokenLogprob,
+    TokenOutput,
+)
 from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds, Tokenizer
 from ossfleet.protocol.events import Event
 
@@ -169,6 +178,8 @@ class Generation:
         """
         rid = self.request.request_id
         async for out in engine.generate(self.request):
+            if out.error == GRAMMAR_DEAD_END:  # the request's grammar, not the engine: no retry helps
+                raise EngineRefused(out.error)
             if out.error:  # the engine failed under this request: another replica may serve it
                 raise RuntimeError(out.error)
             events = self._feed(out)

@@ -460,18 +460,21 @@ class RequestQueue:
             await self._settle(model, [(request_id, _s(reply[2]), "charge", cost_nusd, output_tokens)])
         return True, _lease(reply[3]) if reply[3] else None
 
-    async def fail(self, model: str, request_id: str, owner: str, error: str, retryable: bool = True) -> str:
-        """Report a failure: 'retry' (requeued after a backoff) or 'dead' (dead-lettered)."""
+    async def fail(
+        self, model: str, request_id: str, owner: str, error: str, retryable: bool = True, status: int = 0
+    ) -> str:
+        """Report a failure: 'retry' (requeued after a backoff) or 'dead' (dead-lettered). ``status`` (400) marks
+        an error that is the request's own, which its caller then gets as that status, not as a 500."""
         reply = await self._run(
             "fail", self.keys.model_slot(model), model, request_id, owner, error, "1" if retryable else "0",
-            self._now(), self.max_attempts, self.backoff_ms, self.stream_ttl_s,
+            self._now(), self.max_attempts, self.backoff_ms, self.stream_ttl_s, str(status) if status else "",
         )  # fmt: skip
-        status = _s(reply[0])
-        if status == "LOST":
+        outcome = _s(reply[0])
+        if outcome == "LOST":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
-        if status == "DEAD":
+        if outcome == "DEAD":
             await self._settle(model, [(request_id, _s(reply[1]), "refund", 0, 0)])
-        return status.lower()
+        return outcome.lower()
 
     async def release(self, model: str, request_id: str, owner: str) -> None:
         """Hand a lease back untouched (a draining replica)."""

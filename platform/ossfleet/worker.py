@@ -323,8 +323,8 @@ class ReplicaWorker:
             self.served += 1
             now = asyncio.get_running_loop().time()
             self._completions.add(now, 1, now - started)
-        except EngineError as e:
-            await self._fail(rid, str(e), retryable=False)
+        except EngineError as e:  # the engine refused it: no other replica would serve it better
+            await self._fail(rid, str(e), retryable=False, status=getattr(e, "status", 0))
         except LeaseLost:
             log.info("event=lease_lost request_id=%s", rid)
         except asyncio.CancelledError:
@@ -341,6 +341,6 @@ class ReplicaWorker:
             self._batch_running.discard(rid)
             self._slot_freed.set()
 
-    async def _fail(self, rid: str, error: str, retryable: bool) -> None:
+    async def _fail(self, rid: str, error: str, retryable: bool, status: int = 0) -> None:
         with contextlib.suppress(LeaseLost):
-            await self.queue.fail(self.model, rid, self.owner, error, retryable=retryable)
+            await self.queue.fail(self.model, rid, self.owner, error, retryable=retryable, status=status)

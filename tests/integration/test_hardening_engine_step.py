@@ -65,3 +65,52 @@ async def test_hardening_nan_adapter_fails_its_request_alone_and_the_engine_serv
         assert last.error is None and len(after) == 4
     finally:
         await engine.stop()
+
+
+class _DeadEndAfter:
+    """A grammar (engine TokenConstraint) that allows any token for ``n`` steps and then none: the state a hostile
+    schema can reach when the vocabulary cannot spell what it demands."""
+
+    def __init__(self, vocab: int, n: int) -> None:
+        self.vocab, self.left = vocab, n
+
+    def allowed(self) -> torch.Tensor:
+        return torch.full((self.vocab,), self.left > 0, dtype=torch.bool)
+
+    def consume(self, token_id: int) -> bool:
+        self.left -= 1
+        return True
+
+
+async def test_hardening_grammar_dead_end_fails_that_request_as_refused_and_no_other(tiny_checkpoint_sw8):
+    from transformers import AutoTokenizer
+
+    from ossfleet.engine.base import GRAMMAR_DEAD_END, EngineRefused
+    from ossfleet.generation import Generation
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint_sw8))
+    engine = local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4)
+    await engine.start()
+    try:
+        vocab = json.loads((tiny_checkpoint_sw8 / "config.json").read_text())["vocab_size"]
+        dead = _DeadEndAfter(vocab, 3)
+        gen = Generation(
+            tok, "dead", [1, 2, 3], SamplingParams(max_tokens=8, seed=1, ignore_eos=True), raw=True, constraint=dead
+        )
+
+        async def through_generation():
+            async for _ in gen.run(engine):
+                pass
+
+        outcome, good = await asyncio.gather(
+            through_generation(),
+            _run(engine, EngineRequest("good", [1, 2, 3], SamplingParams(max_tokens=8, seed=1, ignore_eos=True))),
+            return_exceptions=True,
+        )
+        # The dead end is the request's (400, no retry on another replica), and the other request is untouched.
+        assert isinstance(outcome, EngineRefused) and str(outcome) == GRAMMAR_DEAD_END and outcome.status == 400
+        toks, last = good
+        assert last.error is None and len(toks) == 8
+        assert engine.healthy()
+    finally:
+        await engine.stop()

@@ -367,3 +367,27 @@ async def test_a_replicas_headroom_leases_only_tenants_with_nothing_running_ther
     assert await q.pull("m", "rep", exclude_tenants=["flood"]) is None  # only the excluded tenant waits
     assert [(await q.pull("m", "rep")).request_id for _ in range(3)] == ["f0", "f1", "f2"]  # untouched, in order
     assert await q.pull("m", "rep") is None
+
+
+async def test_hardening_a_request_the_engine_refused_ends_as_the_callers_400_not_a_500(env):
+    from ossfleet.errors import InvalidRequest, RequestFailed
+    from ossfleet.protocol.events import Outcome, fold
+
+    q, _ = env
+    await q.admit(adm(rid="bad", reserve=500))
+    await q.pull("m", "rep")
+    # Refused (an engine's EngineRefused): dead at once, no retry, its stream's error carries the status.
+    assert await q.fail("m", "bad", "rep", "the prompt is empty", retryable=False, status=400) == "dead"
+    last = (await q.read_stream("m", "bad"))[-1]
+    assert last.fields["status"] == "400"
+    with pytest.raises(InvalidRequest, match="cannot be served: the prompt is empty") as e:
+        fold(Outcome(), last)
+    assert e.value.http_status == 400
+    # A failure that is not the request's own stays a 500.
+    await q.admit(adm(rid="boom", reserve=500))
+    await q.pull("m", "rep")
+    assert await q.fail("m", "boom", "rep", "engine died", retryable=False) == "dead"
+    last = (await q.read_stream("m", "boom"))[-1]
+    assert "status" not in last.fields
+    with pytest.raises(RequestFailed):
+        fold(Outcome(), last)

@@ -105,6 +105,9 @@ async def exercise(url: str, namespace: str, clock=None) -> list[tuple[str, list
         await q.release("m", lease.request_id, "w")
         lease = await q.pull("m", "w")
         await q.complete("m", lease.request_id, "w", 1, 1, "stop")
+        await q.admit(adm("g"))
+        lease = await q.pull("m", "w")
+        await q.fail("m", lease.request_id, "w", "refused", retryable=False, status=400)  # the request's fault
         await store.reserve("t", "batch_x", 0, 5, "p", -1)
         await store.record("batch_x", 0, True, "{}", charge=("t", "p", "m", 1, 1, 1), reserved_by="t")
         await store.reserve("t", "batch_x", 1, 5, "p", 100)

@@ -99,6 +99,22 @@ class EngineError(RuntimeError):
     """A request cannot run on this engine (too long, bad parameters)."""
 
 
+class EngineRefused(EngineError):
+    """The request itself cannot be served (an empty or too long prompt, a token id past the vocabulary, a
+    structured-output grammar that reached a state no token continues): its caller gets a 400 saying so, not
+    the 500 of a failed generation, and no other replica is tried."""
+
+    status = 400
+
+
+# A row's grammar allowed no token (or refused the one sampled) mid-generation: the schema's constraints
+# cannot be met by this model's vocabulary within its limits. The caller's to change, so a 400.
+GRAMMAR_DEAD_END = (
+    "the structured-output grammar reached a state that no token of this model can continue (a pattern, "
+    "length or format the vocabulary cannot spell within max_tokens): simplify the schema or raise max_tokens"
+)
+
+
 class Engine(Protocol):
     """What a replica needs from an engine."""
 

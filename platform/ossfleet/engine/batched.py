@@ -38,12 +38,21 @@ from typing import Any, Protocol
 
 import torch
 
-from ossfleet.engine.base import EngineError, EngineRequest, EngineStats, ThroughputMeter, TokenLogprob, TokenOutput
+from ossfleet.engine.base import (
+    GRAMMAR_DEAD_END,
+    EngineError,
+    EngineRefused,
+    EngineRequest,
+    EngineStats,
+    ThroughputMeter,
+    TokenLogprob,
+    TokenOutput,
+)
 from ossfleet.engine.kvcache import StepBatch
 from ossfleet.engine.sampling import constrain, drawable, generator_for, sample, token_logprob
 from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
 
-GRAMMAR_FAILED = "the structured-output grammar allowed no further token (an internal error; please report it)"
+GRAMMAR_FAILED = GRAMMAR_DEAD_END
 SAMPLING_FAILED = "sampling failed for this request's parameters (the request failed alone)"
 NOT_A_DISTRIBUTION = (
     "the model produced no distribution to sample from for this request (NaN or no finite logits: its adapter's "
@@ -249,9 +258,9 @@ class BatchedEngine:
         n = len(request.prompt_ids)
         sp = request.sampling
         if n == 0:
-            raise EngineError("the prompt is empty")
+            raise EngineRefused("the prompt is empty")
         if n + sp.max_tokens > self.max_context:
-            raise EngineError(
+            raise EngineRefused(
                 f"prompt ({n} tokens) + max_tokens ({sp.max_tokens}) exceed the model's context ({self.max_context})"
             )
         if not self.scheduler.fits(n, sp.max_tokens):

@@ -37,6 +37,7 @@ from typing import Any
 
 from ossfleet.engine.base import (
     EngineError,
+    EngineRefused,
     EngineRequest,
     EngineStats,
     ThroughputMeter,
@@ -219,10 +220,10 @@ class VllmEngine:
 
     def _check(self, request: EngineRequest) -> None:
         if not request.prompt_ids:
-            raise EngineError("the prompt is empty")
+            raise EngineRefused("the prompt is empty")
         n, max_tokens = len(request.prompt_ids), request.sampling.max_tokens
         if n + max_tokens > self.max_context:
-            raise EngineError(
+            raise EngineRefused(
                 f"prompt ({n} tokens) + max_tokens ({max_tokens}) exceed the model's context ({self.max_context})"
             )
         if request.adapter is not None:
@@ -285,7 +286,7 @@ class VllmEngine:
             if self._llm is not None and self._llm.errored:
                 self._failed = f"vLLM's engine failed: {type(e).__name__}: {e}"
             if _refused(e):  # vLLM refused the request's parameters or prompt
-                raise EngineError(f"vLLM refused the request: {e}") from None
+                raise EngineRefused(f"vLLM refused the request: {e}") from None
             yield TokenOutput([], finished=True, finish_reason="error", error=f"{type(e).__name__}: {e}")
             finished = True
         finally:

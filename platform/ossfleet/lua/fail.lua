@@ -1,7 +1,8 @@
 -- fail: a leased request failed. Retry it after a backoff while attempts
 -- remain and the error is retryable; otherwise dead-letter it, refund its
 -- reservation and end its stream with the error.
--- ARGV: P model id owner error retryable now_ms max_attempts backoff_ms stream_ttl_s
+-- ARGV: P model id owner error retryable now_ms max_attempts backoff_ms stream_ttl_s [status]
+-- status: the HTTP status the error is the caller's (400: the request itself cannot be served), '' none.
 -- Returns {'RETRY', due_ms} | {'DEAD', tenant} | {'LOST', state}
 local model, id, owner, err = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local retryable, now = ARGV[6] == '1', tonumber(ARGV[7])
@@ -20,6 +21,11 @@ if retryable and attempts < max_attempts and f[5] ~= '1' then
 end
 redis.call('HSET', r, 'state', 'dead', 'owner', '', 'done_ms', now)
 redis.call('ZADD', km(model, 'dead'), now, id)
-finish_stream(model, id, tonumber(ARGV[10]), 'type', 'error', 'error', err, 'attempts', tostring(attempts))
+if ARGV[11] and ARGV[11] ~= '' then
+  finish_stream(model, id, tonumber(ARGV[10]), 'type', 'error', 'error', err, 'attempts', tostring(attempts),
+    'status', ARGV[11])
+else
+  finish_stream(model, id, tonumber(ARGV[10]), 'type', 'error', 'error', err, 'attempts', tostring(attempts))
+end
 settle_or_owe(model, id, f[3], false, 0, 0, now, tonumber(ARGV[10]))
 return {'DEAD', f[3]}

@@ -97,6 +97,8 @@ def fold(out: Outcome, ev: StreamEvent) -> None:
         out.output_tokens = int(f.get("output_tokens", 0))
         out.cost_nusd = int(f.get("cost_nusd", 0))
     elif ev.type == "error":
+        if f.get("status") == "400":  # the request's own fault (the engine refused it): the caller's to fix
+            raise InvalidRequest(f"the request cannot be served: {f.get('error', 'unknown error')}")
         raise RequestFailed(f"the request failed: {f.get('error', 'unknown error')}")
 
 
