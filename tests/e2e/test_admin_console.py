@@ -215,9 +215,9 @@ def test_admin_over_grpc_same_operations_and_roles(platform, admin_key):
         stub.RevokeKey(apb.RevokeKeyRequest(name="cyberdyne", digest_prefix=key.digest_prefix), metadata=md)
         assert stub.DeleteTenant(apb.TenantRequest(name="cyberdyne"), metadata=md).keys_revoked == 0
         actions = [(dict(e.fields)["action"], dict(e.fields)["actor"]) for e in
-                   stub.ReadAudit(apb.AuditRequest(count=5), metadata=md).entries][::-1]  # fmt: skip
+                   stub.ReadAudit(apb.AuditRequest(count=6), metadata=md).entries][::-1]  # fmt: skip
         assert actions == [("tenant_created", "ops"), ("tenant_updated", "ops"), ("key_issued", "ops"),
-                           ("key_revoked", "ops"), ("tenant_deleted", "ops")]  # fmt: skip
+                           ("key_revoked", "ops"), ("tenant_deleted", "ops"), ("tenant_purged", "ops")]  # fmt: skip
         for call, req in ((stub.GetTenant, apb.TenantRequest(name="cyberdyne")),
                           (stub.CreateTenant, apb.TenantChange(name="x", fields_json="[1"))):  # fmt: skip
             with pytest.raises(grpc.RpcError) as e:
