@@ -545,7 +545,7 @@ class AdminGrpc:
     async def delete_tenant(self, req: apb.TenantRequest, ctx: Any) -> apb.DeleteTenantResponse:
         async def op(actor: str) -> apb.DeleteTenantResponse:
             out = await self.svc.delete_tenant(req.name, actor)
-            return apb.DeleteTenantResponse(name=out["name"], keys_revoked=out["keys_revoked"])
+            return apb.DeleteTenantResponse(name=out["name"], keys_revoked=out["keys_revoked"], removed=out["removed"])
 
         return await self._call(ctx, apb.DeleteTenantResponse, op)
 

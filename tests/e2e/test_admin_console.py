@@ -213,7 +213,9 @@ def test_admin_over_grpc_same_operations_and_roles(platform, admin_key):
         q = stub.GetQueues(apb.QueuesRequest(), metadata=md)
         assert list(q.bands) == platform.cfg.priorities.bands and {m.model for m in q.models} >= {"gpt-oss-20b"}
         stub.RevokeKey(apb.RevokeKeyRequest(name="cyberdyne", digest_prefix=key.digest_prefix), metadata=md)
-        assert stub.DeleteTenant(apb.TenantRequest(name="cyberdyne"), metadata=md).keys_revoked == 0
+        deleted = stub.DeleteTenant(apb.TenantRequest(name="cyberdyne"), metadata=md)
+        assert deleted.keys_revoked == 0  # revoked above
+        assert set(deleted.removed) == {"files", "responses", "adapters", "batches", "ledger_keys"}  # as HTTP's
         actions = [(dict(e.fields)["action"], dict(e.fields)["actor"]) for e in
                    stub.ReadAudit(apb.AuditRequest(count=6), metadata=md).entries][::-1]  # fmt: skip
         assert actions == [("tenant_created", "ops"), ("tenant_updated", "ops"), ("key_issued", "ops"),

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ossfleet/v1/admin.proto\x12\x11ossfleet.admin.v1\"\x14\n\x12ListTenantsRequest\"-\n\rTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"1\n\x0cTenantChange\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x02 \x01(\t\"{\n\x05Usage\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x12\n\nbudget_usd\x18\x02 \x01(\x01\x12\x11\n\tspent_usd\x18\x03 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x04 \x01(\x01\x12\x10\n\x08left_usd\x18\x05 \x01(\x01\x12\x13\n\x0bmodels_json\x18\x06 \x01(\t\"T\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.ossfleet.admin.v1.Usage\"8\n\nTenantList\x12*\n\x07tenants\x18\x01 \x03(\x0b\x32\x19.ossfleet.admin.v1.Tenant\":\n\x14\x44\x65leteTenantResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0ckeys_revoked\x18\x02 \x01(\r\"<\n\x06NewKey\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x15\n\rdigest_prefix\x18\x03 \x01(\t\"/\n\x06KeyRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rdigest_prefix\x18\x02 \x01(\t\"2\n\x07KeyList\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.ossfleet.admin.v1.KeyRef\"7\n\x10RevokeKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rdigest_prefix\x18\x02 \x01(\t\"\x1e\n\x0cSpendRequest\x12\x0e\n\x06period\x18\x01 \x01(\t\"D\n\x0bTenantSpend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.ossfleet.admin.v1.Usage\"8\n\x05Spend\x12/\n\x07tenants\x18\x01 \x03(\x0b\x32\x1e.ossfleet.admin.v1.TenantSpend\"\x0f\n\rQueuesRequest\"(\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tload_json\x18\x02 \x01(\t\"\xde\x01\n\nModelQueue\x12\r\n\x05model\x18\x01 \x01(\t\x12;\n\x07waiting\x18\x02 \x03(\x0b\x32*.ossfleet.admin.v1.ModelQueue.WaitingEntry\x12\x15\n\roldest_wait_s\x18\x03 \x01(\x01\x12\x0f\n\x07running\x18\x04 \x01(\r\x12,\n\x08replicas\x18\x05 \x03(\x0b\x32\x1a.ossfleet.admin.v1.Replica\x1a.\n\x0cWaitingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"F\n\x06Queues\x12\r\n\x05\x62\x61nds\x18\x01 \x03(\t\x12-\n\x06models\x18\x02 \x03(\x0b\x32\x1d.ossfleet.admin.v1.ModelQueue\"\x1d\n\x0c\x41uditRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x82\x01\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\x06\x66ields\x18\x02 \x03(\x0b\x32).ossfleet.admin.v1.AuditEntry.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x05\x41udit\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.ossfleet.admin.v1.AuditEntry2\xd3\x06\n\x05\x41\x64min\x12S\n\x0bListTenants\x12%.ossfleet.admin.v1.ListTenantsRequest\x1a\x1d.ossfleet.admin.v1.TenantList\x12H\n\tGetTenant\x12 .ossfleet.admin.v1.TenantRequest\x1a\x19.ossfleet.admin.v1.Tenant\x12J\n\x0c\x43reateTenant\x12\x1f.ossfleet.admin.v1.TenantChange\x1a\x19.ossfleet.admin.v1.Tenant\x12J\n\x0cUpdateTenant\x12\x1f.ossfleet.admin.v1.TenantChange\x1a\x19.ossfleet.admin.v1.Tenant\x12Y\n\x0c\x44\x65leteTenant\x12 .ossfleet.admin.v1.TenantRequest\x1a\'.ossfleet.admin.v1.DeleteTenantResponse\x12H\n\tCreateKey\x12 .ossfleet.admin.v1.TenantRequest\x1a\x19.ossfleet.admin.v1.NewKey\x12H\n\x08ListKeys\x12 .ossfleet.admin.v1.TenantRequest\x1a\x1a.ossfleet.admin.v1.KeyList\x12K\n\tRevokeKey\x12#.ossfleet.admin.v1.RevokeKeyRequest\x1a\x19.ossfleet.admin.v1.KeyRef\x12\x45\n\x08GetSpend\x12\x1f.ossfleet.admin.v1.SpendRequest\x1a\x18.ossfleet.admin.v1.Spend\x12H\n\tGetQueues\x12 .ossfleet.admin.v1.QueuesRequest\x1a\x19.ossfleet.admin.v1.Queues\x12\x46\n\tReadAudit\x12\x1f.ossfleet.admin.v1.AuditRequest\x1a\x18.ossfleet.admin.v1.Auditb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ossfleet/v1/admin.proto\x12\x11ossfleet.admin.v1\"\x14\n\x12ListTenantsRequest\"-\n\rTenantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"1\n\x0cTenantChange\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x02 \x01(\t\"{\n\x05Usage\x12\x0e\n\x06period\x18\x01 \x01(\t\x12\x12\n\nbudget_usd\x18\x02 \x01(\x01\x12\x11\n\tspent_usd\x18\x03 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x04 \x01(\x01\x12\x10\n\x08left_usd\x18\x05 \x01(\x01\x12\x13\n\x0bmodels_json\x18\x06 \x01(\t\"T\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\'\n\x05usage\x18\x03 \x01(\x0b\x32\x18.ossfleet.admin.v1.Usage\"8\n\nTenantList\x12*\n\x07tenants\x18\x01 \x03(\x0b\x32\x19.ossfleet.admin.v1.Tenant\"\xb1\x01\n\x14\x44\x65leteTenantResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0ckeys_revoked\x18\x02 \x01(\r\x12\x45\n\x07removed\x18\x03 \x03(\x0b\x32\x34.ossfleet.admin.v1.DeleteTenantResponse.RemovedEntry\x1a.\n\x0cRemovedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"<\n\x06NewKey\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x15\n\rdigest_prefix\x18\x03 \x01(\t\"/\n\x06KeyRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x15\n\rdigest_prefix\x18\x02 \x01(\t\"2\n\x07KeyList\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.ossfleet.admin.v1.KeyRef\"7\n\x10RevokeKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rdigest_prefix\x18\x02 \x01(\t\"\x1e\n\x0cSpendRequest\x12\x0e\n\x06period\x18\x01 \x01(\t\"D\n\x0bTenantSpend\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.ossfleet.admin.v1.Usage\"8\n\x05Spend\x12/\n\x07tenants\x18\x01 \x03(\x0b\x32\x1e.ossfleet.admin.v1.TenantSpend\"\x0f\n\rQueuesRequest\"(\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tload_json\x18\x02 \x01(\t\"\xde\x01\n\nModelQueue\x12\r\n\x05model\x18\x01 \x01(\t\x12;\n\x07waiting\x18\x02 \x03(\x0b\x32*.ossfleet.admin.v1.ModelQueue.WaitingEntry\x12\x15\n\roldest_wait_s\x18\x03 \x01(\x01\x12\x0f\n\x07running\x18\x04 \x01(\r\x12,\n\x08replicas\x18\x05 \x03(\x0b\x32\x1a.ossfleet.admin.v1.Replica\x1a.\n\x0cWaitingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"F\n\x06Queues\x12\r\n\x05\x62\x61nds\x18\x01 \x03(\t\x12-\n\x06models\x18\x02 \x03(\x0b\x32\x1d.ossfleet.admin.v1.ModelQueue\"\x1d\n\x0c\x41uditRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x82\x01\n\nAuditEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\x06\x66ields\x18\x02 \x03(\x0b\x32).ossfleet.admin.v1.AuditEntry.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x05\x41udit\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.ossfleet.admin.v1.AuditEntry2\xd3\x06\n\x05\x41\x64min\x12S\n\x0bListTenants\x12%.ossfleet.admin.v1.ListTenantsRequest\x1a\x1d.ossfleet.admin.v1.TenantList\x12H\n\tGetTenant\x12 .ossfleet.admin.v1.TenantRequest\x1a\x19.ossfleet.admin.v1.Tenant\x12J\n\x0c\x43reateTenant\x12\x1f.ossfleet.admin.v1.TenantChange\x1a\x19.ossfleet.admin.v1.Tenant\x12J\n\x0cUpdateTenant\x12\x1f.ossfleet.admin.v1.TenantChange\x1a\x19.ossfleet.admin.v1.Tenant\x12Y\n\x0c\x44\x65leteTenant\x12 .ossfleet.admin.v1.TenantRequest\x1a\'.ossfleet.admin.v1.DeleteTenantResponse\x12H\n\tCreateKey\x12 .ossfleet.admin.v1.TenantRequest\x1a\x19.ossfleet.admin.v1.NewKey\x12H\n\x08ListKeys\x12 .ossfleet.admin.v1.TenantRequest\x1a\x1a.ossfleet.admin.v1.KeyList\x12K\n\tRevokeKey\x12#.ossfleet.admin.v1.RevokeKeyRequest\x1a\x19.ossfleet.admin.v1.KeyRef\x12\x45\n\x08GetSpend\x12\x1f.ossfleet.admin.v1.SpendRequest\x1a\x18.ossfleet.admin.v1.Spend\x12H\n\tGetQueues\x12 .ossfleet.admin.v1.QueuesRequest\x1a\x19.ossfleet.admin.v1.Queues\x12\x46\n\tReadAudit\x12\x1f.ossfleet.admin.v1.AuditRequest\x1a\x18.ossfleet.admin.v1.Auditb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ossfleet.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DELETETENANTRESPONSE_REMOVEDENTRY']._loaded_options = None
+  _globals['_DELETETENANTRESPONSE_REMOVEDENTRY']._serialized_options = b'8\001'
   _globals['_MODELQUEUE_WAITINGENTRY']._loaded_options = None
   _globals['_MODELQUEUE_WAITINGENTRY']._serialized_options = b'8\001'
   _globals['_AUDITENTRY_FIELDSENTRY']._loaded_options = None
@@ -47,40 +49,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANT']._serialized_end=375
   _globals['_TENANTLIST']._serialized_start=377
   _globals['_TENANTLIST']._serialized_end=433
-  _globals['_DELETETENANTRESPONSE']._serialized_start=435
-  _globals['_DELETETENANTRESPONSE']._serialized_end=493
-  _globals['_NEWKEY']._serialized_start=495
-  _globals['_NEWKEY']._serialized_end=555
-  _globals['_KEYREF']._serialized_start=557
-  _globals['_KEYREF']._serialized_end=604
-  _globals['_KEYLIST']._serialized_start=606
-  _globals['_KEYLIST']._serialized_end=656
-  _globals['_REVOKEKEYREQUEST']._serialized_start=658
-  _globals['_REVOKEKEYREQUEST']._serialized_end=713
-  _globals['_SPENDREQUEST']._serialized_start=715
-  _globals['_SPENDREQUEST']._serialized_end=745
-  _globals['_TENANTSPEND']._serialized_start=747
-  _globals['_TENANTSPEND']._serialized_end=815
-  _globals['_SPEND']._serialized_start=817
-  _globals['_SPEND']._serialized_end=873
-  _globals['_QUEUESREQUEST']._serialized_start=875
-  _globals['_QUEUESREQUEST']._serialized_end=890
-  _globals['_REPLICA']._serialized_start=892
-  _globals['_REPLICA']._serialized_end=932
-  _globals['_MODELQUEUE']._serialized_start=935
-  _globals['_MODELQUEUE']._serialized_end=1157
-  _globals['_MODELQUEUE_WAITINGENTRY']._serialized_start=1111
-  _globals['_MODELQUEUE_WAITINGENTRY']._serialized_end=1157
-  _globals['_QUEUES']._serialized_start=1159
-  _globals['_QUEUES']._serialized_end=1229
-  _globals['_AUDITREQUEST']._serialized_start=1231
-  _globals['_AUDITREQUEST']._serialized_end=1260
-  _globals['_AUDITENTRY']._serialized_start=1263
-  _globals['_AUDITENTRY']._serialized_end=1393
-  _globals['_AUDITENTRY_FIELDSENTRY']._serialized_start=1348
-  _globals['_AUDITENTRY_FIELDSENTRY']._serialized_end=1393
-  _globals['_AUDIT']._serialized_start=1395
-  _globals['_AUDIT']._serialized_end=1450
-  _globals['_ADMIN']._serialized_start=1453
-  _globals['_ADMIN']._serialized_end=2304
+  _globals['_DELETETENANTRESPONSE']._serialized_start=436
+  _globals['_DELETETENANTRESPONSE']._serialized_end=613
+  _globals['_DELETETENANTRESPONSE_REMOVEDENTRY']._serialized_start=567
+  _globals['_DELETETENANTRESPONSE_REMOVEDENTRY']._serialized_end=613
+  _globals['_NEWKEY']._serialized_start=615
+  _globals['_NEWKEY']._serialized_end=675
+  _globals['_KEYREF']._serialized_start=677
+  _globals['_KEYREF']._serialized_end=724
+  _globals['_KEYLIST']._serialized_start=726
+  _globals['_KEYLIST']._serialized_end=776
+  _globals['_REVOKEKEYREQUEST']._serialized_start=778
+  _globals['_REVOKEKEYREQUEST']._serialized_end=833
+  _globals['_SPENDREQUEST']._serialized_start=835
+  _globals['_SPENDREQUEST']._serialized_end=865
+  _globals['_TENANTSPEND']._serialized_start=867
+  _globals['_TENANTSPEND']._serialized_end=935
+  _globals['_SPEND']._serialized_start=937
+  _globals['_SPEND']._serialized_end=993
+  _globals['_QUEUESREQUEST']._serialized_start=995
+  _globals['_QUEUESREQUEST']._serialized_end=1010
+  _globals['_REPLICA']._serialized_start=1012
+  _globals['_REPLICA']._serialized_end=1052
+  _globals['_MODELQUEUE']._serialized_start=1055
+  _globals['_MODELQUEUE']._serialized_end=1277
+  _globals['_MODELQUEUE_WAITINGENTRY']._serialized_start=1231
+  _globals['_MODELQUEUE_WAITINGENTRY']._serialized_end=1277
+  _globals['_QUEUES']._serialized_start=1279
+  _globals['_QUEUES']._serialized_end=1349
+  _globals['_AUDITREQUEST']._serialized_start=1351
+  _globals['_AUDITREQUEST']._serialized_end=1380
+  _globals['_AUDITENTRY']._serialized_start=1383
+  _globals['_AUDITENTRY']._serialized_end=1513
+  _globals['_AUDITENTRY_FIELDSENTRY']._serialized_start=1468
+  _globals['_AUDITENTRY_FIELDSENTRY']._serialized_end=1513
+  _globals['_AUDIT']._serialized_start=1515
+  _globals['_AUDIT']._serialized_end=1570
+  _globals['_ADMIN']._serialized_start=1573
+  _globals['_ADMIN']._serialized_end=2424
 # @@protoc_insertion_point(module_scope)

@@ -59,12 +59,21 @@ class TenantList(_message.Message):
     def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
 
 class DeleteTenantResponse(_message.Message):
-    __slots__ = ("name", "keys_revoked")
+    __slots__ = ("name", "keys_revoked", "removed")
+    class RemovedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     KEYS_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     name: str
     keys_revoked: int
-    def __init__(self, name: _Optional[str] = ..., keys_revoked: _Optional[int] = ...) -> None: ...
+    removed: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., keys_revoked: _Optional[int] = ..., removed: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class NewKey(_message.Message):
     __slots__ = ("tenant", "key", "digest_prefix")
