@@ -19,7 +19,7 @@ GROUPS = {
     "queue": {"queue", "router", "streams"},
     "replica": {"generation", "worker", "adapter_slots"},
     "gateway": {"gateway"},
-    "batch": {"batch"},
+    "batch": {"batch", "tenant_purge"},
     "api": {"adapter_api", "grpc_health", "openai_api", "responses_api", "grpc_api", "httpio", "batch.http",
             "client", "admin_api"},
     "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "admin_cli"},
