@@ -324,7 +324,7 @@ class ReplicaWorker:
             now = asyncio.get_running_loop().time()
             self._completions.add(now, 1, now - started)
         except EngineError as e:  # the engine refused it: no other replica would serve it better
-            await self._fail(rid, str(e), retryable=False, status=getattr(e, "status", 0))
+            await self._fail(rid, str(e), retryable=False, status=e.status)
         except LeaseLost:
             log.info("event=lease_lost request_id=%s", rid)
         except asyncio.CancelledError:

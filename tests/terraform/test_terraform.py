@@ -58,14 +58,19 @@ def test_every_file_is_formatted():
     assert result.retcode == 0, f"terraform fmt would change: {result.value}"
 
 
-def test_sizing_module_passes_its_terraform_tests():
-    sizing = TF / "modules" / "sizing"
-    cli = TerraformCommand(str(sizing))
+def assert_terraform_tests_pass(module: Path, tftest: str) -> None:
+    """`terraform init` and `terraform test` in a module: every run of its tests/<tftest> passes."""
+    cli = TerraformCommand(str(module))
     assert cli.init().retcode == 0
-    runs = len(re.findall(r'^run "', (sizing / "tests" / "sizing.tftest.hcl").read_text(), re.M))
+    runs = len(re.findall(r'^run "', (module / "tests" / tftest).read_text(), re.M))
     result = cli.test()
     summary = [m for m in result.value if m.get("type") == "test_summary"][-1]["test_summary"]
     assert (summary["passed"], summary["failed"], summary["errored"]) == (runs, 0, 0), result.value
+
+
+def test_sizing_module_passes_its_terraform_tests():
+    sizing = TF / "modules" / "sizing"
+    assert_terraform_tests_pass(sizing, "sizing.tftest.hcl")
     shutil.rmtree(sizing / ".terraform", ignore_errors=True)
 
 
@@ -532,12 +537,7 @@ def test_deploy_example_slice_passes_terraform_test(tmp_path):
     shutil.copy(ROOT / "config" / "production.yaml", example / "production.yaml")
     for name in ("sizing", "rayservice"):
         shutil.copytree(TF / "modules" / name, modules / name, ignore=shutil.ignore_patterns(".terraform", "tests"))
-    cli = TerraformCommand(str(example))
-    assert cli.init().retcode == 0
-    runs = len(re.findall(r'^run "', (example / "tests" / "slice.tftest.hcl").read_text(), re.M))
-    result = cli.test()
-    summary = [m for m in result.value if m.get("type") == "test_summary"][-1]["test_summary"]
-    assert (summary["passed"], summary["failed"], summary["errored"]) == (runs, 0, 0), result.value
+    assert_terraform_tests_pass(example, "slice.tftest.hcl")
 
 
 def kuberay_serve_service_ports(manifest: dict[str, Any]) -> dict[str, int]:

@@ -98,6 +98,8 @@ class EngineStats:
 class EngineError(RuntimeError):
     """A request cannot run on this engine (too long, bad parameters)."""
 
+    status = 0  # the HTTP status the request's caller gets for it; 0: a failed generation (500)
+
 
 class EngineRefused(EngineError):
     """The request itself cannot be served (an empty or too long prompt, a token id past the vocabulary, a

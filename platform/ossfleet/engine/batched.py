@@ -52,7 +52,6 @@ from ossfleet.engine.kvcache import StepBatch
 from ossfleet.engine.sampling import constrain, drawable, generator_for, sample, token_logprob
 from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
 
-GRAMMAR_FAILED = GRAMMAR_DEAD_END
 SAMPLING_FAILED = "sampling failed for this request's parameters (the request failed alone)"
 NOT_A_DISTRIBUTION = (
     "the model produced no distribution to sample from for this request (NaN or no finite logits: its adapter's "
@@ -369,7 +368,7 @@ class BatchedEngine:
             k = r.request.constraint
             mask = k.allowed() if k is not None else None
             if mask is not None and not bool(mask.any()):
-                failed[c.request_id] = GRAMMAR_FAILED
+                failed[c.request_id] = GRAMMAR_DEAD_END
                 continue
             live.append((i, c, r, mask))
         if not live:
@@ -404,7 +403,7 @@ class BatchedEngine:
                 continue
             k = r.request.constraint
             if k is not None and not k.consume(t):
-                failed[c.request_id] = GRAMMAR_FAILED
+                failed[c.request_id] = GRAMMAR_DEAD_END
                 continue
             out[c.request_id] = t
             if params[j].logprobs is not None:
