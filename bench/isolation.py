@@ -147,12 +147,11 @@ def main() -> None:
 
     import ray
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
     from ossfleet.config import parse_config
-    from ossfleet.grpc_api import SERVICER_FUNCTION
     from ossfleet.redisdb import EmbeddedRedis, connect
+    from ossfleet.serveconfig import ray_env, serve_start_options
     from ossfleet.tenancy import new_api_key, register_key
     from ossfleet.tinymodel import make_tiny_checkpoint
 
@@ -177,13 +176,10 @@ def main() -> None:
         for name, k in keys.items():
             register_key(r, cfg.redis.namespace, name, k)
         os.environ["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
+        os.environ.update(ray_env(cfg))  # the ingress ossfleet ships (endpoints.ingress), read when Ray starts
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
-            serve.start(
-                proxy_location="HeadOnly",
-                http_options={"host": "127.0.0.1", "port": port},
-                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
-            )
+            serve.start(**serve_start_options(cfg, local=True, host="127.0.0.1"))
             assert deploy(build_applications(cfg, redis_server.url), timeout_s=120)
             base = f"http://127.0.0.1:{port}"
             url = base + "/v1/chat/completions"

@@ -1,23 +1,34 @@
-"""Serving benchmark: what the platform path adds, with an engine that answers at once.
+"""Serving benchmark: what the platform path adds, with an engine that answers at once, under both ingresses.
 
 Side by side in one run, on a local Ray (2 CPUs, one logical GPU) and the
-embedded Redis:
+embedded Redis, once with Serve's default Python proxy and once with its
+high-throughput mode (``RAY_SERVE_ENABLE_HA_PROXY=1`` and
+``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``: HAProxy, ossfleet's default
+``endpoints.ingress``), each in a fresh Ray (the variables are read when Ray's
+processes start):
 
 - the stub engine called directly in-process (the baseline: the engine's own cost);
-- the full path with the stub engine behind it: HTTP -> Ray Serve proxy ->
+- the full path with the stub engine behind it: HTTP -> ingress ->
   Gateway -> Redis admit -> replica pull -> engine -> Redis stream -> Gateway -> client;
-- a trivial Ray Serve HTTP deployment (the proxy's own floor on this machine).
+- a trivial Ray Serve HTTP deployment (the ingress's own floor on this machine);
+- gRPC ``Generate`` two ways: through Serve's gRPC ingress (its proxy actor, or
+  HAProxy to the replica's own gRPC port) and on the gateway's own gRPC server
+  (``endpoints.grpc_server: gateway``, grpc_server.py).
 
 It reports p50/p99 latency at concurrency 1 (what the full path adds over the
 engine alone, and over the trivial Serve deployment: ``added_over_serve_floor_p50_ms``),
 and the request rate each target sustains (``full_path_rate.max_sustained_rps``,
 ``serve_floor_rate.max_sustained_rps``): the highest open-loop rate, stepped up,
 at which every request is answered with no error and p99 <= 100 ms (a Python
-client on the same 2 cores). Targets: the full path sustains >= 70% of the
-floor's rate (``full_over_floor_rate``), and adds <= 3 ms at p50 over it. With
-`wrk` installed, a closed-loop run at 32 connections is added (``wrk``). With
-``--profile DIR``, py-spy samples the proxy, gateway and replica processes under
-a fixed open-loop rate after the measurements. The last line printed is one JSON object.
+client on the same 2 cores). The default proxy's figures are the top-level keys;
+HAProxy's are the same keys under ``haproxy``; gRPC's are under ``grpc`` in each.
+Targets (#32): ``haproxy.full_path_rate.max_sustained_rps`` >= the default
+proxy's ``serve_floor_rate.max_sustained_rps``, and
+``haproxy.added_over_serve_floor_p50_ms`` <= 2. With `wrk` installed, a
+closed-loop run at 32 connections is added (``wrk``). With ``--profile DIR``,
+the CPU each process spends per request is measured and py-spy samples the
+ingress, gateway and replica processes under a fixed open-loop rate after the
+measurements. The last line printed is one JSON object.
 
     python bench/serving.py --quick
 """
@@ -181,6 +192,91 @@ def wrk_rate(url: str, body: dict, headers: dict, seconds: float, connections: i
             "p50": lat.get("50"), "p99": lat.get("99")}  # fmt: skip
 
 
+SETTLED_MS = 50.0  # after an overload, the backlog is gone once ten answers in a row take less than this
+
+
+def settle(one: Any, limit_s: float = 60.0) -> None:
+    """Wait (by answers, not by the clock) until an overload's backlog has drained: ``one()`` returns one
+    request's latency list; ten in a row under SETTLED_MS, or ``limit_s`` at most."""
+    streak, end = 0, time.monotonic() + limit_s
+    while streak < 10 and time.monotonic() < end:
+        streak = streak + 1 if asyncio.run(one())[0] * 1000 < SETTLED_MS else 0
+
+
+GRPC_MD = (("application", "gateway"),)  # what Serve's gRPC ingress routes by; the gateway's own server ignores it
+
+
+def grpc_request() -> Any:
+    from ossfleet.v1 import ossfleet_pb2 as pb
+
+    return pb.GenerateRequest(model="gpt-oss-20b", messages=[pb.Message(role="user", content="Hello!")], max_tokens=32)
+
+
+async def grpc_sequential(target: str, key: str, n: int) -> list[float]:
+    """Unary Generate calls one after another on one channel: each call's latency."""
+    import grpc
+
+    from ossfleet.v1 import ossfleet_pb2_grpc
+
+    md, req, lat = (("authorization", f"Bearer {key}"), *GRPC_MD), grpc_request(), []
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = ossfleet_pb2_grpc.OssfleetStub(ch)
+        for _ in range(n):
+            t = time.perf_counter()
+            await stub.Generate(req, metadata=md, timeout=10)
+            lat.append(time.perf_counter() - t)
+    return lat
+
+
+async def grpc_open_loop(target: str, key: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Unary Generate at ``rate`` per second for ``seconds`` over one HTTP/2 channel, whatever the answers do."""
+    import grpc
+
+    from ossfleet.v1 import ossfleet_pb2_grpc
+
+    md, req = (("authorization", f"Bearer {key}"), *GRPC_MD), grpc_request()
+    lat: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = ossfleet_pb2_grpc.OssfleetStub(ch)
+
+        async def one() -> None:
+            nonlocal errors
+            t = time.perf_counter()
+            try:
+                await stub.Generate(req, metadata=md, timeout=10)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                return
+            lat.append(time.perf_counter() - t)
+
+        tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"offered": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
+            "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000}  # fmt: skip
+
+
+async def grpc_max_rate(target: str, key: str, rates: list[float], seconds: float) -> dict[str, Any]:
+    best, runs = 0.0, []
+    for rate in rates:
+        r = await grpc_open_loop(target, key, rate, seconds)
+        r["rate"] = rate
+        runs.append({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
+        ok = r["errors"] == 0 and r["ok"] == r["offered"] and r["p99_ms"] <= P99_LIMIT_MS
+        print(f"  grpc {target} rate={rate}: {r['achieved_rps']:.0f} rps, errors={r['errors']}, "
+              f"p99={r['p99_ms']:.0f} ms", flush=True)  # fmt: skip
+        if not ok:
+            break
+        best = rate
+    return {"max_sustained_rps": best, "runs": runs}
+
+
 def serve_pids() -> dict[str, int]:
     """The processes of Serve's proxy and of ossfleet's gateway and replica actors (by process title)."""
     import subprocess
@@ -191,6 +287,8 @@ def serve_pids() -> dict[str, int]:
         pid, _, title = line.strip().partition(" ")
         if "redis-server" in title and "redis" not in pids:
             pids["redis"] = int(pid)
+        if "haproxy" not in pids and Path(title.split(" ", 1)[0]).name == "haproxy":
+            pids["haproxy"] = int(pid)  # Serve's HAProxy ingress (a child of the proxy actor)
         for name, marker in (("proxy", "ProxyActor"), ("gateway", "Gateway"), ("replica", "gpt-oss-20b-replica"),
                              ("floor", "ServeReplica:floor:"), ("fastapi", "ServeReplica:fastapi-floor")):  # fmt: skip
             if marker in title and name not in pids and "ray::" in title:
@@ -228,7 +326,7 @@ def profile(
     out_dir.mkdir(parents=True, exist_ok=True)
     procs = {}
     for name, pid in serve_pids().items():
-        if name == "redis":
+        if name in ("redis", "haproxy"):  # not Python: py-spy cannot sample them
             continue
         path = out_dir / f"{name}.txt"
         cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--format", "raw",
@@ -255,33 +353,31 @@ def profile(
     return report
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="sample the proxy, gateway and replica with py-spy under load; stacks go here")  # fmt: skip
-    ap.add_argument("--profile-rate", type=float, default=40.0)
-    args = ap.parse_args()
-    seconds = 3.0 if args.quick else 10.0
-    n_lat = 100 if args.quick else 400
-    rates = list(range(25, 625, 25)) if args.quick else list(range(25, 825, 25))
+def measure(ingress: str, quick: bool, profile_dir: Path | None, profile_rate: float) -> dict[str, Any]:
+    """Every figure for one ingress, in a Ray started here (the process's environment chose the ingress)."""
+    seconds = 3.0 if quick else 10.0
+    n_lat = 100 if quick else 400
+    rates = list(range(25, 625, 25)) if quick else list(range(25, 825, 25))
 
     import ray
     from ray import serve
+    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
     from ossfleet.config import parse_config
+    from ossfleet.grpc_api import SERVICER_FUNCTIONS
     from ossfleet.redisdb import EmbeddedRedis, connect
+    from ossfleet.serveconfig import ray_env, serve_start_options
     from ossfleet.tenancy import new_api_key, register_key
     from ossfleet.tinymodel import make_tiny_checkpoint
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"ingress": ingress}
     with tempfile.TemporaryDirectory() as d, EmbeddedRedis(Path(d) / "redis") as redis_server:
         ckpt = make_tiny_checkpoint(Path(d) / "tiny")
         direct = asyncio.run(engine_direct(ckpt, n_lat))
-        port = free_port()
+        port, gateway_grpc, serve_grpc = free_port(), free_port(), free_port()
         cfg = parse_config({
-            "endpoints": {"http_port": port},
+            "endpoints": {"http_port": port, "ingress": ingress, "grpc_server": "gateway", "grpc_port": gateway_grpc},
             "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(ckpt), "engine": "stub",
                         "max_batch_size": 512, "num_gpus": 1, "num_cpus": 0.25}],
             "tenants": [{"name": "bench", "limits": {"rpm": 10**7, "tpm": 10**9}, "budget": {"limit_usd": 10**6}}],
@@ -290,9 +386,13 @@ def main() -> None:
         register_key(connect(redis_server.url), cfg.redis.namespace, "bench", key)
         # Access logs off, as in FACTS.md's floor measurement (read when Serve's actors start).
         os.environ["RAY_SERVE_ENABLE_ACCESS_LOG"] = "0"
+        os.environ.update(ray_env(cfg))
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         try:
-            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+            # The gateway serves gRPC on its own port; Serve's gRPC ingress runs beside it on another, to compare.
+            opts = serve_start_options(cfg, local=True, host="127.0.0.1")
+            opts["grpc_options"] = gRPCOptions(port=serve_grpc, grpc_servicer_functions=SERVICER_FUNCTIONS)
+            serve.start(**opts)
             assert deploy(build_applications(cfg, redis_server.url), timeout_s=120)
 
             # The same max_ongoing_requests as the gateway, so both face 32 clients alike.
@@ -327,15 +427,27 @@ def main() -> None:
             full = asyncio.run(sequential(base + "/v1/chat/completions", body, headers, n_lat))
             floor = asyncio.run(sequential(base + "/floor", body, {}, n_lat))
             fastapi_floor = asyncio.run(sequential(base + "/fastapi-floor/", body, {}, n_lat))
+            grpc_targets = {"serve": f"127.0.0.1:{serve_grpc}", "gateway": f"127.0.0.1:{gateway_grpc}"}
+            grpc_lat = {}
+            for name, target in grpc_targets.items():
+                asyncio.run(grpc_sequential(target, key, 20))  # warm-up
+                grpc_lat[name] = asyncio.run(grpc_sequential(target, key, n_lat))
             import shutil
 
-            print(f"max sustained rate (open loop, p99 <= {P99_LIMIT_MS:.0f} ms):", flush=True)
+            print(f"[{ingress}] max sustained rate (open loop, p99 <= {P99_LIMIT_MS:.0f} ms):", flush=True)
+            # Each measurement ends in an overload; the next starts once its backlog has drained.
             full_rate = asyncio.run(max_rate(base + "/v1/chat/completions", body, headers, rates, seconds))
+            settle(lambda: sequential(base + "/v1/chat/completions", body, headers, 1))
             floor_rate = asyncio.run(max_rate(base + "/floor", body, {}, rates, seconds))
-            if args.profile is not None:  # last: an overload leaves a backlog that would skew what follows
+            settle(lambda: sequential(base + "/floor", body, {}, 1))
+            grpc_rates = {}
+            for name, target in grpc_targets.items():
+                grpc_rates[name] = asyncio.run(grpc_max_rate(target, key, rates, seconds))
+                settle(lambda t=target: grpc_sequential(t, key, 1))  # type: ignore[misc]
+            if profile_dir is not None:  # last: an overload leaves a backlog that would skew what follows
                 out["profile"] = profile(
-                    base + "/v1/chat/completions", base + "/floor", body, headers, args.profile_rate, seconds * 3,
-                    args.profile,
+                    base + "/v1/chat/completions", base + "/floor", body, headers, profile_rate, seconds * 3,
+                    profile_dir / ingress,
                 )  # fmt: skip
                 print(json.dumps(out["profile"], indent=1), flush=True)
             if shutil.which("wrk"):
@@ -363,10 +475,46 @@ def main() -> None:
     out["serve_floor_rate"] = floor_rate
     floor_max = floor_rate["max_sustained_rps"]
     out["full_over_floor_rate"] = round(full_rate["max_sustained_rps"] / floor_max, 3) if floor_max else None
-    out["targets"] = {"full_over_floor_rate": 0.7, "added_over_serve_floor_p50_ms": 3}
+    out["grpc"] = {
+        name: {**stats(grpc_lat[name]), "rate": grpc_rates[name]} for name in grpc_targets
+    }  # serve: Serve's gRPC ingress; gateway: the gateway's own server
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="sample the ingress, gateway and replica with py-spy under load; stacks go here")  # fmt: skip
+    ap.add_argument("--profile-rate", type=float, default=40.0)
+    ap.add_argument("--only", choices=["proxy", "haproxy"], default=None,
+                    help="measure one ingress in this process (how the full run measures each)")  # fmt: skip
+    args = ap.parse_args()
+    if args.only:
+        print(json.dumps(measure(args.only, args.quick, args.profile, args.profile_rate)))
+        return
+    import subprocess
+
+    runs: dict[str, dict[str, Any]] = {}
+    for ingress in ("proxy", "haproxy"):  # each in a process of its own: Ray reads the ingress when it starts
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", ingress, "--profile-rate", str(args.profile_rate)]
+        cmd += ["--quick"] if args.quick else []
+        cmd += ["--profile", str(args.profile)] if args.profile else []
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        lines = proc.stdout.strip().splitlines()
+        print("\n".join(lines[:-1]), flush=True)
+        runs[ingress] = json.loads(lines[-1])
+    out = runs["proxy"]
+    out["haproxy"] = runs["haproxy"]
+    out["targets"] = {"full_over_floor_rate": 0.7, "added_over_serve_floor_p50_ms": 3,
+                      "haproxy.full_path_rate.max_sustained_rps": ">= serve_floor_rate.max_sustained_rps",
+                      "haproxy.added_over_serve_floor_p50_ms": 2}  # fmt: skip
     out["targets_met"] = {
         "full_over_floor_rate": (out["full_over_floor_rate"] or 0) >= 0.7,
         "added_over_serve_floor_p50_ms": out["added_over_serve_floor_p50_ms"] <= 3,
+        "haproxy.full_path_rate.max_sustained_rps": out["haproxy"]["full_path_rate"]["max_sustained_rps"]
+        >= out["serve_floor_rate"]["max_sustained_rps"],
+        "haproxy.added_over_serve_floor_p50_ms": out["haproxy"]["added_over_serve_floor_p50_ms"] <= 2,
     }
     print(json.dumps(out))
 

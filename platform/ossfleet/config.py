@@ -57,6 +57,14 @@ class EndpointsConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     grpc_port: Annotated[int, Field(ge=1, le=65535)] = 9000
+    # Serve's HTTP ingress on each node: "haproxy" (Serve's high-throughput mode, RAY_SERVE_ENABLE_HA_PROXY:
+    # HAProxy relays to the gateway replicas' own HTTP servers) or "proxy" (Serve's Python proxy actor).
+    # Read where Ray starts: `ossfleet up` sets the variable for a cluster it starts; a joined cluster's
+    # nodes (the RayService) must be started with it.
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
+    # Who answers gRPC on grpc_port: "gateway" (each gateway replica's own server, grpc_server.py) or
+    # "serve" (Serve's gRPC proxy, which routes by the `application` metadata). bench/serving.py compares them.
+    grpc_server: Literal["gateway", "serve"] = "gateway"
     # grpc.health.v1 (Kubernetes gRPC probes, load balancers), served by every gateway replica on a
     # port of its own: Serve's gRPC proxy routes by metadata a probe cannot send. 0: not served.
     grpc_health_port: Annotated[int, Field(ge=0, le=65535)] = 9001

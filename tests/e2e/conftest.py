@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import grpc
 import pytest
 from e2e_platform import Platform, free_port
 
@@ -78,26 +79,20 @@ def ray_cluster(request):
 @pytest.fixture(scope="module")
 def platform(request, ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server, tmp_path_factory) -> Platform:
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
-    from ossfleet.grpc_api import SERVICER_FUNCTIONS
+    from ossfleet.serveconfig import serve_start_options
 
     port, grpc_port = free_port(), free_port()
     # A namespace per test module: one module's tenants' state (usage, adapters) never shows in another's.
     namespace = "e2e-" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     raw = platform_config(tiny_checkpoint, tiny_checkpoint_4l, namespace, port)
     raw["batch"] = {"storage_url": str(tmp_path_factory.mktemp("files"))}  # batch files and LoRA adapters
-    raw["endpoints"]["grpc_health_port"] = free_port()
+    raw["endpoints"].update(grpc_port=grpc_port, grpc_health_port=free_port())
     cfg = parse_config(raw, "<e2e>")
     for attempt in range(2):
         try:
-            serve.start(
-                proxy_location="HeadOnly",
-                http_options={"host": "127.0.0.1", "port": port},
-                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS,
-                                         enable_reflection=True),
-            )  # fmt: skip
+            serve.start(**serve_start_options(cfg, local=True))
             break
         except ray_cluster.exceptions.ActorDiedError:
             # On a CPU-starved machine Serve's controller can replace a proxy that is slow to start
@@ -106,6 +101,8 @@ def platform(request, ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_se
             if attempt:
                 raise
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=120)  # the gateway's gRPC server listens
     client = connect(redis_server.url)
     keys = {}
     for t in cfg.tenants:

@@ -33,17 +33,16 @@ GPU_NODES = 4
 @pytest.fixture(scope="module")
 def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Platform:
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
-    from ossfleet.grpc_api import SERVICER_FUNCTION
+    from ossfleet.serveconfig import serve_start_options
 
     port, grpc_port = free_port(), free_port()
     model = {"device": "cpu", "max_context": 512, "num_gpus": 1, "num_cpus": 0.25, "torch_threads": 1}
     cfg = parse_config(
         {
             "redis": {"namespace": NS, "lease_s": 4},
-            "endpoints": {"http_host": "127.0.0.1", "http_port": port},
+            "endpoints": {"http_host": "127.0.0.1", "http_port": port, "grpc_port": grpc_port},
             "limits": {"max_tokens": 256},
             "batch": {"storage_url": str(tmp_path_factory.mktemp("files")), "window": 64,
                       "completion_windows": ["24h", "10s"], "dedicated_max_actors": 1,
@@ -64,11 +63,7 @@ def platform(ray_cluster, tiny_checkpoint, redis_server, tmp_path_factory) -> Pl
         },
         "<batch e2e>",
     )  # fmt: skip
-    serve.start(
-        proxy_location="HeadOnly",
-        http_options={"host": "127.0.0.1", "port": port},
-        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
-    )
+    serve.start(**serve_start_options(cfg, local=True))
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
     client = connect(redis_server.url)
     keys = {}

@@ -27,6 +27,7 @@ def test_request_queue_and_latency_metrics_are_exported(tiny_checkpoint, redis_s
     from ray import serve
 
     from deployments.app import build_applications, deploy
+    from ossfleet.serveconfig import serve_start_options
 
     metrics_port, http_port = free_port(), free_port()
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
@@ -35,7 +36,7 @@ def test_request_queue_and_latency_metrics_are_exported(tiny_checkpoint, redis_s
         cfg = parse_config(
             {
                 "redis": {"namespace": "metrics"},
-                "endpoints": {"http_port": http_port},
+                "endpoints": {"http_port": http_port, "grpc_port": free_port()},
                 "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint),
                             "engine": "stub", "num_gpus": 1, "num_cpus": 0.25,
                             "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}],
@@ -43,7 +44,7 @@ def test_request_queue_and_latency_metrics_are_exported(tiny_checkpoint, redis_s
             },
             "<metrics>",
         )  # fmt: skip
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": http_port})
+        serve.start(**serve_start_options(cfg, local=True, host="127.0.0.1"))
         assert deploy(build_applications(cfg, redis_server.url), timeout_s=120)
         key = new_api_key()
         register_key(connect(redis_server.url), "metrics", "acme", key)

@@ -48,11 +48,10 @@ def test_gateway_replicas_killed_mid_stream_clients_resume_every_chunk_once(
     ray_local, tiny_checkpoint, redis_server, free_port
 ):
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
     from ossfleet.client import OssfleetClient
-    from ossfleet.grpc_api import SERVICER_FUNCTION
+    from ossfleet.serveconfig import serve_start_options
 
     port, grpc_port = free_port(), free_port()
     cfg = parse_config(
@@ -66,11 +65,7 @@ def test_gateway_replicas_killed_mid_stream_clients_resume_every_chunk_once(
         },
         "<faults>",
     )  # fmt: skip
-    serve.start(
-        proxy_location="HeadOnly",
-        http_options={"host": "127.0.0.1", "port": port},
-        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
-    )
+    serve.start(**serve_start_options(cfg, local=True, host="127.0.0.1"))
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=180)
     key = new_api_key()
     r = connect(redis_server.url)

@@ -100,6 +100,7 @@ def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, 
     from ray import serve
 
     from deployments.app import build_applications, deploy
+    from ossfleet.serveconfig import serve_start_options
 
     port = free_port()
     tenants = [{"name": f"t{i}", "budget": {"limit_usd": 1000},
@@ -108,7 +109,7 @@ def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, 
     cfg = parse_config(
         {
             "redis": {"namespace": "load"},
-            "endpoints": {"http_port": port, "gateway_max_ongoing_requests": 2048},
+            "endpoints": {"http_port": port, "grpc_port": free_port(), "gateway_max_ongoing_requests": 2048},
             # Two stub replicas of 512 slots; 0.5 s a token, 16 tokens a chunk: a stream lasts about 16 s.
             "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
                         "stub_token_delay_s": 0.5, "max_batch_size": 512, "num_gpus": 1, "num_cpus": 0.25,
@@ -118,7 +119,7 @@ def test_a_thousand_concurrent_streams_for_a_minute(ray_local, tiny_checkpoint, 
         },
         "<load>",
     )  # fmt: skip
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    serve.start(**serve_start_options(cfg, local=True, host="127.0.0.1"))
     assert deploy(build_applications(cfg, redis_server.url), timeout_s=180)
     r = connect(redis_server.url)
     keys = {}

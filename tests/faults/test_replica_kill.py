@@ -50,6 +50,7 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
     from ray import serve
 
     from deployments.app import build_applications, deploy
+    from ossfleet.serveconfig import serve_start_options
 
     redis_url = request.getfixturevalue("redis_server" if where == "single" else "redis_cluster").url
     ns = f"killtest-{where}"
@@ -58,7 +59,7 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
     cfg = parse_config(
         {
             "redis": {"namespace": ns, "lease_s": 3},
-            "endpoints": {"http_port": port},
+            "endpoints": {"http_port": port, "grpc_port": free_port()},
             "models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
                         "stub_token_delay_s": 0.1, "max_batch_size": 16, "num_gpus": 1, "num_cpus": 0.25,
                         "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}],
@@ -66,7 +67,7 @@ def test_kill_minus_9_of_a_replica_mid_stream_loses_nothing_and_charges_once(
         },
         "<faults>",
     )  # fmt: skip
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    serve.start(**serve_start_options(cfg, local=True, host="127.0.0.1"))
     assert deploy(build_applications(cfg, redis_url), timeout_s=180)
     key = new_api_key()
     r = connect(redis_url)

@@ -247,8 +247,30 @@ def test_deploy_gcs_fault_tolerance_over_tls_has_a_ca_for_rays_redis_client():
     assert "env             = local.env" in head
 
 
-def test_deploy_ingress_speaks_http1_to_http_clients_and_checks_serves_health():
-    a = blocks(TF / "modules" / "ingress", "locals")["service_annotations"]
+@pytest.fixture(scope="module")
+def lb_annotations(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """modules/ingress's load balancer annotations, evaluated by Terraform: its annotations.tf and variables
+    with an example's inputs, no provider."""
+    work = tmp_path_factory.mktemp("ingress")
+    for name in ("annotations.tf", "variables.tf"):
+        shutil.copy(TF / "modules" / "ingress" / name, work / name)
+    (work / "outputs.tf").write_text(
+        'output "serve" {\n  value = local.service_annotations\n}\n'
+        'output "grpc" {\n  value = local.grpc_service_annotations\n}\n'
+    )
+    (work / "terraform.tfvars.json").write_text(json.dumps({
+        "name": "ossfleet", "cluster_name": "c", "vpc_id": "vpc-1", "oidc_provider_arn": "arn:aws:iam::1:oidc/x",
+        "acm_certificate_arn": "arn:aws:acm:us-east-1:1:certificate/x", "allowed_cidrs": ["10.0.0.0/8"],
+    }))  # fmt: skip
+    cli = TerraformCommand(str(work))
+    assert cli.init().retcode == 0
+    applied = cli.apply(auto_approve=True)
+    assert applied.retcode == 0, applied.value
+    return {k: v["value"] for k, v in cli.output().value.items()}
+
+
+def test_deploy_ingress_speaks_http1_to_http_clients_and_checks_serves_health(lb_annotations):
+    a = lb_annotations["serve"]
     prefix = "service.beta.kubernetes.io/aws-load-balancer-"
     # Serve's HTTP proxy is HTTP/1.1: clients offering both get HTTP/1.1, gRPC clients (h2 only) get h2.
     assert a[prefix + "alpn-policy"] == "HTTP2Optional"
@@ -283,7 +305,7 @@ def test_deploy_gpu_pods_are_sized_from_the_instance_and_hold_what_production_as
         assert need <= pod_cpus, f"{m.name}: {need} CPUs asked of Ray on a {defaults[m.name]} whose pod has {pod_cpus}"
 
 
-def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_change():
+def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_change(rendered_rayservice):
     kuberay = blocks(TF / "modules" / "kuberay", "module")["rayservice"]
     assert kuberay["redis_url"] == "${var.redis_url}"
     assert blocks(TF / "examples" / "aws", "module")["kuberay"]["redis_url"] == "${module.redis.url}"
@@ -291,7 +313,10 @@ def test_deploy_rayservice_gets_the_real_redis_url_and_rolls_out_on_a_config_cha
     assert cm["data"]["config.yaml"] == "${module.rayservice.ossfleet_config_yaml}"
     rayservice = (TF / "modules" / "rayservice" / "main.tf").read_text()
     # Every pod template carries the digest of both configs: a change rolls the pods.
-    assert rayservice.count("metadata = { annotations = local.pod_annotations }") == 3
+    cluster = rendered_rayservice["manifest"]["spec"]["rayClusterConfig"]
+    for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        annotations = g["template"]["metadata"]["annotations"]
+        assert annotations["ossfleet.io/config-sha256"] == rendered_rayservice["config_sha256"]
     assert 'sha256("${local.ossfleet_config}\\n${var.serve_config_yaml}")' in rayservice
 
 
@@ -412,6 +437,8 @@ def rendered_rayservice(tmp_path_factory) -> dict[str, Any]:
         "storage_url": "s3://ossfleet-files-example/files",
         "serve_service": {"name": "ossfleet-public", "type": "LoadBalancer",
                           "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "external"}},
+        "grpc_service": {"name": "ossfleet-grpc", "type": "LoadBalancer",
+                         "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "external"}},
         "gpu_groups": {
             "gpt-oss-20b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 1, "cpu": "7", "memory": "27Gi"},
             "gpt-oss-120b": {"min_nodes": 0, "max_nodes": 4, "gpus_per_node": 4, "cpu": "47", "memory": "163Gi"},
@@ -558,19 +585,23 @@ def kuberay_serve_service_ports(manifest: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["port"] for p in own if serving(p.get("name", ""))}
 
 
-def test_deploy_load_balancer_tls_ports_are_ports_kuberay_keeps(rendered_rayservice):
+def test_deploy_load_balancer_tls_ports_are_ports_kuberay_keeps(rendered_rayservice, lb_annotations):
     import yaml
 
     m = rendered_rayservice["manifest"]
     ports = kuberay_serve_service_ports(m)
     serve = yaml.safe_load(rendered_rayservice["serve"])
-    assert ports == {"serve": serve["http_options"]["port"], "serve-grpc": serve["grpc_options"]["port"]}
+    # Production's gateways answer gRPC themselves (grpc_server: gateway): Serve starts no gRPC ingress,
+    # and the Serve Service carries HTTP only (gRPC has the gateways' Service, test below).
+    assert "grpc_options" not in serve
+    assert ports == {"serve": serve["http_options"]["port"]}
     assert rendered_rayservice["serve_ports"] == ports
-    # What the NLB is told to terminate TLS on names ports the Service has (by name or number).
-    a = blocks(TF / "modules" / "ingress", "locals")["service_annotations"]
+    # What the NLB is told to terminate TLS on names ports the Service has (by name or number); `serve-grpc`
+    # is there for a config where Serve answers gRPC (a name the Service lacks is not a listener).
+    a = lb_annotations["serve"]
     prefix = "service.beta.kubernetes.io/aws-load-balancer-"
     ssl = a[prefix + "ssl-ports"].split(",")
-    assert set(ssl) == set(ports), f"TLS asked on {ssl}, the Service has {ports}"
+    assert set(ports) <= set(ssl) <= {"serve", "serve-grpc"}, f"TLS asked on {ssl}, the Service has {ports}"
     assert int(a[prefix + "healthcheck-port"]) in ports.values()
     # The rule itself, on the manifest as it was: a head port named `grpc` and the Service's own 443/9443
     # left the load balancer with plain 8000 alone.
@@ -581,6 +612,64 @@ def test_deploy_load_balancer_tls_ports_are_ports_kuberay_keeps(rendered_rayserv
     head["ports"] = [{"name": "serve", "containerPort": 8000}, {"name": "grpc", "containerPort": 9000}]
     old["spec"]["serveService"]["spec"]["ports"] = [{"name": "https", "port": 443}, {"name": "grpcs", "port": 9443}]
     assert kuberay_serve_service_ports(old) == {"serve": 8000}
+
+
+def kubernetes_endpoints(service: dict[str, Any], templates: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """What a Service reaches, as Kubernetes resolves it: the pod templates (by group) whose labels hold
+    every selector label, each with the container port its targetPort names (or numbers); a group whose
+    pods match but have no such port is a target that refuses connections (-1)."""
+    sel = service["spec"]["selector"]
+    (port,) = service["spec"]["ports"]
+    out = {}
+    for group, t in templates.items():
+        labels = t.get("metadata", {}).get("labels", {})
+        if all(labels.get(k) == v for k, v in sel.items()):
+            cports = {p.get("name"): p["containerPort"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
+            target = port["targetPort"]
+            out[group] = cports.get(target, -1) if isinstance(target, str) else target
+    return out
+
+
+def test_deploy_grpc_reaches_every_gateway_and_only_gateways(rendered_rayservice, lb_annotations):
+    """The gateways answer gRPC on their own port (grpc_server: gateway): the gRPC Service selects exactly
+    the CPU workers' pods (one gateway each), on the container port where the gateway listens; its load
+    balancer terminates TLS on that port with HTTP/2."""
+    from ossfleet.config import load_config
+
+    prod = load_config(ROOT / "config" / "production.yaml")
+    assert prod.endpoints.grpc_server == "gateway" and prod.endpoints.gateway_resources
+    svc = rendered_rayservice["grpc_service"]
+    assert svc["apiVersion"] == "v1" and svc["kind"] == "Service" and svc["metadata"]["name"] == "ossfleet-grpc"
+    cluster = rendered_rayservice["manifest"]["spec"]["rayClusterConfig"]
+    templates = {"head": cluster["headGroupSpec"]["template"]}
+    templates |= {g["groupName"]: g["template"] for g in cluster["workerGroupSpecs"]}
+    assert kubernetes_endpoints(svc, templates) == {"cpu": prod.endpoints.grpc_port}
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == prod.endpoints.grpc_port == rendered_rayservice["grpc_port"]
+    # The rule itself: a Service selecting every Ray pod would send gRPC to pods with no gateway.
+    broad = {**svc, "spec": {**svc["spec"], "selector": {}}}
+    assert kubernetes_endpoints(broad, templates)["head"] == -1
+    # Its load balancer: TLS on the Service's port, HTTP/2 only, checked on the port it serves.
+    a, prefix = lb_annotations["grpc"], "service.beta.kubernetes.io/aws-load-balancer-"
+    assert a[prefix + "ssl-ports"] == port["name"] and a[prefix + "alpn-policy"] == "HTTP2Only"
+    assert (a[prefix + "healthcheck-protocol"], a[prefix + "healthcheck-port"]) == ("TCP", "traffic-port")
+    assert a[prefix + "ssl-cert"] == lb_annotations["serve"][prefix + "ssl-cert"]
+    example = blocks(TF / "examples" / "aws", "module")["kuberay"]["grpc_service"]
+    assert example["annotations"] == "${module.ingress.grpc_service_annotations}"
+
+
+def test_deploy_rayservice_runs_the_ingress_the_config_names(rendered_rayservice):
+    """Ray reads RAY_SERVE_ENABLE_HA_PROXY when its processes start: every pod gets production's ingress."""
+    from ossfleet.config import load_config
+    from ossfleet.serveconfig import HA_PROXY_ENV, ray_env
+
+    want = ray_env(load_config(ROOT / "config" / "production.yaml"))
+    assert want[HA_PROXY_ENV] == "1"
+    cluster = rendered_rayservice["manifest"]["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for g in groups:
+        env = {e["name"]: e.get("value") for e in g["template"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in want} == want
 
 
 def test_deploy_gateway_runs_only_on_cpu_workers_whose_readiness_is_its_grpc_health(rendered_rayservice):

@@ -20,8 +20,8 @@ GROUPS = {
     "replica": {"generation", "worker", "adapter_slots"},
     "gateway": {"gateway"},
     "batch": {"batch", "tenant_purge"},
-    "api": {"adapter_api", "grpc_health", "openai_api", "responses_api", "grpc_api", "httpio", "batch.http",
-            "client", "admin_api"},
+    "api": {"adapter_api", "grpc_health", "grpc_server", "openai_api", "responses_api", "grpc_api", "httpio",
+            "batch.http", "client", "admin_api"},
     "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "admin_cli"},
 }  # fmt: skip
 ALLOWED = {

@@ -56,3 +56,33 @@ def test_deploy_gateway_resources_pin_the_gateway_and_only_custom_names_are_acce
     for bad in ({"GPU": 1}, {"a b": 1}, {"ossfleet_gateway": 0}, {"x": float("inf")}):
         with pytest.raises(ConfigError, match="gateway_resources"):
             parse_config({**base, "endpoints": {"gateway_resources": bad}}, "<t>")
+
+
+@pytest.mark.parametrize(("grpc_server", "serve_grpc"), [("gateway", False), ("serve", True)])
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_ingress_and_grpc_server_choose_what_serve_starts(ingress, grpc_server, serve_grpc):
+    """The ingress is an environment variable Ray reads at start; Serve's gRPC ingress is started (with both
+    services) only where Serve answers gRPC, so nothing of Serve's binds the gateways' grpc_port otherwise.
+    Both renderings pass Ray's own schemas (ServeDeploySchema, gRPCOptions)."""
+    from ray.serve._private.utils import is_grpc_enabled
+
+    from ossfleet.config import parse_config
+    from ossfleet.grpc_api import SERVICER_FUNCTIONS
+    from ossfleet.serveconfig import HA_PROXY_ENV, THROUGHPUT_ENV, ray_env, serve_start_options
+
+    base = yaml.safe_load((ROOT / "config" / "local.yaml").read_text())
+    base["endpoints"] = {**base.get("endpoints", {}), "ingress": ingress, "grpc_server": grpc_server}
+    cfg = parse_config(base, "<t>")
+    on = "1" if ingress == "haproxy" else "0"
+    assert ray_env(cfg) == {HA_PROXY_ENV: on, THROUGHPUT_ENV: on}
+    opts = serve_start_options(cfg, local=True)
+    assert is_grpc_enabled(opts["grpc_options"]) is serve_grpc
+    assert opts["grpc_options"].port == cfg.endpoints.grpc_port
+    if serve_grpc:
+        assert opts["grpc_options"].grpc_servicer_functions == SERVICER_FUNCTIONS
+    assert (
+        opts["proxy_location"] == "HeadOnly" and serve_start_options(cfg, local=False)["proxy_location"] == "EveryNode"
+    )
+    rendered = yaml.safe_load(render_serve_config(cfg, "/c.yaml"))
+    ServeDeploySchema.model_validate(rendered)
+    assert ("grpc_options" in rendered) is serve_grpc

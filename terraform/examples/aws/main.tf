@@ -92,6 +92,13 @@ module "kuberay" {
     type        = "LoadBalancer"
     annotations = module.ingress.service_annotations
   }
+  # gRPC: the gateways answer it on their own port (endpoints.grpc_server: gateway), behind a Service of
+  # their own with its own load balancer.
+  grpc_service = {
+    name        = "ossfleet-grpc"
+    type        = "LoadBalancer"
+    annotations = module.ingress.grpc_service_annotations
+  }
   gpu_groups = local.gpu_groups
 }
 

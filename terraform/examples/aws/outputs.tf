@@ -4,8 +4,10 @@ output "http_endpoint" {
 }
 
 output "grpc_endpoint" {
-  description = "gRPC endpoint (TLS, HTTP/2)."
-  value       = local.lb_hostname == null ? null : "${local.lb_hostname}:${module.kuberay.serve_ports["serve-grpc"]}"
+  description = "gRPC endpoint (TLS, HTTP/2): the gateways' gRPC Service's load balancer (or the Serve Service's, where Serve answers gRPC)."
+  value = (module.kuberay.grpc_on_serve_service
+    ? (local.lb_hostname == null ? null : "${local.lb_hostname}:${module.kuberay.grpc_port}")
+  : (module.kuberay.grpc_hostname == null ? null : "${module.kuberay.grpc_hostname}:${module.kuberay.grpc_port}"))
 }
 
 output "redis_secret_name" {

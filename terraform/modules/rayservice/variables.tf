@@ -70,7 +70,7 @@ variable "service_account" {
 }
 
 variable "serve_service" {
-  description = "The Serve Service KubeRay keeps pointed at the active cluster (its ports are KubeRay's, from the head's `serve` and `serve-grpc` container ports): its name, type and annotations (the load balancer's); null: KubeRay's default ClusterIP service."
+  description = "The Serve Service KubeRay keeps pointed at the active cluster (its ports are KubeRay's, from the head's `serve` container port, and `serve-grpc` where Serve answers gRPC): its name, type and annotations (the load balancer's); null: KubeRay's default ClusterIP service."
   type = object({
     name        = string
     type        = string
@@ -112,4 +112,14 @@ variable "weights_job" {
   description = "The Job that downloads every model's weights into the models volume before the RayService starts (name, and its deadline in seconds)."
   type        = object({ name = string, deadline_seconds = number })
   default     = { name = "ossfleet-weights", deadline_seconds = 7200 }
+}
+
+variable "grpc_service" {
+  description = "The Service of the gateways' own gRPC API (endpoints.grpc_server: gateway, the default), over the pods that run a gateway: its name, type and annotations (the load balancer's); null: none (grpc_service output null)."
+  type = object({
+    name        = string
+    type        = string
+    annotations = map(string)
+  })
+  default = null
 }
