@@ -18,6 +18,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray's processes read these when they start.
 for _name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
     os.environ.setdefault(_name, "0" if os.environ.get("OSSFLEET_TEST_INGRESS") == "proxy" else "1")
+# The throughput mode also routes Serve handle calls on the caller's event loop, which the tests' own
+# synchronous handle calls (a replica's stats) do not have; a driver outside that mode routes them on a
+# thread of its own, as here. ossfleet's replicas make no handle calls, so nothing it serves changes.
+os.environ.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "1")
 
 
 @pytest.fixture(scope="session")

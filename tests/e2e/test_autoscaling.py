@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from e2e_platform import free_port
 
 from ossfleet.config import parse_config
 from ossfleet.keyspace import KeySpace
@@ -86,7 +87,8 @@ def test_backlog_grows_replicas_from_zero_then_they_shrink_back_and_nothing_is_l
     from ray import serve
 
     cfg = model_config(tiny_checkpoint, "autoscale", idle_to_zero_s=6)
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": 0})
+    # A real port, though nothing here calls it: HAProxy (the tests' ingress) refuses to bind port 0.
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": free_port()})
     app = deploy_model(cfg, redis_server.url)
     assert running_replicas(app) == 0  # nothing waits: zero replicas
     n = 30
