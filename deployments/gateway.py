@@ -15,7 +15,7 @@ from ossfleet.config import parse_config
 from ossfleet.gateway import GatewayCore
 from ossfleet.grpc_api import AdminGrpc, GrpcApi
 from ossfleet.grpc_health import HealthServer
-from ossfleet.grpc_server import GatewayGrpcServer
+from ossfleet.grpc_server import ADMIN, OSSFLEET, GatewayGrpcServer, method_name
 from ossfleet.openai_api import create_app, current_batches, current_core, set_current
 
 # The CPU share of one gateway replica.
@@ -24,9 +24,37 @@ GATEWAY_CPUS = 0.5
 app = create_app(current_core, current_batches)
 
 
+def _serve_grpc_method(impl: str, name: str, streaming: bool) -> Any:
+    """What Serve's gRPC proxy calls (grpc_server: serve): the Gateway method named after an RPC, delegating
+    to ``self.<impl>.<name>``. Serve passes the call context as ``grpc_context``."""
+    if streaming:
+
+        async def stream(self: Any, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
+            async for chunk in getattr(getattr(self, impl), name)(request, grpc_context):
+                yield chunk
+
+        return stream
+
+    async def unary(self: Any, request: Any, grpc_context: Any) -> Any:
+        return await getattr(getattr(self, impl), name)(request, grpc_context)
+
+    return unary
+
+
+class ServeGrpcMethods:
+    """One method per RPC of both services, from their descriptors (the gateway's own server maps them the
+    same way), for Serve's gRPC proxy to call by name."""
+
+
+for _impl, _service in (("grpc", OSSFLEET), ("admin", ADMIN)):
+    for _rpc in _service.methods:
+        _method = _serve_grpc_method(_impl, method_name(_rpc.name), _rpc.server_streaming)
+        setattr(ServeGrpcMethods, _rpc.name, _method)
+
+
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": GATEWAY_CPUS})
 @serve.ingress(app)
-class Gateway:
+class Gateway(ServeGrpcMethods):
     def __init__(self, config: dict[str, Any], redis_url: str) -> None:
         cfg = parse_config(config, config.get("source") or "<serve args>")
         self.core = GatewayCore(cfg, redis_url)
@@ -82,86 +110,3 @@ class Gateway:
             raise RuntimeError("gateway cannot reach Redis")
         if self.grpc_server is not None and self._grpc_started.done() and self._grpc_started.result() is False:
             raise RuntimeError(f"the gRPC API could not bind {self.grpc_server.address}")
-
-    # -- gRPC (ossfleet.v1.Ossfleet) through Serve (endpoints.grpc_server: serve): Serve's gRPC proxy calls these
-    # by RPC name. The gateway's own server (grpc_server.py) calls GrpcApi and AdminGrpc directly.
-
-    async def Generate(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.generate(request, grpc_context)
-
-    async def GenerateStream(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        async for chunk in self.grpc.generate_stream(request, grpc_context):
-            yield chunk
-
-    async def ResumeStream(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        async for chunk in self.grpc.resume_stream(request, grpc_context):
-            yield chunk
-
-    async def Cancel(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.cancel(request, grpc_context)
-
-    async def ListModels(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.list_models(request, grpc_context)
-
-    async def GetUsage(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.get_usage(request, grpc_context)
-
-    async def SubmitBatch(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.submit_batch(request, grpc_context)
-
-    async def GetBatch(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.get_batch(request, grpc_context)
-
-    async def ListBatches(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.list_batches(request, grpc_context)
-
-    async def CancelBatch(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.cancel_batch(request, grpc_context)
-
-    async def GetBatchResults(self, request: Any, grpc_context: Any) -> AsyncIterator[Any]:
-        async for chunk in self.grpc.get_batch_results(request, grpc_context):
-            yield chunk
-
-    async def UploadAdapter(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.upload_adapter(request, grpc_context)
-
-    async def ListAdapters(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.list_adapters(request, grpc_context)
-
-    async def DeleteAdapter(self, request: Any, grpc_context: Any) -> Any:
-        return await self.grpc.delete_adapter(request, grpc_context)
-
-    # -- gRPC (ossfleet.admin.v1.Admin): the admin API.
-
-    async def ListTenants(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.list_tenants(request, grpc_context)
-
-    async def GetTenant(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.get_tenant(request, grpc_context)
-
-    async def CreateTenant(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.create_tenant(request, grpc_context)
-
-    async def UpdateTenant(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.update_tenant(request, grpc_context)
-
-    async def DeleteTenant(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.delete_tenant(request, grpc_context)
-
-    async def CreateKey(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.create_key(request, grpc_context)
-
-    async def ListKeys(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.list_keys(request, grpc_context)
-
-    async def RevokeKey(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.revoke_key(request, grpc_context)
-
-    async def GetSpend(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.get_spend(request, grpc_context)
-
-    async def GetQueues(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.get_queues(request, grpc_context)
-
-    async def ReadAudit(self, request: Any, grpc_context: Any) -> Any:
-        return await self.admin.read_audit(request, grpc_context)
