@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/ holds queue.py: keep the folder off the import path so it cannot shadow the standard library's `queue`.
+# Keep bench/ off the import path: bench/autoscaling.py would shadow the autoscaling package.
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 

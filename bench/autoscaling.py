@@ -35,7 +35,7 @@ import os
 import sys
 
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)  # bench/queue.py must not shadow the standard library's queue
+    sys.path.pop(0)  # bench/autoscaling.py must not shadow the autoscaling package
 
 import argparse
 import json

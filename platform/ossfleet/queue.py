@@ -310,7 +310,8 @@ class RequestQueue:
             await self._settle(model, [(request_id, tenant, "refund", 0, 0)])
         return status.lower()
 
-    async def owner(self, model: str, request_id: str) -> str | None:
+    async def tenant_of(self, model: str, request_id: str) -> str | None:
+        """The tenant whose request this is; None once its record is gone (expired or never there)."""
         t = await self.r.hget(self.keys.req(model, request_id), "tenant")
         return None if t is None else _s(t)
 

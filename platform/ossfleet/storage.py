@@ -79,7 +79,3 @@ class FileStorage:
     def delete_tree(self, path: str) -> None:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
-
-    def full_url(self, path: str) -> str:
-        """The path as a URL another process (a Ray Data read task) can open."""
-        return path if self.protocol in ("file", "local") else f"{self.protocol}://{path}"

@@ -182,7 +182,8 @@ class JobRunner:
         try:
             out = await self.core.outcome(model, rid)
         except RequestFailed as e:
-            if await self.core.queue.owner(queue_model(model), rid) is None:  # a driver down longer than the stream TTL
+            # No record: a driver was down longer than the stream TTL.
+            if await self.core.queue.tenant_of(queue_model(model), rid) is None:
                 code, message = "result_expired", "the request's result expired before it was collected"
             else:
                 code, message = "generation_failed", e.message

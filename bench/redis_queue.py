@@ -19,7 +19,7 @@ commandstats before and after. The same three-model load on one embedded Redis
 runs beside it (``cluster.single_redis_lifecycles_per_s``). The last line
 printed is one JSON object.
 
-    python bench/queue.py --quick
+    python bench/redis_queue.py --quick
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named queue.py, as the issue asks: keep its folder off the
-# import path so it does not shadow the standard library's `queue`.
+# Keep bench/ off the import path: bench/autoscaling.py would shadow the autoscaling package.
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
