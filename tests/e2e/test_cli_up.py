@@ -28,10 +28,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listener(port: int) -> str | None:
+    """The name of the process listening on TCP ``port`` (from /proc: the socket's inode, then its owner)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{f[9]}]")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                    return (proc / "comm").read_text().strip()
+    return None
+
+
 def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint, tiny_checkpoint_4l):
     cfg = yaml.safe_load((ROOT / "config/local.yaml").read_text())
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     cfg["endpoints"]["http_port"] = port
+    cfg["endpoints"]["grpc_port"] = grpc_port
+    cfg["endpoints"]["grpc_health_port"] = free_port()
     cfg["endpoints"]["metrics_port"] = metrics_port = free_port()
     cfg["redis"]["data_dir"] = str(tmp_path / "redis")
     cfg["models"][0]["path"] = str(tiny_checkpoint)
@@ -40,7 +59,8 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(cfg))
     key = new_api_key()
-    env = {**os.environ, "OSSFLEET_DEMO_KEY": key}
+    # Without the tests' own Serve settings: `ossfleet up` sets the ingress's from the config.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")} | {"OSSFLEET_DEMO_KEY": key}
     log = (tmp_path / "up.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path)],
@@ -66,6 +86,14 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
             if scrape is None or scrape.status_code != 200:
                 time.sleep(1)
         assert key not in text  # a key from the environment is never echoed
+        # Serve's high-throughput mode: HAProxy holds the HTTP port; the gateway answers gRPC itself.
+        assert "Ingress: haproxy (HTTP), gateway (gRPC)" in text
+        assert listener(port) == "haproxy"
+        from ossfleet.client import OssfleetClient
+
+        with OssfleetClient(f"127.0.0.1:{grpc_port}", key) as c:
+            assert "gpt-oss-20b" in c.list_models()
+        assert (listener(grpc_port) or "").startswith("ray::")  # a gateway replica's process
         resp = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             headers={"authorization": f"Bearer {key}"},
