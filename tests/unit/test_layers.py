@@ -1,6 +1,9 @@
-"""Imports run one way: api -> batch -> gateway -> queue/router -> protocol and base; the replica side
-(worker, generation) over the engine. Read from the source (function-level imports included, typing-only
-ones under ``if TYPE_CHECKING:`` left out), so a cycle cannot hide behind a function-local import."""
+"""Imports run one way: top (CLI, Serve config) -> serve (the Ray Serve deployments and the autoscaler's
+Serve adapter) -> api -> batch -> gateway -> queue/router -> protocol and base; the replica side (worker,
+generation) over the engine; the autoscaling policy and simulator import nothing of ossfleet. Read from the
+source of every package (platform/ossfleet, deployments, autoscaling), every import counted: function-level
+ones, and typing-only ones under ``if TYPE_CHECKING:`` (a type that names a module above is a dependency on
+it), so a cycle cannot hide. Inside the base layer the modules are ordered (BASE_ORDER)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,16 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2] / "platform"
+REPO = Path(__file__).resolve().parents[2]
+ROOTS = {"ossfleet": REPO / "platform" / "ossfleet", "deployments": REPO / "deployments",
+         "autoscaling": REPO / "autoscaling"}  # fmt: skip
+PACKAGES = tuple(ROOTS)
 
+# Base modules, each importing only those before it (the first ones import nothing of ossfleet).
+BASE_ORDER = ["errors", "v1", "keyspace", "catalog", "config", "lora_format", "metrics", "redisdb", "tasks",
+              "jsonlimits", "harmony", "storage", "tenancy", "pricing", "adapters", "tenants", ""]  # fmt: skip
 GROUPS = {
-    "base": {"", "errors", "jsonlimits", "harmony", "tasks", "metrics", "catalog", "config", "pricing", "redisdb",
-             "tenancy", "tenants", "v1", "lora_format", "storage", "adapters", "keyspace"},
+    "base": set(BASE_ORDER),
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
     "queue": {"queue", "router", "streams"},
@@ -22,6 +30,8 @@ GROUPS = {
     "batch": {"batch", "tenant_purge"},
     "api": {"adapter_api", "grpc_health", "grpc_server", "openai_api", "responses_api", "grpc_api", "httpio",
             "batch.http", "client", "admin_api"},
+    "policy": {"autoscaling.policy", "autoscaling.simulator"},
+    "serve": {"deployments", "autoscaling", "autoscaling.serve_policy", "autoscaling.signals"},
     "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "admin_cli"},
 }  # fmt: skip
 ALLOWED = {
@@ -33,49 +43,73 @@ ALLOWED = {
     "gateway": {"base", "protocol", "queue", "gateway"},
     "batch": {"base", "protocol", "engine", "queue", "replica", "gateway", "batch"},
     "api": {"base", "protocol", "queue", "gateway", "batch", "api"},
+    "policy": {"policy"},
+    "serve": {"base", "protocol", "engine", "queue", "replica", "gateway", "batch", "api", "policy", "serve"},
     "top": set(GROUPS),
 }
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(package: str, path: Path) -> str:
+    parts = (package, *path.relative_to(ROOTS[package]).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def group_of(module: str) -> str:
-    rel = module.removeprefix("ossfleet").lstrip(".")
+    pkg, _, rel = module.partition(".")
+    key = rel if pkg == "ossfleet" else module
     best, found = -1, ""
     for g, names in GROUPS.items():
         for n in names:
-            if (rel == n or rel.startswith(n + ".")) and len(n) > best:
+            if (key == n or key.startswith(n + ".")) and len(n) > best:
                 best, found = len(n), g
     if not found:
         raise AssertionError(f"module {module} belongs to no layer: add it to GROUPS")
     return found
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """The ossfleet modules a file imports at run time (anywhere in it, except under TYPE_CHECKING)."""
-    tree = ast.parse(path.read_text())
-    typing_only: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            typing_only |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+def source_of(module: str) -> Path | None:
+    pkg, _, rel = module.partition(".")
+    if pkg not in ROOTS:
+        return None
+    base = ROOTS[pkg].joinpath(*rel.split(".")) if rel else ROOTS[pkg]
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.exists():
+            return p
+    return None
+
+
+def imports(path: Path) -> set[str]:
+    """The modules of the three packages a file imports, anywhere in it (functions and TYPE_CHECKING too)."""
     out: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("ossfleet")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ossfleet"):
+            out |= {a.name for a in node.names if a.name.split(".")[0] in PACKAGES}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
             for a in node.names:  # `from ossfleet.protocol import events` names a module
                 sub = f"{node.module}.{a.name}"
-                out.add(sub if (ROOT / (sub.replace(".", "/") + ".py")).exists() else node.module)
-    return {m for m in out if m not in ("ossfleet",)}
+                out.add(sub if source_of(sub) is not None and source_of(sub) != source_of(node.module) else node.module)
+    return {m for m in out if m not in PACKAGES}
 
 
-MODULES = {module_name(p): p for p in sorted((ROOT / "ossfleet").rglob("*.py")) if "_pb2" not in p.name}
-GRAPH = {m: runtime_imports(p) for m, p in MODULES.items()}
+MODULES = {module_name(pkg, p): p for pkg, root in ROOTS.items() for p in sorted(root.rglob("*.py"))
+           if "_pb2" not in p.name}  # fmt: skip
+GRAPH = {m: imports(p) for m, p in MODULES.items()}
+
+
+def test_base_modules_import_only_the_ones_before_them():
+    rank = {("ossfleet." + n).rstrip("."): i for i, n in enumerate(BASE_ORDER)}
+    assert {m for m in MODULES if group_of(m) == "base"} <= set(rank), "a base module is missing from BASE_ORDER"
+    for m, i in rank.items():
+        later = sorted(d for d in GRAPH.get(m, ()) if group_of(d) == "base" and rank[d] >= i)
+        assert not later, f"{m} imports {later}, which come at or after it in BASE_ORDER"
+
+
+def test_typing_only_and_function_level_imports_count(tmp_path):
+    # A module that imports another only for a type, or only inside a function, still depends on it.
+    path = tmp_path / "probe.py"
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ossfleet.gateway import GatewayCore\n"
+    path.write_text(typing_only + "def f():\n    from deployments.app import deploy\n")
+    assert imports(path) == {"ossfleet.gateway", "deployments.app"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

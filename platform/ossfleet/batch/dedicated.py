@@ -25,7 +25,7 @@ import asyncio
 import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.engine.base import EngineError
@@ -39,8 +39,19 @@ from ossfleet.structured import grammar
 from ossfleet.tenancy import period_id
 
 if TYPE_CHECKING:
-    from ossfleet.batch.runner import JobRunner
-    from ossfleet.batch.store import Job
+    from ossfleet.batch.store import Job, JobStore
+    from ossfleet.gateway import GatewayCore
+    from ossfleet.storage import FileStorage
+
+
+class JobParts(Protocol):
+    """What dedicated mode needs of the job runner that calls it (batch/runner.py's JobRunner): the
+    gateway core (config, tenants, budgets), the job store and the file storage."""
+
+    core: GatewayCore
+    store: JobStore
+    storage: FileStorage
+
 
 _END = object()
 # Ray Data's read task: a small CPU share (its default, a whole CPU, is often all a laptop has left).
@@ -160,7 +171,7 @@ class DedicatedEngine:
         return True, output_line(row.custom_id, rid, body), len(prompt), n, cost
 
 
-def _pipeline(runner: JobRunner, job: Job, done: set[int], period: str, limit_nusd: int) -> Any:
+def _pipeline(runner: JobParts, job: Job, done: set[int], period: str, limit_nusd: int) -> Any:
     import ray.data
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -193,7 +204,7 @@ def _pipeline(runner: JobRunner, job: Job, done: set[int], period: str, limit_nu
     )
 
 
-def actor_resources(runner: JobRunner, job: Job) -> dict[str, float]:
+def actor_resources(runner: JobParts, job: Job) -> dict[str, float]:
     """What one dedicated engine actor asks Ray for."""
     cfg = runner.core.cfg
     m = cfg.model(job.model)
@@ -202,7 +213,7 @@ def actor_resources(runner: JobRunner, job: Job) -> dict[str, float]:
     return {"CPU": m.num_cpus, "GPU": b.dedicated_num_gpus if b.dedicated_num_gpus is not None else m.num_gpus}
 
 
-async def wait_for_resources(runner: JobRunner, job: Job) -> str | None:
+async def wait_for_resources(runner: JobParts, job: Job) -> str | None:
     """Wait until one engine actor and a read task could start; None then, or why the job must stop
     (a stop asked meanwhile, or 'resources' after the start timeout, with the reason in the job's errors).
     Meanwhile the job's ``status_message`` says what it lacks and since when."""
@@ -214,7 +225,7 @@ async def wait_for_resources(runner: JobRunner, job: Job) -> str | None:
     t0, since = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     said = ""
     while True:
-        stop = await runner._stop_reason(job)
+        stop = await runner.store.stop_reason(job)
         if stop is not None:
             return stop
         available, total = await asyncio.to_thread(lambda: (ray.available_resources(), ray.cluster_resources()))
@@ -239,7 +250,7 @@ async def wait_for_resources(runner: JobRunner, job: Job) -> str | None:
         await asyncio.sleep(REPORT_EVERY_S)
 
 
-async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
+async def run_dedicated(runner: JobParts, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
     """Run the job's rows that have no result yet; (stop reason, rows left without one)."""
     store = runner.store
     done = await store.done(job.id)
@@ -279,7 +290,7 @@ async def run_dedicated(runner: JobRunner, job: Job, lines: list[BatchLine]) -> 
         except TimeoutError:
             item = None
         if stop is None:
-            stop = await runner._stop_reason(job)
+            stop = await runner.store.stop_reason(job)
             if stop is not None:
                 stopping.set()  # rows in flight are released: not recorded, not charged
         if item is _END:

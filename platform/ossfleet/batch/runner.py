@@ -92,17 +92,6 @@ class JobRunner:
             await self.store.transition(job.id, "finalizing", ("in_progress", "cancelling"))
         return await self._finalize(job)
 
-    async def _stop_reason(self, job: Job) -> str | None:
-        """Why feeding must stop: 'cancelled', 'expired', 'budget' (dedicated mode), or None to go on."""
-        status, stop = await self.store.r.hmget(self.store.keys.batch(job.id), "status", "stop")
-        if stop:
-            return _s(stop)
-        if status is not None and _s(status) == "cancelling":
-            return "cancelled"
-        if time.time() >= job.expires_at:
-            return "expired"
-        return None
-
     # -- queue mode -------------------------------------------------------------------------
 
     async def _queue(self, job: Job, lines: list[BatchLine]) -> tuple[str | None, list[BatchLine]]:
@@ -120,7 +109,7 @@ class JobRunner:
         try:
             while True:
                 if time.monotonic() >= next_check:
-                    stop = await self._stop_reason(job)
+                    stop = await self.store.stop_reason(job)
                     next_check = time.monotonic() + 0.5
                 blocked = False
                 # Lines admitted before a restart are re-attached even after a stop (they may be

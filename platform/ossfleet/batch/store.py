@@ -199,6 +199,18 @@ class JobStore:
         jobs = [j for j in [await self.load(i) for i in page] if j is not None]
         return jobs, len(names) > limit
 
+    async def stop_reason(self, job: Job) -> str | None:
+        """Why a job's lines must stop being fed: 'cancelled', 'expired', a recorded stop ('budget',
+        'resources': dedicated mode), or None to go on."""
+        status, stop = await self.r.hmget(self.keys.batch(job.id), "status", "stop")
+        if stop:
+            return _s(stop)
+        if status is not None and _s(status) == "cancelling":
+            return "cancelled"
+        if time.time() >= job.expires_at:
+            return "expired"
+        return None
+
     async def update(self, job_id: str, **fields: str | int) -> None:
         await self.r.hset(self.keys.batch(job_id), mapping={k: str(v) for k, v in fields.items()})
 
