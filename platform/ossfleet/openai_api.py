@@ -28,7 +28,7 @@ from ossfleet.batch.http import add_batch_routes
 from ossfleet.batch.service import BatchService
 from ossfleet.errors import ModelNotFound, NotFound, OssfleetError, from_unexpected
 from ossfleet.gateway import GatewayCore
-from ossfleet.httpio import error_response, read_body
+from ossfleet.httpio import error_response, read_body, request_meta
 from ossfleet.protocol.chat import ChatRequest
 from ossfleet.protocol.events import Outcome, StreamEvent, fold, openai_finish
 from ossfleet.protocol.openai import (
@@ -163,7 +163,7 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
         return await serve(
             request,
             CompletionRequest,
-            lambda body, headers, core: to_completion_request(body, headers, core.cfg.limits.max_tokens),
+            lambda body, headers, core: to_completion_request(body, request_meta(headers), core.cfg.limits.max_tokens),
             _completion_sse,
             text_completion_body,
         )
@@ -174,7 +174,7 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
             request,
             ChatCompletionRequest,
             lambda body, headers, core: to_chat_request(
-                body, headers, core.cfg.limits.max_tokens, core.cfg.limits.max_messages
+                body, request_meta(headers), core.cfg.limits.max_tokens, core.cfg.limits.max_messages
             ),
             _sse,
             completion_body,

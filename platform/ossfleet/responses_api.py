@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from ossfleet.errors import InvalidRequest, NotFound, OssfleetError
 from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import Message, ToolCall
-from ossfleet.httpio import read_body
+from ossfleet.httpio import read_body, request_meta
 from ossfleet.protocol.events import Outcome, fold
 from ossfleet.protocol.openai import pydantic_error
 from ossfleet.protocol.responses import (
@@ -101,7 +101,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
         except ValidationError as e:
             raise pydantic_error(e) from None
         prior = await prior_context(core, tenant.name, body.previous_response_id)
-        req = to_chat_request(body, prior, request.headers, core.cfg.limits)
+        req = to_chat_request(body, prior, request_meta(request.headers), core.cfg.limits)
         # The instructions message is not part of the stored conversation.
         req_for_context = list(req.messages[1:] if body.instructions else req.messages)
         sub = await core.submit(tenant, req)

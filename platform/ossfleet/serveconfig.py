@@ -88,8 +88,11 @@ def haproxy_binary() -> str | None:
 
 def ray_env(cfg: PlatformConfig) -> dict[str, str]:
     """What Ray's processes need in their environment for ``cfg``'s ingress, set where Ray starts."""
-    on = "1" if cfg.endpoints.ingress == "haproxy" else "0"
-    return {HA_PROXY_ENV: on, THROUGHPUT_ENV: on}
+    if cfg.endpoints.ingress != "haproxy":
+        return {HA_PROXY_ENV: "0", THROUGHPUT_ENV: "0"}
+    e = cfg.endpoints
+    return {HA_PROXY_ENV: "1", THROUGHPUT_ENV: "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(e.haproxy_stats_port),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(e.haproxy_metrics_port)}  # fmt: skip
 
 
 def grpc_options(cfg: PlatformConfig) -> dict[str, Any]:

@@ -51,6 +51,8 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     cfg["endpoints"]["http_port"] = port
     cfg["endpoints"]["grpc_port"] = grpc_port
     cfg["endpoints"]["grpc_health_port"] = free_port()
+    cfg["endpoints"]["haproxy_stats_port"] = free_port()
+    cfg["endpoints"]["haproxy_metrics_port"] = free_port()
     cfg["endpoints"]["metrics_port"] = metrics_port = free_port()
     cfg["redis"]["data_dir"] = str(tmp_path / "redis")
     cfg["models"][0]["path"] = str(tiny_checkpoint)

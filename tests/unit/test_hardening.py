@@ -116,6 +116,7 @@ def test_hardening_dedicated_resources_lacking_are_named_with_what_is_free():
 def test_hardening_completions_take_token_id_prompts_and_refuse_stream_options_without_a_stream():
     """#33 finding 11: OpenAI accepts an int array or int arrays as a prompt, and refuses stream_options
     on a request that does not stream."""
+    from ossfleet.protocol.chat import RequestMeta
     from ossfleet.protocol.openai import CompletionRequest, to_completion_request
 
     def texts(prompt):
@@ -124,7 +125,9 @@ def test_hardening_completions_take_token_id_prompts_and_refuse_stream_options_w
     assert texts([0, 0, 0]) == [(0, 0, 0)]
     assert texts([[1, 2, 3], [4, 5]]) == [(1, 2, 3), (4, 5)]
     assert texts(["a", "b"]) == ["a", "b"] and texts("a") == ["a"]
-    req = to_completion_request(CompletionRequest.model_validate({"model": "m", "prompt": [[1, 2], [3]]}), {}, 64)
+    req = to_completion_request(
+        CompletionRequest.model_validate({"model": "m", "prompt": [[1, 2], [3]]}), RequestMeta(), 64
+    )
     assert (req.prompt, req.more_prompts) == ((1, 2), ((3,),))
     for bad in ([-1], [[]], [1.5], [], [[1], "a"]):
         with pytest.raises(ValidationError):

@@ -73,8 +73,11 @@ def test_ingress_and_grpc_server_choose_what_serve_starts(ingress, grpc_server, 
     base = yaml.safe_load((ROOT / "config" / "local.yaml").read_text())
     base["endpoints"] = {**base.get("endpoints", {}), "ingress": ingress, "grpc_server": grpc_server}
     cfg = parse_config(base, "<t>")
+    env = ray_env(cfg)
     on = "1" if ingress == "haproxy" else "0"
-    assert ray_env(cfg) == {HA_PROXY_ENV: on, THROUGHPUT_ENV: on}
+    assert (env[HA_PROXY_ENV], env[THROUGHPUT_ENV]) == (on, on)
+    if ingress == "haproxy":
+        assert (env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]) == ("8404", "9101")
     opts = serve_start_options(cfg, local=True)
     assert is_grpc_enabled(opts["grpc_options"]) is serve_grpc
     assert opts["grpc_options"].port == cfg.endpoints.grpc_port

@@ -16,6 +16,15 @@ Prompt = str | tuple[int, ...]
 
 
 @dataclass(frozen=True)
+class RequestMeta:
+    """What a transport carries beside the body (HTTP headers, gRPC metadata), as plain values: the band the
+    client asks for and its idempotency key (at most 128 characters)."""
+
+    priority: str | None = None
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """A validated chat request, whichever API it came through."""
 

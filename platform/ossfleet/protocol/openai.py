@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ossfleet import jsonlimits
 from ossfleet.errors import InvalidRequest
 from ossfleet.harmony import Message, Tool, ToolCall
-from ossfleet.protocol.chat import ChatRequest, Prompt, check_request, validate_messages
+from ossfleet.protocol.chat import ChatRequest, Prompt, RequestMeta, check_request, validate_messages
 from ossfleet.protocol.events import Outcome, openai_finish, stream_position
 from ossfleet.structured import OutputFormat, forced_tools
 
@@ -138,7 +138,7 @@ class _Generation(_Strict):
             raise ValueError("stream_options is only allowed when stream is true")
         return self
 
-    def common(self, headers: Any) -> dict[str, Any]:
+    def common(self, meta: RequestMeta) -> dict[str, Any]:
         """The ChatRequest fields both endpoints fill alike: sampling, priority, idempotency."""
         return {
             "model": self.model,
@@ -149,8 +149,8 @@ class _Generation(_Strict):
             "stop": self.stop_strings(),
             "min_tokens": self.min_tokens,
             "ignore_eos": self.ignore_eos,
-            "priority": headers.get("x-ossfleet-priority"),
-            "idempotency_key": headers.get("idempotency-key", "")[:128],
+            "priority": meta.priority,
+            "idempotency_key": meta.idempotency_key[:128],
             "n": self.n,
         }
 
@@ -247,7 +247,9 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit: int, max_messages: int) -> ChatRequest:
+def to_chat_request(
+    body: ChatCompletionRequest, meta: RequestMeta, max_tokens_limit: int, max_messages: int
+) -> ChatRequest:
     messages = [
         Message(
             role=m.role,
@@ -275,11 +277,11 @@ def to_chat_request(body: ChatCompletionRequest, headers: Any, max_tokens_limit:
         reasoning_effort=body.reasoning_effort,
         output_format=body.output_format(tools),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        **body.common(headers),
+        **body.common(meta),
     )
 
 
-def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limit: int) -> ChatRequest:
+def to_completion_request(body: CompletionRequest, meta: RequestMeta, max_tokens_limit: int) -> ChatRequest:
     texts = body.texts()
     for i, t in enumerate(texts):
         if not t:
@@ -290,7 +292,7 @@ def to_completion_request(body: CompletionRequest, headers: Any, max_tokens_limi
         )
     return ChatRequest(
         messages=(), max_tokens=body.max_tokens, prompt=texts[0], more_prompts=tuple(texts[1:]),
-        logprobs=body.logprobs, **body.common(headers),
+        logprobs=body.logprobs, **body.common(meta),
     )  # fmt: skip
 
 
@@ -302,9 +304,9 @@ def batch_request(endpoint: str, body: dict[str, Any], limits: Any) -> ChatReque
     except ValidationError as e:
         raise pydantic_error(e) from None
     if endpoint == "/v1/chat/completions":
-        req = to_chat_request(parsed, {}, limits.max_tokens, limits.max_messages)
+        req = to_chat_request(parsed, RequestMeta(), limits.max_tokens, limits.max_messages)
     else:
-        req = to_completion_request(parsed, {}, limits.max_tokens)
+        req = to_completion_request(parsed, RequestMeta(), limits.max_tokens)
     if req.n > 1 or req.more_prompts:
         raise InvalidRequest("a batch line asks for one completion: n = 1 and one prompt", param="n")
     check_request(req)  # what admission checks, so that a line that passes here can be admitted

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ossfleet.errors import InvalidRequest, OssfleetError
 from ossfleet.harmony import Message, Tool, ToolCall
-from ossfleet.protocol.chat import ChatRequest, validate_messages
+from ossfleet.protocol.chat import ChatRequest, RequestMeta, validate_messages
 from ossfleet.protocol.events import Outcome
 from ossfleet.structured import OutputFormat, forced_tools
 
@@ -289,7 +289,7 @@ class ResponseState:
         return b
 
 
-def to_chat_request(body: ResponseCreate, prior: list[Message], headers: Any, limits: Any) -> ChatRequest:
+def to_chat_request(body: ResponseCreate, prior: list[Message], meta: RequestMeta, limits: Any) -> ChatRequest:
     """The chat request a response stands for: ``instructions`` first, then the conversation of the
     previous response (``prior``), then the input."""
     messages: list[Message] = list(prior)
@@ -327,8 +327,8 @@ def to_chat_request(body: ResponseCreate, prior: list[Message], headers: Any, li
         reasoning_effort=body.reasoning.effort if body.reasoning else None,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
-        priority=headers.get("x-ossfleet-priority"),
-        idempotency_key=headers.get("idempotency-key", "")[:128],
+        priority=meta.priority,
+        idempotency_key=meta.idempotency_key[:128],
         output_format=fmt,
         logprobs=body.logprobs(),
     )
