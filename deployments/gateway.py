@@ -91,10 +91,12 @@ class Gateway(ServeGrpcMethods):
 
     async def __del__(self) -> None:
         """Serve stops this replica: finish the gRPC calls in flight (up to 5 s), then stop the servers."""
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace_s=5.0)
-        if self.health is not None:
-            await self.health.stop()
+        # getattr: Serve calls this after an __init__ that failed, too.
+        grpc_server, health = getattr(self, "grpc_server", None), getattr(self, "health", None)
+        if grpc_server is not None:
+            await grpc_server.stop(grace_s=5.0)
+        if health is not None:
+            await health.stop()
 
     async def _adopt_batches(self, every_s: float = 5.0) -> None:
         """Give every running batch job a driver, whichever gateway or driver died."""
