@@ -35,6 +35,9 @@ def _free_port() -> int:
 # clusters take ports of their own, so a second session on the machine (CI beside a developer) can start.
 for _name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
     os.environ.setdefault(_name, str(_free_port()))
+# A stopping direct-ingress replica waits 30 s for load balancers to deregister it (Ray's default, and
+# endpoints.ingress_drain_s's); the tests' one HAProxy sits on the head and learns at once.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 
 @pytest.fixture(scope="session")

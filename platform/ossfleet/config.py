@@ -65,6 +65,10 @@ class EndpointsConfig(_Section):
     # HAProxy's stats page and Prometheus endpoint (ingress: haproxy), on every interface of each node.
     haproxy_stats_port: Annotated[int, Field(ge=1, le=65535)] = 8404
     haproxy_metrics_port: Annotated[int, Field(ge=1, le=65535)] = 9101
+    # How long a stopping replica keeps serving so that every node's HAProxy deregisters it first (Ray's
+    # RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 30 s by default): every scale-down, upgrade and
+    # shutdown waits this long. A laptop's HAProxy sits on the same node and learns at once.
+    ingress_drain_s: Annotated[float, Field(ge=0, le=600)] = 30.0
     # Who answers gRPC on grpc_port: "gateway" (each gateway replica's own server, grpc_server.py) or
     # "serve" (Serve's gRPC proxy, which routes by the `application` metadata). bench/serving.py compares them.
     grpc_server: Literal["gateway", "serve"] = "gateway"

@@ -92,7 +92,8 @@ def ray_env(cfg: PlatformConfig) -> dict[str, str]:
         return {HA_PROXY_ENV: "0", THROUGHPUT_ENV: "0"}
     e = cfg.endpoints
     return {HA_PROXY_ENV: "1", THROUGHPUT_ENV: "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(e.haproxy_stats_port),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(e.haproxy_metrics_port)}  # fmt: skip
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(e.haproxy_metrics_port),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{e.ingress_drain_s:g}"}  # fmt: skip
 
 
 def grpc_options(cfg: PlatformConfig) -> dict[str, Any]:

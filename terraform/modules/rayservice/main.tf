@@ -50,6 +50,7 @@ locals {
     { name = "RAY_SERVE_THROUGHPUT_OPTIMIZED", value = local.ha_proxy },
     { name = "RAY_SERVE_HAPROXY_STATS_PORT", value = tostring(lookup(local.endpoints, "haproxy_stats_port", 8404)) },
     { name = "RAY_SERVE_HAPROXY_METRICS_PORT", value = tostring(lookup(local.endpoints, "haproxy_metrics_port", 9101)) },
+    { name = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", value = tostring(lookup(local.endpoints, "ingress_drain_s", 30)) },
     # GCS fault tolerance speaks TLS to ElastiCache (rediss://): Ray's Redis client verifies the server
     # against this CA bundle (Amazon's CAs are in the image's system bundle); without it the head
     # fails verification and restarts in a loop.
