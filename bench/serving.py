@@ -49,6 +49,7 @@ import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,51 +101,58 @@ async def sequential(url: str, body: dict, headers: dict, n: int) -> list[float]
     return lat
 
 
-async def open_loop(url: str, body: dict, headers: dict, rate: float, seconds: float) -> dict[str, Any]:
-    """Send `rate` requests per second for `seconds`, whatever the answers do."""
-    import aiohttp
-
+async def paced(one: Callable[[], Awaitable[bool]], rate: float, seconds: float) -> dict[str, Any]:
+    """Start ``one()`` ``rate`` times a second for ``seconds``, whatever the answers do; each returns whether
+    it was answered in full. The answered ones' latencies and the achieved rate."""
     lat: list[float] = []
     errors = 0
 
-    async def one(s: aiohttp.ClientSession) -> None:
+    async def timed() -> None:
         nonlocal errors
         t = time.perf_counter()
-        try:
-            async with s.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as r:
-                await r.read()
-                if r.status != 200:
-                    errors += 1
-                    return
-        except Exception:
+        if await one():
+            lat.append(time.perf_counter() - t)
+        else:
             errors += 1
-            return
-        lat.append(time.perf_counter() - t)
 
-    conn = aiohttp.TCPConnector(limit=2000)
-    async with aiohttp.ClientSession(connector=conn) as s:
-        tasks = []
-        start = time.perf_counter()
-        n = int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(s)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed()))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
     return {"offered": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
             "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000}  # fmt: skip
 
 
-async def max_rate(url: str, body: dict, headers: dict, rates: list[float], seconds: float) -> dict[str, Any]:
+async def open_loop(url: str, body: dict, headers: dict, rate: float, seconds: float) -> dict[str, Any]:
+    """POST `rate` requests per second for `seconds`, whatever the answers do."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2000)) as s:
+
+        async def one() -> bool:
+            try:
+                async with s.post(url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    await r.read()
+                    return r.status == 200
+            except Exception:
+                return False
+
+        return await paced(one, rate, seconds)
+
+
+async def max_rate(label: str, run: Callable[[float], Awaitable[dict[str, Any]]], rates: list[float]) -> dict[str, Any]:
+    """Step the open-loop rate up (``run(rate)``) until a step is not sustained; the last one that was."""
     best, runs = 0.0, []
     for rate in rates:
-        r = await open_loop(url, body, headers, rate, seconds)
+        r = await run(rate)
         r["rate"] = rate
         runs.append({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
         ok = r["errors"] == 0 and r["ok"] == r["offered"] and r["p99_ms"] <= P99_LIMIT_MS
-        print(f"  {url.rsplit('/', 2)[-2:]} rate={rate}: {r['achieved_rps']:.0f} rps, errors={r['errors']}, "
+        print(f"  {label} rate={rate}: {r['achieved_rps']:.0f} rps, errors={r['errors']}, "
               f"p99={r['p99_ms']:.0f} ms", flush=True)  # fmt: skip
         if not ok:
             break
@@ -235,46 +243,17 @@ async def grpc_open_loop(target: str, key: str, rate: float, seconds: float) -> 
     from ossfleet.v1 import ossfleet_pb2_grpc
 
     md, req = (("authorization", f"Bearer {key}"), *GRPC_MD), grpc_request()
-    lat: list[float] = []
-    errors = 0
     async with grpc.aio.insecure_channel(target) as ch:
         stub = ossfleet_pb2_grpc.OssfleetStub(ch)
 
-        async def one() -> None:
-            nonlocal errors
-            t = time.perf_counter()
+        async def one() -> bool:
             try:
                 await stub.Generate(req, metadata=md, timeout=10)
+                return True
             except grpc.aio.AioRpcError:
-                errors += 1
-                return
-            lat.append(time.perf_counter() - t)
+                return False
 
-        tasks, start, n = [], time.perf_counter(), int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    return {"offered": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
-            "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000}  # fmt: skip
-
-
-async def grpc_max_rate(target: str, key: str, rates: list[float], seconds: float) -> dict[str, Any]:
-    best, runs = 0.0, []
-    for rate in rates:
-        r = await grpc_open_loop(target, key, rate, seconds)
-        r["rate"] = rate
-        runs.append({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
-        ok = r["errors"] == 0 and r["ok"] == r["offered"] and r["p99_ms"] <= P99_LIMIT_MS
-        print(f"  grpc {target} rate={rate}: {r['achieved_rps']:.0f} rps, errors={r['errors']}, "
-              f"p99={r['p99_ms']:.0f} ms", flush=True)  # fmt: skip
-        if not ok:
-            break
-        best = rate
-    return {"max_sustained_rps": best, "runs": runs}
+        return await paced(one, rate, seconds)
 
 
 def serve_pids() -> dict[str, int]:
@@ -436,14 +415,21 @@ def measure(ingress: str, quick: bool, profile_dir: Path | None, profile_rate: f
 
             print(f"[{ingress}] max sustained rate (open loop, p99 <= {P99_LIMIT_MS:.0f} ms):", flush=True)
             # Each measurement ends in an overload; the next starts once its backlog has drained.
-            full_rate = asyncio.run(max_rate(base + "/v1/chat/completions", body, headers, rates, seconds))
-            settle(lambda: sequential(base + "/v1/chat/completions", body, headers, 1))
-            floor_rate = asyncio.run(max_rate(base + "/floor", body, {}, rates, seconds))
+            chat = base + "/v1/chat/completions"
+            full_rate = asyncio.run(max_rate("chat", lambda r: open_loop(chat, body, headers, r, seconds), rates))
+            settle(lambda: sequential(chat, body, headers, 1))
+            floor_rate = asyncio.run(
+                max_rate("floor", lambda r: open_loop(base + "/floor", body, {}, r, seconds), rates)
+            )
             settle(lambda: sequential(base + "/floor", body, {}, 1))
             grpc_rates = {}
             for name, target in grpc_targets.items():
-                grpc_rates[name] = asyncio.run(grpc_max_rate(target, key, rates, seconds))
-                settle(lambda t=target: grpc_sequential(t, key, 1))  # type: ignore[misc]
+
+                def run(r: float, t: str = target) -> Awaitable[dict[str, Any]]:
+                    return grpc_open_loop(t, key, r, seconds)
+
+                grpc_rates[name] = asyncio.run(max_rate(f"grpc {name}", run, rates))
+                settle(lambda t=target: grpc_sequential(t, key, 1))
             if profile_dir is not None:  # last: an overload leaves a backlog that would skew what follows
                 out["profile"] = profile(
                     base + "/v1/chat/completions", base + "/floor", body, headers, profile_rate, seconds * 3,

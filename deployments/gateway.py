@@ -62,8 +62,8 @@ class Gateway(ServeGrpcMethods):
         self.grpc = GrpcApi(self.core, self.batches)
         self.admin = AdminGrpc(self.core, self.batches)
         set_current(self.core, self.batches)
-        self._adopter = asyncio.get_event_loop().create_task(self._adopt_batches())
         loop = asyncio.get_event_loop()
+        self._adopter = loop.create_task(self._adopt_batches())
         # Both gRPC services on a port of the gateway's own (endpoints.grpc_server: gateway), not through Serve.
         self.grpc_server: GatewayGrpcServer | None = None
         if cfg.endpoints.grpc_server == "gateway":

@@ -45,13 +45,6 @@ def method_name(rpc: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", rpc).lower()
 
 
-def _unary(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return await fn(request, context)
-
-    return call
-
-
 def _streaming(fn: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
@@ -72,7 +65,7 @@ def servicer(impl: object, service: ServiceDescriptor) -> Any:
         fn = getattr(impl, name, None)
         if fn is None:
             raise TypeError(f"{type(impl).__name__} has no {name}() for {service.full_name}/{rpc.name}")
-        handlers[rpc.name] = _streaming(fn) if rpc.server_streaming else _unary(fn)
+        handlers[rpc.name] = _streaming(fn) if rpc.server_streaming else fn  # unary: returns with its status set
     return types.SimpleNamespace(**handlers)
 
 
