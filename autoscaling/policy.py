@@ -44,18 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-
-@dataclass(frozen=True)
-class ReplicaLoad:
-    running: int
-    max_slots: int
-    requests_per_s: float  # measured completions per second (0: none yet)
-    gpu_utilization: float | None = None  # 0..1, None where no GPU (absent, not zero)
-    kv_cache_used: float | None = None  # 0..1, None where unknown
-    running_batch: int = 0  # of ``running``, batch-band lines
-    completions: int | None = None  # completions ``requests_per_s`` was measured over (None: unknown)
-    # Mean seconds a completed request held its slot, over the same window (None: unknown).
-    service_s: float | None = None
+from ossfleet.protocol.load import ReplicaLoad
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, ReplicaLoad, decide
+from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, decide
 from autoscaling.signals import queue_depth
+from ossfleet.protocol.load import ReplicaLoad
 
 log = logging.getLogger("ossfleet.autoscaling")
 
@@ -77,19 +78,7 @@ class OssfleetServePolicy:
         replicas = set().union(*(metrics.get(k, {}).keys() for k in STATS))
         out = []
         for rid in replicas:
-            get = {k: metrics.get(k, {}).get(rid) for k in STATS}
-            out.append(
-                ReplicaLoad(
-                    running=int(get["running"] or 0),
-                    max_slots=int(get["max_slots"] or 0),
-                    requests_per_s=float(get["requests_per_s"] or 0.0),
-                    gpu_utilization=get["gpu_utilization"],
-                    kv_cache_used=get["kv_cache_used"],
-                    running_batch=int(get["running_batch"] or 0),
-                    completions=None if get["completions"] is None else int(get["completions"]),
-                    service_s=get["service_s"],
-                )
-            )
+            out.append(ReplicaLoad.of({k: metrics.get(k, {}).get(rid) for k in STATS}))
         return tuple(out)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ossfleet.keyspace import keyspace
+from ossfleet.control.keyspace import keyspace
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, ReplicaLoad, decide
+from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, decide
+from ossfleet.protocol.load import ReplicaLoad
 
 BATCH_BAND = 2
 

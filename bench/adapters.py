@@ -75,7 +75,7 @@ async def rate(engine: Any, adapters: list[str | None], new_tokens: int, seed: i
 
 
 async def run(path: Path, root: Path, new_tokens: int, rounds: int) -> dict[str, Any]:
-    from ossfleet.adapters import read_adapter
+    from ossfleet.adapters.store import read_adapter
     from ossfleet.engine.batched import local_engine
     from ossfleet.storage import FileStorage
     from ossfleet.tinymodel import make_tiny_adapter
@@ -116,9 +116,9 @@ def full_size_load(root: Path) -> dict[str, Any]:
     on q/k/v/o, bf16): what a replica does before the weights reach the GPU."""
     from safetensors.torch import save
 
-    from ossfleet.adapters import read_adapter
+    from ossfleet.adapters.format import ModelShape
+    from ossfleet.adapters.store import read_adapter
     from ossfleet.engine.lora import load_lora
-    from ossfleet.lora_format import ModelShape
     from ossfleet.storage import FileStorage
 
     shape = ModelShape(layers=24, hidden=2880, heads=64, kv_heads=8, head_dim=64)

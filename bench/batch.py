@@ -84,9 +84,10 @@ async def engine_max(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
 
     from ossfleet.engine.base import EngineRequest
     from ossfleet.engine.factory import build_engine
-    from ossfleet.generation import sampling_from_payload
     from ossfleet.harmony import HarmonyRenderer, SpecialIds
     from ossfleet.protocol.openai import batch_request
+    from ossfleet.protocol.work import WorkItem
+    from ossfleet.replica.generation import sampling_of
 
     torch.set_num_threads(1)
     m = cfg.models[0]
@@ -95,8 +96,9 @@ async def engine_max(cfg: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     reqs = []
     for i, row in enumerate(rows):
         r = batch_request("/v1/chat/completions", row["body"], cfg.limits)
-        s = sampling_from_payload({"max_tokens": r.max_tokens, "temperature": 0})
-        reqs.append(EngineRequest(f"e{i}", renderer.render(r.messages, effort="medium"), s, special.stop))
+        prompt = renderer.render(r.messages, effort="medium")
+        sampling = sampling_of(WorkItem(prompt, r.max_tokens, temperature=0))
+        reqs.append(EngineRequest(f"e{i}", prompt, sampling, special.stop))
     engine = await build_engine(cfg, m, tok)
     tokens = 0
 
@@ -120,7 +122,7 @@ async def dedicated(cfg: Any, redis_url: str, rows: list[dict[str, Any]]) -> dic
     """A real dedicated-mode job, from the uploaded file to the written output file."""
     from ossfleet.batch.runner import JobRunner
     from ossfleet.batch.service import batch_service
-    from ossfleet.gateway import GatewayCore
+    from ossfleet.control.gateway import GatewayCore
 
     core = GatewayCore(cfg, redis_url)
     batches = batch_service(core)

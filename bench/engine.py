@@ -400,8 +400,8 @@ def detok(path: Path, repeat: int) -> dict[str, Any]:
     """Per-token cost of the worker's parse + detokenize near the 100th and the 4,000th token of a message."""
     from transformers import AutoTokenizer
 
-    from ossfleet.generation import RawTextStream
     from ossfleet.harmony import HarmonyStreamParser, SpecialIds
+    from ossfleet.replica.generation import RawTextStream
 
     tok = AutoTokenizer.from_pretrained(path)
     ids = SpecialIds.of(tok)
@@ -462,8 +462,8 @@ async def _vllm_bare(llm: Any, ps: list[list[int]], new_tokens: int, concurrency
 async def _vllm_worker(engine: Any, tok: Any, ps: list[list[int]], new_tokens: int, concurrency: int) -> float:
     """The replica's per-request path over the same engine: a Generation per request (the EngineRequest the
     worker builds, harmony parsing of the output, stream events, the tenant's cache salt)."""
-    from ossfleet.engine.base import SamplingParams
-    from ossfleet.generation import Generation, TokenBytes
+    from ossfleet.protocol.work import WorkItem
+    from ossfleet.replica.generation import Generation, TokenBytes
 
     sem = asyncio.Semaphore(concurrency)
     counted = 0
@@ -471,9 +471,9 @@ async def _vllm_worker(engine: Any, tok: Any, ps: list[list[int]], new_tokens: i
 
     async def one(i: int, p: list[int]) -> None:
         nonlocal counted
-        sp = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+        item = WorkItem(p, new_tokens, temperature=0, ignore_eos=True)
         async with sem:
-            gen = Generation(tok, f"w{i}", p, sp, raw=False, token_bytes=token_bytes, cache_salt="bench")
+            gen = Generation(tok, f"w{i}", item, token_bytes=token_bytes, cache_salt="bench")
             async for _events in gen.run(engine):
                 pass
             counted += gen.output_tokens

@@ -150,9 +150,9 @@ def main() -> None:
 
     from deployments.app import build_applications, deploy
     from ossfleet.config import parse_config
+    from ossfleet.control.apikeys import new_api_key, register_key
     from ossfleet.redisdb import EmbeddedRedis, connect
     from ossfleet.serveconfig import ray_env, serve_start_options
-    from ossfleet.tenancy import new_api_key, register_key
     from ossfleet.tinymodel import make_tiny_checkpoint
 
     out: dict[str, Any] = {}

@@ -225,7 +225,7 @@ def ossfleet_server(ckpt: Path, d: Path, port: int) -> tuple[list[str], dict[str
     ]
     path = d / "ossfleet.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    from ossfleet.tenancy import new_api_key
+    from ossfleet.control.apikeys import new_api_key
 
     keys = {"a": new_api_key(), "b": new_api_key()}
     env = {**os.environ, "BENCH_KEY_A": keys["a"], "BENCH_KEY_B": keys["b"]}

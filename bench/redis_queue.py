@@ -42,8 +42,9 @@ import uuid
 
 import redis
 
-from ossfleet.keyspace import KeySpace
-from ossfleet.queue import Admission, RequestQueue
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.queue import Admission, RequestQueue
+from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import EmbeddedCluster, EmbeddedRedis, connect, connect_async
 
 
@@ -68,7 +69,7 @@ async def lifecycles(url: str, ns: str, worker: int, seconds: float, models: int
         # replica settles the one it finished and leases the next in one call.
         rid = f"{worker}-{n}"
         t0 = time.perf_counter()
-        await q.admit(Admission(rid, f"tenant{worker % 4}", model, n % 3, {"prompt": [1, 2, 3]}, 100, 50, 1000,
+        await q.admit(Admission(rid, f"tenant{worker % 4}", model, n % 3, WorkItem([1, 2, 3], 50), 100, 50, 1000,
                                 10**15, "2026-11", 10**9, 10**12))  # fmt: skip
         t1 = time.perf_counter()
         if lease is None:

@@ -343,11 +343,11 @@ def measure(ingress: str, quick: bool, profile_dir: Path | None, profile_rate: f
     from ray.serve.config import gRPCOptions
 
     from deployments.app import build_applications, deploy
+    from ossfleet.api.grpc_inference import SERVICER_FUNCTIONS
     from ossfleet.config import parse_config
-    from ossfleet.grpc_api import SERVICER_FUNCTIONS
+    from ossfleet.control.apikeys import new_api_key, register_key
     from ossfleet.redisdb import EmbeddedRedis, connect
     from ossfleet.serveconfig import ray_env, serve_start_options
-    from ossfleet.tenancy import new_api_key, register_key
     from ossfleet.tinymodel import make_tiny_checkpoint
 
     out: dict[str, Any] = {"ingress": ingress}

@@ -9,14 +9,15 @@ from typing import Any
 
 from ray import serve
 
+from ossfleet.api.grpc_admin import AdminGrpc
+from ossfleet.api.grpc_health import HealthServer
+from ossfleet.api.grpc_inference import GrpcApi
+from ossfleet.api.grpc_server import ADMIN, OSSFLEET, GatewayGrpcServer, method_name
+from ossfleet.api.openai import create_app, current_batches, current_core, set_current
 from ossfleet.batch.driver import adopt_active
 from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
-from ossfleet.gateway import GatewayCore
-from ossfleet.grpc_api import AdminGrpc, GrpcApi
-from ossfleet.grpc_health import HealthServer
-from ossfleet.grpc_server import ADMIN, OSSFLEET, GatewayGrpcServer, method_name
-from ossfleet.openai_api import create_app, current_batches, current_core, set_current
+from ossfleet.control.gateway import GatewayCore
 
 # The CPU share of one gateway replica.
 GATEWAY_CPUS = 0.5
@@ -85,7 +86,7 @@ class Gateway(ServeGrpcMethods):
             await server.start()
             return True
         except Exception as e:
-            logging.getLogger("ossfleet.gateway").error("event=%s_failed address=%s error=%r", what,
+            logging.getLogger("ossfleet.control.gateway").error("event=%s_failed address=%s error=%r", what,
                                                         server.address, f"{type(e).__name__}: {e}")  # fmt: skip
             return False
 
@@ -105,7 +106,9 @@ class Gateway(ServeGrpcMethods):
             try:
                 await adopt_active(self.core.cfg.dump(), self.core.redis_url, self.batches.store)
             except Exception as e:
-                logging.getLogger("ossfleet.gateway").warning("event=batch_adopt_error error=%r", type(e).__name__)
+                logging.getLogger("ossfleet.control.gateway").warning(
+                    "event=batch_adopt_error error=%r", type(e).__name__
+                )
 
     async def check_health(self) -> None:
         if not await self.core.ping():

@@ -1,7 +1,7 @@
 """A model replica deployment: one engine and the Redis pull loop that feeds it.
 
 The replica receives no requests through Ray Serve: it pulls them from Redis
-(see ``ossfleet.worker``). Ray Serve gives it placement (a GPU, or a placement
+(see ``ossfleet.replica.worker``). Ray Serve gives it placement (a GPU, or a placement
 group for pipeline groups), health checks, restarts and scaling.
 """
 
@@ -11,18 +11,19 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import replace
 from typing import Any
 
 from ray import serve
 
 from ossfleet import metrics
 from ossfleet.config import parse_config
+from ossfleet.control.queue import queue_for
 from ossfleet.engine.base import Engine
 from ossfleet.engine.factory import build_engine
-from ossfleet.queue import queue_for
 from ossfleet.redisdb import connect_async
+from ossfleet.replica.worker import ReplicaWorker
 from ossfleet.storage import FileStorage
-from ossfleet.worker import ReplicaWorker
 
 log = logging.getLogger("ossfleet.replica")
 
@@ -78,12 +79,10 @@ class ModelReplica:
 
         if self.worker is None:
             return {}
-        stats = {k: v for k, v in self.worker.load().items() if k != "served"}
         gpu = gpu_utilization()
         if gpu is not None:
-            stats["gpu_utilization"] = gpu
             metrics.gpu_utilization(self.model.name, self.owner, gpu)
-        return stats
+        return replace(self.worker.load(), gpu_utilization=gpu).metrics()
 
     async def stats(self) -> dict[str, Any]:
         """Engine and worker counters (for operators and tests)."""
@@ -91,7 +90,7 @@ class ModelReplica:
         base = {"model": self.model.name, "owner": self.owner, "pid": os.getpid()}
         if not ready or self.engine is None or self.worker is None:
             return {**base, "ready": False}
-        return {**base, "ready": True, **self.worker.load()}
+        return {**base, "ready": True, **self.worker.load().metrics()}
 
     async def __del__(self) -> None:
         # Ray Serve calls __del__ on graceful shutdown: stop pulling, finish or hand back.

@@ -82,8 +82,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from ossfleet.control.apikeys import (
+        new_api_key,
+        register_admin_key,
+        register_key,
+        revoke_admin_key,
+        sync_config_keys,
+    )
     from ossfleet.redisdb import EmbeddedRedis, connect
-    from ossfleet.tenancy import new_api_key, register_admin_key, register_key, revoke_admin_key, sync_config_keys
 
     cfg = _load(args.config)
     for m in cfg.models:
@@ -281,7 +287,7 @@ def _redis_of(args: argparse.Namespace, what: str) -> Any:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from ossfleet.tenancy import new_api_key, register_key
+    from ossfleet.control.apikeys import new_api_key, register_key
 
     cfg = _load(args.config)
     if cfg.tenant(args.tenant) is None:
@@ -297,7 +303,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_keys_create(args: argparse.Namespace) -> int:
-    from ossfleet.tenancy import new_api_key, register_admin_key
+    from ossfleet.control.apikeys import new_api_key, register_admin_key
 
     client = _redis_of(args, "admin-keys create")
     if client is None:
@@ -309,7 +315,7 @@ def cmd_admin_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_keys_list(args: argparse.Namespace) -> int:
-    from ossfleet.tenancy import admin_keys
+    from ossfleet.control.apikeys import admin_keys
 
     client = _redis_of(args, "admin-keys list")
     if client is None:
@@ -320,8 +326,8 @@ def cmd_admin_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_keys_revoke(args: argparse.Namespace) -> int:
+    from ossfleet.control.apikeys import revoke_admin_key
     from ossfleet.errors import OssfleetError
-    from ossfleet.tenancy import revoke_admin_key
 
     client = _redis_of(args, "admin-keys revoke")
     if client is None:

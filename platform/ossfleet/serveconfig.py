@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
+from ossfleet.api.grpc_inference import SERVICER_FUNCTIONS
 from ossfleet.config import PlatformConfig
-from ossfleet.grpc_api import SERVICER_FUNCTIONS
 
 
 def serve_config(cfg: PlatformConfig, config_path: str) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import pytest
 from e2e_platform import Platform, free_port
 
 from ossfleet.config import parse_config
+from ossfleet.control.apikeys import new_api_key, register_key
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, register_key
 
 
 def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine: str = "batched") -> dict:

@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
+from ossfleet.control.apikeys import new_api_key, register_admin_key
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, register_admin_key
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import pytest
 from e2e_platform import free_port
 
 from ossfleet.config import parse_config
-from ossfleet.keyspace import KeySpace
-from ossfleet.queue import Admission
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.queue import Admission
 from ossfleet.redisdb import connect, connect_async
 
 MODEL = "gpt-oss-20b"
@@ -52,14 +52,15 @@ def deploy_model(cfg, redis_url: str) -> str:
 
 def enqueue(cfg, redis_url: str, prefix: str, n: int, band: int, max_tokens: int) -> None:
     """Admit ``n`` requests straight into the model's queue, in ``band``."""
-    from ossfleet.queue import queue_for
+    from ossfleet.control.queue import queue_for
+    from ossfleet.protocol.work import WorkItem
 
     async def run() -> None:
         client = connect_async(redis_url)
         q = queue_for(cfg, client)
-        payload = {"prompt": [10, 11, 12], "max_tokens": max_tokens}
+        item = WorkItem([10, 11, 12], max_tokens)
         for i in range(n):
-            await q.admit(Admission(f"{prefix}{i}", "t", "gpt-oss-20b", band, payload, 3, max_tokens, 100, 10**12,
+            await q.admit(Admission(f"{prefix}{i}", "t", "gpt-oss-20b", band, item, 3, max_tokens, 100, 10**12,
                                     "p", 10**6, 10**9))  # fmt: skip
         await client.aclose()
 

@@ -16,10 +16,11 @@ import pytest
 from e2e_platform import Platform, free_port, wait_for_batch
 
 from ossfleet.config import PriceConfig, parse_config
-from ossfleet.keyspace import KeySpace
-from ossfleet.pricing import cost_nusd
+from ossfleet.control.apikeys import new_api_key, register_key
+from ossfleet.control.budget import period_id
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.pricing import cost_nusd
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, period_id, register_key
 
 pytestmark = pytest.mark.slow
 
@@ -506,7 +507,7 @@ def test_isolation_sweep_tenant_b_reaches_nothing_of_tenant_a_by_any_api(platfor
 
 @pytest.mark.parametrize("mode", ["queue", "dedicated"])
 def test_a_job_that_meets_the_budget_stops_charging_and_reports_the_rest(platform, mode):
-    from ossfleet.pricing import NANO_PER_USD
+    from ossfleet.control.pricing import NANO_PER_USD
 
     tenant = {"queue": "frugal", "dedicated": "thrifty"}[mode]  # each mode its own budget
     client = openai_client(platform, tenant)

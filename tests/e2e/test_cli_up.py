@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from ossfleet.tenancy import new_api_key
+from ossfleet.control.apikeys import new_api_key
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,8 +149,8 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     # The embedded Redis kept its data on disk (AOF) and is stopped.
     assert (tmp_path / "redis" / "appendonly.aof").exists() or (tmp_path / "redis" / "appendonlydir").exists()
     # Hardening (#33 finding 7): the admin key this run made (and printed) was revoked when it ended.
+    from ossfleet.control.apikeys import admin_keys
     from ossfleet.redisdb import EmbeddedRedis, connect
-    from ossfleet.tenancy import admin_keys
 
     again = EmbeddedRedis(tmp_path / "redis").start()
     try:

@@ -9,8 +9,8 @@ import pytest
 from e2e_platform import free_port
 
 from ossfleet.config import parse_config
+from ossfleet.control.apikeys import new_api_key, register_admin_key, register_key
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, register_admin_key, register_key
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.control.apikeys import new_api_key, register_key
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, register_key
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from ossfleet.keyspace import KeySpace
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.redisdb import connect
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from ossfleet.control.budget import period_id
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.harmony import HarmonyRenderer, Message
-from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import period_id
 
 pytestmark = pytest.mark.slow
 

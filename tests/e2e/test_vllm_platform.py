@@ -21,9 +21,10 @@ import pytest
 import yaml
 from e2e_platform import free_port, wait_for_batch
 
-from ossfleet.keyspace import KeySpace
+from ossfleet.control.apikeys import new_api_key
+from ossfleet.control.budget import period_id
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, period_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 ROOT = Path(__file__).resolve().parents[2]

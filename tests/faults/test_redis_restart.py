@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from ossfleet.config import PriceConfig
+from ossfleet.control.queue import Admission, RequestQueue
 from ossfleet.engine.stub import StubEngine
 from ossfleet.harmony import SpecialIds
-from ossfleet.queue import Admission, RequestQueue
+from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import EmbeddedRedis, connect_async
-from ossfleet.worker import ReplicaWorker
+from ossfleet.replica.worker import ReplicaWorker
 
 
 def test_waiting_requests_survive_a_redis_restart_and_are_served(tmp_path, tiny_checkpoint):
@@ -24,7 +25,7 @@ def test_waiting_requests_survive_a_redis_restart_and_are_served(tmp_path, tiny_
         client = connect_async(server.url)
         q = RequestQueue(client, "fault", bands=3)
         for i in range(n):
-            await q.admit(Admission(f"w{i}", f"t{i % 3}", "m", i % 3, {"prompt": [10, 11], "max_tokens": 8}, 2, 8,
+            await q.admit(Admission(f"w{i}", f"t{i % 3}", "m", i % 3, WorkItem([10, 11], 8), 2, 8,
                                     100, 10**12, "p", 10**6, 10**9))  # fmt: skip
         await client.aclose()
 

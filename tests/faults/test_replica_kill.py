@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from ossfleet.config import parse_config
-from ossfleet.keyspace import KeySpace
+from ossfleet.control.apikeys import new_api_key, register_key
+from ossfleet.control.budget import period_id
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.redisdb import connect
-from ossfleet.tenancy import new_api_key, period_id, register_key
 
 pytestmark = pytest.mark.slow
 

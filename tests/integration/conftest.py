@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ossfleet.queue import RequestQueue
+from ossfleet.control.queue import RequestQueue
 from ossfleet.redisdb import connect_async
 
 

@@ -4,12 +4,13 @@ bound; adapter usage is recorded under "<model>:<adapter>"."""
 
 from __future__ import annotations
 
-from ossfleet.queue import Admission, Affinity
+from ossfleet.control.queue import Admission, Affinity
+from ossfleet.protocol.work import WorkItem
 
 
 def adm(rid, tenant="a", band=1, adapter="") -> Admission:
     return Admission(
-        request_id=rid, tenant=tenant, model="m", band=band, payload={"prompt": [1]}, input_tokens=10,
+        request_id=rid, tenant=tenant, model="m", band=band, item=WorkItem([1], 20), input_tokens=10,
         max_tokens=20, reserve_nusd=100, budget_limit_nusd=10**12, period="2026-11", rpm=10**6, tpm=10**9,
         adapter=adapter, usage_name=f"m:{adapter.split('@')[0]}" if adapter else "",
     )  # fmt: skip

@@ -8,11 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ossfleet.config import PriceConfig
+from ossfleet.control.queue import Admission, RequestQueue
 from ossfleet.engine.batched import local_engine
-from ossfleet.queue import Admission, RequestQueue
+from ossfleet.protocol.work import AdapterRef, WorkItem
 from ossfleet.redisdb import connect_async
+from ossfleet.replica.worker import ReplicaWorker
 from ossfleet.storage import FileStorage
-from ossfleet.worker import ReplicaWorker
 
 PROMPT = [5, 6, 7, 8, 9]
 
@@ -48,12 +49,10 @@ async def test_an_lru_of_one_serves_two_adapters_and_the_base_interleaved(
     try:
         jobs = [("a", 0), ("b", 1), (None, 2), ("a", 3), ("b", 4), ("a", 5), (None, 6), ("b", 7)]
         for name, i in jobs:
-            payload = {"prompt": PROMPT, "max_tokens": 8, "temperature": 0, "raw": True}
-            key = ""
-            if name is not None:
-                key = f"t/m:{name}@0"
-                payload["adapter"] = {"key": key, "path": str(folders[name])}
-            await q.admit(Admission(f"r{i}", "t", "m", 1, payload, len(PROMPT), 8, 10**9, 10**12, "p", 10**6, 10**9,
+            key = "" if name is None else f"t/m:{name}@0"
+            ref = None if name is None else AdapterRef(key, str(folders[name]))
+            item = WorkItem(PROMPT, 8, temperature=0, raw=True, adapter=ref)
+            await q.admit(Admission(f"r{i}", "t", "m", 1, item, len(PROMPT), 8, 10**9, 10**12, "p", 10**6, 10**9,
                                     adapter=key, usage_name=f"m:{name}" if name else ""))  # fmt: skip
         w.start()
         texts = {}
@@ -89,8 +88,8 @@ async def test_a_deleted_adapter_fails_its_request_with_the_reason(redis_server,
     w = ReplicaWorker(q, engine, tok, model="m", owner="w", price=PriceConfig(), bell_client=bell,
                       storage=FileStorage(str(tmp_path)), max_adapters=2)  # fmt: skip
     try:
-        payload = {"prompt": PROMPT, "max_tokens": 4, "adapter": {"key": "t/m:gone@0", "path": str(tmp_path / "x")}}
-        await q.admit(Admission("g", "t", "m", 1, payload, len(PROMPT), 4, 10**9, 10**12, "p", 10**6, 10**9,
+        item = WorkItem(PROMPT, 4, adapter=AdapterRef("t/m:gone@0", str(tmp_path / "x")))
+        await q.admit(Admission("g", "t", "m", 1, item, len(PROMPT), 4, 10**9, 10**12, "p", 10**6, 10**9,
                                 adapter="t/m:gone@0"))  # fmt: skip
         w.start()
         events: list = []

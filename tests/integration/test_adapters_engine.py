@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from ossfleet.adapters.format import CONFIG_FILE, WEIGHTS_FILE
 from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams
 from ossfleet.engine.batched import local_engine
-from ossfleet.lora_format import CONFIG_FILE, WEIGHTS_FILE
 
 PROMPTS = [list(range(3, 9)), list(range(20, 33)), [7, 8, 9, 10, 11, 12, 13, 14, 15, 16]]
 GREEDY = SamplingParams(max_tokens=10, temperature=0)

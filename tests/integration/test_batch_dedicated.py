@@ -14,7 +14,7 @@ import pytest
 from ossfleet.batch.runner import JobRunner
 from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
-from ossfleet.gateway import GatewayCore
+from ossfleet.control.gateway import GatewayCore
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from transformers import AutoTokenizer
 from ossfleet.batch.runner import JobRunner
 from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config
+from ossfleet.control.budget import period_id
+from ossfleet.control.gateway import GatewayCore
 from ossfleet.engine.base import EngineRequest, TokenOutput
 from ossfleet.engine.stub import StubEngine
-from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import SpecialIds
+from ossfleet.replica.worker import ReplicaWorker
 from ossfleet.tasks import cancel_and_wait
-from ossfleet.tenancy import period_id
-from ossfleet.worker import ReplicaWorker
 
 
 def config(ckpt, namespace, storage) -> dict:

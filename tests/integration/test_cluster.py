@@ -9,8 +9,9 @@ import json
 
 import pytest
 
+from ossfleet.control.queue import Admission, RequestQueue
 from ossfleet.errors import BudgetExhausted, LeaseLost, QueueFull
-from ossfleet.queue import Admission, RequestQueue
+from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect
 
 MODELS = ("m0", "m1", "m2")
@@ -18,7 +19,7 @@ MODELS = ("m0", "m1", "m2")
 
 def adm(rid: str, model: str = "m0", tenant: str = "a", reserve: int = 100, limit: int = 10**12, **kw) -> Admission:
     return Admission(
-        rid, tenant, model, 1, {"prompt": [1, 2, 3]}, 10, 20, reserve, limit, "2026-11", 10**6, 10**9, **kw
+        rid, tenant, model, 1, WorkItem([1, 2, 3], 20), 10, 20, reserve, limit, "2026-11", 10**6, 10**9, **kw
     )
 
 
@@ -31,7 +32,7 @@ def test_cluster_spreads_models_and_tenants_over_the_shards(redis_cluster):
     # The slots of three models and two tenants do not all land on one primary.
     r = connect(redis_cluster.url)
     try:
-        from ossfleet.keyspace import KeySpace
+        from ossfleet.control.keyspace import KeySpace
 
         ks = KeySpace("ossfleet")
         slots = [r.keyslot(ks.model_slot(m)) for m in MODELS] + [r.keyslot(ks.tenant_slot(t)) for t in ("a", "b")]

@@ -50,8 +50,8 @@ def test_deploy_wheel_holds_every_module_script_proto_and_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = source_files()
     # The check itself sees what matters: the packages, the queue's Lua, the protos, the console.
-    for must in ("ossfleet/protocol/__init__.py", "ossfleet/lua/pull.lua", "ossfleet/v1/ossfleet.proto",
-                 "ossfleet/console/index.html", "deployments/app.py", "autoscaling/__init__.py"):  # fmt: skip
+    for must in ("ossfleet/protocol/__init__.py", "ossfleet/control/lua/pull.lua", "ossfleet/v1/ossfleet.proto",
+                 "ossfleet/api/console/index.html", "deployments/app.py", "autoscaling/__init__.py"):  # fmt: skip
         assert must in expected, must
     missing = sorted(expected - names)
     assert not missing, f"the wheel leaves out {missing}"

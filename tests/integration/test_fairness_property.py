@@ -15,7 +15,8 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ossfleet.queue import W_INPUT, W_OUTPUT, Admission, RequestQueue
+from ossfleet.control.queue import W_INPUT, W_OUTPUT, Admission, RequestQueue
+from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect_async
 
 workload = st.lists(
@@ -37,7 +38,9 @@ async def scenario(url: str, reqs, w) -> None:
     for i, (tenant, tin, tout) in enumerate(reqs):
         rid = f"r{i}"
         out_tokens[rid] = tout
-        await q.admit(Admission(rid, tenant, "m", 0, {}, tin, tout, 0, -1, "p", 10**6, 10**9, weight=w[tenant]))
+        await q.admit(
+            Admission(rid, tenant, "m", 0, WorkItem([1], tout), tin, tout, 0, -1, "p", 10**6, 10**9, weight=w[tenant])
+        )
     backlog = {t: sum(1 for r in reqs if r[0] == t) for t in "abc"}
     served = {t: 0.0 for t in "abc"}
     max_cost = max((W_INPUT * tin + W_OUTPUT * tout) / w[t] for t, tin, tout in reqs)

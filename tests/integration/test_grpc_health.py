@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ossfleet.grpc_health import SERVICES, HealthServer
+from ossfleet.api.grpc_health import SERVICES, HealthServer
 from ossfleet.redisdb import EmbeddedRedis, connect_async
 
 

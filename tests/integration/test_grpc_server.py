@@ -10,9 +10,11 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from ossfleet.api.grpc_admin import AdminGrpc
+from ossfleet.api.grpc_common import abort_with
+from ossfleet.api.grpc_inference import GrpcApi
+from ossfleet.api.grpc_server import ADMIN, OSSFLEET, GatewayGrpcServer, method_name, servicer
 from ossfleet.errors import InvalidRequest, RateLimited
-from ossfleet.grpc_api import AdminGrpc, GrpcApi, abort_with
-from ossfleet.grpc_server import ADMIN, OSSFLEET, GatewayGrpcServer, method_name, servicer
 from ossfleet.v1 import ossfleet_pb2 as pb
 from ossfleet.v1 import ossfleet_pb2_grpc
 

@@ -14,6 +14,7 @@ from safetensors.torch import load, save
 
 from ossfleet.engine.base import EngineRequest, SamplingParams
 from ossfleet.engine.batched import NOT_A_DISTRIBUTION, local_engine
+from ossfleet.protocol.work import WorkItem
 
 
 async def _run(engine, request):
@@ -86,7 +87,7 @@ async def test_hardening_grammar_dead_end_fails_that_request_as_refused_and_no_o
     from transformers import AutoTokenizer
 
     from ossfleet.engine.base import GRAMMAR_DEAD_END, EngineRefused
-    from ossfleet.generation import Generation
+    from ossfleet.replica.generation import Generation
 
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint_sw8))
     engine = local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4)
@@ -94,9 +95,7 @@ async def test_hardening_grammar_dead_end_fails_that_request_as_refused_and_no_o
     try:
         vocab = json.loads((tiny_checkpoint_sw8 / "config.json").read_text())["vocab_size"]
         dead = _DeadEndAfter(vocab, 3)
-        gen = Generation(
-            tok, "dead", [1, 2, 3], SamplingParams(max_tokens=8, seed=1, ignore_eos=True), raw=True, constraint=dead
-        )
+        gen = Generation(tok, "dead", WorkItem([1, 2, 3], 8, seed=1, ignore_eos=True, raw=True), constraint=dead)
 
         async def through_generation():
             async for _ in gen.run(engine):

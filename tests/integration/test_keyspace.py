@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ossfleet.keyspace import KeySpace
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.redisdb import connect
 
-LUA = Path(__file__).resolve().parents[2] / "platform" / "ossfleet" / "lua"
+LUA = Path(__file__).resolve().parents[2] / "platform" / "ossfleet" / "control" / "lua"
 
 # Each family the scripts build: the Lua builder and its arguments, and the KeySpace method naming the same key.
 FAMILIES = {

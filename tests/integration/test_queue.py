@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
+from ossfleet.control.queue import Admission, GroupMember
 from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
-from ossfleet.queue import Admission, GroupMember
+from ossfleet.protocol.load import ReplicaLoad
+from ossfleet.protocol.work import WorkItem
 
 _n = 0
 
@@ -20,7 +22,7 @@ def adm(tenant="a", band=1, rid=None, reserve=1000, limit=10**12, rpm=10**6, tpm
         tenant=tenant,
         model="m",
         band=band,
-        payload={"prompt": [1, 2, 3]},
+        item=WorkItem([1, 2, 3], 20),
         input_tokens=10,
         max_tokens=20,
         reserve_nusd=reserve,
@@ -42,7 +44,7 @@ async def test_lifecycle_settles_the_actual_cost_and_ends_the_stream(env):
     await q.admit(adm(rid="x", reserve=1000))
     assert (await q.depth("m")).waiting == (0, 1, 0)
     lease = await q.pull("m", "rep")
-    assert lease.request_id == "x" and lease.attempt == 1 and lease.payload == {"prompt": [1, 2, 3]}
+    assert lease.request_id == "x" and lease.attempt == 1 and lease.item == WorkItem([1, 2, 3], 20)
     await q.emit("m", "x", [{"type": "delta", "seq": "0", "kind": "content", "text": "hi"}])
     assert await q.complete("m", "x", "rep", output_tokens=5, cost_nusd=400, finish_reason="stop")
     assert await budget(q) == {"reserved": 0, "spent": 400}
@@ -232,11 +234,11 @@ async def test_soft_budget_alert_fires_once_per_period(env):
 
 async def test_heartbeats_report_live_replicas_only(env):
     q, clock = env
-    await q.heartbeat("m", "r1", {"running": 2.0, "requests_per_s": 1.5})
+    await q.heartbeat("m", "r1", ReplicaLoad(running=2, max_slots=8, requests_per_s=1.5))
     clock.t += 10
-    await q.heartbeat("m", "r2", {"running": 0.0, "requests_per_s": 0.5})
+    await q.heartbeat("m", "r2", ReplicaLoad(running=0, max_slots=8, requests_per_s=0.5))
     live = await q.replicas("m", max_age_s=5)
-    assert list(live) == ["r2"] and live["r2"]["requests_per_s"] == 0.5
+    assert list(live) == ["r2"] and live["r2"].requests_per_s == 0.5
 
 
 async def test_complete_and_pull_settles_and_leases_the_next_in_one_call(env):
@@ -299,7 +301,7 @@ async def test_batch_lines_neither_meet_nor_use_up_the_tenants_rate_limits(env):
 
 
 def group(n: int, reserve: int = 1000) -> tuple[GroupMember, ...]:
-    return tuple(GroupMember(f"g{_n}-{i}", {"prompt": [1, 2, 3], "choice": i}, 10, 20, reserve) for i in range(n))
+    return tuple(GroupMember(f"g{_n}-{i}", WorkItem([1, 2, 3], 20, seed=i), 10, 20, reserve) for i in range(n))
 
 
 async def test_a_group_is_admitted_all_or_nothing_against_every_limit(env):
@@ -326,7 +328,7 @@ async def test_a_group_is_admitted_all_or_nothing_against_every_limit(env):
     assert await budget(q) == {"reserved": 900}
     leased = [await q.pull("m", "w") for _ in range(3)]
     assert [lease.request_id for lease in leased] == list(a.request_ids)
-    assert [lease.payload.get("choice") for lease in leased] == [None, 0, 1]
+    assert [lease.item.seed for lease in leased] == [None, 0, 1]
 
 
 async def test_a_repeated_group_returns_every_id_once(env):

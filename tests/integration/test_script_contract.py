@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from ossfleet.batch.store import JobStore
+from ossfleet.control.queue import Admission, Affinity, GroupMember, RequestQueue
 from ossfleet.errors import QueueFull
-from ossfleet.queue import Admission, Affinity, GroupMember, RequestQueue
+from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect_async
 
-LUA = Path(__file__).resolve().parents[2] / "platform" / "ossfleet" / "lua"
+LUA = Path(__file__).resolve().parents[2] / "platform" / "ossfleet" / "control" / "lua"
 
 
 def _header(text: str, tag: str) -> str:
@@ -83,10 +84,10 @@ async def exercise(url: str, namespace: str, clock=None) -> list[tuple[str, list
     try:
 
         def adm(rid, **kw):
-            return Admission(rid, "t", "m", 1, {"prompt": [1]}, 3, 8, 100, 10**12, "p", 10**6, 10**9, **kw)
+            return Admission(rid, "t", "m", 1, WorkItem([1], 8), 3, 8, 100, 10**12, "p", 10**6, 10**9, **kw)
 
         await q.admit(adm("a"))
-        await q.admit(adm("b", more=(GroupMember("b2", {"prompt": [2]}, 3, 8, 100),), adapter="X", usage_name="m:X"))
+        await q.admit(adm("b", more=(GroupMember("b2", WorkItem([2], 8), 3, 8, 100),), adapter="X", usage_name="m:X"))
         await q.admit(adm("c"))
         lease = await q.pull("m", "w")  # a
         await q.renew("m", lease.request_id, "w")

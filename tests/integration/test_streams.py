@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from ossfleet.keyspace import KeySpace
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.streams import StreamHub
 from ossfleet.redisdb import connect_async
-from ossfleet.streams import StreamHub
 
 
 @pytest.mark.parametrize("where", ["single", "cluster"])

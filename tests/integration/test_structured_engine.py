@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import asdict
 
 import jsonschema
 import pytest
@@ -17,8 +18,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ossfleet.engine.base import SamplingParams
 from ossfleet.engine.batched import local_engine
-from ossfleet.generation import Generation
 from ossfleet.harmony import HarmonyRenderer, Message, SpecialIds, Tool
+from ossfleet.protocol.work import WorkItem
+from ossfleet.replica.generation import Generation
 from ossfleet.structured import Grammars, OutputFormat, grammar
 
 SCHEMA = {
@@ -51,7 +53,8 @@ async def run(engine, tok, jobs):
     g = Grammars(tok)
 
     async def one(i, prompt, sampling, lark):
-        gen = Generation(tok, f"r{i}", prompt, sampling, raw=False, constraint=g.constraint(lark) if lark else None)
+        item = WorkItem(prompt, **asdict(sampling))
+        gen = Generation(tok, f"r{i}", item, constraint=g.constraint(lark) if lark else None)
         events = [e async for batch in gen.run(engine) for e in batch]
         return gen, events
 

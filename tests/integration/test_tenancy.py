@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.control.apikeys import authenticate, key_digest, new_api_key, register_key, revoke_key, sync_config_keys
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.errors import AuthenticationFailed
-from ossfleet.keyspace import KeySpace
 from ossfleet.redisdb import connect, connect_async
-from ossfleet.tenancy import authenticate, key_digest, new_api_key, register_key, revoke_key, sync_config_keys
 
 
 def config(namespace: str, limit: float = 10.0):
@@ -56,8 +56,8 @@ def test_registering_the_same_key_again_is_not_a_new_event(redis_server, namespa
 
 async def test_hardening_admin_keys_have_a_name_a_creation_time_and_can_be_revoked(redis_server, namespace):
     """#33 finding 7: admin keys piled up (one per `ossfleet up`) and could not be revoked."""
+    from ossfleet.control.apikeys import admin_keys, authenticate_admin, register_admin_key, revoke_admin_key
     from ossfleet.errors import InvalidRequest, NotFound
-    from ossfleet.tenancy import admin_keys, authenticate_admin, register_admin_key, revoke_admin_key
 
     r, ar = connect(redis_server.url), connect_async(redis_server.url)
     alice, bob = new_api_key(), new_api_key()

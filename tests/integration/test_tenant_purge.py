@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from ossfleet.adapters import AdapterStore
+from ossfleet.adapters.format import AdapterInfo
+from ossfleet.adapters.store import AdapterStore
 from ossfleet.batch.store import FileRecord, Job, JobStore
-from ossfleet.keyspace import KeySpace
-from ossfleet.lora_format import AdapterInfo
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.tenant_purge import outstanding, purge_tenant
 from ossfleet.redisdb import connect_async
 from ossfleet.storage import FileStorage
-from ossfleet.tenant_purge import outstanding, purge_tenant
 
 INFO = AdapterInfo(rank=2, alpha=4.0, scale=2.0, modules=("q_proj",), layers=(0,), nbytes=3, base_model="m")
 

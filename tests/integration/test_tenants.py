@@ -1,4 +1,4 @@
-"""Tenants in Redis (ossfleet.tenants) against a real embedded Redis: seeding, changes, audit, two gateways."""
+"""Tenants in Redis (ossfleet.control.tenants) against a real embedded Redis: seeding, changes, audit, two gateways."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from ossfleet.config import parse_config
+from ossfleet.control.tenants import TenantRegistry, document
 from ossfleet.errors import Conflict, InvalidRequest, NotFound
 from ossfleet.redisdb import connect_async
-from ossfleet.tenants import TenantRegistry, document
 
 
 def config(namespace: str, budget: float = 10.0) -> dict:

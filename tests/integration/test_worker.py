@@ -9,11 +9,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from ossfleet.config import PriceConfig
+from ossfleet.control.queue import Admission, RequestQueue
 from ossfleet.engine.stub import StubEngine
 from ossfleet.harmony import SpecialIds
-from ossfleet.queue import Admission, RequestQueue
+from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect_async
-from ossfleet.worker import ReplicaWorker
+from ossfleet.replica.worker import ReplicaWorker
 
 
 @pytest.fixture
@@ -27,8 +28,9 @@ def stub(tok, delay: float = 0.0) -> StubEngine:
                       token_delay_s=delay, chunk=1)  # fmt: skip
 
 
-def admission(rid: str, prompt: list[int], **payload) -> Admission:
-    return Admission(rid, "t", "m", 1, {"prompt": prompt, "max_tokens": 64, **payload}, len(prompt), 64, 1000,
+def admission(rid: str, prompt: list[int], **fields) -> Admission:
+    item = WorkItem(prompt, **{"max_tokens": 64, **fields})
+    return Admission(rid, "t", "m", 1, item, len(prompt), 64, 1000,
                      10**12, "p", 10**6, 10**9)  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from ossfleet.lora_format import AdapterInvalid, ModelShape, lora_scale, validate
+from ossfleet.adapters.format import AdapterInvalid, ModelShape, lora_scale, validate
 
 SHAPE = ModelShape(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16)
 CONFIG = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "bias": "none", "use_dora": False,

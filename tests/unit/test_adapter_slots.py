@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ossfleet.adapter_slots import AdapterSlots
+from ossfleet.adapters.slots import AdapterSlots
 
 
 def slots(capacity, fail=()):

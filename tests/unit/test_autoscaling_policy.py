@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, ReplicaLoad, capacity_rps, decide, demand
+from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, capacity_rps, decide, demand
 from autoscaling.simulator import (
     OraclePolicy,
     OssfleetPolicy,
@@ -18,6 +18,7 @@ from autoscaling.simulator import (
     spiky,
     static_peak_replicas,
 )
+from ossfleet.protocol.load import ReplicaLoad
 
 CFG = PolicyConfig(min_replicas=0, max_replicas=10, target_wait_s=2, upscale_delay_s=5, downscale_delay_s=60,
                    idle_to_zero_s=300, cold_start_s=30, default_slots=8, target_utilization=1.0)  # fmt: skip

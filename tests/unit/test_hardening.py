@@ -183,8 +183,9 @@ async def test_hardening_tool_calls_is_the_finish_reason_only_where_a_call_was_p
     """#33 finding 11: a plain message the model ended with <|call|> was reported as "tool_calls"."""
     from transformers import AutoTokenizer
 
-    from ossfleet.engine.base import SamplingParams, TokenOutput
-    from ossfleet.generation import Generation
+    from ossfleet.engine.base import TokenOutput
+    from ossfleet.protocol.work import WorkItem
+    from ossfleet.replica.generation import Generation
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     ids = tok.encode(answer, add_special_tokens=False)
@@ -196,7 +197,7 @@ async def test_hardening_tool_calls_is_the_finish_reason_only_where_a_call_was_p
         def abort(self, request_id):
             pass
 
-    gen = Generation(tok, "r", [1, 2], SamplingParams(max_tokens=64), raw=False)
+    gen = Generation(tok, "r", WorkItem([1, 2], 64))
     events = [e async for batch in gen.run(Replay()) for e in batch]
     assert gen.finish == finish
     assert any(e.delta.kind == "tool_call" for e in events) == (finish == "tool_calls")
@@ -204,7 +205,7 @@ async def test_hardening_tool_calls_is_the_finish_reason_only_where_a_call_was_p
 
 def test_hardening_names_with_a_trailing_newline_are_refused():
     """#33 finding 9: Python's re "$" matches before a trailing newline, so "bot\\n" passed as a name."""
-    from ossfleet.adapters import check_name
+    from ossfleet.adapters.store import check_name
 
     check_name("bot")
     for bad in ("bot\n", "bot\r\n", "\nbot", "Bot", ""):
@@ -235,7 +236,8 @@ def test_hardening_tool_schemas_past_their_bound_are_refused_before_the_meta_sch
 )
 def test_hardening_grpc_json_fields_are_invalid_argument_where_http_gives_400(raw):
     """#33 finding 8: gRPC JSON fields nested 100k deep or with 5,000-digit numbers were INTERNAL."""
-    from ossfleet.grpc_api import _fields, to_chat
+    from ossfleet.api.grpc_admin import _fields
+    from ossfleet.api.grpc_inference import to_chat
     from ossfleet.v1 import ossfleet_pb2 as pb
 
     def request(**kw):

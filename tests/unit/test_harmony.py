@@ -152,8 +152,8 @@ def test_incremental_decoding_cost_does_not_grow_with_the_message(tok):
 
 
 def test_hardening_special_tokens_never_reach_content_reasoning_or_tool_arguments(tok):
-    from ossfleet.generation import RawTextStream
     from ossfleet.harmony import SpecialIds
+    from ossfleet.replica.generation import RawTextStream
 
     ids = SpecialIds.of(tok)
     w = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731

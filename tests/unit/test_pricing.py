@@ -1,5 +1,5 @@
 from ossfleet.config import PriceConfig
-from ossfleet.pricing import NANO_PER_USD, cost_nusd
+from ossfleet.control.pricing import NANO_PER_USD, cost_nusd
 
 
 def test_cost_is_exact_integer_nano_dollars():

@@ -3,8 +3,8 @@ from dataclasses import replace
 import pytest
 
 from ossfleet.config import PriceConfig
+from ossfleet.control.router import ModelLoad, ModelOption, RouteRequest, TenantPolicy, place
 from ossfleet.errors import BudgetExhausted, ContextTooLong, InvalidRequest, ModelNotFound, PermissionDenied
-from ossfleet.router import ModelLoad, ModelOption, RouteRequest, TenantPolicy, place
 
 SMALL = ModelOption("gpt-oss-20b", 20.9e9, PriceConfig(input_per_1k=0.001, output_per_1k=0.001), 8192)
 LARGE = ModelOption("gpt-oss-120b", 116.8e9, PriceConfig(input_per_1k=0.01, output_per_1k=0.01), 8192)
@@ -98,7 +98,7 @@ def test_expected_wait():
 
 
 def test_a_discounted_request_reserves_and_fits_the_budget_at_its_discounted_price():
-    from ossfleet.pricing import cost_nusd
+    from ossfleet.control.pricing import cost_nusd
 
     m = ModelOption("small", 20, PriceConfig(input_per_1k=1.0, output_per_1k=1.0), 4096)
     full = cost_nusd(m.price, 100, 100)

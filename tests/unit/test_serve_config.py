@@ -66,8 +66,8 @@ def test_ingress_and_grpc_server_choose_what_serve_starts(ingress, grpc_server, 
     Both renderings pass Ray's own schemas (ServeDeploySchema, gRPCOptions)."""
     from ray.serve._private.utils import is_grpc_enabled
 
+    from ossfleet.api.grpc_inference import SERVICER_FUNCTIONS
     from ossfleet.config import parse_config
-    from ossfleet.grpc_api import SERVICER_FUNCTIONS
     from ossfleet.serveconfig import HA_PROXY_ENV, THROUGHPUT_ENV, ray_env, serve_start_options
 
     base = yaml.safe_load((ROOT / "config" / "local.yaml").read_text())

@@ -1,8 +1,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ossfleet.generation import StopStrings
 from ossfleet.harmony import Delta
+from ossfleet.replica.generation import StopStrings
 
 
 @given(st.text(min_size=0, max_size=40), st.text(min_size=1, max_size=6), st.lists(st.integers(1, 7), max_size=40))

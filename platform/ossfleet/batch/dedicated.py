@@ -28,19 +28,20 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
+from ossfleet.control.budget import period_id
+from ossfleet.control.pricing import NANO_PER_USD, cost_nusd
 from ossfleet.engine.base import EngineError
 from ossfleet.errors import InvalidRequest, OssfleetError
-from ossfleet.generation import Generation, sampling_from_payload
 from ossfleet.harmony import raw_prompt_ids
-from ossfleet.pricing import NANO_PER_USD, cost_nusd
 from ossfleet.protocol.events import Outcome, StreamEvent, delta_event, fold
 from ossfleet.protocol.openai import batch_request, response_body
+from ossfleet.protocol.work import WorkItem
+from ossfleet.replica.generation import Generation
 from ossfleet.structured import grammar
-from ossfleet.tenancy import period_id
 
 if TYPE_CHECKING:
     from ossfleet.batch.store import Job, JobStore
-    from ossfleet.gateway import GatewayCore
+    from ossfleet.control.gateway import GatewayCore
     from ossfleet.storage import FileStorage
 
 
@@ -141,16 +142,11 @@ class DedicatedEngine:
                 return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         else:
             prompt = self.renderer.render(req.messages, effort=req.reasoning_effort or "medium", tools=req.tools)
-        sampling = sampling_from_payload(
-            {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
-             "top_k": req.top_k, "seed": req.seed, "stop": list(req.stop), "logprobs": req.logprobs}
-        )  # fmt: skip
+        item = WorkItem.of(req, prompt, req.max_tokens, grammar=lark, discount=self.cfg.batch.discount)
         constraint = None
         if lark is not None and not getattr(self.engine, "enforces_grammar_text", False):
             constraint = self.grammars.constraint(lark)
-        gen = Generation(
-            self.tok, rid, prompt, sampling, raw=req.prompt is not None, constraint=constraint, grammar=lark
-        )
+        gen = Generation(self.tok, rid, item, constraint=constraint)
         most = cost_nusd(self.m.price, len(prompt), req.max_tokens, self.cfg.batch.discount)
         if not await self.store.reserve(self.tenant, self.job_id, row.index, most, self.period, self.limit_nusd):
             return None, "", 0, 0, 0

@@ -17,7 +17,7 @@ import ray
 from ossfleet.batch.runner import JobRunner
 from ossfleet.batch.store import JobStore
 from ossfleet.config import parse_config
-from ossfleet.gateway import GatewayCore
+from ossfleet.control.gateway import GatewayCore
 from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.batch")

@@ -28,13 +28,13 @@ import redis.exceptions
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
+from ossfleet.control.queue import _s, queue_model
 from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable, from_unexpected
 from ossfleet.protocol.openai import batch_request, response_body
-from ossfleet.queue import _s, queue_model
 
 if TYPE_CHECKING:
     from ossfleet.config import TenantConfig
-    from ossfleet.gateway import GatewayCore
+    from ossfleet.control.gateway import GatewayCore
     from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.batch")
@@ -169,7 +169,7 @@ class JobRunner:
     async def _collect(self, job: Job, line: BatchLine, rid: str, model: str, logprobs: bool = False) -> None:
         """Wait for the line's request to end and record its response or its error."""
         try:
-            out = await self.core.outcome(model, rid)
+            out = await self.core.relay.outcome(model, rid)
         except RequestFailed as e:
             # No record: a driver was down longer than the stream TTL.
             if await self.core.queue.tenant_of(queue_model(model), rid) is None:

@@ -18,17 +18,17 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ossfleet.adapters import split_model
+from ossfleet.adapters.store import split_model
 from ossfleet.batch.format import ENDPOINTS, BatchLine, LineError, error_line, iter_lines, validate
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
 from ossfleet.config import PlatformConfig, TenantConfig
+from ossfleet.control.router import AUTO
 from ossfleet.errors import InvalidRequest, OssfleetError, RequestTooLarge, from_unexpected
 from ossfleet.protocol.openai import batch_request
-from ossfleet.router import AUTO
 from ossfleet.storage import FileStorage
 
 if TYPE_CHECKING:
-    from ossfleet.gateway import GatewayCore
+    from ossfleet.control.gateway import GatewayCore
 
 log = logging.getLogger("ossfleet.batch")
 

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.queue import _s, _script, is_cluster
 from ossfleet.errors import NotFound
-from ossfleet.keyspace import KeySpace
-from ossfleet.queue import _s, _script, is_cluster
 
 if TYPE_CHECKING:
     import redis.asyncio

@@ -2,7 +2,7 @@
 
 An engine takes requests of prompt token ids plus sampling parameters and
 streams generated token ids back, as many requests at once as it has slots.
-The replica's loop (``ossfleet.worker``) pulls from Redis only while
+The replica's loop (``ossfleet.replica.worker``) pulls from Redis only while
 :meth:`Engine.free_slots` is positive, so the engine never queues work that
 Redis should be holding.
 """

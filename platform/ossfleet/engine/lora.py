@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ossfleet.lora_format import KEY, TARGETS, lora_scale
+from ossfleet.adapters.format import KEY, TARGETS, lora_scale
 
 # (layer within the stage, projection) -> (A [r, in], B pre-scaled [out, r])
 AdapterWeights = dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]

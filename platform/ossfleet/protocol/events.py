@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ossfleet.errors import InvalidRequest, RequestFailed
@@ -25,9 +26,15 @@ TERMINAL = ("done", "error")  # entry types that end a stream
 ENDED = ("done", "cancelled", "dead")  # request states after which its stream gets no further entry
 
 
-def openai_finish(reason: str) -> str:
-    """A finish reason as OpenAI's responses say it: they know no "cancelled" (it reads as "stop")."""
-    return {"cancelled": "stop", "abort": "stop"}.get(reason, reason)
+class FinishReason(StrEnum):
+    """How a request ended, as its stream's ``done`` entry says it. The replica maps the engine's reason to it
+    once (``ossfleet.replica.generation.finish_reason``); each API maps it once to its own words
+    (``protocol.openai.openai_finish``, ``protocol.responses``'s status, gRPC's ``finish_reason`` as is)."""
+
+    STOP = "stop"  # an end token or a stop string
+    LENGTH = "length"  # max_tokens reached
+    TOOL_CALLS = "tool_calls"  # the answer is a parsed tool call
+    CANCELLED = "cancelled"  # the tenant cancelled it (or its client went away)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class Outcome:
     content: str = ""
     reasoning: str = ""
     tool_calls: list[dict[str, str]] = field(default_factory=list)
-    finish_reason: str = "stop"
+    finish_reason: FinishReason = FinishReason.STOP
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nusd: int = 0
@@ -92,7 +99,7 @@ def fold(out: Outcome, ev: StreamEvent) -> None:
             out.tool_calls.append({"id": f["id"], "name": f["name"], "arguments": f["arguments"]})
         out.logprobs += ev.logprobs()
     elif ev.type == "done":
-        out.finish_reason = f.get("finish_reason", "stop")
+        out.finish_reason = FinishReason(f.get("finish_reason", FinishReason.STOP))
         out.input_tokens = int(f.get("input_tokens", 0))
         out.output_tokens = int(f.get("output_tokens", 0))
         out.cost_nusd = int(f.get("cost_nusd", 0))

@@ -1,6 +1,6 @@
 """OpenAI's chat and completions protocol: request schemas, their conversion to a ChatRequest, response bodies.
 
-No transport here: the HTTP adapter (``ossfleet.openai_api``) parses with these schemas and answers with
+No transport here: the HTTP adapter (``ossfleet.api.openai``) parses with these schemas and answers with
 these bodies, and batch jobs check their lines and write their outputs with the same. The body is parsed
 strictly (unknown fields refused, as OpenAI does), so every bad request gets an OpenAI-style error naming
 the field to fix.
@@ -17,7 +17,13 @@ from ossfleet import jsonlimits
 from ossfleet.errors import InvalidRequest
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.protocol.chat import ChatRequest, Prompt, RequestMeta, check_request, validate_messages
-from ossfleet.protocol.events import Outcome, openai_finish, stream_position
+from ossfleet.protocol.events import FinishReason, Outcome, stream_position
+from ossfleet.protocol.limits import (
+    COMPLETIONS_DEFAULT_MAX_TOKENS,
+    MAX_CHOICES,
+    MAX_STOP_SEQUENCES,
+    resolve_max_tokens,
+)
 from ossfleet.structured import OutputFormat, forced_tools
 
 
@@ -109,12 +115,12 @@ class _Generation(_Strict):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     top_k: Annotated[int, Field(ge=0)] = 0
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     # vLLM's extra sampling parameters (the openai client sends them in extra_body): the stop tokens
     # cannot end the answer before min_tokens; with ignore_eos they never do (benchmarks of long outputs).
     min_tokens: Annotated[int, Field(ge=0)] = 0
     ignore_eos: bool = False
-    n: Annotated[int, Field(ge=1, le=128)] = 1
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     # OpenAI's own fields that change nothing here: accepted and ignored (README: "OpenAI parameters").
@@ -210,7 +216,7 @@ class CompletionRequest(_Generation):
         | Annotated[list[TokenId], Field(min_length=1)]
         | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=128)]
     )
-    max_tokens: Annotated[int, Field(ge=1)] = 16
+    max_tokens: Annotated[int, Field(ge=1)] = COMPLETIONS_DEFAULT_MAX_TOKENS
     echo: Literal[False] = False
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     suffix: None = None
@@ -262,9 +268,7 @@ def to_chat_request(
         for m in body.messages
     ]
     validate_messages(messages, max_messages)
-    max_tokens = body.max_completion_tokens or body.max_tokens or min(1024, max_tokens_limit)
-    if max_tokens > max_tokens_limit:
-        raise InvalidRequest(f"max_tokens {max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens")
+    max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, max_tokens_limit)
     tools = (
         ()
         if body.tool_choice == "none"
@@ -286,12 +290,9 @@ def to_completion_request(body: CompletionRequest, meta: RequestMeta, max_tokens
     for i, t in enumerate(texts):
         if not t:
             raise InvalidRequest("prompt must not be empty", param="prompt" if len(texts) == 1 else f"prompt[{i}]")
-    if body.max_tokens > max_tokens_limit:
-        raise InvalidRequest(
-            f"max_tokens {body.max_tokens} is above the limit of {max_tokens_limit}", param="max_tokens"
-        )
     return ChatRequest(
-        messages=(), max_tokens=body.max_tokens, prompt=texts[0], more_prompts=tuple(texts[1:]),
+        messages=(), max_tokens=resolve_max_tokens(body.max_tokens, max_tokens_limit), prompt=texts[0],
+        more_prompts=tuple(texts[1:]),
         logprobs=body.logprobs, **body.common(meta),
     )  # fmt: skip
 
@@ -370,6 +371,11 @@ def _message(o: Outcome) -> dict[str, Any]:
             for c in o.tool_calls
         ]
     return message
+
+
+def openai_finish(reason: FinishReason) -> str:
+    """A finish reason in OpenAI's words: they know no "cancelled" (it reads as "stop")."""
+    return FinishReason.STOP.value if reason is FinishReason.CANCELLED else reason.value
 
 
 def completion_body(rid: str, model: str, created: int, outs: list[Outcome], logprobs: bool = False) -> dict[str, Any]:

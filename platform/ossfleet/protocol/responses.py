@@ -1,6 +1,6 @@
 """OpenAI's Responses API protocol: the request, its input items as chat messages, output items, stream events.
 
-No transport and no storage here (``ossfleet.responses_api`` serves it over HTTP and keeps stored
+No transport and no storage here (``ossfleet.api.responses`` serves it over HTTP and keeps stored
 responses in Redis). A response maps onto one chat request: ``instructions`` become a developer
 message, input items messages (a ``function_call`` joins the assistant turn it belongs to, a
 ``function_call_output`` is a tool message, a ``reasoning`` item the next assistant message's
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ossfleet.errors import InvalidRequest, OssfleetError
 from ossfleet.harmony import Message, Tool, ToolCall
 from ossfleet.protocol.chat import ChatRequest, RequestMeta, validate_messages
-from ossfleet.protocol.events import Outcome
+from ossfleet.protocol.events import FinishReason, Outcome
+from ossfleet.protocol.limits import resolve_max_tokens
 from ossfleet.structured import OutputFormat, forced_tools
 
 
@@ -280,9 +281,9 @@ class ResponseState:
         assert o is not None
         b["output"] = output_items(self.rid, o)
         b["usage"] = _usage(o)
-        if o.finish_reason == "length":
+        if o.finish_reason is FinishReason.LENGTH:
             b["status"], b["incomplete_details"] = "incomplete", {"reason": "max_output_tokens"}
-        elif o.finish_reason == "cancelled":
+        elif o.finish_reason is FinishReason.CANCELLED:
             b["status"] = "cancelled"
         else:
             b["status"] = "completed"
@@ -297,11 +298,7 @@ def to_chat_request(body: ResponseCreate, prior: list[Message], meta: RequestMet
         messages.insert(0, Message("developer", body.instructions))
     messages += to_messages(body.items())
     validate_messages(messages, limits.max_messages)
-    max_tokens = body.max_output_tokens or min(1024, limits.max_tokens)
-    if max_tokens > limits.max_tokens:
-        raise InvalidRequest(
-            f"max_output_tokens {max_tokens} is above the limit of {limits.max_tokens}", param="max_output_tokens"
-        )
+    max_tokens = resolve_max_tokens(body.max_output_tokens, limits.max_tokens, "max_output_tokens")
     tools = (
         ()
         if body.tool_choice == "none"

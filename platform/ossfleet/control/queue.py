@@ -4,7 +4,7 @@ Every state change is a Lua script in ``ossfleet/lua``, so no interleaving of ga
 overspend a budget or lose a request. This module is the thin I/O edge around them: it packs arguments,
 runs a script and turns its reply into a typed result or error.
 
-Key names are :mod:`ossfleet.keyspace`'s: a model's queue and requests live in the model's hash slot, a
+Key names are :mod:`ossfleet.control.keyspace`'s: a model's queue and requests live in the model's hash slot, a
 tenant's money and limits in the tenant's. On a single Redis each operation is one script over both
 (admit, complete, fail, cancel, reap settle in the same call). On a Redis Cluster a script touches one
 slot, so an operation that spans both runs as steps, each idempotent by request id:
@@ -22,9 +22,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.control.keyspace import KeySpace
+from ossfleet.control.pricing import NANO_PER_USD, usd
 from ossfleet.errors import (
     BudgetExhausted,
     LeaseLost,
@@ -32,9 +35,9 @@ from ossfleet.errors import (
     QueueFull,
     RateLimited,
 )
-from ossfleet.keyspace import KeySpace
-from ossfleet.pricing import NANO_PER_USD, usd
 from ossfleet.protocol.events import StreamEvent
+from ossfleet.protocol.load import ReplicaLoad
+from ossfleet.protocol.work import WorkItem
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -49,7 +52,7 @@ W_OUTPUT = 2.0
 
 def _script(name: str, cluster: bool = False) -> str:
     """A script's source: ``CLUSTER`` (whether each script must stay in one slot), common.lua, its own."""
-    lua = resources.files("ossfleet") / "lua"
+    lua = resources.files("ossfleet.control") / "lua"
     mode = f"local CLUSTER = {'true' if cluster else 'false'}\n"
     return mode + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
@@ -83,7 +86,7 @@ class Admission:
     tenant: str
     model: str
     band: int
-    payload: dict[str, Any]
+    item: WorkItem
     input_tokens: int
     max_tokens: int
     reserve_nusd: int
@@ -104,6 +107,10 @@ class Admission:
     usage_name: str = ""  # what the tenant's usage is recorded under ("<model>:<adapter>"); "": the model
 
     @property
+    def group_input_tokens(self) -> int:
+        return self.input_tokens + sum(m.input_tokens for m in self.more)
+
+    @property
     def group_tokens(self) -> int:
         return self.input_tokens + self.max_tokens + sum(m.input_tokens + m.max_tokens for m in self.more)
 
@@ -111,7 +118,7 @@ class Admission:
 @dataclass(frozen=True)
 class GroupMember:
     request_id: str
-    payload: dict[str, Any]
+    item: WorkItem
     input_tokens: int
     max_tokens: int
     reserve_nusd: int
@@ -129,11 +136,16 @@ class Lease:
     """A request a replica pulled; it owns it until complete, fail or release."""
 
     request_id: str
-    payload: dict[str, Any]
+    payload: str  # the WorkItem, encoded: decoded where it runs (an unreadable one then fails there)
     attempt: int
     tenant: str
     band: int
     enqueued_ms: int
+
+    @cached_property
+    def item(self) -> WorkItem:
+        """The work item; raises UnsupportedWorkItem where this code cannot read it."""
+        return WorkItem.decode(self.payload)
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,7 @@ def _alert_fields(reply: Sequence[Any]) -> dict[str, str]:
 def _lease(reply: Any) -> Lease:
     return Lease(
         request_id=_s(reply[0]),
-        payload=json.loads(reply[1]),
+        payload=_s(reply[1]),
         attempt=int(reply[2]),
         tenant=_s(reply[3]),
         band=int(reply[4]),
@@ -220,8 +232,8 @@ class RequestQueue:
 
     async def admit(self, a: Admission) -> Admitted:
         """Enqueue, or raise RateLimited / QueueFull / BudgetExhausted having changed nothing."""
-        members = [(a.request_id, a.payload, a.input_tokens, a.max_tokens, a.reserve_nusd)]
-        members += [(m.request_id, m.payload, m.input_tokens, m.max_tokens, m.reserve_nusd) for m in a.more]
+        members = [(a.request_id, a.item, a.input_tokens, a.max_tokens, a.reserve_nusd)]
+        members += [(m.request_id, m.item, m.input_tokens, m.max_tokens, m.reserve_nusd) for m in a.more]
         opts = {
             "tenant": a.tenant, "model": a.model, "band": a.band, "now_ms": self._now(), "idem": a.idempotency_key,
             "max_queue": self.max_queue, "budget_limit_nusd": a.budget_limit_nusd, "period": a.period,
@@ -232,7 +244,7 @@ class RequestQueue:
             "group": [{"id": i, "in_tokens": n_in, "max_tokens": n_max, "reserve_nusd": r}
                       for i, _, n_in, n_max, r in members],
         }  # fmt: skip
-        payloads = [json.dumps(p, separators=(",", ":")) for _, p, *_ in members]
+        payloads = [item.encode() for _, item, *_ in members]
         encoded = json.dumps(opts, separators=(",", ":"))
         if self.cluster:
             reply = await self._run("reserve", self.keys.tenant_slot(a.tenant), encoded)
@@ -555,23 +567,23 @@ class RequestQueue:
             counts["settled"] += len(owed)
         return counts
 
-    async def heartbeat(self, model: str, owner: str, stats: dict[str, float]) -> None:
+    async def heartbeat(self, model: str, owner: str, load: ReplicaLoad) -> None:
         """A replica says it is alive, with its load (read by the router and the autoscaler)."""
         now = self._now()
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(self.keys.alive(model), {owner: now})
         pipe.zremrangebyscore(self.keys.alive(model), "-inf", now - 60_000)
-        pipe.hset(self.keys.replica(model), owner, json.dumps(stats))
+        pipe.hset(self.keys.replica(model), owner, json.dumps(load.metrics()))
         await pipe.execute()
 
-    async def replicas(self, model: str, max_age_s: float = 5.0) -> dict[str, dict[str, float]]:
+    async def replicas(self, model: str, max_age_s: float = 5.0) -> dict[str, ReplicaLoad]:
         """Replicas that sent a heartbeat in the last ``max_age_s``, with their stats."""
         now = self._now()
         owners: list[Any] = await self.r.zrangebyscore(self.keys.alive(model), now - int(max_age_s * 1000), "+inf")
         if not owners:
             return {}
         raw = await self.r.hmget(self.keys.replica(model), owners)
-        return {_s(o): json.loads(v) for o, v in zip(owners, raw, strict=True) if v is not None}
+        return {_s(o): ReplicaLoad.of(json.loads(v)) for o, v in zip(owners, raw, strict=True) if v is not None}
 
     async def alerts(self, after: str = "0-0", count: int = 100) -> list[StreamEvent]:
         """Budget alert events (soft limits crossed), oldest first."""

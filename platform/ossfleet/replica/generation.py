@@ -23,7 +23,8 @@ from ossfleet.engine.base import (
     TokenOutput,
 )
 from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds, Tokenizer
-from ossfleet.protocol.events import Event
+from ossfleet.protocol.events import Event, FinishReason
+from ossfleet.protocol.work import WorkItem
 
 
 class RawTextStream:
@@ -91,18 +92,26 @@ class StopStrings:
         return out
 
 
-def sampling_from_payload(p: dict[str, Any]) -> SamplingParams:
+def finish_reason(engine_reason: str | None, tool_call: bool) -> FinishReason:
+    """The engine's reason (``stop`` | ``length`` | ``abort``) as the stream says it, mapped here only.
+
+    ``tool_calls`` only where a call was parsed: a plain message the model ended with ``<|call|>`` is
+    ``stop`` (a client that branches on the reason looks for calls that must be there). An aborted request
+    was cancelled (its tenant's cancel, or its client gone)."""
+    if tool_call:
+        return FinishReason.TOOL_CALLS
+    if engine_reason == "abort":
+        return FinishReason.CANCELLED
+    return FinishReason.LENGTH if engine_reason == "length" else FinishReason.STOP
+
+
+def sampling_of(item: WorkItem) -> SamplingParams:
+    """How the engine samples a work item."""
     return SamplingParams(
-        max_tokens=int(p["max_tokens"]),
-        temperature=float(p.get("temperature", 1.0)),
-        top_p=float(p.get("top_p", 1.0)),
-        top_k=int(p.get("top_k", 0)),
-        seed=p.get("seed"),
-        stop=tuple(p.get("stop") or ()),
-        min_tokens=int(p.get("min_tokens", 0)),
-        ignore_eos=bool(p.get("ignore_eos", False)),
-        logprobs=None if p.get("logprobs") is None else int(p["logprobs"]),
-    )
+        max_tokens=item.max_tokens, temperature=item.temperature, top_p=item.top_p, top_k=item.top_k,
+        seed=item.seed, stop=item.stop, min_tokens=item.min_tokens, ignore_eos=item.ignore_eos,
+        logprobs=item.logprobs,
+    )  # fmt: skip
 
 
 class TokenBytes:
@@ -143,23 +152,22 @@ class Generation:
         self,
         tokenizer: Tokenizer,
         request_id: str,
-        prompt: list[int],
-        sampling: SamplingParams,
+        item: WorkItem,
         *,
-        raw: bool,
         constraint: TokenConstraint | None = None,
         priority: int = 0,
         token_bytes: TokenBytes | None = None,
         adapter: str | None = None,
-        grammar: str | None = None,
         cache_salt: str | None = None,
     ) -> None:
         self.special = SpecialIds.of(tokenizer)
+        sampling = sampling_of(item)
         self.request = EngineRequest(
-            request_id, prompt, sampling, self.special.stop, priority, constraint, adapter, grammar, cache_salt
-        )
+            request_id, item.prompt, sampling, self.special.stop, priority, constraint, adapter, item.grammar,
+            cache_salt,
+        )  # fmt: skip
         self.parser: HarmonyStreamParser | RawTextStream = (
-            RawTextStream(tokenizer) if raw else HarmonyStreamParser(tokenizer, request_id)
+            RawTextStream(tokenizer) if item.raw else HarmonyStreamParser(tokenizer, request_id)
         )
         self.stops = StopStrings(sampling.stop)
         self.bytes = token_bytes if sampling.logprobs is not None else None
@@ -167,7 +175,7 @@ class Generation:
             self.bytes = TokenBytes(tokenizer)
         self._pending: list[dict[str, Any]] = []
         self.output_tokens = 0
-        self.finish = "stop"
+        self.finish = FinishReason.STOP
         self.final = False
 
     async def run(self, engine: Engine) -> AsyncIterator[list[Event]]:
@@ -177,6 +185,7 @@ class Generation:
         ``EngineError`` if the engine refused it.
         """
         rid = self.request.request_id
+        ended_by: str | None = None
         async for out in engine.generate(self.request):
             if out.error == GRAMMAR_DEAD_END:  # the request's grammar, not the engine: no retry helps
                 raise EngineRefused(out.error)
@@ -184,20 +193,15 @@ class Generation:
                 raise RuntimeError(out.error)
             events = self._feed(out)
             if out.finished:
-                self.finish = out.finish_reason or "stop"
+                ended_by = out.finish_reason
             self.final = out.finished or self.stops.hit  # these events are the request's last
             if events:
                 yield events
             if self.stops.hit:
                 engine.abort(rid)
-                self.finish = "stop"
+                ended_by = "stop"
                 break
-        # "tool_calls" only where a call was parsed: a plain message the model ended with <|call|> is "stop"
-        # (a client that branches on the reason looks for calls that must be there).
-        if self.parser.stopped_by == "call" and self.parser.calls:
-            self.finish = "tool_calls"
-        elif self.finish == "abort":
-            self.finish = "cancelled"
+        self.finish = finish_reason(ended_by, self.parser.stopped_by == "call" and self.parser.calls > 0)
 
     def _feed(self, out: TokenOutput) -> list[Event]:
         self.output_tokens += len(out.token_ids)

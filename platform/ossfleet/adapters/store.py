@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.adapters.format import CONFIG_FILE, WEIGHTS_FILE, AdapterInfo
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.errors import InvalidRequest, NotFound
-from ossfleet.keyspace import KeySpace
-from ossfleet.lora_format import CONFIG_FILE, WEIGHTS_FILE, AdapterInfo
 
 if TYPE_CHECKING:
     import redis.asyncio

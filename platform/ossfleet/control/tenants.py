@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ossfleet.config import TenantConfig
+from ossfleet.control.audit import audit_async
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.errors import Conflict, InvalidRequest, NotFound
-from ossfleet.keyspace import KeySpace
-from ossfleet.tenancy import audit_async
 
 if TYPE_CHECKING:
     import redis.asyncio

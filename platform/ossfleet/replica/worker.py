@@ -16,15 +16,17 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from ossfleet import metrics
-from ossfleet.adapter_slots import AdapterSlots
-from ossfleet.adapters import read_adapter
+from ossfleet.adapters.slots import AdapterSlots
+from ossfleet.adapters.store import read_adapter
+from ossfleet.control.pricing import cost_nusd, with_surcharge
+from ossfleet.control.queue import Affinity
 from ossfleet.engine.base import EngineError, ThroughputMeter
 from ossfleet.errors import LeaseLost
-from ossfleet.generation import Generation, TokenBytes, sampling_from_payload
 from ossfleet.harmony import SpecialIds
-from ossfleet.pricing import cost_nusd, with_surcharge
 from ossfleet.protocol.events import delta_event
-from ossfleet.queue import Affinity
+from ossfleet.protocol.load import ReplicaLoad
+from ossfleet.protocol.work import AdapterRef
+from ossfleet.replica.generation import Generation, TokenBytes
 from ossfleet.structured import Grammars
 from ossfleet.tasks import cancel_and_wait
 
@@ -32,12 +34,12 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from ossfleet.config import PriceConfig
+    from ossfleet.control.queue import Lease, RequestQueue
     from ossfleet.engine.base import AdapterEngine, Engine
     from ossfleet.harmony import Tokenizer
-    from ossfleet.queue import Lease, RequestQueue
     from ossfleet.storage import FileStorage
 
-log = logging.getLogger("ossfleet.worker")
+log = logging.getLogger("ossfleet.replica.worker")
 
 
 class ReplicaWorker:
@@ -119,9 +121,9 @@ class ReplicaWorker:
             if t is not None:
                 await cancel_and_wait(t)
 
-    async def _record(self, load: dict[str, float]) -> None:
-        metrics.running(self.model, self.owner, load["running"])
-        metrics.tokens_per_s(self.model, self.owner, load["tokens_per_s"])
+    async def _record(self, load: ReplicaLoad) -> None:
+        metrics.running(self.model, self.owner, load.running)
+        metrics.tokens_per_s(self.model, self.owner, load.tokens_per_s)
         depth = await self.queue.depth(self.model)
         metrics.queue(self.model, {str(b): n for b, n in enumerate(depth.waiting)}, depth.oldest_wait_s)
 
@@ -139,31 +141,25 @@ class ReplicaWorker:
         self._tenant_of[lease.request_id] = lease.tenant
         self._tasks[lease.request_id] = asyncio.create_task(self._serve(lease))
 
-    def load(self) -> dict[str, float]:
-        """This replica's load, as its heartbeat reports it."""
+    def load(self) -> ReplicaLoad:
+        """This replica's load, as its heartbeat and Serve's autoscaling metrics report it."""
         s = self.engine.stats()
         now = asyncio.get_running_loop().time()
-        load = {
-            "running": float(len(self._tasks)),
-            "max_slots": float(s.max_slots),
-            "tokens_per_s": s.tokens_per_s,
-            "requests_per_s": self._completions.rate(now),
-            "served": float(self.served),
-            # For the autoscaling policy: batch-band lines running, completions the rate was measured
-            # over, and the mean time a completed request held its slot.
-            "running_batch": float(len(self._batch_running)),
-            "completions": float(self._completions.count(now)),
-        }
-        service_s = self._completions.mean(now)
-        if service_s is not None:
-            load["service_s"] = service_s
-        if s.kv_cache_used is not None:
-            load["kv_cache_used"] = s.kv_cache_used
-        if self.adapters is not None:
-            load["adapters_held"] = float(len(self.adapters.held()))
-            load["adapters_in_use"] = float(self.adapters.in_use())
-            load["adapter_loads"] = float(self.adapters.loads)
-        return load
+        a = self.adapters
+        return ReplicaLoad(
+            running=len(self._tasks),
+            max_slots=s.max_slots,
+            requests_per_s=self._completions.rate(now),
+            kv_cache_used=s.kv_cache_used,
+            running_batch=len(self._batch_running),
+            completions=self._completions.count(now),
+            service_s=self._completions.mean(now),
+            tokens_per_s=s.tokens_per_s,
+            served=self.served,
+            adapters_held=None if a is None else len(a.held()),
+            adapters_in_use=None if a is None else a.in_use(),
+            adapter_loads=None if a is None else a.loads,
+        )
 
     # -- LoRA adapters -----------------------------------------------------------------
 
@@ -183,11 +179,11 @@ class ReplicaWorker:
         assert self._lora is not None
         await self._lora.unload_adapter(key)
 
-    async def _pin_adapter(self, spec: dict[str, str]) -> str:
+    async def _pin_adapter(self, ref: AdapterRef) -> str:
         if self.adapters is None:
             raise EngineError(f"model {self.model!r} serves no adapters on this replica")
-        key = spec["key"]
-        self._adapter_paths.setdefault(key, spec["path"])
+        key = ref.key
+        self._adapter_paths.setdefault(key, ref.path)
         try:
             await self.adapters.acquire(key)
         except FileNotFoundError:
@@ -272,28 +268,27 @@ class ReplicaWorker:
                 log.warning("event=renew_error request_id=%s error=%r", lease.request_id, type(e).__name__)
 
     async def _serve(self, lease: Lease) -> None:
-        rid, p = lease.request_id, lease.payload
+        rid = lease.request_id
         started = asyncio.get_running_loop().time()
         if self.queue.bands > 1 and lease.band == self.queue.bands - 1:
             self._batch_running.add(rid)
         renew = asyncio.create_task(self._renew(lease))
-        prompt: list[int] = p["prompt"]
         seq = 0
         adapter: str | None = None
         try:
-            if p.get("adapter"):
-                adapter = await self._pin_adapter(p["adapter"])
+            item = lease.item
+            if item.adapter is not None:
+                adapter = await self._pin_adapter(item.adapter)
             constraint = None
             # An engine that enforces grammars itself (vLLM) takes the grammar's source instead.
-            if p.get("grammar") and not getattr(self.engine, "enforces_grammar_text", False):
+            if item.grammar and not getattr(self.engine, "enforces_grammar_text", False):
                 try:
-                    constraint = await asyncio.to_thread(self.grammars.constraint, p["grammar"])
+                    constraint = await asyncio.to_thread(self.grammars.constraint, item.grammar)
                 except ValueError as e:
                     raise EngineError(str(e)) from None
             gen = Generation(
-                self.tokenizer, rid, prompt, sampling_from_payload(p), raw=bool(p.get("raw")),
-                constraint=constraint, priority=lease.band, token_bytes=self.token_bytes, adapter=adapter,
-                grammar=p.get("grammar"), cache_salt=lease.tenant,
+                self.tokenizer, rid, item, constraint=constraint, priority=lease.band, token_bytes=self.token_bytes,
+                adapter=adapter, cache_salt=lease.tenant,
             )  # fmt: skip
             tail: list[dict[str, str]] = []  # the last output: written by complete, in the same round trip
             async for events in gen.run(self.engine):
@@ -305,7 +300,7 @@ class ReplicaWorker:
                     await self.queue.emit(self.model, rid, batch)
             out_tokens, finish = gen.output_tokens, gen.finish
             price = self.adapter_price if adapter is not None else self.price
-            cost = cost_nusd(price, len(prompt), out_tokens, float(p.get("discount", 0.0)))
+            cost = cost_nusd(price, len(item.prompt), out_tokens, item.discount)
             # This request's slot is free now: settle it and lease the next in one round trip.
             free = self._free_slots() + 1
             if not self.draining and free > 0:

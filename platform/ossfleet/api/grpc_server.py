@@ -13,7 +13,7 @@ unchanged.
 Each RPC calls the implementation's method of the same name in snake case
 (``GetBatchResults``: ``get_batch_results``), found from the service
 descriptor when the server is built; an RPC without one fails the start-up,
-naming it. Unary methods return with the status they set (grpc_api.abort_with);
+naming it. Unary methods return with the status they set (grpc_common.abort_with);
 a streaming method raises its typed error, which ends the call here with that
 error's status, message and trailers, as Serve's proxy does.
 """
@@ -30,8 +30,8 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_reflection.v1alpha import reflection
 
+from ossfleet.api.grpc_common import status_of
 from ossfleet.errors import OssfleetError
-from ossfleet.grpc_api import status_of
 from ossfleet.v1 import admin_pb2, admin_pb2_grpc, ossfleet_pb2, ossfleet_pb2_grpc
 
 log = logging.getLogger("ossfleet.grpc")

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from ossfleet.errors import InvalidRequest, RequestTooLarge
 
 if TYPE_CHECKING:
-    from ossfleet.gateway import GatewayCore
+    from ossfleet.control.gateway import GatewayCore
 
 _CONFIG_LIMIT = 1024 * 1024  # adapter_config.json: a few kB in practice
 

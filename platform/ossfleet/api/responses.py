@@ -24,10 +24,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from ossfleet.api.httpio import read_body, request_meta
+from ossfleet.control.gateway import GatewayCore
 from ossfleet.errors import InvalidRequest, NotFound, OssfleetError
-from ossfleet.gateway import GatewayCore
 from ossfleet.harmony import Message, ToolCall
-from ossfleet.httpio import read_body, request_meta
 from ossfleet.protocol.events import Outcome, fold
 from ossfleet.protocol.openai import pydantic_error
 from ossfleet.protocol.responses import (
@@ -122,7 +122,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
 
         if not body.stream:
             try:
-                out = await core.outcome_or_cancel(tenant.name, rid, sub.model_name)
+                out = await core.relay.outcome_or_cancel(tenant.name, rid, sub.model_name)
             except OssfleetError as e:
                 return JSONResponse(await finish(None, e), headers=headers)
             return JSONResponse(await finish(out), headers=headers)
@@ -142,7 +142,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
         try:
             for ev in writer.start():
                 yield _sse(ev)
-            async for e in core.events(model, rid, labels=(tenant, model)):
+            async for e in core.relay.events(model, rid, labels=(tenant, model)):
                 try:
                     fold(out, e)
                 except OssfleetError as err:

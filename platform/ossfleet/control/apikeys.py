@@ -1,4 +1,4 @@
-"""Tenants and their API keys.
+"""Tenants' and admins' API keys: issued, registered, revoked, and checked on every call.
 
 Keys are random bearer tokens. Redis stores only their SHA-256 digest,
 mapped to the tenant (``{ns}:apikey:<digest>``); a key is checked by hashing
@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ossfleet.control.audit import audit, audit_async
+from ossfleet.control.keyspace import keyspace
 from ossfleet.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
-from ossfleet.keyspace import keyspace
 
 if TYPE_CHECKING:
     import redis
@@ -35,12 +36,6 @@ def new_api_key() -> str:
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def audit(client: redis.Redis, namespace: str, action: str, **fields: str) -> None:
-    """Append an audit event (key, budget and tenant changes) to ``{ns}:audit``; never a secret."""
-    event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
-    client.xadd(keyspace(namespace).audit(), event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
 
 
 def register_key_digest(client: redis.Redis, namespace: str, tenant: str, digest: str, actor: str = "config") -> None:
@@ -155,12 +150,6 @@ def revoke_admin_key(client: redis.Redis, namespace: str, digest_prefix: str, ac
     return name.decode() if isinstance(name, bytes) else str(name or "")
 
 
-async def audit_async(client: redis.asyncio.Redis, namespace: str, action: str, **fields: str) -> None:
-    """:func:`audit`, on an asyncio client."""
-    event = {"action": action, "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
-    await client.xadd(keyspace(namespace).audit(), event, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
-
-
 async def authenticate_admin(client: redis.asyncio.Redis, namespace: str, authorization: str | None) -> str:
     """The admin that owns the presented key; a tenant's key is PermissionDenied, anything else 401."""
     digest = key_digest(bearer_token(authorization))
@@ -220,9 +209,3 @@ async def authenticate(client: redis.asyncio.Redis, namespace: str, authorizatio
     if tenant is None:
         raise AuthenticationFailed("invalid API key")
     return tenant.decode() if isinstance(tenant, bytes) else str(tenant)
-
-
-def period_id(period: str, now: datetime | None = None) -> str:
-    """The budget period a moment falls in: '2026-11' (monthly) or '2026-11-23' (daily), UTC."""
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y-%m-%d" if period == "daily" else "%Y-%m")

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
-A FastAPI app over :class:`ossfleet.gateway.GatewayCore`: a thin adapter over
+A FastAPI app over :class:`ossfleet.control.gateway.GatewayCore`: a thin adapter over
 ``ossfleet.protocol.openai`` (schemas, conversion, bodies). The body is read
 with a size limit and parsed strictly, so every bad request gets an
 OpenAI-style error body with the right status and the field to fix, and
@@ -21,22 +21,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from ossfleet.adapter_api import add_adapter_routes
-from ossfleet.adapters import AdapterRecord
-from ossfleet.admin_api import add_admin_routes
-from ossfleet.batch.http import add_batch_routes
+from ossfleet.adapters.store import AdapterRecord
+from ossfleet.api.adapters import add_adapter_routes
+from ossfleet.api.admin import add_admin_routes
+from ossfleet.api.batches import add_batch_routes
+from ossfleet.api.httpio import error_response, read_body, request_meta
+from ossfleet.api.responses import add_responses_routes
 from ossfleet.batch.service import BatchService
+from ossfleet.control.gateway import GatewayCore
 from ossfleet.errors import ModelNotFound, NotFound, OssfleetError, from_unexpected
-from ossfleet.gateway import GatewayCore
-from ossfleet.httpio import error_response, read_body, request_meta
 from ossfleet.protocol.chat import ChatRequest
-from ossfleet.protocol.events import Outcome, StreamEvent, fold, openai_finish
+from ossfleet.protocol.events import Outcome, StreamEvent, fold
 from ossfleet.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     chat_logprobs,
     completion_body,
     completion_logprobs,
+    openai_finish,
     pydantic_error,
     resume_positions,
     text_completion_body,
@@ -44,7 +46,6 @@ from ossfleet.protocol.openai import (
     to_completion_request,
     usage_body,
 )
-from ossfleet.responses_api import add_responses_routes
 
 log = logging.getLogger("ossfleet.http")
 
@@ -155,7 +156,7 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
             keep = bool(req.idempotency_key)
             stream = sse(core, tenant.name, rids, sub.model_name, created, include_usage, logprobs, after, keep)
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-        outs = await core.outcomes_or_cancel(tenant.name, rids, sub.model_name, cancel=not req.idempotency_key)
+        outs = await core.relay.outcomes_or_cancel(tenant.name, rids, sub.model_name, cancel=not req.idempotency_key)
         return JSONResponse(whole(sub.request_id, sub.model_name, created, outs, logprobs), headers=headers)
 
     @app.post("/v1/completions")
@@ -225,7 +226,7 @@ async def _relay(
         if after is None:
             for body in first:
                 yield _data(body)
-        async for i, ev in core.merged_events(model, rids, labels=(tenant, model), after=pos):
+        async for i, ev in core.relay.merged_events(model, rids, labels=(tenant, model), after=pos):
             pos[i] = ev.entry_id
             try:
                 fold(outs[i], ev)

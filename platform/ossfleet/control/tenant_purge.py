@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio
 
 from ossfleet.batch.store import TERMINAL, JobStore
-from ossfleet.keyspace import KeySpace
+from ossfleet.control.keyspace import KeySpace
 from ossfleet.storage import FileStorage
 
 

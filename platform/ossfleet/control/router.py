@@ -20,8 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ossfleet.config import PriceConfig
+from ossfleet.control.pricing import NANO_PER_USD, cost_nusd, usd
 from ossfleet.errors import BudgetExhausted, ContextTooLong, InvalidRequest, ModelNotFound, PermissionDenied
-from ossfleet.pricing import NANO_PER_USD, cost_nusd, usd
 
 AUTO = "auto"
 EFFORTS = ("low", "medium", "high")

@@ -16,13 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ossfleet.api.httpio import read_body
 from ossfleet.errors import InvalidRequest, RequestTooLarge
-from ossfleet.httpio import read_body
 from ossfleet.protocol.openai import pydantic_error
 
 if TYPE_CHECKING:
     from ossfleet.batch.service import BatchService
-    from ossfleet.gateway import GatewayCore
+    from ossfleet.control.gateway import GatewayCore
 
 
 class CreateBatch(BaseModel):

@@ -2,7 +2,7 @@
 
 Reached with an admin key (``ossfleet admin-keys create``, or ``OSSFLEET_ADMIN_KEY`` at ``ossfleet up``):
 a tenant's key gets 403 on every admin route, no key or an unknown one 401. Operators create, read,
-update and delete tenants (``ossfleet.tenants``: every gateway sees a change within about a second),
+update and delete tenants (``ossfleet.control.tenants``: every gateway sees a change within about a second),
 issue, list (digest prefixes only) and revoke keys, and read spend and usage per tenant and model,
 queue depth per model and band, replicas and their load, and batch jobs. Every change is audited
 with the admin's name; bad input is a 4xx that changes nothing.
@@ -20,23 +20,23 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from ossfleet.api.httpio import read_body
 from ossfleet.batch.service import BatchService
 from ossfleet.config import TenantConfig
-from ossfleet.errors import InvalidRequest, NotFound, StillInUse
-from ossfleet.gateway import GatewayCore
-from ossfleet.httpio import read_body
-from ossfleet.pricing import NANO_PER_USD
-from ossfleet.tenancy import (
-    audit_async,
+from ossfleet.control.apikeys import (
     authenticate_admin,
     issue_key,
-    period_id,
     revoke_all_keys,
     revoke_tenant_key,
     tenant_key_digests,
 )
-from ossfleet.tenant_purge import outstanding, purge_tenant
-from ossfleet.tenants import KEY_FIELDS
+from ossfleet.control.audit import audit_async
+from ossfleet.control.budget import period_id
+from ossfleet.control.gateway import GatewayCore
+from ossfleet.control.pricing import NANO_PER_USD
+from ossfleet.control.tenant_purge import outstanding, purge_tenant
+from ossfleet.control.tenants import KEY_FIELDS
+from ossfleet.errors import InvalidRequest, NotFound, StillInUse
 
 
 def tenant_body(t: TenantConfig, usage: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class AdminService:
                 "waiting": dict(zip(bands, d.waiting, strict=True)),
                 "oldest_wait_s": round(d.oldest_wait_s, 3),
                 "running": d.leased,
-                "replicas": [{"id": rid, **load} for rid, load in sorted(replicas.items())],
+                "replicas": [{"id": rid, **load.metrics()} for rid, load in sorted(replicas.items())],
             })  # fmt: skip
         return {"bands": bands, "models": models}
 
@@ -232,7 +232,7 @@ def add_admin_routes(
             raise InvalidRequest("count must be a whole number from 1 to 1000", param="count")
         return JSONResponse({"data": await svc.audit(int(raw))})
 
-    page = (resources.files("ossfleet") / "console" / "index.html").read_text()
+    page = (resources.files("ossfleet.api") / "console" / "index.html").read_text()
     headers = {"cache-control": "no-store", **console_security_headers(page)}
 
     @app.get("/console")
