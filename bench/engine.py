@@ -124,7 +124,8 @@ def pipeline(path: Path, ps: list[list[int]], new_tokens: int, micro_batches: in
     import ray
     from ray.util.placement_group import placement_group
 
-    from ossfleet.engine.batched import BatchedEngine, RayExecutor, ray_stage_actors
+    from ossfleet.engine.batched import BatchedEngine
+    from ossfleet.engine.executors import RayExecutor, ray_stage_actors
 
     pg = placement_group([{"CPU": 1}] * 2, strategy="PACK")
     ray.get(pg.ready())

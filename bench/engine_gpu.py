@@ -73,7 +73,8 @@ def sequential(model: Any, ps: list[list[int]], new: int) -> float:
 
 async def engine_rate(stage: Any, ps: list[list[int]], new: int, concurrency: int) -> float:
     from ossfleet.engine.base import EngineRequest, SamplingParams
-    from ossfleet.engine.batched import BatchedEngine, LocalExecutor
+    from ossfleet.engine.batched import BatchedEngine
+    from ossfleet.engine.executors import LocalExecutor
 
     longest = max(len(p) for p in ps) + new
     engine = BatchedEngine(

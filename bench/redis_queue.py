@@ -42,8 +42,9 @@ import uuid
 
 import redis
 
+from ossfleet.control.admission import Admission
 from ossfleet.control.keyspace import KeySpace
-from ossfleet.control.queue import Admission, RequestQueue
+from ossfleet.control.queue import RequestQueue
 from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import EmbeddedCluster, EmbeddedRedis, connect, connect_async
 

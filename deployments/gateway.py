@@ -13,7 +13,7 @@ from ossfleet.api.grpc_admin import AdminGrpc
 from ossfleet.api.grpc_health import HealthServer
 from ossfleet.api.grpc_inference import GrpcApi
 from ossfleet.api.grpc_server import ADMIN, OSSFLEET, GatewayGrpcServer, method_name
-from ossfleet.api.openai import create_app, current_batches, current_core, set_current
+from ossfleet.api.http import create_app, current_batches, current_core, set_current
 from ossfleet.batch.driver import adopt_active
 from ossfleet.batch.service import batch_service
 from ossfleet.config import parse_config

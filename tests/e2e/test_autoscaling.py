@@ -9,8 +9,8 @@ import pytest
 from e2e_platform import free_port
 
 from ossfleet.config import parse_config
+from ossfleet.control.admission import Admission
 from ossfleet.control.keyspace import KeySpace
-from ossfleet.control.queue import Admission
 from ossfleet.redisdb import connect, connect_async
 
 MODEL = "gpt-oss-20b"

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from ossfleet.engine.base import EngineRequest, SamplingParams
-from ossfleet.engine.batched import BatchedEngine, RayExecutor, ray_stage_actors
+from ossfleet.engine.batched import BatchedEngine
+from ossfleet.engine.executors import RayExecutor, ray_stage_actors
 
 pytestmark = pytest.mark.slow
 PROMPTS = [list(range(3, 6)), list(range(10, 17)), list(range(20, 33)), list(range(40, 65))]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from ossfleet.config import PriceConfig
-from ossfleet.control.queue import Admission, RequestQueue
+from ossfleet.control.admission import Admission
+from ossfleet.control.queue import RequestQueue
 from ossfleet.engine.stub import StubEngine
 from ossfleet.harmony import SpecialIds
 from ossfleet.protocol.work import WorkItem

@@ -4,7 +4,8 @@ bound; adapter usage is recorded under "<model>:<adapter>"."""
 
 from __future__ import annotations
 
-from ossfleet.control.queue import Admission, Affinity
+from ossfleet.control.admission import Admission
+from ossfleet.control.queue import Affinity
 from ossfleet.protocol.work import WorkItem
 
 

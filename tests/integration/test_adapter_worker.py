@@ -8,7 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ossfleet.config import PriceConfig
-from ossfleet.control.queue import Admission, RequestQueue
+from ossfleet.control.admission import Admission
+from ossfleet.control.queue import RequestQueue
 from ossfleet.engine.batched import local_engine
 from ossfleet.protocol.work import AdapterRef, WorkItem
 from ossfleet.redisdb import connect_async

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from ossfleet.control.queue import Admission, RequestQueue
+from ossfleet.control.admission import Admission
+from ossfleet.control.queue import RequestQueue
 from ossfleet.errors import BudgetExhausted, LeaseLost, QueueFull
 from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect
@@ -144,9 +145,9 @@ async def test_cluster_reconciler_settles_once_what_a_replica_died_before_settli
     await q.admit(adm("r1", model="m2", reserve=500))
     lease = await q.pull("m2", "rep")
     # The replica's complete ran in the model's slot; it died before the tenant's settle.
-    reply = await q._run(
-        "complete", q.keys.model_slot("m2"), "m2", lease.request_id, "rep", 7, 321, q._now(), 2.0, 3, 60, "stop", ""
-    )
+    opts = {"model": "m2", "id": lease.request_id, "owner": "rep", "out_tokens": 7, "cost_nusd": 321,
+            "now_ms": q._now(), "w_out": 2.0, "nbands": 3, "stream_ttl_s": 60, "finish_reason": "stop"}  # fmt: skip
+    reply = await q._run("complete", q.keys.model_slot("m2"), json.dumps(opts))
     assert reply[0] == b"OK" and reply[1] == b"-1"
     assert await money(q) == {"reserved": 500}
     assert await q.r.zcard(q.keys.owed("m2")) == 1

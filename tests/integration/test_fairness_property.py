@@ -15,7 +15,8 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ossfleet.control.queue import W_INPUT, W_OUTPUT, Admission, RequestQueue
+from ossfleet.control.admission import Admission
+from ossfleet.control.queue import W_INPUT, W_OUTPUT, RequestQueue
 from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect_async
 

@@ -105,7 +105,8 @@ async def test_prompt_beyond_the_context_is_refused_before_compute(tiny_checkpoi
 
 
 async def test_whole_model_stage_matches_generate(tiny_checkpoint_sw8, reference):
-    from ossfleet.engine.batched import BatchedEngine, LocalExecutor
+    from ossfleet.engine.batched import BatchedEngine
+    from ossfleet.engine.executors import LocalExecutor
 
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_sw8).eval()
     engine = BatchedEngine(LocalExecutor([PipelineStage.whole_model(model)]), max_batch_size=4)
@@ -180,7 +181,8 @@ async def test_preempted_greedy_rows_complete_with_exactly_the_tokens_they_would
 
 
 async def test_a_stage_failure_fails_its_requests_with_the_error_and_marks_the_engine_unhealthy(tiny_checkpoint_sw8):
-    from ossfleet.engine.batched import BatchedEngine, LocalExecutor
+    from ossfleet.engine.batched import BatchedEngine
+    from ossfleet.engine.executors import LocalExecutor
 
     class FailsOnThirdStep:  # a real stage whose device goes away mid-request
         def __init__(self, inner):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from ossfleet.control.queue import Admission, GroupMember
+from ossfleet.control.admission import Admission, GroupMember
 from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
 from ossfleet.protocol.load import ReplicaLoad
 from ossfleet.protocol.work import WorkItem

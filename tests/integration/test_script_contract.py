@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ossfleet.batch.store import JobStore
-from ossfleet.control.queue import Admission, Affinity, GroupMember, RequestQueue
+from ossfleet.control.admission import Admission, GroupMember
+from ossfleet.control.queue import Affinity, RequestQueue
 from ossfleet.errors import QueueFull
 from ossfleet.protocol.work import WorkItem
 from ossfleet.redisdb import connect_async
@@ -55,6 +56,33 @@ def allowed_counts(spec: str) -> tuple[set[int], bool]:
 
     counts, _ = parse(0)
     return counts, spec.strip().endswith("...")
+
+
+def opts_mismatch(spec: str, keys: set[str]) -> list[str]:
+    """What is wrong with an options object's keys against an OPTS spec: a required name missing, a name the
+    spec does not know, a bracketed group given in part (a group's own names come all or none)."""
+    tokens = re.findall(r"\[|\]|[^\s\[\]]+", spec)
+    wrong: list[str] = []
+    known: set[str] = set()
+
+    def group(i: int, required: bool) -> int:
+        names = []
+        while i < len(tokens) and tokens[i] != "]":
+            if tokens[i] == "[":
+                i = group(i + 1, False) + 1
+                continue
+            names.append(tokens[i])
+            i += 1
+        known.update(names)
+        present = [x for x in names if x in keys]
+        if required and len(present) < len(names):
+            wrong.extend(f"missing {x}" for x in names if x not in keys)
+        elif present and len(present) < len(names):
+            wrong.append(f"part of group {names}: {present}")
+        return i
+
+    group(0, True)
+    return wrong + [f"unknown {k}" for k in sorted(keys - known)]
 
 
 class Spy:
@@ -139,18 +167,34 @@ async def test_every_script_is_called_as_its_header_documents(redis_server, redi
     calls = await exercise(redis_server.url, namespace) + await exercise(redis_cluster.url, namespace)
     seen = {name for name, _ in calls}
     assert seen == {p.stem for p in LUA.glob("*.lua")} - {"common"}, "every script is exercised"
-    opts_header = sorted(_header((LUA / "admit.lua").read_text(), "OPTS").split())
+    admit_opts = _header((LUA / "admit.lua").read_text(), "OPTS")
+    with_opts = set()
     for name, args in calls:
         text = (LUA / f"{name}.lua").read_text()
         counts, variadic = allowed_counts(_header(text, "ARGV"))
         n = len(args)
         ok = n >= max(counts) if variadic else n in counts
         assert ok, f"{name}: {n} arguments sent, its ARGV header allows {sorted(counts)}{'+' if variadic else ''}"
-        if name in ("admit", "reserve", "enqueue"):  # each takes admit's options object
-            opts = json.loads(args[1])
-            assert sorted(opts) == opts_header, f"{name}'s options vs admit's OPTS header"
-            if name != "reserve":
-                assert len(args) - 2 == len(opts["group"]), "one payload per request of the group"
+        if "opts" not in _header(text, "ARGV").split():
+            continue
+        with_opts.add(name)
+        opts = json.loads(args[1])
+        # reserve and enqueue take admit's options object; every other script its own OPTS header.
+        spec = admit_opts if name in ("admit", "reserve", "enqueue") else _header(text, "OPTS")
+        wrong = opts_mismatch(spec, set(opts))
+        assert not wrong, f"{name}'s options object vs its OPTS header: {wrong}"
+        if name in ("admit", "enqueue"):
+            assert len(args) - 2 == len(opts["group"]), "one payload per request of the group"
+    # A script with more than a handful of arguments takes an options object.
+    assert {"admit", "complete", "fail", "pull", "batch_record"} <= with_opts
+
+
+def test_the_options_check_reads_required_names_and_all_or_none_groups():
+    spec = "model id [a b [c d]] [e]"
+    assert opts_mismatch(spec, {"model", "id"}) == []
+    assert opts_mismatch(spec, {"model", "id", "a", "b", "c", "d", "e"}) == []
+    assert sorted(opts_mismatch(spec, {"id", "a"})) == ["missing model", "part of group ['a', 'b']: ['a']"]
+    assert opts_mismatch(spec, {"model", "id", "c", "zz"}) == ["part of group ['c', 'd']: ['c']", "unknown zz"]
 
 
 def test_the_header_parser_reads_optional_groups_and_variadic_names():

@@ -9,7 +9,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from ossfleet.config import PriceConfig
-from ossfleet.control.queue import Admission, RequestQueue
+from ossfleet.control.admission import Admission
+from ossfleet.control.queue import RequestQueue
 from ossfleet.engine.stub import StubEngine
 from ossfleet.harmony import SpecialIds
 from ossfleet.protocol.work import WorkItem

@@ -19,17 +19,20 @@ ROOTS = {"ossfleet": REPO / "platform" / "ossfleet", "deployments": REPO / "depl
 PACKAGES = tuple(ROOTS)
 
 # Base modules, each importing only those before it (the first ones import nothing of ossfleet).
-BASE_ORDER = ["errors", "v1", "control.keyspace", "catalog", "config", "adapters.format", "metrics", "redisdb",
-              "tasks", "jsonlimits", "harmony", "storage", "control.audit", "control.apikeys", "control.pricing",
-              "control.budget", "adapters.store", "control.tenants", "adapters", "control", ""]  # fmt: skip
+BASE_ORDER = ["errors", "v1", "control.keyspace", "catalog", "config.base", "config.models", "config",
+              "adapters.format", "metrics", "redisdb", "tasks", "jsonlimits", "harmony", "storage", "control.audit",
+              "control.apikeys", "control.pricing", "control.budget", "adapters.store", "control.tenants",
+              "adapters", "control", ""]  # fmt: skip
 GROUPS = {
     "data": {"protocol.load"},  # plain data that imports nothing: shared with the autoscaling policy
     "base": set(BASE_ORDER),
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
-    "queue": {"control.queue", "control.router", "control.streams"},
+    "queue": {"control.scripts", "control.cluster", "control.admission", "control.queue", "control.router",
+              "control.response_store",
+              "control.streams"},
     "replica": {"replica", "adapters.slots"},
-    "gateway": {"control.gateway", "control.admission"},
+    "gateway": {"control.gateway"},
     "batch": {"batch", "control.tenant_purge"},
     "api": {"api", "client"},
     "policy": {"autoscaling.policy", "autoscaling.simulator"},

@@ -1,12 +1,9 @@
-"""The OpenAI-compatible HTTP API: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+"""The OpenAI-compatible routes: ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``.
 
-A FastAPI app over :class:`ossfleet.control.gateway.GatewayCore`: a thin adapter over
-``ossfleet.protocol.openai`` (schemas, conversion, bodies). The body is read
-with a size limit and parsed strictly, so every bad request gets an
-OpenAI-style error body with the right status and the field to fix, and
-nothing reaches Redis. Streams are server-sent events, each carrying an id a
-client can resume from. The Responses API (``responses_api``) and the batch
-routes (``batch/http``) are added to the same app.
+A thin adapter over ``ossfleet.protocol.openai`` (schemas, conversion, bodies) and the gateway core. The
+body is read with a size limit and parsed strictly, so every bad request gets an OpenAI-style error body
+with the right status and the field to fix, and nothing reaches Redis. Streams are server-sent events, each
+carrying an id a client can resume from. ``api/http`` assembles the app.
 """
 
 from __future__ import annotations
@@ -22,14 +19,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from ossfleet.adapters.store import AdapterRecord
-from ossfleet.api.adapters import add_adapter_routes
-from ossfleet.api.admin import add_admin_routes
-from ossfleet.api.batches import add_batch_routes
-from ossfleet.api.httpio import error_response, read_body, request_meta
-from ossfleet.api.responses import add_responses_routes
-from ossfleet.batch.service import BatchService
+from ossfleet.api.httpio import read_body, request_meta
 from ossfleet.control.gateway import GatewayCore
-from ossfleet.errors import ModelNotFound, NotFound, OssfleetError, from_unexpected
+from ossfleet.errors import ModelNotFound, NotFound, OssfleetError
 from ossfleet.protocol.chat import ChatRequest
 from ossfleet.protocol.events import Outcome, StreamEvent, fold
 from ossfleet.protocol.openai import (
@@ -50,52 +42,8 @@ from ossfleet.protocol.openai import (
 log = logging.getLogger("ossfleet.http")
 
 
-_core: GatewayCore | None = None
-_batches: BatchService | None = None
-
-
-def set_current(core: GatewayCore, batches: BatchService) -> None:
-    """Install this process's GatewayCore and batch service.
-
-    Ray Serve ships the ingress app and the deployment class by value, with
-    copies of their module globals; functions of this module travel by
-    reference, so this setter and :func:`current_core` share one global.
-    """
-    global _core, _batches
-    _core, _batches = core, batches
-
-
-def current_core() -> GatewayCore:
-    if _core is None:
-        raise RuntimeError("the gateway is not initialised")
-    return _core
-
-
-def current_batches() -> BatchService:
-    if _batches is None:
-        raise RuntimeError("the gateway is not initialised")
-    return _batches
-
-
-def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], BatchService]) -> FastAPI:
-    """The app, over the GatewayCore and batch service that ``get_core`` and ``get_batches`` return (the
-    deployment's own)."""
-    app = FastAPI(title="ossfleet", version="v1", docs_url=None, redoc_url=None)
-
-    @app.exception_handler(OssfleetError)
-    async def _ossfleet_error(request: Request, e: OssfleetError) -> JSONResponse:
-        return error_response(e)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, e: Exception) -> JSONResponse:
-        # Redis down: 503 with retry advice; anything else: a 500 with an error id, no traceback.
-        return error_response(from_unexpected(e, log, request.url.path))
-
-    @app.get("/health")
-    async def health(request: Request) -> Response:
-        core = get_core()
-        ok = await core.ping()
-        return JSONResponse({"redis": ok}, status_code=200 if ok else 503)
+def add_openai_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None:
+    """``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``."""
 
     def model_object(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "ossfleet"}
@@ -180,12 +128,6 @@ def create_app(get_core: Callable[[], GatewayCore], get_batches: Callable[[], Ba
             _sse,
             completion_body,
         )
-
-    add_batch_routes(app, get_core, get_batches)
-    add_adapter_routes(app, get_core)
-    add_admin_routes(app, get_core, get_batches)
-    add_responses_routes(app, get_core)
-    return app
 
 
 def _data(body: dict[str, Any], event_id: str | None = None) -> bytes:

@@ -26,7 +26,8 @@ from pydantic import ValidationError
 
 from ossfleet.api.httpio import read_body, request_meta
 from ossfleet.control.gateway import GatewayCore
-from ossfleet.errors import InvalidRequest, NotFound, OssfleetError
+from ossfleet.control.response_store import ResponseStore
+from ossfleet.errors import InvalidRequest, OssfleetError
 from ossfleet.harmony import Message, ToolCall
 from ossfleet.protocol.events import Outcome, fold
 from ossfleet.protocol.openai import pydantic_error
@@ -34,44 +35,13 @@ from ossfleet.protocol.responses import (
     EventWriter,
     ResponseCreate,
     ResponseState,
-    message_dict,
     message_from,
     to_chat_request,
 )
 
 
-class ResponseStore:
-    """Stored responses in Redis: the response object and the conversation it ends, readable by its tenant."""
-
-    def __init__(self, core: GatewayCore) -> None:
-        self.core = core
-        self.ttl_s = core.cfg.redis.response_ttl_s
-
-    def _key(self, rid: str) -> str:
-        return self.core.queue.keys.response(rid)
-
-    async def put(self, tenant: str, rid: str, response: dict[str, Any], context: list[Message]) -> None:
-        record = {"tenant": tenant, "response": response, "context": [message_dict(m) for m in context]}
-        index, now = self.core.queue.keys.responses(tenant), time.time()
-        pipe = self.core.r.pipeline(transaction=False)
-        pipe.set(self._key(rid), json.dumps(record, separators=(",", ":")), ex=self.ttl_s)
-        pipe.zadd(index, {rid: now + self.ttl_s})
-        pipe.zremrangebyscore(index, "-inf", now)  # the ids whose records have expired
-        pipe.expire(index, self.ttl_s)
-        await pipe.execute()
-
-    async def get(self, tenant: str, response_id: str) -> dict[str, Any]:
-        """The tenant's stored record; another tenant's (or none) is NotFound, alike."""
-        rid = response_id.removeprefix("resp_")
-        raw = await self.core.r.get(self._key(rid)) if response_id.startswith("resp_") else None
-        record = json.loads(raw) if raw else None
-        if record is None or record.get("tenant") != tenant:
-            raise NotFound(f"no response {response_id!r} for this tenant", param="response_id")
-        return dict(record)
-
-    async def delete(self, tenant: str, response_id: str) -> None:
-        await self.get(tenant, response_id)
-        await self.core.r.delete(self._key(response_id.removeprefix("resp_")))
+def responses_of(core: GatewayCore) -> ResponseStore:
+    return ResponseStore(core.r, core.queue.keys, core.cfg.redis.response_ttl_s)
 
 
 def _sse(ev: dict[str, Any]) -> bytes:
@@ -86,7 +56,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
         """The conversation a stored response ends (none without an id)."""
         if not response_id:
             return []
-        prior = await ResponseStore(core).get(tenant, response_id)
+        prior = await responses_of(core).get(tenant, response_id)
         if prior["response"]["status"] == "in_progress":
             raise InvalidRequest(f"response {response_id!r} is still in progress", param="previous_response_id")
         return [message_from(m) for m in prior["context"]]
@@ -107,7 +77,7 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
         sub = await core.submit(tenant, req)
         rid = sub.request_id
         state = ResponseState(rid, sub.model_name, body, int(time.time()))
-        store = ResponseStore(core)
+        store = responses_of(core)
         if body.store:
             await store.put(tenant.name, rid, state.body, [])
         headers = {"x-ossfleet-request-id": rid}
@@ -171,20 +141,20 @@ def add_responses_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> N
     async def retrieve(response_id: str, request: Request) -> JSONResponse:
         core = get_core()
         tenant = await core.tenant(request.headers.get("authorization"))
-        return JSONResponse((await ResponseStore(core).get(tenant.name, response_id))["response"])
+        return JSONResponse((await responses_of(core).get(tenant.name, response_id))["response"])
 
     @app.delete("/v1/responses/{response_id}")
     async def delete(response_id: str, request: Request) -> JSONResponse:
         core = get_core()
         tenant = await core.tenant(request.headers.get("authorization"))
-        await ResponseStore(core).delete(tenant.name, response_id)
+        await responses_of(core).delete(tenant.name, response_id)
         return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
     @app.post("/v1/responses/{response_id}/cancel")
     async def cancel(response_id: str, request: Request) -> JSONResponse:
         core = get_core()
         tenant = await core.tenant(request.headers.get("authorization"))
-        record = await ResponseStore(core).get(tenant.name, response_id)
+        record = await responses_of(core).get(tenant.name, response_id)
         if record["response"]["status"] == "in_progress":
             await core.cancel(tenant.name, response_id.removeprefix("resp_"))
             record["response"]["status"] = "cancelled"

@@ -28,7 +28,8 @@ import redis.exceptions
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
 from ossfleet.batch.store import TERMINAL, FileRecord, Job, JobStore
-from ossfleet.control.queue import _s, queue_model
+from ossfleet.control.queue import queue_model
+from ossfleet.control.scripts import _s
 from ossfleet.errors import OssfleetError, QueueFull, RateLimited, RequestFailed, Unavailable, from_unexpected
 from ossfleet.protocol.openai import batch_request, response_body
 

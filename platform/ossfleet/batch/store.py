@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.control.keyspace import KeySpace
-from ossfleet.control.queue import _s, _script, is_cluster
+from ossfleet.control.scripts import _s, _script, is_cluster
 from ossfleet.errors import NotFound
 
 if TYPE_CHECKING:
@@ -248,16 +248,16 @@ class JobStore:
         happen in the tenant's slot first, once per line, then the record."""
         tenant, period, model, tin, tout, cost = charge or ("", "", "", 0, 0, 0)
         if self._charge is not None and (model or reserved_by):
-            await self._charge(
-                keys=[self.keys.tenant_slot(tenant or reserved_by)],
-                args=[self.keys.namespace, tenant or reserved_by, job_id, index, cost, period, model, tin, tout],
-            )
+            paid = {"tenant": tenant or reserved_by, "job": job_id, "index": index, "cost_nusd": cost,
+                      "period": period, "model": model, "in_tokens": tin, "out_tokens": tout}  # fmt: skip
+            await self._charge(keys=[self.keys.tenant_slot(tenant or reserved_by)],
+                               args=[self.keys.namespace, json.dumps(paid, separators=(",", ":"))])  # fmt: skip
             model, reserved_by = "", ""
-        reply = await self._record(
-            keys=[self.keys.slot()],
-            args=[self.keys.namespace, job_id, index, "o" if ok else "e", line, cost, tenant, period, model, tin, tout,
-                  reserved_by],
-        )  # fmt: skip
+        record = {"job": job_id, "index": index, "kind": "o" if ok else "e", "line": line, "cost_nusd": cost,
+                  "tenant": tenant, "period": period, "model": model, "in_tokens": tin, "out_tokens": tout,
+                  "release_tenant": reserved_by}  # fmt: skip
+        encoded = json.dumps(record, separators=(",", ":"))
+        reply = await self._record(keys=[self.keys.slot()], args=[self.keys.namespace, encoded])
         return int(reply) == 1
 
     async def reserve(

@@ -10,19 +10,119 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ossfleet.control import budget
-from ossfleet.control.pricing import cost_nusd, with_surcharge
-from ossfleet.control.queue import Admission, GroupMember
+from ossfleet.control.pricing import NANO_PER_USD, cost_nusd, usd, with_surcharge
 from ossfleet.control.router import Placement, TenantPolicy
-from ossfleet.errors import InvalidRequest
+from ossfleet.control.scripts import _s
+from ossfleet.errors import BudgetExhausted, InvalidRequest, OssfleetError, QueueFull, RateLimited
 from ossfleet.protocol.work import AdapterRef, WorkItem
 
 if TYPE_CHECKING:
     from ossfleet.adapters.store import AdapterRecord
     from ossfleet.config import ModelConfig, PrioritiesConfig, TenantConfig
     from ossfleet.protocol.chat import ChatRequest
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the gateway asks to enqueue (after routing and validation)."""
+
+    request_id: str
+    tenant: str
+    model: str
+    band: int
+    item: WorkItem
+    input_tokens: int
+    max_tokens: int
+    reserve_nusd: int
+    budget_limit_nusd: int  # -1: no limit
+    period: str
+    rpm: int
+    tpm: int
+    weight: float = 1.0
+    idempotency_key: str = ""
+    alert_at_nusd: int = 0  # 0: no soft alert
+    max_inflight: int = 0  # requests the tenant may have waiting or running at once; 0: no limit
+    track_inflight: bool = True  # False: a batch line, not one of the tenant's concurrent streams
+    count_rate: bool = True  # False: a batch line, outside the tenant's rpm/tpm
+    # Further requests admitted with this one, all or nothing (the choices of n > 1, a list of
+    # prompts): same tenant, model and band; the limits apply to the group's sums.
+    more: tuple[GroupMember, ...] = ()
+    adapter: str = ""  # the LoRA adapter's cache key (AdapterRecord.key); "": the base model
+    usage_name: str = ""  # what the tenant's usage is recorded under ("<model>:<adapter>"); "": the model
+
+    @property
+    def group_input_tokens(self) -> int:
+        return self.input_tokens + sum(m.input_tokens for m in self.more)
+
+    @property
+    def group_tokens(self) -> int:
+        return self.input_tokens + self.max_tokens + sum(m.input_tokens + m.max_tokens for m in self.more)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    request_id: str
+    item: WorkItem
+    input_tokens: int
+    max_tokens: int
+    reserve_nusd: int
+
+
+@dataclass(frozen=True)
+class Admitted:
+    request_id: str
+    duplicate: bool
+    request_ids: tuple[str, ...] = ()  # the whole group's, in order (the first is request_id)
+
+
+def refusal(a: Admission, reply: Sequence[Any]) -> OssfleetError:
+    """The typed error an admit script's refusal stands for, saying what to change."""
+    status = _s(reply[0])
+    if status == "RATE":
+        what, retry_ms = _s(reply[1]), int(_s(reply[2]))
+        limit = a.rpm if what == "requests" else a.tpm
+        return RateLimited(
+            f"tenant {a.tenant!r} is over its {what}-per-minute limit ({limit}); retry in {retry_ms / 1000:.1f} s",
+            retry_after_s=retry_ms / 1000,
+            limit=what,
+        )
+    if status == "RATE_NEVER" and _s(reply[1]) == "requests":
+        return RateLimited(
+            f"this request asks for {1 + len(a.more)} completions at once, more than tenant {a.tenant!r}'s "
+            f"requests-per-minute limit ({a.rpm}); lower n",
+            retry_after_s=60.0,
+            limit="requests",
+        )
+    if status == "RATE_NEVER":
+        return RateLimited(
+            f"this request needs {a.group_tokens} tokens (prompt + max_tokens), more than "
+            f"tenant {a.tenant!r}'s tokens-per-minute limit ({a.tpm}); lower max_tokens or shorten the prompt",
+            retry_after_s=60.0,
+            limit="tokens",
+        )
+    if status == "CONCURRENCY":
+        return RateLimited(
+            f"tenant {a.tenant!r} has {_s(reply[1])} requests in flight, its limit ({a.max_inflight}); "
+            "retry when one finishes",
+            retry_after_s=1.0,
+            limit="concurrency",
+        )
+    if status == "QUEUE_FULL":
+        return QueueFull(f"the queue for model {a.model!r} is full ({_s(reply[1])} waiting); retry shortly")
+    if status == "ABORTED":  # a cluster's reconciler gave up on this admission (the gateway stalled)
+        return QueueFull(f"the queue for model {a.model!r} did not take the request in time; retry shortly")
+    if status == "BUDGET":
+        left = int(_s(reply[1]))
+        return BudgetExhausted(
+            f"tenant {a.tenant!r} has {usd(left)} of budget left (period {a.period}); this request "
+            f"may cost up to {usd(a.reserve_nusd + sum(m.reserve_nusd for m in a.more))}. Lower max_tokens "
+            "(or n) or return the budget.",
+            budget_left_usd=left / NANO_PER_USD,
+        )
+    return OssfleetError(f"admit script replied {reply!r}")
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ from ossfleet.adapters.store import AdapterRecord, AdapterStore, check_name, spl
 from ossfleet.catalog import CATALOG
 from ossfleet.config import ModelConfig, PlatformConfig, TenantConfig
 from ossfleet.control import budget
-from ossfleet.control.admission import Submitted, check_features, plan_admission, tenant_policy
+from ossfleet.control.admission import Admission, Submitted, check_features, plan_admission, tenant_policy
 from ossfleet.control.apikeys import authenticate
 from ossfleet.control.budget import period_id
 from ossfleet.control.pricing import NANO_PER_USD
-from ossfleet.control.queue import Admission, QueueDepth, _s, queue_for
+from ossfleet.control.queue import QueueDepth, queue_for
 from ossfleet.control.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, place
+from ossfleet.control.scripts import _s
 from ossfleet.control.streams import Relay, StreamHub
 from ossfleet.control.tenants import TenantRegistry
 from ossfleet.errors import (

@@ -23,17 +23,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.control.admission import Admission, Admitted, refusal
+from ossfleet.control.cluster import ClusterSteps
 from ossfleet.control.keyspace import KeySpace
-from ossfleet.control.pricing import NANO_PER_USD, usd
+from ossfleet.control.scripts import CLUSTER_SCRIPTS, QUEUE_SCRIPTS, _json, _s, _script, is_cluster
 from ossfleet.errors import (
-    BudgetExhausted,
     LeaseLost,
     NotFound,
-    QueueFull,
-    RateLimited,
 )
 from ossfleet.protocol.events import StreamEvent
 from ossfleet.protocol.load import ReplicaLoad
@@ -48,87 +46,6 @@ if TYPE_CHECKING:
 # serve: one forward step each), as in VTC's default (OSDI 2024).
 W_INPUT = 1.0
 W_OUTPUT = 2.0
-
-
-def _script(name: str, cluster: bool = False) -> str:
-    """A script's source: ``CLUSTER`` (whether each script must stay in one slot), common.lua, its own."""
-    lua = resources.files("ossfleet.control") / "lua"
-    mode = f"local CLUSTER = {'true' if cluster else 'false'}\n"
-    return mode + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-
-
-def is_cluster(client: Any) -> bool:
-    """Whether ``client`` talks to a Redis Cluster (each script must then touch one slot)."""
-    from redis.asyncio.cluster import RedisCluster as AsyncCluster
-    from redis.cluster import RedisCluster
-
-    return isinstance(client, (AsyncCluster, RedisCluster))
-
-
-def queue_model(name: str) -> str:
-    """The model whose queue serves a model name (``<model>:<adapter>`` is served by ``<model>``'s)."""
-    return name.partition(":")[0]
-
-
-QUEUE_SCRIPTS = ("admit", "pull", "renew", "complete", "fail", "release", "reap", "cancel")
-CLUSTER_SCRIPTS = ("reserve", "enqueue", "unreserve", "claim", "settle")
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What the gateway asks to enqueue (after routing and validation)."""
-
-    request_id: str
-    tenant: str
-    model: str
-    band: int
-    item: WorkItem
-    input_tokens: int
-    max_tokens: int
-    reserve_nusd: int
-    budget_limit_nusd: int  # -1: no limit
-    period: str
-    rpm: int
-    tpm: int
-    weight: float = 1.0
-    idempotency_key: str = ""
-    alert_at_nusd: int = 0  # 0: no soft alert
-    max_inflight: int = 0  # requests the tenant may have waiting or running at once; 0: no limit
-    track_inflight: bool = True  # False: a batch line, not one of the tenant's concurrent streams
-    count_rate: bool = True  # False: a batch line, outside the tenant's rpm/tpm
-    # Further requests admitted with this one, all or nothing (the choices of n > 1, a list of
-    # prompts): same tenant, model and band; the limits apply to the group's sums.
-    more: tuple[GroupMember, ...] = ()
-    adapter: str = ""  # the LoRA adapter's cache key (AdapterRecord.key); "": the base model
-    usage_name: str = ""  # what the tenant's usage is recorded under ("<model>:<adapter>"); "": the model
-
-    @property
-    def group_input_tokens(self) -> int:
-        return self.input_tokens + sum(m.input_tokens for m in self.more)
-
-    @property
-    def group_tokens(self) -> int:
-        return self.input_tokens + self.max_tokens + sum(m.input_tokens + m.max_tokens for m in self.more)
-
-
-@dataclass(frozen=True)
-class GroupMember:
-    request_id: str
-    item: WorkItem
-    input_tokens: int
-    max_tokens: int
-    reserve_nusd: int
-
-
-@dataclass(frozen=True)
-class Admitted:
-    request_id: str
-    duplicate: bool
-    request_ids: tuple[str, ...] = ()  # the whole group's, in order (the first is request_id)
 
 
 @dataclass(frozen=True)
@@ -165,14 +82,14 @@ class Affinity:
     can_load: bool
 
 
-def _affinity_args(a: Affinity | None) -> tuple[str, ...]:
-    return () if a is None else (",".join(a.held), "1" if a.can_load else "0")
+def queue_model(name: str) -> str:
+    """The model whose queue serves a model name (``<model>:<adapter>`` is served by ``<model>``'s)."""
+    return name.partition(":")[0]
 
 
-def _alert_fields(reply: Sequence[Any]) -> dict[str, str]:
-    """A soft-alert event's fields, from a script's flat [name, value, ...] reply."""
-    flat = [_s(x) for x in reply]
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
+def _affinity_opts(a: Affinity | None) -> dict[str, Any]:
+    """pull.lua's ``held``/``can_load`` (absent: the replica serves no adapters)."""
+    return {} if a is None else {"held": ",".join(a.held), "can_load": a.can_load}
 
 
 def _lease(reply: Any) -> Lease:
@@ -186,7 +103,7 @@ def _lease(reply: Any) -> Lease:
     )
 
 
-class RequestQueue:
+class RequestQueue(ClusterSteps):
     """The queue scripts, bound to one Redis client and one namespace."""
 
     def __init__(
@@ -221,6 +138,12 @@ class RequestQueue:
     def _pull_bands(self, batch_band: bool) -> int:
         return self.bands if batch_band or self.bands == 1 else self.bands - 1
 
+    def _pull_opts(self, model: str, owner: str, batch_band: bool, adapters: Affinity | None) -> dict[str, Any]:
+        """pull.lua's options (also complete.lua's, for the next lease)."""
+        return {"model": model, "nbands": self.bands, "now_ms": self._now(), "aging_ms": self.aging_ms,
+                "owner": owner, "lease_ms": self.lease_ms, "w_in": W_INPUT, "pull_bands": self._pull_bands(batch_band),
+                **_affinity_opts(adapters)}  # fmt: skip
+
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
@@ -245,7 +168,7 @@ class RequestQueue:
                       for i, _, n_in, n_max, r in members],
         }  # fmt: skip
         payloads = [item.encode() for _, item, *_ in members]
-        encoded = json.dumps(opts, separators=(",", ":"))
+        encoded = _json(opts)
         if self.cluster:
             reply = await self._run("reserve", self.keys.tenant_slot(a.tenant), encoded)
             if _s(reply[0]) == "OK":
@@ -259,48 +182,7 @@ class RequestQueue:
         if status in ("OK", "DUP"):
             ids = tuple(_s(reply[1]).split(",")) if status == "DUP" else tuple(m[0] for m in members)
             return Admitted(ids[0], duplicate=status == "DUP", request_ids=ids)
-        if status == "RATE":
-            what, retry_ms = _s(reply[1]), int(_s(reply[2]))
-            limit = a.rpm if what == "requests" else a.tpm
-            raise RateLimited(
-                f"tenant {a.tenant!r} is over its {what}-per-minute limit ({limit}); retry in {retry_ms / 1000:.1f} s",
-                retry_after_s=retry_ms / 1000,
-                limit=what,
-            )
-        if status == "RATE_NEVER" and _s(reply[1]) == "requests":
-            raise RateLimited(
-                f"this request asks for {1 + len(a.more)} completions at once, more than tenant {a.tenant!r}'s "
-                f"requests-per-minute limit ({a.rpm}); lower n",
-                retry_after_s=60.0,
-                limit="requests",
-            )
-        if status == "RATE_NEVER":
-            raise RateLimited(
-                f"this request needs {a.group_tokens} tokens (prompt + max_tokens), more than "
-                f"tenant {a.tenant!r}'s tokens-per-minute limit ({a.tpm}); lower max_tokens or shorten the prompt",
-                retry_after_s=60.0,
-                limit="tokens",
-            )
-        if status == "CONCURRENCY":
-            raise RateLimited(
-                f"tenant {a.tenant!r} has {_s(reply[1])} requests in flight, its limit ({a.max_inflight}); "
-                "retry when one finishes",
-                retry_after_s=1.0,
-                limit="concurrency",
-            )
-        if status == "QUEUE_FULL":
-            raise QueueFull(f"the queue for model {a.model!r} is full ({_s(reply[1])} waiting); retry shortly")
-        if status == "ABORTED":  # a cluster's reconciler gave up on this admission (the gateway stalled)
-            raise QueueFull(f"the queue for model {a.model!r} did not take the request in time; retry shortly")
-        if status == "BUDGET":
-            left = int(_s(reply[1]))
-            raise BudgetExhausted(
-                f"tenant {a.tenant!r} has {usd(left)} of budget left (period {a.period}); this request "
-                f"may cost up to {usd(a.reserve_nusd + sum(m.reserve_nusd for m in a.more))}. Lower max_tokens "
-                "(or n) or raise the budget.",
-                budget_left_usd=left / NANO_PER_USD,
-            )
-        raise RuntimeError(f"admit script replied {reply!r}")
+        raise refusal(a, reply)
 
     async def locate(self, tenant: str, request_id: str) -> str | None:
         """The model of the tenant's request (None: no such request of this tenant, or long finished)."""
@@ -370,13 +252,10 @@ class RequestQueue:
         ``exclude_tenants``, only a request of another tenant is leased (fair share among the rest, no
         affinity): a replica's headroom for tenants with nothing running there.
         """
-        tail: list[Any] = []
-        if exclude_tenants or adapters is not None:
-            tail = [",".join(exclude_tenants), *_affinity_args(None if exclude_tenants else adapters)]
-        reply = await self._run(
-            "pull", self.keys.model_slot(model), model, self.bands, self._now(), self.aging_ms, owner,
-            self.lease_ms, W_INPUT, self._pull_bands(batch_band), *tail,
-        )  # fmt: skip
+        opts = self._pull_opts(model, owner, batch_band, None if exclude_tenants else adapters)
+        if exclude_tenants:
+            opts["exclude"] = ",".join(exclude_tenants)
+        reply = await self._run("pull", self.keys.model_slot(model), _json(opts))
         return None if reply is None else _lease(reply)
 
     async def wait_for_work(self, model: str, timeout_s: float, client: redis.asyncio.Redis | None = None) -> None:
@@ -454,16 +333,13 @@ class RequestQueue:
         adapters: Affinity | None = None,
         events: Sequence[dict[str, str]] = (),
     ) -> tuple[bool, Lease | None]:
-        tail = (
-            json.dumps([[x for kv in e.items() for x in kv] for e in events], separators=(",", ":")) if events else ""
-        )
-        extra: tuple[object, ...] = ()
-        if pull:
-            extra = (self.aging_ms, self.lease_ms, W_INPUT, self._pull_bands(batch_band), *_affinity_args(adapters))
-        reply = await self._run(
-            "complete", self.keys.model_slot(model), model, request_id, owner, output_tokens, cost_nusd,
-            self._now(), W_OUTPUT, self.bands, self.stream_ttl_s, finish_reason, tail, *extra,
-        )  # fmt: skip
+        opts: dict[str, Any] = self._pull_opts(model, owner, batch_band, adapters) if pull else {}
+        opts.update(model=model, id=request_id, owner=owner, out_tokens=output_tokens, cost_nusd=cost_nusd,
+                    now_ms=self._now(), w_out=W_OUTPUT, nbands=self.bands, stream_ttl_s=self.stream_ttl_s,
+                    finish_reason=str(finish_reason))  # fmt: skip
+        if events:
+            opts["events"] = [[x for kv in e.items() for x in kv] for e in events]
+        reply = await self._run("complete", self.keys.model_slot(model), _json(opts))
         status = _s(reply[0])
         if status == "ALREADY":
             return False, None
@@ -478,10 +354,10 @@ class RequestQueue:
     ) -> str:
         """Report a failure: 'retry' (requeued after a backoff) or 'dead' (dead-lettered). ``status`` (400) marks
         an error that is the request's own, which its caller then gets as that status, not as a 500."""
-        reply = await self._run(
-            "fail", self.keys.model_slot(model), model, request_id, owner, error, "1" if retryable else "0",
-            self._now(), self.max_attempts, self.backoff_ms, self.stream_ttl_s, str(status) if status else "",
-        )  # fmt: skip
+        opts = {"model": model, "id": request_id, "owner": owner, "error": error, "retryable": retryable,
+                "now_ms": self._now(), "max_attempts": self.max_attempts, "backoff_ms": self.backoff_ms,
+                "stream_ttl_s": self.stream_ttl_s, **({"status": status} if status else {})}  # fmt: skip
+        reply = await self._run("fail", self.keys.model_slot(model), _json(opts))
         outcome = _s(reply[0])
         if outcome == "LOST":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
@@ -503,69 +379,6 @@ class RequestQueue:
         owed = [_s(x) for x in reply[3:]]
         await self._settle(model, [(owed[i], owed[i + 1], "refund", 0, 0) for i in range(0, len(owed), 2)])
         return int(reply[0]), int(reply[1]), int(reply[2])
-
-    # -- a cluster's second steps and its reconciler -------------------------------------------------
-
-    async def _settle(self, model: str, owed: Sequence[tuple[str, str, str, int, int]]) -> None:
-        """On a cluster, the tenant's side of requests that ended in ``model``'s slot: each (id, tenant,
-        'charge'|'refund', cost, output tokens) settled once, a crossed soft alert written to the alerts
-        stream, then the owed note removed and the request's record given its TTL (it is kept while owed).
-        Nothing to do on a single Redis (the model's script settled)."""
-        if not self.cluster or not owed:
-            return
-        for request_id, tenant, kind, cost, out_tokens in owed:
-            reply = await self._run(
-                "settle", self.keys.tenant_slot(tenant), tenant, request_id, kind, cost, out_tokens, self.stream_ttl_s
-            )
-            if _s(reply[0]) == "OK" and len(reply) > 2:
-                fields = _alert_fields(reply[2:])
-                await self.r.xadd(self.keys.alerts(), fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
-        pipe = self.r.pipeline(transaction=False)  # one slot, the model's: one round trip
-        pipe.zrem(self.keys.owed(model), *[o[0] for o in owed])
-        for o in owed:
-            pipe.expire(self.keys.req(model, o[0]), self.stream_ttl_s)
-        await pipe.execute()
-
-    async def tenant_names(self) -> list[str]:
-        """Every registered tenant (whose slots the reconciler looks at)."""
-        return sorted(_s(t) for t in await self.r.smembers(self.keys.tenants()))
-
-    async def reconcile(self, models: Sequence[str], tenants: Sequence[str], grace_s: float = 30.0) -> dict[str, int]:
-        """Finish, on a cluster, what a crash between two steps left undone, for steps older than
-        ``grace_s``: a tenant's reservation never seen enqueued is given back (its id is first marked
-        aborted in the model's slot, so a late enqueue of it is refused) or, if it was enqueued, confirmed;
-        a settlement owed by a model's slot is made. Idempotent, safe beside live gateways and replicas.
-        Returns counts: ``aborted``, ``confirmed``, ``settled``."""
-        counts = {"aborted": 0, "confirmed": 0, "settled": 0}
-        if not self.cluster:
-            return counts
-        before = self._now() - int(grace_s * 1000)
-        for tenant in tenants:
-            for raw in await self.r.zrangebyscore(self.keys.pending(tenant), "-inf", before, start=0, num=500):
-                request_id = _s(raw)
-                model = await self.locate(tenant, request_id)
-                if model is None:  # settled or undone meanwhile
-                    await self.r.zrem(self.keys.pending(tenant), request_id)
-                    continue
-                claim = await self._run("claim", self.keys.model_slot(model), model, request_id, self.stream_ttl_s)
-                if _s(claim) == "ENQUEUED":
-                    await self.r.zrem(self.keys.pending(tenant), request_id)
-                    counts["confirmed"] += 1
-                else:
-                    await self._run("unreserve", self.keys.tenant_slot(tenant), tenant, request_id)
-                    counts["aborted"] += 1
-        for model in models:
-            owed = []
-            for raw in await self.r.zrangebyscore(self.keys.owed(model), "-inf", before, start=0, num=500):
-                request_id = _s(raw)
-                f = await self.r.hmget(self.keys.req(model, request_id), "tenant", "settle", "cost", "out_tokens")
-                if f[0] is None:  # the record expired: nothing left to settle from
-                    await self.r.zrem(self.keys.owed(model), request_id)
-                    continue
-                owed.append((request_id, _s(f[0]), _s(f[1]), int(_s(f[2] or 0)), int(_s(f[3] or 0))))
-            await self._settle(model, owed)
-            counts["settled"] += len(owed)
-        return counts
 
     async def heartbeat(self, model: str, owner: str, load: ReplicaLoad) -> None:
         """A replica says it is alive, with its load (read by the router and the autoscaler)."""

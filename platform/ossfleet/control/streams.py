@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ossfleet import metrics
 from ossfleet.control.pricing import NANO_PER_USD
-from ossfleet.control.queue import _s, is_cluster, queue_model
+from ossfleet.control.queue import queue_model
+from ossfleet.control.scripts import _s, is_cluster
 from ossfleet.errors import RequestFailed
 from ossfleet.protocol.events import ENDED, TERMINAL, Outcome, StreamEvent, fold
 from ossfleet.tasks import cancel_and_wait

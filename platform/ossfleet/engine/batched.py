@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -48,9 +48,10 @@ from ossfleet.engine.base import (
     TokenLogprob,
     TokenOutput,
 )
+from ossfleet.engine.executors import LocalExecutor, StageExecutor
 from ossfleet.engine.kvcache import StepBatch
 from ossfleet.engine.sampling import constrain, drawable, generator_for, sample, token_logprob
-from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan
+from ossfleet.engine.scheduler import Chunk, Scheduler, SchedulerConfig, SeqOutput, SeqParams, StepPlan, fits
 
 SAMPLING_FAILED = "sampling failed for this request's parameters (the request failed alone)"
 NOT_A_DISTRIBUTION = (
@@ -59,102 +60,11 @@ NOT_A_DISTRIBUTION = (
 )
 
 
-class StageExecutor(Protocol):
-    """Runs one packed step through every stage, returning the logits of its sampled positions."""
-
-    def init_cache(self, num_blocks: int, block_size: int) -> int:
-        """Allocate every stage's KV cache; returns the bytes of the largest."""
-
-    def submit(self, step: StepBatch) -> Any:
-        """Start a step; returns a handle for :meth:`result`. It may run the step before returning."""
-
-    def result(self, handle: Any) -> torch.Tensor:
-        """The step's logits ``[len(step.sample_index), V]``; blocks until they exist."""
-
-    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
-        """Load a LoRA adapter on every stage (each keeps its layers' weights); returns the bytes held."""
-
-    def remove_adapter(self, key: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class LocalExecutor:
-    """Stages in this process, run one after another when a step is submitted."""
-
-    def __init__(self, stages: Sequence[Any]) -> None:
-        self.stages = list(stages)
-
-    def init_cache(self, num_blocks: int, block_size: int) -> int:
-        return max(int(s.init_cache(num_blocks, block_size)) for s in self.stages)
-
-    def submit(self, step: StepBatch) -> torch.Tensor:
-        h: torch.Tensor | None = None
-        for s in self.stages:
-            h = s.forward(step, h)
-        assert h is not None
-        return h
-
-    def result(self, handle: Any) -> torch.Tensor:
-        return handle
-
-    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
-        return sum(int(s.add_adapter(key, config, data)) for s in self.stages)
-
-    def remove_adapter(self, key: str) -> None:
-        for s in self.stages:
-            s.remove_adapter(key)
-
-    def close(self) -> None:
-        self.stages = []
-
-
-class RayExecutor:
-    """Stages as Ray actors; activations go actor to actor as Ray objects, never through the driver.
-
-    Each actor runs its calls in order, so while stage 2 works on one plan's
-    step, stage 1 is free for the next plan's.
-    """
-
-    def __init__(self, actors: Sequence[Any]) -> None:
-        self.actors = list(actors)
-
-    def init_cache(self, num_blocks: int, block_size: int) -> int:
-        import ray
-
-        return max(ray.get([a.init_cache.remote(num_blocks, block_size) for a in self.actors]))
-
-    def submit(self, step: StepBatch) -> Any:
-        import ray
-
-        step_ref = ray.put(step)
-        ref: Any = None
-        for a in self.actors:
-            ref = a.forward.remote(step_ref, ref)
-        return ref
-
-    def result(self, handle: Any) -> torch.Tensor:
-        import ray
-
-        return ray.get(handle)
-
-    def add_adapter(self, key: str, config: dict[str, Any], data: bytes) -> int:
-        import ray
-
-        ref = ray.put(data)
-        return sum(ray.get([a.add_adapter.remote(key, config, ref) for a in self.actors]))
-
-    def remove_adapter(self, key: str) -> None:
-        import ray
-
-        ray.get([a.remove_adapter.remote(key) for a in self.actors])
-
-    def close(self) -> None:
-        import ray
-
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
+@dataclass(frozen=True)
+class _Snapshot:
+    running: int
+    waiting: int
+    used_blocks: int
 
 
 @dataclass
@@ -191,7 +101,8 @@ class BatchedEngine:
             max_step_tokens=max_step_tokens, max_prefill_chunk=max_prefill_chunk or max_step_tokens,
             in_flight=micro_batches,
         )  # fmt: skip
-        self.scheduler = Scheduler(self.config)  # touched by the step thread only
+        self.scheduler = Scheduler(self.config)  # touched by the step thread only (stats() reads its snapshot)
+        self._snapshot = _Snapshot(0, 0, 0)
         self._rows: dict[str, _Row] = {}
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._threads = torch_threads or torch.get_num_threads()
@@ -231,10 +142,11 @@ class BatchedEngine:
         return self.max_slots - len(self._rows)
 
     def stats(self) -> EngineStats:
-        """``kv_cache_used``: KV blocks held by requests over the blocks the cache has."""
-        s = self.scheduler
+        """From the snapshot the step thread last published (never the scheduler itself, which only the step
+        thread touches). ``kv_cache_used``: KV blocks held by requests over the blocks the cache has."""
+        s = self._snapshot
         kv = s.used_blocks / self.config.num_blocks
-        return EngineStats(len(s.running), len(s.waiting), self.max_slots, kv, self._meter.rate(time.monotonic()))
+        return EngineStats(s.running, s.waiting, self.max_slots, kv, self._meter.rate(time.monotonic()))
 
     async def load_adapter(self, key: str, config: dict[str, Any], data: bytes) -> None:
         """Load a LoRA adapter (PEFT's config and safetensors bytes) so requests may name it as ``adapter``.
@@ -262,7 +174,7 @@ class BatchedEngine:
             raise EngineRefused(
                 f"prompt ({n} tokens) + max_tokens ({sp.max_tokens}) exceed the model's context ({self.max_context})"
             )
-        if not self.scheduler.fits(n, sp.max_tokens):
+        if not fits(self.config, n, sp.max_tokens):
             raise EngineError(
                 f"prompt ({n} tokens) + max_tokens ({sp.max_tokens}) exceed this replica's KV cache "
                 f"({self.config.num_blocks * self.config.block_size} tokens)"
@@ -309,6 +221,11 @@ class BatchedEngine:
 
     # -- the step loop (its own thread) ---------------------------------------------------------
 
+    def _publish(self) -> None:
+        """The scheduler's counts for :meth:`stats`, as one immutable value (its assignment is atomic)."""
+        s = self.scheduler
+        self._snapshot = _Snapshot(len(s.running), len(s.waiting), s.used_blocks)
+
     def _command(self, kind: str, arg: Any) -> None:
         if kind == "add":
             rid, prompt, params = arg
@@ -318,6 +235,7 @@ class BatchedEngine:
                 self._emit([SeqOutput(rid, (), True, None)], error=str(e))
         elif kind == "abort":
             self._emit(self.scheduler.abort(arg))
+        self._publish()
 
     def _drain(self, block: bool) -> None:
         """Apply the commands waiting in the inbox; with ``block``, wait for one first (unless stopping)."""
@@ -430,6 +348,7 @@ class BatchedEngine:
                 for rid in failed:  # marked while its step is in flight: the update below ends it
                     self.scheduler.abort(rid)
                 outputs = self.scheduler.update(plan, sampled)
+                self._publish()
                 self.steps += 1
                 self._meter.add(time.monotonic(), sum(len(o.token_ids) for o in outputs))
                 self._emit([o for o in outputs if o.request_id not in failed], logprobs=lps)
@@ -449,34 +368,3 @@ def local_engine(path: str, stage_ranges: Sequence[tuple[int, int]], **kw: Any) 
     weights = kw.pop("weights", "bf16")
     stages = [PipelineStage(path, a, b, dtype=dtype, device=device, weights=weights) for a, b in stage_ranges]
     return BatchedEngine(LocalExecutor(stages), **kw)
-
-
-def ray_stage_actors(
-    path: str,
-    stage_ranges: Sequence[tuple[int, int]],
-    placement_group: Any,
-    *,
-    first_bundle: int = 0,
-    num_gpus: float = 1.0,
-    num_cpus: float = 1.0,
-    dtype: str = "float32",
-    device: str = "cpu",
-    weights: str = "bf16",
-) -> list[Any]:
-    """One stage actor per bundle of ``placement_group``, stage i in bundle ``first_bundle + i``."""
-    import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    from ossfleet.engine.stages import PipelineStage
-
-    remote: Any = ray.remote(PipelineStage)
-    actors = []
-    for i, (a, b) in enumerate(stage_ranges):
-        strategy = PlacementGroupSchedulingStrategy(
-            placement_group=placement_group, placement_group_bundle_index=first_bundle + i
-        )
-        opts = {"num_gpus": num_gpus, "num_cpus": num_cpus, "scheduling_strategy": strategy}
-        actors.append(remote.options(**opts).remote(path, a, b, dtype=dtype, device=device, weights=weights))
-    # Fail fast (with the actor's own error) if a stage cannot load.
-    ray.get([act.layer_range.remote() for act in actors])
-    return actors

@@ -83,7 +83,8 @@ def _batched_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engi
     import torch
     from transformers import AutoConfig
 
-    from ossfleet.engine.batched import BatchedEngine, LocalExecutor, RayExecutor, ray_stage_actors
+    from ossfleet.engine.batched import BatchedEngine
+    from ossfleet.engine.executors import LocalExecutor, RayExecutor, ray_stage_actors
     from ossfleet.engine.stages import PipelineStage
 
     if m.torch_threads:

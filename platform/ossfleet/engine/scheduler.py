@@ -117,6 +117,11 @@ class SeqOutput:
     finish_reason: str | None = None  # "stop" | "length" | "abort"
 
 
+def fits(config: SchedulerConfig, prompt_len: int, max_tokens: int) -> bool:
+    """Whether a request could ever run: its prompt and output fit the whole cache."""
+    return math.ceil((prompt_len + max_tokens) / config.block_size) <= config.num_blocks
+
+
 class Scheduler:
     """Holds every request the engine has and decides each step (no I/O, no tensors)."""
 
@@ -137,8 +142,7 @@ class Scheduler:
         return math.ceil(tokens / self.config.block_size)
 
     def fits(self, prompt_len: int, max_tokens: int) -> bool:
-        """Whether a request could ever run: its prompt and output fit the whole cache."""
-        return self.blocks_for(prompt_len + max_tokens) <= self.config.num_blocks
+        return fits(self.config, prompt_len, max_tokens)
 
     @property
     def used_blocks(self) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from ossfleet import metrics
@@ -40,6 +42,27 @@ if TYPE_CHECKING:
     from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.replica.worker")
+
+
+@dataclass(frozen=True)
+class Pull:
+    """What a replica leases next: from which bands, and (its headroom) from which tenants."""
+
+    batch_band: bool  # the lowest band too (False keeps reserved slots free of batch lines)
+    exclude_tenants: tuple[str, ...] = ()  # headroom: only a tenant with nothing running here
+    affinity: bool = True  # tell the queue which adapters this replica holds
+
+
+def next_pull(free_slots: int, headroom: int, reserved_slots: int, running_tenants: Iterable[str]) -> Pull | None:
+    """The pull decision, pure: with a free slot, any band (the batch band only while more slots are free than
+    ``reserved_slots``, kept for interactive requests); full but with engine headroom (vLLM's sequences beyond
+    the slots), only a request of a tenant with nothing running here, which then starts at once rather than
+    after the slots another tenant's long requests hold; otherwise nothing (wait for a slot)."""
+    if free_slots > 0:
+        return Pull(batch_band=free_slots > reserved_slots)
+    if headroom > 0:
+        return Pull(batch_band=False, exclude_tenants=tuple(sorted(set(running_tenants))), affinity=False)
+    return None
 
 
 class ReplicaWorker:
@@ -207,24 +230,16 @@ class ReplicaWorker:
                     await self.queue.heartbeat(self.model, self.owner, load)
                     await self._record(load)
                     next_reap = loop.time() + self.reap_every_s
-                if self._free_slots() <= 0:
-                    if self._headroom() > 0:
-                        # Full, and the engine has headroom: a request of a tenant with nothing running here
-                        # starts at once, not after the slots another tenant's long requests hold.
-                        running = sorted(set(self._tenant_of.values()))
-                        lease = await self.queue.pull(self.model, self.owner, batch_band=False,
-                                                      exclude_tenants=running)  # fmt: skip
-                        if lease is not None:
-                            self._start(lease)
-                            continue
-                        await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
-                        continue
+                pull = next_pull(self._free_slots(), self._headroom(), self.reserved_slots, self._tenant_of.values())
+                if pull is None:  # full: wait for a slot to free
                     self._slot_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), timeout=self.reap_every_s)
                     continue
-                batch_ok = self._free_slots() > self.reserved_slots
-                lease = await self.queue.pull(self.model, self.owner, batch_band=batch_ok, adapters=self._affinity())
+                lease = await self.queue.pull(
+                    self.model, self.owner, batch_band=pull.batch_band, exclude_tenants=pull.exclude_tenants,
+                    adapters=self._affinity() if pull.affinity else None,
+                )  # fmt: skip
                 if lease is None:
                     await self.queue.wait_for_work(self.model, self.reap_every_s, client=self.bell)
                     continue
@@ -302,13 +317,13 @@ class ReplicaWorker:
             price = self.adapter_price if adapter is not None else self.price
             cost = cost_nusd(price, len(item.prompt), out_tokens, item.discount)
             # This request's slot is free now: settle it and lease the next in one round trip.
-            free = self._free_slots() + 1
-            if not self.draining and free > 0:
+            pull = None if self.draining else next_pull(self._free_slots() + 1, 0, self.reserved_slots, ())
+            if pull is not None:
                 if adapter is not None and self.adapters is not None:
                     self.adapters.release(adapter)  # its slot may serve the next request's adapter
                     adapter = None
                 _, nxt = await self.queue.complete_and_pull(
-                    self.model, rid, self.owner, out_tokens, cost, finish, batch_band=free > self.reserved_slots,
+                    self.model, rid, self.owner, out_tokens, cost, finish, batch_band=pull.batch_band,
                     adapters=self._affinity(), events=tail,
                 )  # fmt: skip
                 if nxt is not None:

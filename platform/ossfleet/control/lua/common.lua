@@ -160,6 +160,13 @@ local function lease_next(model, nbands, now, aging_ms, owner, lease_ms, w_in, p
   return lease_taken(model, nbands, now, owner, lease_ms, w_in, band, tenant, lane, id)
 end
 
+-- lease_next over an options object (pull.lua's OPTS; complete.lua's, which leases the freed slot's next):
+-- model nbands now_ms aging_ms owner lease_ms w_in pull_bands [exclude] [held can_load].
+local function lease_next_opts(o)
+  return lease_next(o.model, o.nbands, o.now_ms, o.aging_ms, o.owner, o.lease_ms, o.w_in, o.pull_bands, o.held,
+    o.can_load == true, o.exclude)
+end
+
 -- Put a request back at the head of its tenant's lane, keeping its original
 -- enqueue time (so that aging still counts from its first arrival).
 local function requeue_head(model, id)
