@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,60 +74,58 @@ def add_openai_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None
             raise ModelNotFound(f"model {model_id!r} does not exist; available: {names}", param="model")
         return JSONResponse(model_object(model_id))
 
-    async def serve(
-        request: Request,
+    def endpoint(
         schema: type[ChatCompletionRequest] | type[CompletionRequest],
         to_request: Callable[[Any, Any, GatewayCore], ChatRequest],
         sse: Callable[..., AsyncIterator[bytes]],
         whole: Callable[..., dict[str, Any]],
-    ) -> Response:
-        """Authenticate, parse, validate, submit; then stream (SSE) or answer whole."""
-        core = get_core()
-        tenant = await core.tenant(request.headers.get("authorization"))
-        data = await read_body(request, core.cfg.limits.max_request_bytes)
-        try:
-            body: Any = schema.model_validate(data)
-        except ValidationError as e:
-            raise pydantic_error(e) from None
-        req = to_request(body, request.headers, core)
-        body.check_choices(1 + len(req.more_prompts), core.cfg.limits.max_choices)
-        sub = await core.submit(tenant, req)
-        rids = list(sub.request_ids or (sub.request_id,))
-        created = int(time.time())
-        headers = {"x-ossfleet-request-id": ",".join(rids)}
-        logprobs = req.logprobs is not None
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            # A client reconnecting (same Idempotency-Key, so the same requests) continues where it was.
-            after = resume_positions(request.headers.get("last-event-id"), len(rids)) if sub.duplicate else None
-            # With an Idempotency-Key the client may come back for the rest: a disconnect does not cancel.
-            keep = bool(req.idempotency_key)
-            stream = sse(core, tenant.name, rids, sub.model_name, created, include_usage, logprobs, after, keep)
-            return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-        outs = await core.relay.outcomes_or_cancel(tenant.name, rids, sub.model_name, cancel=not req.idempotency_key)
-        return JSONResponse(whole(sub.request_id, sub.model_name, created, outs, logprobs), headers=headers)
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The route of one completions API: the request's schema, its conversion, its stream and its body."""
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await serve(
-            request,
-            CompletionRequest,
-            lambda body, headers, core: to_completion_request(body, request_meta(headers), core.cfg.limits.max_tokens),
-            _completion_sse,
-            text_completion_body,
-        )
+        async def serve(request: Request) -> Response:
+            """Authenticate, parse, validate, submit; then stream (SSE) or answer whole."""
+            core = get_core()
+            tenant = await core.tenant(request.headers.get("authorization"))
+            data = await read_body(request, core.cfg.limits.max_request_bytes)
+            try:
+                body: Any = schema.model_validate(data)
+            except ValidationError as e:
+                raise pydantic_error(e) from None
+            req = to_request(body, request.headers, core)
+            body.check_choices(1 + len(req.more_prompts), core.cfg.limits.max_choices)
+            sub = await core.submit(tenant, req)
+            rids = list(sub.request_ids or (sub.request_id,))
+            created = int(time.time())
+            headers = {"x-ossfleet-request-id": ",".join(rids)}
+            logprobs = req.logprobs is not None
+            if body.stream:
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                # A client reconnecting (same Idempotency-Key, so the same requests) continues where it was.
+                after = resume_positions(request.headers.get("last-event-id"), len(rids)) if sub.duplicate else None
+                # With an Idempotency-Key the client may come back for the rest: a disconnect does not cancel.
+                keep = bool(req.idempotency_key)
+                stream = sse(core, tenant.name, rids, sub.model_name, created, include_usage, logprobs, after, keep)
+                return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+            cancel = not req.idempotency_key
+            outs = await core.relay.outcomes_or_cancel(tenant.name, rids, sub.model_name, cancel=cancel)
+            return JSONResponse(whole(sub.request_id, sub.model_name, created, outs, logprobs), headers=headers)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await serve(
-            request,
-            ChatCompletionRequest,
-            lambda body, headers, core: to_chat_request(
-                body, request_meta(headers), core.cfg.limits.max_tokens, core.cfg.limits.max_messages
-            ),
-            _sse,
-            completion_body,
-        )
+        return serve
+
+    app.add_api_route("/v1/completions", endpoint(
+        CompletionRequest,
+        lambda body, headers, core: to_completion_request(body, request_meta(headers), core.cfg.limits.max_tokens),
+        _completion_sse,
+        text_completion_body,
+    ), methods=["POST"])  # fmt: skip
+    app.add_api_route("/v1/chat/completions", endpoint(
+        ChatCompletionRequest,
+        lambda body, headers, core: to_chat_request(
+            body, request_meta(headers), core.cfg.limits.max_tokens, core.cfg.limits.max_messages
+        ),
+        _sse,
+        completion_body,
+    ), methods=["POST"])  # fmt: skip
 
 
 def _data(body: dict[str, Any], event_id: str | None = None) -> bytes:

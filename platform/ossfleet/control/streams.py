@@ -238,8 +238,15 @@ class Relay:
         cancelled (unless not ``cancel``)."""
         outs = [Outcome() for _ in request_ids]
         done: set[int] = set()
+        labels = (tenant, model)
+        one = len(request_ids) == 1  # the common case reads its one stream directly
+        events: AsyncIterator[tuple[int, StreamEvent]] = (
+            ((0, ev) async for ev in self.events(model, request_ids[0], labels=labels))
+            if one
+            else self.merged_events(model, request_ids, labels)
+        )
         try:
-            async for i, ev in self.merged_events(model, request_ids, (tenant, model)):
+            async for i, ev in events:
                 fold(outs[i], ev)
                 if ev.type in TERMINAL:
                     done.add(i)
