@@ -65,7 +65,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"ossfleet: {e}", file=sys.stderr)
         return 1
     choice = choose_engine(plan, args.gpus_per_node)
-    print(json.dumps({**plan.as_dict(), "gpus_per_node": args.gpus_per_node, "engine": choice.engine,
+    layers = [[r.start, r.stop] for r in plan.layer_ranges()]  # each stage's global layers, [start, stop)
+    print(json.dumps({**plan.as_dict(), "stage_layers": layers, "checkpoint_bytes": spec.checkpoint_bytes,
+                      "gpus_per_node": args.gpus_per_node, "engine": choice.engine,
                       "engine_reason": choice.reason}))  # fmt: skip
     return 0
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from ossfleet.control.admission import Admission, GroupMember
+from ossfleet.control.queue import Renewal
 from ossfleet.errors import BudgetExhausted, LeaseLost, NotFound, QueueFull, RateLimited
 from ossfleet.protocol.load import ReplicaLoad
 from ossfleet.protocol.work import WorkItem
@@ -170,8 +171,9 @@ async def test_cancel_of_a_running_request_flags_it_for_its_replica(env):
     q, _ = env
     await q.admit(adm(rid="run"))
     await q.pull("m", "rep")
+    assert await q.renew("m", "run", "rep") is Renewal.KEPT
     assert await q.cancel("run", "a") == "cancelling"
-    assert await q.renew("m", "run", "rep") is True
+    assert await q.renew("m", "run", "rep") is Renewal.CANCEL_REQUESTED
     await q.complete("m", "run", "rep", 2, 10, "abort")
     assert (await q.read_stream("m", "run"))[-1].fields["finish_reason"] == "cancelled"
 

@@ -81,6 +81,7 @@ def test_plan_command_prints_the_plan_as_json_or_refuses_with_the_numbers(capsys
     plan = json.loads(capsys.readouterr().out)
     assert plan["stages"] == 2 and plan["layers_per_stage"] == [18, 18] and plan["weights"] == "mxfp4"
     assert plan["kv_cache_tokens"] >= 131072 and plan["weight_gib_per_stage"] == [30.38, 30.38]
+    assert plan["stage_layers"] == [[0, 18], [18, 36]] and 65.2e9 < plan["checkpoint_bytes"] < 65.4e9
     assert main(["plan", "--model", "gpt-oss-20b", "--gpu-gib", "24", "--weights", "bf16", "--max-stages", "1"]) == 1
     err = capsys.readouterr().err
     assert "does not fit on 1 GPU(s) of 24 GiB" in err and "39.0 GiB" in err

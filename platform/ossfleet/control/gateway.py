@@ -254,8 +254,9 @@ class GatewayCore:
         band = self.cfg.priorities.bands[placement.band]
         metrics.request(t.name, placement.model, band, "duplicate" if sub.duplicate else "admitted")
         log.info(
-            "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d choices=%d duplicate=%s",
-            sub.request_id, t.name, placement.model, placement.band, sub.input_tokens, len(ids), sub.duplicate,
+            "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d choices=%d duplicate=%s "
+            "fell_back=%s effort_lowered=%s", sub.request_id, t.name, placement.model, placement.band,
+            sub.input_tokens, len(ids), sub.duplicate, placement.fell_back, placement.effort_lowered,
         )  # fmt: skip
         return sub
 

@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from ossfleet.errors import (
     LeaseLost,
     NotFound,
 )
-from ossfleet.protocol.events import StreamEvent
+from ossfleet.protocol.events import FinishReason, StreamEvent
 from ossfleet.protocol.load import ReplicaLoad
 from ossfleet.protocol.work import WorkItem
 
@@ -46,6 +47,13 @@ if TYPE_CHECKING:
 # serve: one forward step each), as in VTC's default (OSDI 2024).
 W_INPUT = 1.0
 W_OUTPUT = 2.0
+
+
+class Renewal(StrEnum):
+    """A renewed lease: kept, or kept with the tenant's cancel to act on (the replica aborts the request)."""
+
+    KEPT = "kept"
+    CANCEL_REQUESTED = "cancel_requested"
 
 
 @dataclass(frozen=True)
@@ -265,14 +273,14 @@ class RequestQueue(ClusterSteps):
         """
         await (client or self.r).blpop([self.keys.bell(model)], timeout=timeout_s)
 
-    async def renew(self, model: str, request_id: str, owner: str) -> bool:
-        """Extend the lease; True when the tenant asked to cancel. Raises LeaseLost."""
+    async def renew(self, model: str, request_id: str, owner: str) -> Renewal:
+        """Extend the lease, saying whether the tenant asked to cancel meanwhile. Raises LeaseLost."""
         reply = await self._run(
             "renew", self.keys.model_slot(model), model, request_id, owner, self._now(), self.lease_ms
         )
         if _s(reply[0]) != "OK":
             raise LeaseLost(f"lease on {request_id} lost (state {_s(reply[1])})")
-        return _s(reply[1]) == "1"
+        return Renewal.CANCEL_REQUESTED if _s(reply[1]) == "1" else Renewal.KEPT
 
     async def emit(self, model: str, request_id: str, events: Sequence[dict[str, str]]) -> None:
         """Append output events to the request's stream (one round trip)."""
@@ -290,7 +298,7 @@ class RequestQueue(ClusterSteps):
         owner: str,
         output_tokens: int,
         cost_nusd: int,
-        finish_reason: str,
+        finish_reason: FinishReason,
         *,
         events: Sequence[dict[str, str]] = (),
     ) -> bool:
@@ -308,7 +316,7 @@ class RequestQueue(ClusterSteps):
         owner: str,
         output_tokens: int,
         cost_nusd: int,
-        finish_reason: str,
+        finish_reason: FinishReason,
         *,
         batch_band: bool = True,
         adapters: Affinity | None = None,
@@ -327,7 +335,7 @@ class RequestQueue(ClusterSteps):
         owner: str,
         output_tokens: int,
         cost_nusd: int,
-        finish_reason: str,
+        finish_reason: FinishReason,
         pull: bool,
         batch_band: bool = True,
         adapters: Affinity | None = None,

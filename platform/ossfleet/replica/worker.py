@@ -21,7 +21,7 @@ from ossfleet import metrics
 from ossfleet.adapters.slots import AdapterSlots
 from ossfleet.adapters.store import read_adapter
 from ossfleet.control.pricing import cost_nusd, with_surcharge
-from ossfleet.control.queue import Affinity
+from ossfleet.control.queue import Affinity, Renewal
 from ossfleet.engine.base import EngineError, ThroughputMeter
 from ossfleet.errors import LeaseLost
 from ossfleet.harmony import SpecialIds
@@ -274,7 +274,7 @@ class ReplicaWorker:
         while True:
             await asyncio.sleep(every)
             try:
-                if await self.queue.renew(self.model, lease.request_id, self.owner):
+                if await self.queue.renew(self.model, lease.request_id, self.owner) is Renewal.CANCEL_REQUESTED:
                     self.engine.abort(lease.request_id)
             except LeaseLost:
                 self.engine.abort(lease.request_id)
