@@ -58,7 +58,8 @@ class OssfleetServePolicy:
         self.namespace = namespace
         self.model = model
         self.bands = bands
-        self.cfg = PolicyConfig(**policy)
+        known = PolicyConfig.__dataclass_fields__  # a deployment's kwargs may name a retired setting
+        self.cfg = PolicyConfig(**{k: v for k, v in policy.items() if k in known})
         self._client: Any = None
 
     def _redis(self) -> Any:
@@ -91,9 +92,10 @@ class OssfleetServePolicy:
             log.warning("event=autoscaling_redis_unreadable model=%s error=%r", self.model, type(e).__name__)
             return current, ctx.policy_state
         rate, samples = arrival_rate(ctx.policy_state.get("arrivals", []), now, q.arrivals_online)
+        loads = self.replica_loads(ctx.aggregated_metrics)
         signals = ModelSignals(
-            q.waiting, q.oldest_online_s, self.replica_loads(ctx.aggregated_metrics),
-            waiting_batch=q.waiting_batch, arrivals_per_s=rate, adapters_waiting=q.adapters_waiting,
+            q.waiting, q.oldest_online_s, loads, waiting_batch=q.waiting_batch, arrivals_per_s=rate,
+            adapters_waiting=q.adapters_waiting, starting=max(0, current - len(loads)),
         )  # fmt: skip
         state = policy_state(ctx.policy_state.get("ossfleet", {}))
         desired, state = decide(signals, current, state, self.cfg, now)
@@ -109,8 +111,10 @@ class OssfleetServePolicy:
 
 def policy_state(d: dict[str, Any]) -> PolicyState:
     """The policy's state from its JSON-ish form (tuples come back as lists)."""
-    d = dict(d)
+    d = {k: v for k, v in d.items() if k in PolicyState.__dataclass_fields__}  # a state of an older policy
     for k in ("rates", "bursts"):
         if k in d:
             d[k] = tuple(tuple(x) for x in d[k])
+    if "episodes" in d:
+        d["episodes"] = tuple(d["episodes"])
     return PolicyState(**d)

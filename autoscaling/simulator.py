@@ -184,9 +184,11 @@ class OssfleetPolicy:
         dt = self.last_now
         st = self.state
         return replace(
-            st, up_since=None, down_since=None, idle_since=None,
-            rates=tuple((t - dt, r) for t, r in st.rates), bursts=tuple((t - dt, r) for t, r in st.bursts),
-            burst_start=None if st.burst_start is None else st.burst_start - dt,
+            st, up_since=None, down_since=None, idle_since=None, rates=tuple((t - dt, r) for t, r in st.rates),
+            bursts=tuple((t - dt, r) for t, r in st.bursts),
+            episode_start=None if st.episode_start is None else st.episode_start - dt,
+            last_burst_at=None if st.last_burst_at is None else st.last_burst_at - dt,
+            capacity_at=None if st.capacity_at is None else st.capacity_at - dt,
         )  # fmt: skip
 
     def __call__(self, s: ModelSignals, current: int, now: float) -> int:
@@ -357,19 +359,21 @@ def simulate(
                 r.running.append((now + model.service_s(a), not a.online, now))
         if now >= next_decision:
             live = [r for r in replicas if not r.draining]
+            ready = [r for r in live if r.ready_at <= now]
             signals = ModelSignals(
                 waiting=len(queue) + len(batch),
                 oldest_wait_s=now - queue[0].t if queue else 0.0,
+                starting=len(live) - len(ready),
                 replicas=tuple(
                     ReplicaLoad(
                         len(r.running),
                         model.slots,
-                        len(r.done) / min(rate_window_s, max(now - r.ready_at, 1e-9)) if r.ready_at <= now else 0.0,
+                        len(r.done) / min(rate_window_s, max(now - r.ready_at, 1e-9)),
                         running_batch=sum(1 for _, b, _ in r.running if b),
                         completions=len(r.done),
                         service_s=sum(d for _, d in r.done) / len(r.done) if r.done else None,
                     )
-                    for r in live
+                    for r in ready
                 ),
                 waiting_batch=len(batch),
                 arrivals_per_s=len(arrived) / min(arrival_window_s, max(now, 1.0)),

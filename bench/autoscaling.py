@@ -1,8 +1,14 @@
 """Autoscaling benchmark: policies side by side on a real arrival trace and bursty synthetic ones.
 
-Replays, in the simulator (autoscaling/simulator.py), with one replica model
+First it measures the cold start on the real path (bench/cold_start.py, in
+processes of their own: ossfleet's engine, with and without the imports done
+ahead, and vLLM where the vLLM venv exists), and derives from it the cold start
+of a gpt-oss-20b replica on one GPU (``PlatformConfig.cold_start_s``: the
+measured start-up, the checkpoint read from one EFS client, moved over PCIe);
+``--cold-start-s`` skips the measurement and simulates the figure given. Then
+it replays, in the simulator (autoscaling/simulator.py), with one replica model
 (gpt-oss-20b on one GPU: 32 slots, 8k prompt tok/s, 40 output tok/s per
-request, 60 s cold start; SLO: an online request waits <= 2 s):
+request, that cold start; SLO: an online request waits <= 2 s):
 
 - ``azure_conv``: the Azure LLM conversation trace (../shared/traces, or
   ``--trace``), each request replayed ``--rate-scale`` times;
@@ -12,7 +18,8 @@ request, 60 s cold start; SLO: an online request waits <= 2 s):
 
 against these policies, every one starting warm with the static peak count:
 
-- ``ossfleet``: autoscaling/policy.py (forecast, bursts held, up at once, down slowly);
+- ``ossfleet``: autoscaling/policy.py (the backlog predicted a cold start ahead, recurring bursts held,
+  up at once, down after a minute);
 - ``static_peak``: the busiest 10 s window's replicas, all the time;
 - ``ray_serve_tuned``: Ray Serve's request-based policy as a user would tune
   it for a 32-slot replica (``target_ongoing_requests`` = 0.8 x 32, its default
@@ -22,9 +29,11 @@ against these policies, every one starting warm with the static peak count:
 - ``oracle``: knows every arrival ahead and pays the same cold start (the
   lower bound on GPU-seconds at the SLO).
 
-The last line is one JSON object: ``traces.<trace>.policies.<policy>.
-slo_attainment`` and ``.gpu_seconds`` (and p50/p99 wait, scale actions), the
-targets per trace, and the ratios they are judged by.
+The last line is one JSON object: ``cold_start`` (``engines.<engine>.cold`` and
+``.preloaded``: seconds per phase; ``derived_gpu``; ``simulator_s``, the figure
+simulated), ``traces.<trace>.policies.<policy>.slo_attainment`` and
+``.gpu_seconds`` (and p50/p99 wait, scale actions), the targets per trace, and
+the ratios they are judged by.
 
     python bench/autoscaling.py --quick
 """
@@ -39,6 +48,7 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
 
 import argparse
 import json
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
@@ -64,8 +74,8 @@ DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "azure_llm_conv_2023-11-16.c
 
 def ossfleet_config(model: ReplicaModel, peak: int, slo: float) -> PolicyConfig:
     return PolicyConfig(
-        min_replicas=0, max_replicas=4 * peak, target_wait_s=slo / 2, upscale_delay_s=5, downscale_delay_s=60,
-        idle_to_zero_s=300, cold_start_s=model.cold_start_s, default_slots=model.slots, target_utilization=0.8,
+        min_replicas=0, max_replicas=4 * peak, target_wait_s=slo / 2, idle_to_zero_s=300,
+        cold_start_s=model.cold_start_s, default_slots=model.slots,
     )  # fmt: skip
 
 
@@ -120,14 +130,66 @@ def compare(name: str, arrivals: list, model: ReplicaModel, slo: float) -> dict:
     }
 
 
+def run_cold_start(python: Path, engine: str, preload: bool) -> dict | None:
+    """bench/cold_start.py in a process of its own (its own Ray), with ``python`` (the vLLM venv's for vLLM)."""
+    cmd = [str(python), str(ROOT / "bench" / "cold_start.py"), "--quick", "--engine", engine]
+    cmd += ["--preload"] if preload else []
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        print(f"cold start ({engine}, preload={preload}) failed: {proc.stderr[-2000:]}", flush=True)
+        return None
+    return json.loads(lines[-1])
+
+
+def cold_start(measure: bool) -> dict:
+    """The cold start, measured here for both engines (and with imports preloaded), and the figure the
+    simulator uses: a gpt-oss-20b replica on one GPU, ``PlatformConfig.cold_start_s`` with ``startup_s`` the
+    measured start of the engine that serves it (vLLM, else ossfleet's), the weights read from one EFS client
+    and moved over PCIe."""
+    from ossfleet.config import parse_config
+
+    out: dict = {"engines": {}}
+    if measure:
+        runs = [(Path(sys.executable), "batched", False), (Path(sys.executable), "batched", True)]
+        vllm_python = ROOT / ".venv-vllm" / "bin" / "python"
+        if vllm_python.exists():
+            runs.append((vllm_python, "vllm", False))
+        for python, engine, preload in runs:
+            r = run_cold_start(python, engine, preload)
+            if r is not None:
+                out["engines"].setdefault(engine, {})["preloaded" if preload else "cold"] = r["phases"]
+    measured = out["engines"].get("vllm", out["engines"].get("batched", {})).get("cold")
+    cfg = parse_config({"models": [{"name": "gpt-oss-20b", "spec": "gpt-oss-20b", "path": "/nonexistent",
+                                    "device": "cuda", "gpu_memory_gib": 80, "engine": "vllm"}]}, "<bench>")  # fmt: skip
+    a = cfg.autoscaling
+    startup = measured["total_s"] - measured["weights_s"] if measured else a.startup_s
+    m = cfg.models[0]
+    derived = cfg.model_copy(update={"autoscaling": a.model_copy(update={"startup_s": startup})}).cold_start_s(m)
+    out["derived_gpu"] = {
+        "model": "gpt-oss-20b, 1 GPU of 80 GiB, vLLM", "startup_s": round(startup, 2),
+        "startup_source": "measured here (vLLM)" if "vllm" in out["engines"] else
+                          ("measured here (ossfleet's engine)" if measured else "config default"),
+        "weights_read_gib_s": a.weights_read_gib_s, "host_to_device_gib_s": a.host_to_device_gib_s,
+        "cold_start_s": round(derived, 2),
+    }  # fmt: skip
+    out["simulator_s"] = round(derived, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="20 minutes of each trace instead of an hour")
     ap.add_argument("--trace", default=str(DEFAULT_TRACE))
     ap.add_argument("--rate-scale", type=int, default=8, help="replay each request of the real trace this many times")
+    ap.add_argument("--cold-start-s", type=float, help="simulate this cold start; measure none")
     args = ap.parse_args()
     seconds = 1200 if args.quick else 3600
-    model = ReplicaModel()
+    if args.cold_start_s is not None:
+        cold = {"engines": {}, "simulator_s": args.cold_start_s, "derived_gpu": None}
+    else:
+        cold = cold_start(measure=True)
+    model = ReplicaModel(cold_start_s=cold["simulator_s"])
     slo = 2.0
     traces = {
         "azure_conv": load_trace(args.trace, rate_scale=args.rate_scale, limit_s=seconds),
@@ -137,6 +199,7 @@ def main() -> None:
     }
     out = {
         "slo_wait_s": slo,
+        "cold_start": cold,
         "replica_model": asdict(model),
         "traces": {name: compare(name, arr, model, slo) for name, arr in traces.items()},
     }

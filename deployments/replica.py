@@ -22,6 +22,7 @@ from ossfleet.control.queue import queue_for
 from ossfleet.engine.base import Engine
 from ossfleet.engine.factory import build_engine
 from ossfleet.redisdb import connect_async
+from ossfleet.replica.cold_start import ColdStart
 from ossfleet.replica.worker import ReplicaWorker
 from ossfleet.storage import FileStorage
 
@@ -33,6 +34,8 @@ class ModelReplica:
     def __init__(self, config: dict[str, Any], model: str, redis_url: str) -> None:
         from transformers import AutoTokenizer
 
+        self.cold_start = ColdStart()
+        self.cold_start.mark("init")
         cfg = parse_config(config, config.get("source") or "<serve args>")
         m = cfg.model(model)
         if m is None:
@@ -40,6 +43,7 @@ class ModelReplica:
         self.model = m
         self.cfg = cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model_path(m))
+        self.cold_start.mark("tokenizer")
         self.redis = connect_async(redis_url, cfg.redis)
         self.bell = connect_async(redis_url, cfg.redis)
         self.owner = f"{m.name}@{socket.gethostname()}:{os.getpid()}"
@@ -48,13 +52,13 @@ class ModelReplica:
         self._started = asyncio.get_event_loop().create_task(self._start())
 
     async def _start(self) -> None:
-        self.engine = await build_engine(self.cfg, self.model, self.tokenizer)
+        self.engine = await build_engine(self.cfg, self.model, self.tokenizer, mark=self.cold_start.mark)
         self.worker = ReplicaWorker(
             queue_for(self.cfg, self.redis), self.engine, self.tokenizer,
             model=self.model.name, owner=self.owner, price=self.model.price, bell_client=self.bell,
             reserved_slots=int(self.model.max_batch_size * self.cfg.batch.reserved_slot_fraction),
             storage=FileStorage(self.cfg.storage_url()), max_adapters=self.model.adapters.max_loaded,
-            adapter_surcharge=self.model.adapters.surcharge,
+            adapter_surcharge=self.model.adapters.surcharge, cold_start=self.cold_start,
         )  # fmt: skip
         self.worker.start()
         log.info("event=replica_ready model=%s engine=%s stages=%d", self.model.name, self.model.engine,
@@ -90,7 +94,7 @@ class ModelReplica:
         base = {"model": self.model.name, "owner": self.owner, "pid": os.getpid()}
         if not ready or self.engine is None or self.worker is None:
             return {**base, "ready": False}
-        return {**base, "ready": True, **self.worker.load().metrics()}
+        return {**base, "ready": True, **self.worker.load().metrics(), "cold_start": self.cold_start.as_dict()}
 
     async def __del__(self) -> None:
         # Ray Serve calls __del__ on graceful shutdown: stop pulling, finish or hand back.

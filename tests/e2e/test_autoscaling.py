@@ -120,3 +120,98 @@ def test_a_batch_backlog_alone_scales_only_as_far_as_the_batch_policy(ray_cluste
     peak = serve_all(connect(redis_server.url), "autoscale-batch", "bl", 30, app)
     assert peak == 1, f"batch work alone scaled the deployment to {peak} replicas (batch policy: 1)"
     serve.delete(app)
+
+
+def burst_config(tiny_checkpoint, namespace: str):
+    """One replica serving (max 3), a 20 s cold start, a 2 s SLO, no scale-down within the test."""
+    return parse_config(
+        {
+            "redis": {"namespace": namespace, "lease_s": 10},
+            "autoscaling": {"target_wait_s": 2, "downscale_delay_s": 600, "idle_to_zero_s": 600,
+                            "cold_start_s": 20},
+            "models": [{"name": MODEL, "spec": "gpt-oss-20b", "path": str(tiny_checkpoint), "engine": "stub",
+                        "stub_token_delay_s": 0.05, "max_batch_size": 8, "num_gpus": 1, "num_cpus": 0.25,
+                        "replicas": {"min": 1, "max": 3, "initial": 1}}],
+        },
+        f"<autoscaling-burst {namespace}>",
+    )  # fmt: skip
+
+
+def admit_at(cfg, redis_url: str, prefix: str, per_s: float, seconds: float, on_tick=None) -> int:
+    """Admit online requests (8 tokens each) at ``per_s`` for ``seconds``; ``on_tick()`` after each tenth of a
+    second (it may stop the run by returning True). The number admitted."""
+    from ossfleet.control.queue import queue_for
+    from ossfleet.protocol.work import WorkItem
+
+    async def run() -> int:
+        client = connect_async(redis_url)
+        q = queue_for(cfg, client)
+        item, n, start = WorkItem([10, 11, 12], 8), 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            due = int((time.monotonic() - start) * per_s) + 1
+            while n < due:
+                await q.admit(Admission(f"{prefix}{n}", "t", MODEL, 1, item, 3, 8, 100, 10**12, "p", 10**6, 10**9))
+                n += 1
+            if on_tick is not None and on_tick():
+                break
+            await asyncio.sleep(0.1)
+        await client.aclose()
+        return n
+
+    return asyncio.run(run())
+
+
+def replica_states(app: str) -> dict[str, int]:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    out: dict[str, int] = {}
+    for d in status.deployments.values() if status else ():
+        for k, v in d.replica_states.items():
+            out[str(k)] = out.get(str(k), 0) + v
+    return out
+
+
+def test_a_burst_that_drains_before_a_cold_start_adds_no_replica_and_one_that_outlasts_it_scales_in_time(
+    ray_cluster, tiny_checkpoint, redis_server
+):
+    """#31: with one replica serving (8 slots, about half a second a request) and a 20 s cold start, a spike of
+    30 at once drains in seconds: no replica is added. Arrivals at several times the replica's rate that go on
+    past a cold start scale the deployment before the oldest waiting request has waited twice the SLO (4 s)."""
+    from ray import serve
+
+    from autoscaling.signals import queue_depth
+
+    ns = "autoscale-burst"
+    cfg = burst_config(tiny_checkpoint, ns)
+    app = deploy_model(cfg, redis_server.url)
+    r = connect(redis_server.url)
+    # Steady traffic first: the replica measures its capacity (10 completions) and the policy sees a cold
+    # start of arrival rates before any burst.
+    n = admit_at(cfg, redis_server.url, "warm", per_s=3, seconds=25)
+    serve_all(r, ns, "warm", n, app, timeout_s=120)
+
+    enqueue(cfg, redis_server.url, "spike", 30, band=1, max_tokens=8)
+    seen: list[dict[str, int]] = []
+    ks = KeySpace(ns)
+    while any((r.hget(ks.req(MODEL, f"spike{i}"), "state") or b"") != b"done" for i in range(30)):
+        seen.append(replica_states(app))
+        time.sleep(0.2)
+    for _ in range(10):  # and a few of the policy's ticks after the backlog drained
+        seen.append(replica_states(app))
+        time.sleep(0.2)
+    assert all(set(s) == {"RUNNING"} and s["RUNNING"] == 1 for s in seen), f"the spike added a replica: {seen}"
+
+    oldest_at_decision: list[float] = []
+
+    def watch() -> bool:
+        states = replica_states(app)
+        if sum(states.values()) > 1:  # a replica asked for (starting, or already running)
+            oldest_at_decision.append(queue_depth(r, ns, MODEL, 3).oldest_online_s)
+            return True
+        return False
+
+    admit_at(cfg, redis_server.url, "long", per_s=60, seconds=40, on_tick=watch)
+    assert oldest_at_decision, "arrivals at four times the replica's rate for 40 s never scaled the deployment"
+    assert oldest_at_decision[0] < 2 * 2.0, f"scaled only when the oldest request had waited {oldest_at_decision[0]} s"
+    serve.delete(app)

@@ -145,3 +145,21 @@ async def test_cluster_a_running_request_cancelled_stops_and_is_settled_in_its_t
     assert await client.zcard(q.keys.owed("m")) == 0
     await client.aclose()
     await bell.aclose()
+
+
+async def test_the_load_is_read_on_a_thread_with_no_event_loop_as_serve_reads_it(redis_server, namespace, tok):
+    """Ray Serve calls a replica's record_autoscaling_stats on a thread of its own: the worker's load must not
+    need the event loop (it did: every call failed, "no running event loop", and the policy saw no replica)."""
+    client, bell = connect_async(redis_server.url), connect_async(redis_server.url)
+    q = RequestQueue(client, namespace, bands=3, lease_s=30)
+    ids = [f"l{i}" for i in range(12)]
+    for rid in ids:
+        await q.admit(admission(rid, [20, 21, 22, 23]))
+    w = ReplicaWorker(q, stub(tok), tok, model="m", owner="w", price=PriceConfig(), bell_client=bell)
+    w.start()
+    assert await wait_states(q, ids, "done") == ["done"] * 12
+    load = await asyncio.to_thread(w.load)  # no running loop in that thread
+    assert load.served == 12 and load.completions == 12 and load.service_s is not None
+    await w.drain()
+    for c in (client, bell):
+        await c.aclose()

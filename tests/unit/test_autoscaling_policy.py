@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, capacity_rps, decide, demand
+from autoscaling.policy import ModelSignals, PolicyConfig, PolicyState, capacity_rps, decide, demand, held_peak
 from autoscaling.simulator import (
     OraclePolicy,
     OssfleetPolicy,
@@ -46,13 +46,16 @@ def test_steady_load_does_not_flap():
     assert set(counts) == {3}
 
 
-def test_a_surge_scales_up_within_one_decision():
-    counts = run([load(8, 1, waiting=40, oldest=5.0)], current=1)
-    assert counts[0] == demand(load(8, 1, waiting=40, oldest=5.0), CFG) > 1
+def test_a_surge_that_outlasts_a_cold_start_scales_up_within_one_decision():
+    # 4 req/s against one replica's 2 (8 slots, 4 s a request), 20 waiting: in a cold start (30 s) 80 would
+    # wait, so replicas come at once: enough for 4 req/s and to clear those 80 within a cold start.
+    s = replace(served(8, 1, 4.0), waiting=20, oldest_wait_s=1.0)
+    counts = run([s], current=1)
+    assert counts[0] == demand(s, CFG) == 4
 
 
 def test_online_growth_scales_up_at_once_and_batch_growth_waits_the_up_delay():
-    assert run([load(14, 1, waiting=2, oldest=0.5)], current=1) == [2]
+    assert run([load(14, 1, waiting=2, oldest=0.5)], current=1) == [2]  # 14 running on 8 slots
     cfg = replace(CFG, batch_max_replicas=2)
     batch = ModelSignals(10, 0.0, (ReplicaLoad(8, 8, 1.0, running_batch=8),), waiting_batch=10)
     counts = run([batch] * 8, current=1, cfg=cfg)
@@ -122,24 +125,66 @@ def test_capacity_comes_from_service_time_not_from_a_step_in_running():
     assert capacity_rps(ReplicaLoad(8, 8, 0.5, completions=3, service_s=4.0)) is None
 
 
-def test_a_burst_is_held_for_its_hold_time_then_released():
-    cfg = replace(CFG, burst_hold_s=600, downscale_delay_s=30, cold_start_s=30)
-    quiet, burst = served(8, 2, 2.0), served(16, 2, 16.0)
-    seq = [quiet] * 40 + [burst] * 20 + [quiet] * 1200
-    counts = run(seq, current=2, cfg=cfg)
-    # 16 req/s at 2 req/s a replica, foreseen: 8 at full slots (9 while the trend still climbs).
-    assert 8 <= max(counts[40:60]) <= 9
-    assert min(counts[60:600]) == 8, "capacity for the burst is held after it passes"
-    assert counts[-1] < 8, "and released once the hold time is over"
+def test_a_backlog_that_drains_before_a_cold_start_adds_no_replica():
+    # One replica completes 2 req/s, 1 req/s arrives, 20 wait: they drain in 20 s, before a new replica
+    # (30 s) could serve. Nothing is added, though every one of them waits longer than the SLO.
+    s = replace(served(8, 1, 1.0), waiting=20, oldest_wait_s=5.0)
+    assert run([s] * 5, current=1) == [1] * 5
 
 
-def test_a_gradual_rise_is_followed_and_not_held():
+def burst_run(state: PolicyState, seconds: int, quiet_s: int = 40):
+    """``quiet_s`` at 1 req/s, then ``seconds`` of a burst at 6 req/s against one replica that completes 2,
+    its backlog growing 4 a second; the counts the burst's decisions ask for, and the state after."""
+    quiet, burst = served(8, 1, 1.0), served(8, 1, 6.0)
+    now = 0.0
+    for _ in range(quiet_s):
+        _, state = decide(quiet, 1, state, CFG, now)
+        now += 1.0
+    counts = []
+    for second in range(seconds):
+        count, state = decide(replace(burst, waiting=4 * second), 1, state, CFG, now)
+        counts.append(count)
+        now += 1.0
+    return counts, state
+
+
+def test_a_burst_as_short_as_the_last_ones_adds_none_and_a_longer_one_scales():
+    # Past bursts lasted 10-15 s, less than a cold start (30 s). A new one is expected to end within the cold
+    # start: the backlog it leaves, one replica clears. Once it outlasts them it may be a new level.
+    counts, _ = burst_run(PolicyState(episodes=(10.0, 12.0, 15.0)), 20)
+    assert counts[:12] == [1] * 12, "within the bursts' usual length: no replica"
+    assert max(counts[12:]) >= 3, "once it outlasts them: scaled for it"
+
+
+def test_a_first_burst_holds_nothing_and_a_recurring_one_holds_its_peak():
+    counts, state = burst_run(PolicyState(episodes=(10.0, 12.0, 15.0)), 5)
+    assert counts == [1] * 5 and held_peak(state) == 0.0  # a first burst
+    counts, state = burst_run(PolicyState(episodes=(10.0, 12.0, 15.0), last_burst_at=-600.0), 5)
+    assert held_peak(state) == 6.0 and counts == [3] * 5  # recurring: its peak at full slots (2 req/s each)
+
+
+def test_capacity_is_released_soon_after_the_prediction_says_it_is_idle():
+    cfg = replace(CFG, downscale_delay_s=30, cold_start_s=30)
+    busy, quiet = served(16, 8, 12.0), served(2, 8, 1.0)
+    counts = run([busy] * 30 + [quiet] * 300, current=8, cfg=cfg)
+    assert counts[29] >= 6
+    assert counts[-1] <= 2, "down to what the quiet rate needs within minutes, not an hour"
+    assert min(counts[30:60]) >= 6, "not before the down delay"
+
+
+def test_a_gradual_rise_is_followed():
     cfg = replace(CFG, downscale_delay_s=30, cold_start_s=30)
     ramp = [served(8, 2, 2.0 + i / 100) for i in range(600)]  # 2 -> 8 req/s over 10 minutes
     down = [served(8, 2, 2.0)] * 600
     counts = run(ramp + down, current=2, cfg=cfg)
     assert max(counts[:600]) >= 4
-    assert counts[-1] <= 2, "a trend the policy could follow is not held as a burst"
+    assert counts[-1] <= 2
+
+
+def test_a_warm_pool_keeps_spare_replicas_while_there_is_work():
+    s = served(8, 2, 2.0)
+    assert demand(s, CFG) + 2 == demand(s, replace(CFG, warm_pool=2))
+    assert demand(ModelSignals(0, 0.0, ()), replace(CFG, warm_pool=2)) == 0  # idle: none
 
 
 def test_batch_lines_alone_ask_for_at_most_batch_max_replicas():
@@ -178,8 +223,10 @@ def test_serve_adapter_reads_the_arrival_rate_from_the_counters_increments_and_k
     # A counter that went backwards (Redis flushed) starts again rather than reading a negative rate.
     rate, samples = arrival_rate(samples, 116.0, 3)
     assert rate is None and samples == [[116.0, 3.0]]
-    state = PolicyState(rates=((1.0, 2.0),), bursts=((1.0, 9.0),), burst_start=1.0, down_max=3)
+    state = PolicyState(rates=((1.0, 2.0),), bursts=((1.0, 9.0),), episode_start=1.0, episode_base=2.0,
+                        episodes=(10.0,), down_max=3)  # fmt: skip
     assert policy_state(json.loads(json.dumps(asdict(state)))) == state
+    assert policy_state({**asdict(state), "burst_start": 1.0}) == state  # an older policy's state
 
 
 def test_adapter_load_asks_for_a_replica_per_lru_of_distinct_waiting_adapters():

@@ -104,3 +104,21 @@ def test_engine_vllm_runs_inside_one_node_and_asks_its_replica_for_every_gpu_it_
     m = cfg.models[0]
     assert m.enforces_grammars() and not m.own_engine()  # grammars and logprobs yes, adapters no
     assert replica_options(m)["ray_actor_options"]["num_gpus"] == 4
+
+
+def test_the_cold_start_is_the_configured_figure_or_derived_from_the_weights_and_bandwidths():
+    from ossfleet.catalog import CATALOG
+    from ossfleet.config import parse_config
+
+    def cfg(autoscaling: dict, device: str) -> object:
+        model = {"name": "m", "spec": "gpt-oss-20b", "path": "/x", "device": device, "gpu_memory_gib": 80}
+        return parse_config({"autoscaling": autoscaling, "models": [model]}, "<test>")
+
+    c = cfg({"cold_start_s": 12}, "cuda")
+    assert c.cold_start_s(c.models[0]) == 12
+    ckpt = CATALOG["gpt-oss-20b"].checkpoint_bytes
+    c = cfg({"startup_s": 10, "weights_read_gib_s": 1.0}, "cpu")  # no device copy on a CPU
+    assert c.cold_start_s(c.models[0]) == 10 + ckpt / 2**30
+    c = cfg({"startup_s": 10, "weights_read_gib_s": 1.0, "host_to_device_gib_s": 20.0}, "cuda")
+    resident = max(c.models[0].plan().weight_bytes_per_stage)
+    assert c.cold_start_s(c.models[0]) == 10 + ckpt / 2**30 + resident / (20 * 2**30)

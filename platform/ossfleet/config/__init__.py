@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ossfleet.catalog import CATALOG, PlanError
 from ossfleet.config.base import ConfigError, _Section
 from ossfleet.config.models import (
     AdaptersConfig,
@@ -145,9 +146,23 @@ class AutoscalingConfig(_Section):
     upscale_delay_s: Annotated[float, Field(ge=0)] = 5.0
     downscale_delay_s: Annotated[float, Field(ge=0)] = 60.0
     idle_to_zero_s: Annotated[float, Field(ge=0)] = 300.0
-    # How long a first replica takes to come up (the router's wait estimate at zero replicas).
-    cold_start_s: Annotated[float, Field(ge=0)] = 60.0
-    # How long capacity for a burst the policy could not follow is held after it was seen.
+    # A new replica's cold start, decision to first token (the policy's lead time; the router's wait
+    # estimate at zero replicas). None: derived per model (PlatformConfig.cold_start_s) from the bytes
+    # its weights take and the bandwidths below, plus startup_s.
+    cold_start_s: Annotated[float, Field(ge=0)] | None = None
+    # Everything but the weights: Serve placing the replica, the process and its imports, the tokenizer,
+    # the engine's start (KV cache, warm-up), the first pull. Measured: bench/autoscaling.py's cold_start.
+    startup_s: Annotated[float, Field(ge=0)] = 15.0
+    # Reading the checkpoint: 0.5 GiB/s is one EFS client's ceiling (500 MiB/s, "Amazon Web Services in
+    # Action" 3rd ed., 9.5.2); a local NVMe reads several times that.
+    weights_read_gib_s: Annotated[float, Field(gt=0)] = 0.5
+    # Host to GPU: PCIe 4.0 x16 moves 31.5 GB/s a direction (PCI-SIG); about 25 GiB/s in practice.
+    host_to_device_gib_s: Annotated[float, Field(gt=0)] = 25.0
+    # What waits when new replicas arrive is cleared within this long (None: the cold start).
+    backlog_drain_s: Annotated[float, Field(gt=0)] | None = None
+    # Replicas kept serving beyond what the policy predicts is needed (each costs a replica's GPUs).
+    warm_pool: Annotated[int, Field(ge=0)] = 0
+    # How long a recurring burst's peak is held (capacity started for the next one arrives a cold start late).
     burst_hold_s: Annotated[float, Field(ge=0)] = 3600.0
     # Replicas batch-band work alone may ask for (0: it only fills spare slots).
     batch_max_replicas: Annotated[int, Field(ge=0)] = 1
@@ -258,6 +273,27 @@ class PlatformConfig(_Section):
 
     def tenant(self, name: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+    def cold_start_s(self, m: ModelConfig) -> float:
+        """A new replica of ``m``, decision to first token: ``autoscaling.cold_start_s`` where set; otherwise
+        ``startup_s``, plus each stage's share of the released checkpoint read at ``weights_read_gib_s`` (the
+        stages read in parallel), plus (on a GPU) the largest stage's resident weights moved to the device at
+        ``host_to_device_gib_s``."""
+        a = self.autoscaling
+        if a.cold_start_s is not None:
+            return a.cold_start_s
+        spec = CATALOG[m.spec]
+        stages = max(1, m.stages())
+        gib = 1024**3
+        read_s = spec.checkpoint_bytes / stages / (a.weights_read_gib_s * gib)
+        device_s = 0.0
+        if m.device.startswith("cuda"):
+            try:
+                resident = max(m.plan().weight_bytes_per_stage)
+            except PlanError:
+                resident = spec.checkpoint_bytes // stages
+            device_s = resident / (a.host_to_device_gib_s * gib)
+        return a.startup_s + read_s + device_s
 
     def model_path(self, model: ModelConfig) -> Path:
         """The checkpoint directory, with a relative path taken from the config file's folder."""

@@ -99,6 +99,8 @@ class GatewayCore:
         cached = self._loads.get(model)
         if cached and now - cached[0] < 1.0:
             return cached[1]
+        m = self.cfg.model(model)
+        assert m is not None
         depth = await self.queue.depth(model)
         replicas = await self.queue.replicas(model)
         rates = [r.requests_per_s for r in replicas.values()]
@@ -106,7 +108,7 @@ class GatewayCore:
             waiting=sum(depth.waiting),
             replicas=len(replicas),
             requests_per_s=sum(rates) / len(rates) if rates else 0.0,
-            cold_start_s=self.cfg.autoscaling.cold_start_s,
+            cold_start_s=self.cfg.cold_start_s(m),
         )
         self._loads[model] = (now, load)
         return load

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ossfleet.config import ModelConfig, PlatformConfig
@@ -13,8 +14,11 @@ if TYPE_CHECKING:
     from ossfleet.engine.vllm import VllmOptions
 
 
-async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> Engine:
-    """The engine a model's config asks for, loaded and started."""
+async def build_engine(
+    cfg: PlatformConfig, m: ModelConfig, tokenizer: Any, mark: Callable[[str], None] | None = None
+) -> Engine:
+    """The engine a model's config asks for, loaded and started; ``mark`` is told when it is built
+    (``engine_built``: ossfleet's engine has read its weights) and started (``engine_started``)."""
     path = cfg.model_path(m)
     engine: Engine
     if m.engine != "stub":
@@ -48,7 +52,11 @@ async def build_engine(cfg: PlatformConfig, m: ModelConfig, tokenizer: Any) -> E
         )  # fmt: skip
     else:
         engine = await asyncio.to_thread(_batched_engine, cfg, m, tokenizer)
+    if mark is not None:
+        mark("engine_built")
     await engine.start()
+    if mark is not None:
+        mark("engine_started")
     return engine
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ossfleet.control.queue import Lease, RequestQueue
     from ossfleet.engine.base import AdapterEngine, Engine
     from ossfleet.harmony import Tokenizer
+    from ossfleet.replica.cold_start import ColdStart
     from ossfleet.storage import FileStorage
 
 log = logging.getLogger("ossfleet.replica.worker")
@@ -81,6 +83,7 @@ class ReplicaWorker:
         storage: FileStorage | None = None,
         max_adapters: int = 0,
         adapter_surcharge: PriceConfig | None = None,
+        cold_start: ColdStart | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -96,6 +99,7 @@ class ReplicaWorker:
         # Slots kept free of batch-band work, for interactive requests to start at once.
         self.reserved_slots = reserved_slots
         self.draining = False
+        self.cold_start = cold_start  # marks the first pull and the first token
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tenant_of: dict[str, str] = {}  # of ``_tasks``, each request's tenant
         self._batch_running: set[str] = set()  # of ``_tasks``, batch-band lines
@@ -161,13 +165,16 @@ class ReplicaWorker:
         return self.engine.stats().max_slots + extra - len(self._tasks) if extra else 0
 
     def _start(self, lease: Lease) -> None:
+        if self.cold_start is not None:
+            self.cold_start.mark("first_pull")
         self._tenant_of[lease.request_id] = lease.tenant
         self._tasks[lease.request_id] = asyncio.create_task(self._serve(lease))
 
     def load(self) -> ReplicaLoad:
         """This replica's load, as its heartbeat and Serve's autoscaling metrics report it."""
         s = self.engine.stats()
-        now = asyncio.get_running_loop().time()
+        # Not the event loop's clock: Serve calls this (record_autoscaling_stats) on a thread with no loop.
+        now = time.monotonic()
         a = self.adapters
         return ReplicaLoad(
             running=len(self._tasks),
@@ -284,7 +291,7 @@ class ReplicaWorker:
 
     async def _serve(self, lease: Lease) -> None:
         rid = lease.request_id
-        started = asyncio.get_running_loop().time()
+        started = time.monotonic()
         if self.queue.bands > 1 and lease.band == self.queue.bands - 1:
             self._batch_running.add(rid)
         renew = asyncio.create_task(self._renew(lease))
@@ -308,6 +315,8 @@ class ReplicaWorker:
             tail: list[dict[str, str]] = []  # the last output: written by complete, in the same round trip
             async for events in gen.run(self.engine):
                 batch = [delta_event(e, lease.attempt, seq + i) for i, e in enumerate(events)]
+                if seq == 0 and self.cold_start is not None:
+                    self.cold_start.mark("first_token")
                 seq += len(events)
                 if gen.final:
                     tail = batch
@@ -331,7 +340,7 @@ class ReplicaWorker:
             else:
                 await self.queue.complete(self.model, rid, self.owner, out_tokens, cost, finish, events=tail)
             self.served += 1
-            now = asyncio.get_running_loop().time()
+            now = time.monotonic()
             self._completions.add(now, 1, now - started)
         except EngineError as e:  # the engine refused it: no other replica would serve it better
             await self._fail(rid, str(e), retryable=False, status=e.status)
