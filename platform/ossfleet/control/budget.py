@@ -15,8 +15,6 @@ from ossfleet.control.pricing import NANO_PER_USD
 if TYPE_CHECKING:
     from ossfleet.config import BudgetConfig
 
-NO_LIMIT = -1  # what the scripts take for a budget without a limit
-
 
 def period_id(period: str, now: datetime | None = None) -> str:
     """The budget period a moment falls in: '2026-11' (monthly) or '2026-11-23' (daily), UTC."""

@@ -30,9 +30,3 @@ def stop_sequences(stop: Sequence[str], param: str = "stop") -> tuple[str, ...]:
     if len(stop) > MAX_STOP_SEQUENCES:
         raise InvalidRequest(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(stop)}", param=param)
     return tuple(stop)
-
-
-def choices(n: int, param: str = "n") -> int:
-    if not 1 <= n <= MAX_CHOICES:
-        raise InvalidRequest(f"{param} must be between 1 and {MAX_CHOICES}, not {n}", param=param)
-    return n
