@@ -227,15 +227,20 @@ class BatchedEngine:
         self._snapshot = _Snapshot(len(s.running), len(s.waiting), s.used_blocks)
 
     def _command(self, kind: str, arg: Any) -> None:
+        """Apply one command. The snapshot is published before its outputs go out, so a reader that saw a
+        request end never reads it as still running."""
+        ended: list[SeqOutput] = []
+        error = None
         if kind == "add":
             rid, prompt, params = arg
             try:
                 self.scheduler.add(rid, prompt, params)
             except ValueError as e:
-                self._emit([SeqOutput(rid, (), True, None)], error=str(e))
+                ended, error = [SeqOutput(rid, (), True, None)], str(e)
         elif kind == "abort":
-            self._emit(self.scheduler.abort(arg))
+            ended = self.scheduler.abort(arg)
         self._publish()
+        self._emit(ended, error=error)
 
     def _drain(self, block: bool) -> None:
         """Apply the commands waiting in the inbox; with ``block``, wait for one first (unless stopping)."""
