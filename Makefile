@@ -62,8 +62,13 @@ $(CKPT)/tiny-gpt-oss-120b/config.json: | $(STAMP)
 $(CKPT)/tiny-gpt-oss-20b-wide/config.json: | $(STAMP)
 	$(BIN)/ossfleet make-tiny-checkpoint $(CKPT)/tiny-gpt-oss-20b-wide --layers 4 --wide
 
+# One tiny checkpoint of each other family, with its released chat template (config/local.yaml serves them).
+$(CKPT)/tiny-%/config.json: | $(STAMP)
+	$(BIN)/ossfleet make-tiny-checkpoint $(CKPT)/tiny-$* --family $* --layers 2
+
 checkpoints: $(CKPT)/tiny-gpt-oss-20b/config.json $(CKPT)/tiny-gpt-oss-120b/config.json \
-	$(CKPT)/tiny-gpt-oss-20b-wide/config.json
+	$(CKPT)/tiny-gpt-oss-20b-wide/config.json $(CKPT)/tiny-llama/config.json $(CKPT)/tiny-gemma2/config.json \
+	$(CKPT)/tiny-mixtral/config.json
 
 run: install $(if $(filter vllm,$(ENGINE)),$(VSTAMP)) checkpoints
 	$(RUNBIN)/ossfleet up --config $(CONFIG)

@@ -401,8 +401,8 @@ def detok(path: Path, repeat: int) -> dict[str, Any]:
     """Per-token cost of the worker's parse + detokenize near the 100th and the 4,000th token of a message."""
     from transformers import AutoTokenizer
 
+    from ossfleet.chatformat import ChatFormat
     from ossfleet.harmony import HarmonyStreamParser, SpecialIds
-    from ossfleet.replica.generation import RawTextStream
 
     tok = AutoTokenizer.from_pretrained(path)
     ids = SpecialIds.of(tok)
@@ -412,7 +412,7 @@ def detok(path: Path, repeat: int) -> dict[str, Any]:
     def cost(at: int) -> float:
         best = float("inf")
         for _ in range(repeat):
-            for make in (lambda: HarmonyStreamParser(tok, "r"), lambda: RawTextStream(tok)):
+            for make in (lambda: HarmonyStreamParser(tok, "r"), lambda: ChatFormat.of(tok).parser(tok, "r", raw=True)):
                 p = make()
                 p.feed(header + body[: at - 50])
                 t = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Any
 from ray import serve
 
 from ossfleet import metrics
+from ossfleet.chatformat import ChatFormat
 from ossfleet.config import parse_config
 from ossfleet.control.queue import queue_for
 from ossfleet.engine.base import Engine
@@ -59,6 +60,7 @@ class ModelReplica:
             reserved_slots=int(self.model.max_batch_size * self.cfg.batch.reserved_slot_fraction),
             storage=FileStorage(self.cfg.storage_url()), max_adapters=self.model.adapters.max_loaded,
             adapter_surcharge=self.model.adapters.surcharge, cold_start=self.cold_start,
+            fmt=ChatFormat.of(self.tokenizer, self.cfg.model_path(self.model)),
         )  # fmt: skip
         self.worker.start()
         log.info("event=replica_ready model=%s engine=%s stages=%d", self.model.name, self.model.engine,

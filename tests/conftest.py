@@ -55,6 +55,15 @@ def tiny_checkpoint_4l(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Llama 3.x, Gemma 2 and Mixtral checkpoint (2 layers each), by family."""
+    from ossfleet.tinyfamilies import FamilyShape, make_tiny_family_checkpoint
+
+    root = tmp_path_factory.mktemp("families")
+    return {f: make_tiny_family_checkpoint(root / f, FamilyShape(f)) for f in ("llama", "gemma2", "mixtral")}
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     from ossfleet.redisdb import EmbeddedRedis
 

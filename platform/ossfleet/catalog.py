@@ -1,4 +1,4 @@
-"""The gpt-oss model catalog: real architectures, and the GPU plan they imply.
+"""The model catalog: real architectures (gpt-oss, Llama 3.x, Gemma 2, Mixtral), and the GPU plan they imply.
 
 Sizes (layers, GPUs per replica, pipeline stages) come from here, never from
 code elsewhere. :meth:`ModelSpec.plan` turns a spec, a GPU's memory, the
@@ -15,7 +15,11 @@ checks it against the stage's tensors):
 - ``weights: mxfp4``: the experts stay packed (a byte per two e2m1 values and
   one e8m0 scale byte per 32 values: 4.25 bits a weight), everything else in
   the engine's dtype;
-- norms in float32 (transformers keeps them so for gpt-oss);
+- norms in float32 for gpt-oss (transformers keeps them so), in the
+  engine's dtype for the other families;
+- the other families as released: every tensor in bf16 (``weights: bf16``
+  only); a tied embedding (Gemma 2) counted once on a one-stage replica,
+  once on each end of a pipeline;
 - a KV pool of the same size for every layer of a stage (the engine's paged
   cache does not yet shrink sliding-window layers to their window).
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from ossfleet.families import FAMILIES, family_of_model_type
 
 GIB = 1024**3
 
@@ -45,7 +51,7 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The architecture of one gpt-oss model, as published by OpenAI."""
+    """The architecture of one model, as its authors published it (``experts`` 0 for a dense model)."""
 
     name: str
     layers: int
@@ -61,56 +67,97 @@ class ModelSpec:
     vocab_size: int = 201_088
     context_length: int = 131_072
     sliding_window: int = 128
+    family: str = "gpt-oss"
+    tied_embeddings: bool = False
+    hf_repo: str = ""  # where the released checkpoint is published
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; one of {sorted(FAMILIES)}")
 
     @classmethod
     def from_hf_config(cls, cfg: Any, name: str = "checkpoint") -> ModelSpec:
-        """The spec of a checkpoint from its ``GptOssConfig`` (tiny checkpoints, for the planner's checks)."""
+        """The spec of a checkpoint from its transformers config (tiny checkpoints, for the planner's checks)."""
         return cls(
-            name=name, layers=cfg.num_hidden_layers, experts=cfg.num_local_experts,
-            experts_per_token=cfg.num_experts_per_tok, total_params=0.0, active_params=0.0,
+            name=name, layers=cfg.num_hidden_layers, experts=getattr(cfg, "num_local_experts", 0) or 0,
+            experts_per_token=getattr(cfg, "num_experts_per_tok", 0) or 0, total_params=0.0, active_params=0.0,
             hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size, heads=cfg.num_attention_heads,
-            kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim, vocab_size=cfg.vocab_size,
-            context_length=cfg.max_position_embeddings, sliding_window=cfg.sliding_window or 0,
+            kv_heads=cfg.num_key_value_heads,
+            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+            vocab_size=cfg.vocab_size, context_length=cfg.max_position_embeddings,
+            sliding_window=getattr(cfg, "sliding_window", None) or 0,
+            family=family_of_model_type(cfg.model_type).name,
+            tied_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
         )  # fmt: skip
 
     # -- parameters, from the architecture ------------------------------------------------
 
     @property
     def expert_weights_per_layer(self) -> int:
-        """The experts' matrices: gate_up (H x 2I) and down (I x H), per expert."""
-        return self.experts * 3 * self.hidden_size * self.intermediate_size
+        """The experts' matrices: gate_up (H x 2I) and down (I x H), per expert; a dense model's MLP."""
+        return max(self.experts, 1) * 3 * self.hidden_size * self.intermediate_size
+
+    @property
+    def norms_per_layer(self) -> int:
+        return 4 if self.family == "gemma2" else 2  # Gemma 2 norms after attention and the MLP too
 
     @property
     def dense_params_per_layer(self) -> int:
-        """Everything else in a layer except its two norms: attention, sinks, router, expert biases."""
+        """Everything else in a layer except its norms: attention, and for gpt-oss sinks, router and
+        expert biases; Mixtral's router."""
         h, q, kv = self.hidden_size, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        if self.family != "gpt-oss":
+            return h * q + 2 * h * kv + q * h + self.experts * h  # no biases; a router where there are experts
         attention = h * q + q + 2 * (h * kv + kv) + q * h + h + self.heads
         router = self.experts * h + self.experts
         expert_bias = self.experts * (2 * self.intermediate_size + h)
         return attention + router + expert_bias
 
     @property
+    def vocab_matrices(self) -> int:
+        return 1 if self.tied_embeddings else 2
+
+    @property
     def params(self) -> int:
-        per_layer = self.expert_weights_per_layer + self.dense_params_per_layer + 2 * self.hidden_size
-        return self.layers * per_layer + 2 * self.vocab_size * self.hidden_size + self.hidden_size
+        norms = self.norms_per_layer * self.hidden_size
+        per_layer = self.expert_weights_per_layer + self.dense_params_per_layer + norms
+        return self.layers * per_layer + self.vocab_matrices * self.vocab_size * self.hidden_size + self.hidden_size
 
     # -- bytes ----------------------------------------------------------------------------
 
     def embedding_bytes(self, dtype_bytes: int = 2) -> int:
-        """One of the two untied vocab matrices (embedding, LM head)."""
+        """One vocab matrix (the embedding, or the untied LM head)."""
         return self.vocab_size * self.hidden_size * dtype_bytes
 
-    def layer_bytes(self, weights: WeightFormat = "mxfp4", dtype_bytes: int = 2) -> int:
-        """One transformer block as the engine holds it in memory."""
-        check_weights(weights)
+    def layer_bytes(self, weights: WeightFormat | None = None, dtype_bytes: int = 2) -> int:
+        """One transformer block as the engine holds it in memory (default: as released)."""
+        weights = weights or self.released_weights
+        self.check_weights(weights)
         ew = self.expert_weights_per_layer
         experts = int(ew * MXFP4_BYTES_PER_WEIGHT) if weights == "mxfp4" else ew * dtype_bytes
-        return experts + self.dense_params_per_layer * dtype_bytes + 2 * self.hidden_size * 4
+        norm_bytes = 4 if self.family == "gpt-oss" else dtype_bytes
+        norms = self.norms_per_layer * self.hidden_size * norm_bytes
+        return experts + self.dense_params_per_layer * dtype_bytes + norms
+
+    @property
+    def released_weights(self) -> WeightFormat:
+        """How the released checkpoint stores the experts: MXFP4 for gpt-oss, bf16 for the others."""
+        return "mxfp4" if self.family == "gpt-oss" else "bf16"
 
     @property
     def checkpoint_bytes(self) -> int:
-        """Bytes of the released checkpoint (MXFP4 experts, everything else bf16): the download."""
-        return self.layers * self.layer_bytes("mxfp4") + 2 * self.embedding_bytes() + self.hidden_size * 4
+        """Bytes of the released checkpoint (gpt-oss: MXFP4 experts, everything else bf16): the download."""
+        layers = self.layers * self.layer_bytes(self.released_weights)
+        return layers + self.vocab_matrices * self.embedding_bytes() + self.hidden_size * 4
+
+    def check_weights(self, weights: str) -> None:
+        check_weights(weights)
+        allowed = FAMILIES[self.family].weight_formats
+        if weights not in allowed:
+            raise PlanError(
+                f"{self.name} is released in {self.released_weights} and served as such: weights must be one of "
+                f"{list(allowed)}, got {weights!r}"
+            )
 
     def kv_bytes_per_token(self, layers: int | None = None, dtype_bytes: int = 2) -> int:
         """KV-cache bytes per token of context over ``layers`` layers (default: all)."""
@@ -118,16 +165,18 @@ class ModelSpec:
         return 2 * self.kv_heads * self.head_dim * dtype_bytes * n
 
     def stage_bytes(
-        self, layers_per_stage: tuple[int, ...], weights: WeightFormat = "mxfp4", dtype_bytes: int = 2
+        self, layers_per_stage: tuple[int, ...], weights: WeightFormat | None = None, dtype_bytes: int = 2
     ) -> tuple[int, ...]:
         """Weight bytes of each stage: its layers, plus the embedding (first) and the LM head (last).
         (The last stage's final norm, 4 x hidden_size bytes, is left out, as Terraform's sizing does.)"""
+        weights = weights or self.released_weights
         out = []
+        last = len(layers_per_stage) - 1
         for i, n in enumerate(layers_per_stage):
             b = n * self.layer_bytes(weights, dtype_bytes)
             if i == 0:
                 b += self.embedding_bytes(dtype_bytes)
-            if i == len(layers_per_stage) - 1:
+            if i == last and not (self.tied_embeddings and last == 0):  # tied, one stage: the one matrix
                 b += self.embedding_bytes(dtype_bytes)
             out.append(b)
         return tuple(out)
@@ -139,13 +188,14 @@ class ModelSpec:
         gpu_memory_gib: float,
         max_stages: int | None = None,
         *,
-        weights: WeightFormat = "mxfp4",
+        weights: WeightFormat | None = None,
         max_context: int | None = None,
         dtype_bytes: int = 2,
     ) -> ReplicaPlan:
         """The fewest pipeline stages (one GPU each) on which every stage holds its weights and the
         KV cache of at least one request of ``max_context`` tokens (default: the model's context)."""
-        check_weights(weights)
+        weights = weights or self.released_weights
+        self.check_weights(weights)
         if gpu_memory_gib <= 0:
             raise PlanError(f"gpu_memory_gib must be positive, got {gpu_memory_gib}")
         limit = min(self.layers, max_stages or self.layers)
@@ -160,12 +210,13 @@ class ModelSpec:
         gpu_memory_gib: float,
         stages: int,
         *,
-        weights: WeightFormat = "mxfp4",
+        weights: WeightFormat | None = None,
         max_context: int | None = None,
         dtype_bytes: int = 2,
     ) -> ReplicaPlan:
         """The plan for a configured stage count; refused, with the numbers, if a stage does not fit."""
-        check_weights(weights)
+        weights = weights or self.released_weights
+        self.check_weights(weights)
         if gpu_memory_gib <= 0:
             raise PlanError(f"gpu_memory_gib must be positive, got {gpu_memory_gib}")
         plan = self._layout(gpu_memory_gib, stages, weights, max_context, dtype_bytes)
@@ -195,8 +246,9 @@ class ModelSpec:
             f"{sum(p.weight_bytes_per_stage) / GIB:.1f} GiB ({max(p.weight_bytes_per_stage) / GIB:.1f} GiB on the "
             f"largest of {stages} stages), each GPU offers {max(usable, 0) / GIB:.1f} GiB after overheads, and the "
             f"KV cache of one {p.max_context}-token request needs {need / GIB:.2f} GiB over all layers (the "
-            f"tightest stage holds {p.kv_cache_tokens} tokens); use larger or more GPUs, weights: mxfp4, or a "
-            f"shorter max_context"
+            f"tightest stage holds {p.kv_cache_tokens} tokens); use larger or more GPUs, "
+            + ("weights: mxfp4, " if "mxfp4" in FAMILIES[self.family].weight_formats else "")
+            + "or a shorter max_context"
         )
 
 
@@ -290,6 +342,7 @@ def split_layers(layers: int, stages: int) -> tuple[int, ...]:
 
 GPT_OSS_20B = ModelSpec(
     name="gpt-oss-20b",
+    hf_repo="openai/gpt-oss-20b",
     layers=24,
     experts=32,
     experts_per_token=4,
@@ -299,6 +352,7 @@ GPT_OSS_20B = ModelSpec(
 
 GPT_OSS_120B = ModelSpec(
     name="gpt-oss-120b",
+    hf_repo="openai/gpt-oss-120b",
     layers=36,
     experts=128,
     experts_per_token=4,
@@ -306,4 +360,43 @@ GPT_OSS_120B = ModelSpec(
     active_params=5.1e9,
 )
 
-CATALOG: dict[str, ModelSpec] = {s.name: s for s in (GPT_OSS_20B, GPT_OSS_120B)}
+# The families users compare gpt-oss with, from each release's config.json (Llama 3.1: 128k context, RoPE
+# scaled llama3-style; Gemma 2: 8k context, 4k sliding window on every other layer, tied embeddings; Mixtral:
+# 8 experts, 2 per token). total_params/active_params as their model cards give them.
+LLAMA_3_1_8B = ModelSpec(
+    name="llama-3.1-8b", layers=32, experts=0, experts_per_token=0, total_params=8.03e9, active_params=8.03e9,
+    hidden_size=4096, intermediate_size=14336, heads=32, kv_heads=8, head_dim=128, vocab_size=128_256,
+    context_length=131_072, sliding_window=0, family="llama", hf_repo="meta-llama/Llama-3.1-8B-Instruct",
+)  # fmt: skip
+LLAMA_3_1_70B = ModelSpec(
+    name="llama-3.1-70b", layers=80, experts=0, experts_per_token=0, total_params=70.6e9, active_params=70.6e9,
+    hidden_size=8192, intermediate_size=28672, heads=64, kv_heads=8, head_dim=128, vocab_size=128_256,
+    context_length=131_072, sliding_window=0, family="llama", hf_repo="meta-llama/Llama-3.1-70B-Instruct",
+)  # fmt: skip
+GEMMA_2_9B = ModelSpec(
+    name="gemma-2-9b", layers=42, experts=0, experts_per_token=0, total_params=9.24e9, active_params=9.24e9,
+    hidden_size=3584, intermediate_size=14336, heads=16, kv_heads=8, head_dim=256, vocab_size=256_000,
+    context_length=8192, sliding_window=4096, family="gemma2", tied_embeddings=True, hf_repo="google/gemma-2-9b-it",
+)  # fmt: skip
+GEMMA_2_27B = ModelSpec(
+    name="gemma-2-27b", layers=46, experts=0, experts_per_token=0, total_params=27.2e9, active_params=27.2e9,
+    hidden_size=4608, intermediate_size=36864, heads=32, kv_heads=16, head_dim=128, vocab_size=256_000,
+    context_length=8192, sliding_window=4096, family="gemma2", tied_embeddings=True, hf_repo="google/gemma-2-27b-it",
+)  # fmt: skip
+MIXTRAL_8X7B = ModelSpec(
+    name="mixtral-8x7b", layers=32, experts=8, experts_per_token=2, total_params=46.7e9, active_params=12.9e9,
+    hidden_size=4096, intermediate_size=14336, heads=32, kv_heads=8, head_dim=128, vocab_size=32_000,
+    context_length=32_768, sliding_window=0, family="mixtral", hf_repo="mistralai/Mixtral-8x7B-Instruct-v0.1",
+)  # fmt: skip
+MIXTRAL_8X22B = ModelSpec(
+    name="mixtral-8x22b", layers=56, experts=8, experts_per_token=2, total_params=141e9, active_params=39e9,
+    hidden_size=6144, intermediate_size=16384, heads=48, kv_heads=8, head_dim=128, vocab_size=32_768,
+    context_length=65_536, sliding_window=0, family="mixtral", hf_repo="mistralai/Mixtral-8x22B-Instruct-v0.1",
+)  # fmt: skip
+
+CATALOG: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        GPT_OSS_20B, GPT_OSS_120B, LLAMA_3_1_8B, LLAMA_3_1_70B, GEMMA_2_9B, GEMMA_2_27B, MIXTRAL_8X7B, MIXTRAL_8X22B,
+    )
+}  # fmt: skip

@@ -28,12 +28,16 @@ WIDE_SHAPE = {"hidden_size": 256, "heads": 8, "kv_heads": 4, "head_dim": 64, "ex
 
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from ossfleet.tinyfamilies import FamilyShape, make_tiny_family_checkpoint
     from ossfleet.tinymodel import TinySpec, make_tiny_checkpoint
 
-    wide = WIDE_SHAPE if args.wide else {}
-    out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed, mxfp4=args.mxfp4, **wide))
-    kind = "MXFP4 experts, as released" if args.mxfp4 else "dense"
-    print(f"wrote a tiny gpt-oss checkpoint ({args.layers} layers, {kind}) to {out}")
+    if args.family != "gpt-oss":  # bf16, head_dim 64: --mxfp4 and --wide are gpt-oss's
+        out, kind = make_tiny_family_checkpoint(args.dir, FamilyShape(args.family, args.layers, seed=args.seed)), "bf16"
+    else:
+        wide = WIDE_SHAPE if args.wide else {}
+        out = make_tiny_checkpoint(args.dir, TinySpec(layers=args.layers, seed=args.seed, mxfp4=args.mxfp4, **wide))
+        kind = "MXFP4 experts, as released" if args.mxfp4 else "dense"
+    print(f"wrote a tiny {args.family} checkpoint ({args.layers} layers, {kind}) to {out}")
     return 0
 
 
@@ -353,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
     up.set_defaults(fn=cmd_up)
 
-    tiny = sub.add_parser("make-tiny-checkpoint", help="write a tiny random gpt-oss checkpoint")
+    tiny = sub.add_parser("make-tiny-checkpoint", help="write a tiny random checkpoint of a model family")
     tiny.add_argument("dir")
+    tiny.add_argument("--family", choices=["gpt-oss", "llama", "gemma2", "mixtral"], default="gpt-oss")
     tiny.add_argument("--layers", type=int, default=2)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--mxfp4", action="store_true", help="experts in MXFP4, the rest bf16 (the released format)")

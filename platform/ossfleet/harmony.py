@@ -417,11 +417,12 @@ class HarmonyStreamParser:
         return []
 
 
-def raw_prompt_ids(tok: Any, prompt: str | tuple[int, ...]) -> list[int]:
-    """A raw completion's prompt as token ids: text tokenized as is, token ids checked against the
-    tokenizer's vocabulary (an id past it would fail in the engine, after admission)."""
+def raw_prompt_ids(tok: Any, prompt: str | tuple[int, ...], *, bos: bool = False) -> list[int]:
+    """A raw completion's prompt as token ids: text tokenized as is (``bos``: with what the tokenizer adds
+    to a text, its BOS), token ids checked against the tokenizer's vocabulary (an id past it would fail in
+    the engine, after admission)."""
     if isinstance(prompt, str):
-        return list(tok.encode(prompt, add_special_tokens=False))
+        return list(tok.encode(prompt, add_special_tokens=bos))
     vocab = len(tok)
     bad = next((t for t in prompt if t >= vocab), None)
     if bad is not None:

@@ -54,8 +54,12 @@ def _json_rule(schema: dict[str, Any] | None) -> str:
     return "%json " + json.dumps(s, ensure_ascii=False)
 
 
-def grammar(fmt: OutputFormat, max_tokens: int) -> str:
-    """The llguidance (Lark) grammar of a harmony output in format ``fmt``, after ``<|start|>assistant``."""
+def grammar(fmt: OutputFormat, max_tokens: int, *, harmony: bool = True) -> str:
+    """The llguidance (Lark) grammar of a harmony output in format ``fmt``, after ``<|start|>assistant``;
+    with ``harmony=False``, of a plain-text answer (the other families): the JSON value alone, or a call as
+    Llama 3.x writes it, ``{"name": ..., "parameters": ...}``; the tokenizer's end of sequence follows."""
+    if not harmony:
+        return _plain_grammar(fmt)
     lines = [
         "%llguidance {}",
         "start: analysis? answer",
@@ -72,6 +76,22 @@ def grammar(fmt: OutputFormat, max_tokens: int) -> str:
             lines.append(f"args_{i}: {_json_rule(t.parameters)}")
     else:
         lines.append('answer: <|channel|> "final" <|message|> value <|return|>')
+        lines.append(f"value: {_json_rule(fmt.schema if fmt.kind == 'json_schema' else None)}")
+    return "\n".join(lines) + "\n"
+
+
+def _plain_grammar(fmt: OutputFormat) -> str:
+    lines = ["%llguidance {}"]
+    if fmt.kind == "tool_call":
+        if not fmt.tools:
+            raise ValueError("a tool_call format needs at least one tool")
+        lines.append("start: " + " | ".join(f"call_{i}" for i in range(len(fmt.tools))))
+        for i, t in enumerate(fmt.tools):
+            head = json.dumps('{"name": ' + json.dumps(t.name) + ', "parameters": ')
+            lines.append(f'call_{i}: {head} args_{i} "}}"')
+            lines.append(f"args_{i}: {_json_rule(t.parameters)}")
+    else:
+        lines.append("start: value")
         lines.append(f"value: {_json_rule(fmt.schema if fmt.kind == 'json_schema' else None)}")
     return "\n".join(lines) + "\n"
 

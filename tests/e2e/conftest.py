@@ -78,15 +78,20 @@ def ray_cluster(request):
 
 @pytest.fixture(scope="module")
 def platform(request, ray_cluster, tiny_checkpoint, tiny_checkpoint_4l, redis_server, tmp_path_factory) -> Platform:
+    # A namespace per test module: one module's tenants' state (usage, adapters) never shows in another's.
+    namespace = "e2e-" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    raw = platform_config(tiny_checkpoint, tiny_checkpoint_4l, namespace, free_port())
+    return start_platform(raw, ray_cluster, redis_server, tmp_path_factory)
+
+
+def start_platform(raw: dict, ray_cluster, redis_server, tmp_path_factory) -> Platform:
+    """Deploy a platform config on the module's Ray cluster; keys registered for its tenants."""
     from ray import serve
 
     from deployments.app import build_applications, deploy
     from ossfleet.serveconfig import serve_start_options
 
-    port, grpc_port = free_port(), free_port()
-    # A namespace per test module: one module's tenants' state (usage, adapters) never shows in another's.
-    namespace = "e2e-" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
-    raw = platform_config(tiny_checkpoint, tiny_checkpoint_4l, namespace, port)
+    port, grpc_port = raw["endpoints"]["http_port"], free_port()
     raw["batch"] = {"storage_url": str(tmp_path_factory.mktemp("files"))}  # batch files and LoRA adapters
     raw["endpoints"].update(grpc_port=grpc_port, grpc_health_port=free_port())
     cfg = parse_config(raw, "<e2e>")

@@ -45,7 +45,8 @@ def listener(port: int) -> str | None:
     return None
 
 
-def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint, tiny_checkpoint_4l):
+def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint, tiny_checkpoint_4l,
+                                                     tiny_family_checkpoints):  # fmt: skip
     cfg = yaml.safe_load((ROOT / "config/local.yaml").read_text())
     port, grpc_port = free_port(), free_port()
     cfg["endpoints"]["http_port"] = port
@@ -57,6 +58,8 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     cfg["redis"]["data_dir"] = str(tmp_path / "redis")
     cfg["models"][0]["path"] = str(tiny_checkpoint)
     cfg["models"][1]["path"] = str(tiny_checkpoint_4l)
+    for m, family in zip(cfg["models"][2:], ("llama", "gemma2", "mixtral"), strict=True):
+        m["path"] = str(tiny_family_checkpoints[family])
     cfg["batch"]["storage_url"] = str(tmp_path / "files")
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -121,6 +124,13 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
         )  # fmt: skip
         assert resp.status_code == 200, resp.text
         assert resp.json()["model"] == "gpt-oss-120b"
+        # Llama 3.1, Gemma 2 and Mixtral beside gpt-oss, each prompted with its own chat template.
+        for name in ("llama-3.1-8b", "gemma-2-9b", "mixtral-8x7b"):
+            resp = httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                json={"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}, timeout=120,
+            )  # fmt: skip
+            assert resp.status_code == 200 and resp.json()["model"] == name, resp.text
         # Both batch modes the README shows run on this config: dedicated mode's engine actor and
         # Ray Data's read task find their CPUs beside the Serve apps.
         src = tmp_path / "eval.jsonl"

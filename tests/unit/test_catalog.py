@@ -100,3 +100,50 @@ def test_plan_names_vllm_for_a_replica_inside_one_node_and_the_batched_engine_ac
     assert across.engine == "batched" and "span nodes" in across.reason
     with pytest.raises(PlanError):
         choose_engine(one, 0)
+
+
+# -- the other families -------------------------------------------------------------------------------
+
+FAMILY_SPECS = ["llama-3.1-8b", "llama-3.1-70b", "gemma-2-9b", "gemma-2-27b", "mixtral-8x7b", "mixtral-8x22b"]
+
+
+@pytest.mark.parametrize("name", FAMILY_SPECS)
+def test_parameters_counted_from_the_architecture_match_the_published_totals(name):
+    spec = CATALOG[name]
+    assert abs(spec.params / spec.total_params - 1) < 0.005, (spec.params, spec.total_params)
+
+
+@pytest.mark.parametrize("name", FAMILY_SPECS)
+def test_families_are_planned_in_bf16_as_released_and_refuse_mxfp4(name):
+    spec = CATALOG[name]
+    plan = spec.plan(80.0, max_context=8192)
+    # bf16: two bytes a parameter, the tied embedding once on a one-stage replica.
+    assert sum(plan.weight_bytes_per_stage) == pytest.approx(spec.params * 2, rel=0.001)
+    with pytest.raises(PlanError, match=r"released in bf16.*weights must be one of \['bf16'\]"):
+        spec.plan(80.0, weights="mxfp4")
+
+
+def test_a_tied_embedding_is_held_by_both_ends_of_a_pipeline_and_once_on_one_stage():
+    gemma = CATALOG["gemma-2-27b"]
+    one = gemma.stage_bytes((46,))[0]
+    two = gemma.stage_bytes((23, 23))
+    assert sum(two) - one == gemma.embedding_bytes()
+    llama = CATALOG["llama-3.1-8b"]  # untied: the head is its own matrix either way
+    assert sum(llama.stage_bytes((16, 16))) == llama.stage_bytes((32,))[0]
+
+
+def test_refusal_for_a_family_gives_the_numbers_and_no_mxfp4_advice():
+    with pytest.raises(PlanError) as e:
+        CATALOG["llama-3.1-70b"].plan(24.0, max_stages=2)
+    msg = str(e.value)
+    assert "llama-3.1-70b (bf16 weights) does not fit on 2 GPU(s) of 24 GiB" in msg
+    assert "131.4 GiB" in msg and "mxfp4" not in msg
+
+
+def test_config_refuses_mxfp4_for_a_family_released_in_bf16():
+    from pydantic import ValidationError
+
+    from ossfleet.config import ModelConfig
+
+    with pytest.raises(ValidationError, match=r"llama-3\.1-8b is released in bf16"):
+        ModelConfig(name="llama", spec="llama-3.1-8b", path="x", weights="mxfp4")

@@ -15,7 +15,13 @@ def minimal(**extra):
 def test_shipped_configs_load():
     local = load_config(ROOT / "config/local.yaml")
     prod = load_config(ROOT / "config/production.yaml")
-    assert [m.name for m in local.models] == ["gpt-oss-20b", "gpt-oss-120b"]
+    assert [m.name for m in local.models] == [
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+        "llama-3.1-8b",
+        "gemma-2-9b",
+        "mixtral-8x7b",
+    ]
     assert local.redis.url is None and prod.redis.url.startswith("rediss://")
     # Production's 120B pipeline is planned from the catalog: 2 stages on 48 GB GPUs.
     assert prod.model("gpt-oss-120b").stages() == 2

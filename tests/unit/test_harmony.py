@@ -152,8 +152,8 @@ def test_incremental_decoding_cost_does_not_grow_with_the_message(tok):
 
 
 def test_hardening_special_tokens_never_reach_content_reasoning_or_tool_arguments(tok):
+    from ossfleet.chatformat import ChatFormat
     from ossfleet.harmony import SpecialIds
-    from ossfleet.replica.generation import RawTextStream
 
     ids = SpecialIds.of(tok)
     w = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
@@ -168,7 +168,7 @@ def test_hardening_special_tokens_never_reach_content_reasoning_or_tool_argument
     assert "".join(d.text for d in deltas if d.kind == "reasoning") == "think more"
     assert [d.tool_call.arguments for d in deltas if d.tool_call] == ['{"a":1}']
     assert not any("<|" in t for t in texts)
-    raw = RawTextStream(tok)
+    raw = ChatFormat.of(tok).parser(tok, "r", raw=True)
     text = "".join(d.text for d in raw.feed([*w("hi "), ids.start, ids.channel, *w("there")]) + raw.finish())
     assert text == "hi there"
 

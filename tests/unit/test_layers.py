@@ -19,10 +19,10 @@ ROOTS = {"ossfleet": REPO / "platform" / "ossfleet", "deployments": REPO / "depl
 PACKAGES = tuple(ROOTS)
 
 # Base modules, each importing only those before it (the first ones import nothing of ossfleet).
-BASE_ORDER = ["errors", "v1", "control.keyspace", "catalog", "config.base", "config.models", "config",
-              "adapters.format", "metrics", "redisdb", "tasks", "jsonlimits", "harmony", "storage", "control.audit",
-              "control.apikeys", "control.pricing", "control.budget", "adapters.store", "control.tenants",
-              "adapters", "control", ""]  # fmt: skip
+BASE_ORDER = ["errors", "v1", "control.keyspace", "families", "catalog", "config.base", "config.models", "config",
+              "adapters.format", "metrics", "redisdb", "tasks", "jsonlimits", "harmony", "chatformat", "storage",
+              "control.audit", "control.apikeys", "control.pricing", "control.budget", "adapters.store",
+              "control.tenants", "adapters", "control", ""]  # fmt: skip
 GROUPS = {
     "data": {"protocol.load"},  # plain data that imports nothing: shared with the autoscaling policy
     "base": set(BASE_ORDER),
@@ -37,7 +37,7 @@ GROUPS = {
     "api": {"api", "client"},
     "policy": {"autoscaling.policy", "autoscaling.simulator"},
     "serve": {"deployments", "autoscaling", "autoscaling.serve_policy", "autoscaling.signals"},
-    "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "admin_cli"},
+    "top": {"cli", "serveconfig", "batch.cli", "tinymodel", "tinyfamilies", "admin_cli"},
 }  # fmt: skip
 ALLOWED = {
     "data": {"data"},

@@ -28,10 +28,11 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ossfleet.batch.format import BatchLine, error_line, output_line, parse_prepared
+from ossfleet.control.admission import check_features
 from ossfleet.control.budget import period_id
 from ossfleet.control.pricing import NANO_PER_USD, cost_nusd
 from ossfleet.engine.base import EngineError
-from ossfleet.errors import InvalidRequest, OssfleetError
+from ossfleet.errors import OssfleetError
 from ossfleet.harmony import raw_prompt_ids
 from ossfleet.protocol.events import Outcome, StreamEvent, delta_event, fold
 from ossfleet.protocol.openai import batch_request, response_body
@@ -78,9 +79,9 @@ class DedicatedEngine:
         from transformers import AutoTokenizer
 
         from ossfleet.batch.store import JobStore
+        from ossfleet.chatformat import ChatFormat
         from ossfleet.config import parse_config
         from ossfleet.engine.factory import build_engine
-        from ossfleet.harmony import HarmonyRenderer, SpecialIds
         from ossfleet.redisdb import connect_async
         from ossfleet.structured import Grammars
 
@@ -94,8 +95,8 @@ class DedicatedEngine:
         self.store = JobStore(connect_async(redis_url, self.cfg.redis, max_connections=8), self.cfg.redis.namespace)
         self.tenant, self.job_id, self.period, self.limit_nusd = tenant, job_id, period, limit_nusd
         self.tok = AutoTokenizer.from_pretrained(self.cfg.model_path(m))
-        self.renderer = HarmonyRenderer(self.tok)
-        self.special = SpecialIds.of(self.tok)
+        self.fmt = ChatFormat.of(self.tok, self.cfg.model_path(m))
+        self.renderer = self.fmt.renderer(self.tok, m.name)
         self.grammars = Grammars(self.tok)
         # The engine lives on an event loop of its own, which every call feeds.
         self.loop = asyncio.new_event_loop()
@@ -124,29 +125,28 @@ class DedicatedEngine:
         rid = f"{row.index}-{row.custom_id}"[:64]
         try:
             req = batch_request(self.endpoint, row.body, self.cfg.limits)
-            if (req.output_format is not None or req.logprobs is not None) and not self.m.enforces_grammars():
-                raise InvalidRequest(
-                    f"structured output and logprobs need ossfleet's batched engine or vLLM; {self.m.name} runs "
-                    f"{self.m.engine!r}",
-                    param="response_format" if req.output_format is not None else "logprobs",
-                )
-            lark = grammar(req.output_format, req.max_tokens) if req.output_format is not None else None
+            check_features(req, self.m)  # what the gateway refuses, refused here the same way
+            fmt = req.output_format
+            lark = grammar(fmt, req.max_tokens, harmony=self.fmt.family.harmony) if fmt is not None else None
             if lark is not None:
                 self.grammars.check(lark, "response_format")
         except OssfleetError as e:
             return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         if req.prompt is not None:
             try:
-                prompt = raw_prompt_ids(self.tok, req.prompt)
+                prompt = raw_prompt_ids(self.tok, req.prompt, bos=not self.fmt.family.harmony)
             except OssfleetError as e:
                 return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         else:
-            prompt = self.renderer.render(req.messages, effort=req.reasoning_effort or "medium", tools=req.tools)
+            try:
+                prompt = self.renderer.render(req.messages, effort=req.reasoning_effort or "medium", tools=req.tools)
+            except OssfleetError as e:
+                return False, error_line(row.custom_id, e.code, e.message, status_code=e.http_status), 0, 0, 0
         item = WorkItem.of(req, prompt, req.max_tokens, grammar=lark, discount=self.cfg.batch.discount)
         constraint = None
         if lark is not None and not getattr(self.engine, "enforces_grammar_text", False):
             constraint = self.grammars.constraint(lark)
-        gen = Generation(self.tok, rid, item, constraint=constraint)
+        gen = Generation(self.tok, rid, item, constraint=constraint, fmt=self.fmt)
         most = cost_nusd(self.m.price, len(prompt), req.max_tokens, self.cfg.batch.discount)
         if not await self.store.reserve(self.tenant, self.job_id, row.index, most, self.period, self.limit_nusd):
             return None, "", 0, 0, 0

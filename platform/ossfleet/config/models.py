@@ -172,6 +172,15 @@ class ModelConfig(_Section):
         )  # fmt: skip
 
     @model_validator(mode="after")
+    def _weights_as_released(self) -> ModelConfig:
+        spec = CATALOG[self.spec]
+        try:
+            spec.check_weights(self.weights)
+        except PlanError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    @model_validator(mode="after")
     def _vllm_in_one_node(self) -> ModelConfig:
         if self.engine == "vllm" and self.pipeline_stages != 1:
             raise ValueError(

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.catalog import CATALOG
 from ossfleet.control import budget
 from ossfleet.control.pricing import NANO_PER_USD, cost_nusd, usd, with_surcharge
 from ossfleet.control.router import Placement, TenantPolicy
 from ossfleet.control.scripts import _s
 from ossfleet.errors import BudgetExhausted, InvalidRequest, OssfleetError, QueueFull, RateLimited
+from ossfleet.families import FAMILIES
 from ossfleet.protocol.work import AdapterRef, WorkItem
 
 if TYPE_CHECKING:
@@ -157,7 +159,19 @@ def tenant_policy(t: TenantConfig, priorities: PrioritiesConfig, budget_left_nus
 
 
 def check_features(req: ChatRequest, m: ModelConfig) -> None:
-    """Refuse what the model's engine cannot do, and what cannot be combined, naming the field."""
+    """Refuse what the model's family or engine cannot do, and what cannot be combined, naming the field."""
+    family = FAMILIES[CATALOG[m.spec].family]
+    if req.tools and family.tool_format is None:
+        raise InvalidRequest(
+            f"tools are not supported by model {m.name!r}: {family.name} has no tool-call format ossfleet parses "
+            f"(tools work with {sorted(f.name for f in FAMILIES.values() if f.tool_format)} models)",
+            param="tools",
+        )
+    if req.reasoning_effort is not None and not family.reasons:
+        raise InvalidRequest(
+            f"reasoning_effort is not supported by model {m.name!r}: {family.name} does not reason (gpt-oss does)",
+            param="reasoning_effort",
+        )
     fmt = req.output_format
     wanted = [f for f, on in (("response_format", fmt is not None and fmt.kind != "tool_call"),
                               ("tool_choice", fmt is not None and fmt.kind == "tool_call"),

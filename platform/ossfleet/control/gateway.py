@@ -23,6 +23,7 @@ from ossfleet import metrics
 from ossfleet.adapters.format import AdapterInvalid, ModelShape, validate
 from ossfleet.adapters.store import AdapterRecord, AdapterStore, check_name, split_model
 from ossfleet.catalog import CATALOG
+from ossfleet.chatformat import ChatFormat, TemplateRenderer
 from ossfleet.config import ModelConfig, PlatformConfig, TenantConfig
 from ossfleet.control import budget
 from ossfleet.control.admission import Admission, Submitted, check_features, plan_admission, tenant_policy
@@ -62,9 +63,18 @@ class GatewayCore:
         # Reads every stream this gateway relays with one XREAD on a connection of its own.
         self.hub = StreamHub(connect_async(redis_url, cfg.redis, max_connections=2))
         self.relay = Relay(self.queue, self.hub, self.cancel_abandoned)
-        self.renderers: dict[str, HarmonyRenderer] = {}
+        # Each model's chat format (harmony, or its checkpoint's template) and the renderer of its prompts.
+        self.formats: dict[str, ChatFormat] = {}
+        self.renderers: dict[str, HarmonyRenderer | TemplateRenderer] = {}
         for m in cfg.models:
-            self.renderers[m.name] = HarmonyRenderer(AutoTokenizer.from_pretrained(cfg.model_path(m)))
+            tok = AutoTokenizer.from_pretrained(cfg.model_path(m))
+            fmt = self.formats[m.name] = ChatFormat.of(tok, cfg.model_path(m))
+            if fmt.family.name != CATALOG[m.spec].family:
+                raise ValueError(
+                    f"model {m.name!r}: its spec {m.spec!r} is a {CATALOG[m.spec].family} model, but the checkpoint "
+                    f"at {cfg.model_path(m)} is {fmt.family.name}: point path at a {CATALOG[m.spec].family} checkpoint"
+                )
+            self.renderers[m.name] = fmt.renderer(tok, m.name)
         self._loads: dict[str, tuple[float, ModelLoad]] = {}
         self._render_pool = ThreadPoolExecutor(cfg.limits.render_threads, thread_name_prefix="ossfleet-render")
         self._render_slots: dict[str, asyncio.Semaphore] = {}
@@ -116,7 +126,11 @@ class GatewayCore:
     async def options(self, requested: str) -> list[ModelOption]:
         """The models a placement may choose from, with their load where it matters (auto)."""
         out = []
+        # One family's models only: a prompt rendered for one is read by the others (gpt-oss: harmony, o200k).
+        family = CATALOG[(self.cfg.model(requested) or self.cfg.models[0]).spec].family
         for m in self.cfg.models:
+            if CATALOG[m.spec].family != family:
+                continue
             load = await self.load(m.name) if requested == AUTO else None
             out.append(ModelOption(m.name, CATALOG[m.spec].total_params, m.price, m.max_context, load))
         return out
@@ -210,8 +224,8 @@ class GatewayCore:
 
     def render(self, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
         renderer = self.renderers[model]
-        if req.prompt is not None:
-            return raw_prompt_ids(renderer.tok, req.prompt)
+        if req.prompt is not None:  # the other families' tokenizers add their BOS, as their releases do
+            return raw_prompt_ids(renderer.tok, req.prompt, bos=not self.formats[model].family.harmony)
         return renderer.render(req.messages, effort=effort, tools=req.tools)
 
     async def render_off_loop(self, tenant: str, model: str, req: ChatRequest, effort: ReasoningEffort) -> list[int]:
@@ -314,7 +328,7 @@ class GatewayCore:
         """The structured output's grammar, checked (off the loop) against the placed model's vocabulary."""
         if req.output_format is None:
             return None
-        lark = grammar(req.output_format, placement.max_tokens)
+        lark = grammar(req.output_format, placement.max_tokens, harmony=self.formats[placement.model].family.harmony)
         param = "tool_choice" if req.output_format.kind == "tool_call" else "response_format"
         await self.off_loop(tenant, self.grammars(placement.model).check, lark, param)
         return lark

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ossfleet.chatformat import ChatFormat
 from ossfleet.config import ModelConfig, PlatformConfig
 from ossfleet.engine.base import Engine
 from ossfleet.harmony import SpecialIds
@@ -28,10 +29,14 @@ async def build_engine(
     if m.engine == "stub":
         from ossfleet.engine.stub import StubEngine
 
-        ids = SpecialIds.of(tokenizer)
-        header = [ids.channel, *tokenizer.encode("final", add_special_tokens=False), ids.message]
+        fmt = ChatFormat.of(tokenizer, path)
+        if fmt.family.harmony:  # a final message; the other families answer in plain text
+            ids = SpecialIds.of(tokenizer)
+            header = [ids.channel, *tokenizer.encode("final", add_special_tokens=False), ids.message]
+        else:
+            header = []
         engine = StubEngine(
-            header, ids.return_, max_slots=m.max_batch_size, max_context=m.max_context,
+            header, fmt.stop[0], max_slots=m.max_batch_size, max_context=m.max_context,
             token_delay_s=m.stub_token_delay_s,
         )  # fmt: skip
     elif m.engine == "mii":

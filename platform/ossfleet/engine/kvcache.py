@@ -11,8 +11,8 @@ experts run once over all of them; only attention is done per request:
 - each prefill chunk on its own, ``[1, n]`` over its keys.
 
 Sliding-window layers gather only the last ``sliding_window`` positions.
-Scores follow transformers' ``eager_attention_forward`` for gpt-oss step for
-step (attention sinks included), except that a KV head's query heads share
+Scores follow transformers' ``eager_attention_forward`` of the layer's family
+step for step (gpt-oss's attention sinks, Gemma 2's soft-capping), except that a KV head's query heads share
 its keys rather than copies of them; greedy tokens equal ``generate``'s.
 
 Why not transformers' ``PagedAttentionCache`` and its ``paged|eager``
@@ -99,6 +99,8 @@ class PagedKVCache:
         full: list[_Group] = []
         sliding: list[_Group] = []
         for window, out in ((None, full), (sliding_window, sliding)):
+            if window is not None and not window:
+                continue  # no sliding-window layers (Llama, Mixtral)
             if decode:
                 out.append(_group(decode, 1, window, bs, dtype, device))
             for c in prefill:
@@ -157,32 +159,49 @@ def paged_attention(
     vpool.index_copy_(0, meta.slot_mapping, value[0].transpose(0, 1).to(vpool.dtype))
     heads, dim = query.shape[1], query.shape[3]
     out = query.new_empty(1, query.shape[2], heads, dim)
-    groups = meta.sliding if getattr(module, "sliding_window", None) else meta.full
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    groups = meta.sliding if window else meta.full
+    sinks, softcap = getattr(module, "sinks", None), kwargs.get("softcap")
     for g in groups:
         q = query[0, :, g.tokens, :].reshape(heads, g.rows, g.q, dim).transpose(0, 1)  # [B, H, q, D]
         k = kpool[g.slots].transpose(1, 2)  # [B, KV, L, D]
         v = vpool[g.slots].transpose(1, 2)
-        o = _gqa_attention(q, k, v, g.mask, module.sinks, scaling)  # [B, q, H, D]
+        o = _gqa_attention(q, k, v, g.mask, sinks, scaling, softcap)  # [B, q, H, D]
         out[0, g.tokens] = o.reshape(g.rows * g.q, heads, dim)
     return out, None
 
 
 def _gqa_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, sinks: torch.Tensor, scaling: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    sinks: torch.Tensor | None,
+    scaling: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """transformers' ``eager_attention_forward`` for gpt-oss, step for step, without copying K/V per head.
+    """transformers' ``eager_attention_forward`` of the layer's family, step for step, without copying K/V
+    per head.
 
     The library repeats each KV head for its query heads (a copy of every
     gathered key and value); here each KV head's query heads are folded into
     the query rows instead: ``[B, KV, G*q, D] @ [B, KV, D, L]``, the same dot
-    products. Sinks, the max subtraction and the softmax follow the library's
-    order of operations.
+    products. gpt-oss: sinks, the max subtraction and the softmax in the
+    library's order of operations. Gemma 2: the scores soft-capped before the
+    mask, the softmax in float32. Llama and Mixtral: the softmax in float32.
     """
     b, heads, nq, dim = q.shape
     kv = k.shape[1]
     g = heads // kv
     scores = torch.matmul(q.reshape(b, kv, g * nq, dim), k.transpose(2, 3)) * scaling  # [B, KV, G*q, L]
-    scores = scores.view(b, heads, nq, -1) + mask
+    scores = scores.view(b, heads, nq, -1)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores + mask
+    if sinks is None:
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+        o = torch.matmul(probs.reshape(b, kv, g * nq, -1), v)
+        return o.view(b, heads, nq, dim).transpose(1, 2).contiguous()
     sink = sinks.reshape(1, -1, 1, 1).expand(b, -1, nq, -1)
     combined = torch.cat([scores, sink], dim=-1)
     combined = combined - combined.max(dim=-1, keepdim=True).values

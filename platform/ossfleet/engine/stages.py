@@ -1,4 +1,4 @@
-"""One pipeline stage of gpt-oss: a contiguous run of layers, and only their weights.
+"""One pipeline stage of a model: a contiguous run of layers, and only their weights.
 
 A :class:`PipelineStage` holds layers ``[start, end)`` of the model; the first
 stage also holds the token embedding, the last the final norm and the LM
@@ -89,14 +89,60 @@ def _dequantize_mxfp4(
     return out
 
 
+def _fuse_mixtral_experts(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mixtral's released layout (``block_sparse_moe.experts.{e}.w1/w2/w3``, one matrix per expert) as
+    transformers' modules hold it (``mlp.experts.gate_up_proj`` ``[E, 2I, H]``: each expert's w1 then w3;
+    ``down_proj`` ``[E, H, I]``), the conversion its loader makes. Other layouts pass through."""
+    if not any(".block_sparse_moe." in n for n in sd):
+        return sd
+    out: dict[str, torch.Tensor] = {}
+    experts: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for name, t in sd.items():
+        name = name.replace(".block_sparse_moe.", ".mlp.")
+        prefix, sep, rest = name.partition(".mlp.experts.")
+        if not sep:
+            out[name] = t
+            continue
+        e, w, _ = rest.split(".")
+        experts.setdefault((prefix, w), {})[int(e)] = t
+    for prefix in sorted({p for p, _ in experts}):
+        w1, w2, w3 = (experts[(prefix, w)] for w in ("w1", "w2", "w3"))
+        n = len(w1)
+        out[f"{prefix}.mlp.experts.gate_up_proj"] = torch.stack([torch.cat([w1[e], w3[e]]) for e in range(n)])
+        out[f"{prefix}.mlp.experts.down_proj"] = torch.stack([w2[e] for e in range(n)])
+    return out
+
+
+def _restore_buffers(module: torch.nn.Module, device: torch.device) -> None:
+    """Give the non-persistent buffers a meta-built module holds their values (Gemma 2's embedding scale:
+    the checkpoint does not carry it)."""
+    scale = getattr(module, "scalar_embed_scale", None)
+    if scale is not None:
+        module.embed_scale = torch.tensor(scale, device=device)
+
+
 def is_mxfp4(path: Path) -> bool:
     """Whether a checkpoint stores its experts in MXFP4 (as released)."""
     cfg = json.loads((path / "config.json").read_text())
     return (cfg.get("quantization_config") or {}).get("quant_method") == "mxfp4"
 
 
+def causal_lm_class(cfg: Any) -> Any:
+    """transformers' ``...ForCausalLM`` class of a config (what ``AutoModelForCausalLM`` would build)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING[type(cfg)]
+
+
 class PipelineStage:
-    """Layers ``[start, end)`` of a gpt-oss checkpoint, their weights, and their KV caches."""
+    """Layers ``[start, end)`` of a checkpoint (gpt-oss, Llama, Gemma 2, Mixtral), their weights, and their
+    KV caches.
+
+    The stage's modules are transformers' own for the family (built on the meta device from the
+    checkpoint's config cut to the stage's layers, then given only the stage's tensors), so what differs
+    between families (sinks, soft-capping, the sliding-window layers, scaled embeddings, the experts) is
+    the library's code; the paged attention reads each layer's sinks, window and soft-cap from it.
+    """
 
     def __init__(
         self,
@@ -109,11 +155,6 @@ class PipelineStage:
         weights: str = "bf16",
     ) -> None:
         from transformers import AutoConfig
-        from transformers.models.gpt_oss.modeling_gpt_oss import (
-            GptOssDecoderLayer,
-            GptOssRMSNorm,
-            GptOssRotaryEmbedding,
-        )
 
         from ossfleet.engine.mxfp4 import PackedExperts
 
@@ -137,24 +178,28 @@ class PipelineStage:
         self.dtype = getattr(torch, dtype)
         cfg = copy.deepcopy(full)
         cfg.num_hidden_layers = end - start
-        cfg.layer_types = list(full.layer_types[start:end])
+        if getattr(full, "layer_types", None) is not None:
+            cfg.layer_types = list(full.layer_types[start:end])
         cfg._attn_implementation = ATTENTION_NAME
-        # transformers' default for gpt-oss (what from_pretrained picks); faster than eager here.
-        cfg._experts_implementation = getattr(full, "_experts_implementation", None) or "grouped_mm"
         self.config = cfg
+        cls = causal_lm_class(cfg)
+        self._fp32 = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())  # gpt-oss: its norms
 
         with torch.device("meta"):
-            self.layers = torch.nn.ModuleList([GptOssDecoderLayer(cfg, i) for i in range(end - start)])
-            self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.hidden_size) if self.first else None
-            self.norm = GptOssRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps) if self.last else None
-            self.lm_head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False) if self.last else None
-            if packed:
-                for layer in self.layers:
-                    layer.mlp.experts = PackedExperts(cfg, self.dtype)  # type: ignore[union-attr]
-        self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
+            lm = cls(cfg)  # its __init__ picks the experts kernel as from_pretrained does
+        self.layers = lm.model.layers
+        self.embed = lm.model.embed_tokens if self.first else None
+        self.norm = lm.model.norm if self.last else None
+        self.lm_head = lm.lm_head if self.last else None
+        if packed:
+            for layer in self.layers:
+                layer.mlp.experts = PackedExperts(cfg, self.dtype)
+        self.rotary = type(lm.model.rotary_emb)(config=cfg).to(self.device)
+        self.logit_softcap: float | None = getattr(cfg, "final_logit_softcapping", None)
 
         prefixes = tuple(f"model.layers.{i}." for i in range(start, end))
-        exact: tuple[str, ...] = ("model.embed_tokens.weight",) if self.first else ()
+        tied = bool(getattr(full, "tie_word_embeddings", False))
+        exact: tuple[str, ...] = ("model.embed_tokens.weight",) if self.first or (self.last and tied) else ()
         if self.last:
             exact += ("model.norm.weight", "lm_head.weight")
         tensors = load_tensors(self.path, prefixes, exact)
@@ -165,12 +210,17 @@ class PipelineStage:
             if name.startswith("model.layers."):
                 idx, rest = name[len("model.layers.") :].split(".", 1)
                 layer_sd[f"{int(idx) - start}.{rest}"] = t
-        self._load(self.layers, layer_sd)
+        self._load(self.layers, _fuse_mixtral_experts(layer_sd))
         if self.embed is not None:
             self._load(self.embed, {"weight": tensors["model.embed_tokens.weight"]})
+            _restore_buffers(self.embed, self.device)
         if self.norm is not None and self.lm_head is not None:
-            self._load(self.norm, {"weight": tensors["model.norm.weight"]}, fp32=True)
-            self._load(self.lm_head, {"weight": tensors["lm_head.weight"]})
+            self._load(self.norm, {"weight": tensors["model.norm.weight"]}, fp32="norm" in self._fp32)
+            if self.embed is not None and "lm_head.weight" not in tensors:
+                self.lm_head.weight = self.embed.weight  # tied, one stage: one matrix, as transformers ties it
+            else:
+                head = "lm_head.weight" if "lm_head.weight" in tensors else "model.embed_tokens.weight"
+                self._load(self.lm_head, {"weight": tensors[head]})
         self.cache: PagedKVCache | None = None
         self.adapters = StageAdapters(self.layers, start, end, self.dtype, self.device)
 
@@ -182,8 +232,6 @@ class PipelineStage:
         checkpoint on disk to load from. ``weights="mxfp4"`` quantizes the
         model's experts in place into packed ones (the dense ones are freed).
         """
-        from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRotaryEmbedding
-
         self = cls.__new__(cls)
         cfg = copy.deepcopy(model.config)
         cfg._attn_implementation = ATTENTION_NAME
@@ -197,25 +245,29 @@ class PipelineStage:
         self.embed = model.model.embed_tokens
         self.norm = model.model.norm
         self.lm_head = model.lm_head
-        self.rotary = GptOssRotaryEmbedding(config=cfg).to(self.device)
+        self.rotary = type(model.model.rotary_emb)(config=cfg).to(self.device)
+        self.logit_softcap = getattr(cfg, "final_logit_softcapping", None)
+        self._fp32 = tuple(getattr(type(model), "_keep_in_fp32_modules", None) or ())
         self.cache = None
         self.adapters = StageAdapters(self.layers, 0, self.end, self.dtype, self.device)
         for layer in self.layers:  # the model's layers now read the paged cache
-            layer.self_attn.config = cfg  # type: ignore[union-attr]
+            layer.self_attn.config = cfg
         self.weights = weights
         if weights == "mxfp4":
             from ossfleet.engine.mxfp4 import PackedExperts
 
             for layer in self.layers:
-                layer.mlp.experts = PackedExperts.from_dense(layer.mlp.experts, cfg, self.dtype)  # type: ignore[union-attr,arg-type]
+                layer.mlp.experts = PackedExperts.from_dense(layer.mlp.experts, cfg, self.dtype)
         return self
 
     def _load(self, module: torch.nn.Module, sd: dict[str, torch.Tensor], fp32: bool = False) -> None:
-        # Norms stay in float32, as transformers keeps them for gpt-oss; packed MXFP4 bytes stay bytes.
+        # The modules the family keeps in float32 stay so (gpt-oss: its norms, as transformers keeps them);
+        # packed MXFP4 bytes stay bytes.
         def dtype(n: str, t: torch.Tensor) -> torch.dtype:
             if t.dtype == torch.uint8:
                 return torch.uint8
-            return torch.float32 if fp32 or "norm" in n else self.dtype
+            keep = fp32 or any(k in n.split(".") for k in self._fp32)
+            return torch.float32 if keep else self.dtype
 
         cast = {n: t.to(self.device, dtype(n, t)) for n, t in sd.items()}
         module.load_state_dict(cast, strict=True, assign=True)
@@ -226,8 +278,9 @@ class PipelineStage:
     def param_bytes(self) -> int:
         """Bytes of the weights this stage holds (parameters, and packed experts' buffers)."""
         mods = [m for m in (self.layers, self.embed, self.norm, self.lm_head) if m is not None]
-        tensors = [t for m in mods for t in (*m.parameters(), *m.buffers())]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        # What the checkpoint gives the stage (parameters, persistent buffers), a tied matrix once.
+        tensors = {t.data_ptr(): t for m in mods for t in m.state_dict().values()}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
 
     def node_id(self) -> str:
         import ray
@@ -274,7 +327,7 @@ class PipelineStage:
         ids = torch.tensor(step.token_ids, dtype=torch.long, device=self.device)[None]
         position_ids = torch.tensor(step.positions, dtype=torch.long, device=self.device)[None]
         h = self.embed(ids) if self.embed is not None else x.to(self.device, self.dtype)  # type: ignore[union-attr]
-        meta = self.cache.meta(step, self.config.sliding_window, self.dtype)
+        meta = self.cache.meta(step, getattr(self.config, "sliding_window", None), self.dtype)
         self.adapters.bind(step.adapters or [], step.chunks)
         pe = self.rotary(h, position_ids)
         for layer in self.layers:
@@ -285,4 +338,7 @@ class PipelineStage:
         if self.norm is None or self.lm_head is None:
             return h
         rows = torch.tensor(step.sample_index, dtype=torch.long, device=self.device)
-        return self.lm_head(self.norm(h[0, rows])).float()
+        logits = self.lm_head(self.norm(h[0, rows]))
+        if self.logit_softcap is not None:  # Gemma 2, as its ForCausalLM does
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits.float()

@@ -43,6 +43,7 @@ class WorkItem:
     min_tokens: int = 0
     ignore_eos: bool = False
     raw: bool = False  # a raw completion: plain text out, no harmony
+    tools: tuple[str, ...] = ()  # the tools offered (names): a family that calls tools in text parses them
     grammar: str | None = None  # structured output: the Lark grammar the output must match
     logprobs: int | None = None  # None: none; k: the answer tokens' and their k most likely alternatives
     discount: float = 0.0  # the batch discount the request is charged at
@@ -65,7 +66,8 @@ class WorkItem:
             prompt=prompt, max_tokens=max_tokens, temperature=choice.temperature, top_p=choice.top_p,
             top_k=choice.top_k, seed=choice.seed, stop=tuple(choice.stop),
             min_tokens=min(choice.min_tokens, max_tokens), ignore_eos=choice.ignore_eos,
-            raw=choice.prompt is not None, grammar=grammar, logprobs=choice.logprobs,
+            raw=choice.prompt is not None, tools=tuple(t.name for t in choice.tools), grammar=grammar,
+            logprobs=choice.logprobs,
             discount=discount, adapter=adapter,
         )  # fmt: skip
 
@@ -91,8 +93,9 @@ class WorkItem:
             raise UnsupportedWorkItem(f"work item version {version}; this replica reads 1 to {WORK_ITEM_VERSION}")
         known = {f.name for f in fields(cls)} - {"version"}
         kw = {k: v for k, v in raw.items() if k in known}
-        if "stop" in kw:
-            kw["stop"] = tuple(kw["stop"])
+        for name in ("stop", "tools"):
+            if name in kw:
+                kw[name] = tuple(kw[name])
         if kw.get("adapter") is not None:
             kw["adapter"] = AdapterRef(**kw["adapter"])
         try:

@@ -1,8 +1,9 @@
 """One request's generation, shared by replicas and dedicated batch jobs: engine tokens in, stream events out.
 
 :class:`Generation` turns the token outputs of one engine request into the
-events a request's Redis stream carries: the harmony output parsed into
-reasoning, content and tool calls (or plain text for a raw completion), cut at
+events a request's Redis stream carries: the output parsed in the model's chat
+format (``ossfleet.chatformat``: harmony's reasoning, content and tool calls;
+plain text, with Llama's JSON tool calls; plain text for a raw completion), cut at
 the request's stop strings, with the log-probabilities of the answer's tokens
 where the request asked for them (the stream's format: ``ossfleet.protocol.events``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ossfleet.chatformat import ChatFormat
 from ossfleet.engine.base import (
     GRAMMAR_DEAD_END,
     Engine,
@@ -22,35 +24,9 @@ from ossfleet.engine.base import (
     TokenLogprob,
     TokenOutput,
 )
-from ossfleet.harmony import Delta, HarmonyStreamParser, IncrementalDecoder, SpecialIds, Tokenizer
+from ossfleet.harmony import Delta, Tokenizer
 from ossfleet.protocol.events import Event, FinishReason
 from ossfleet.protocol.work import WorkItem
-
-
-class RawTextStream:
-    """Plain text from generated ids, for raw completions: no channels, no tool calls.
-
-    Same interface as :class:`HarmonyStreamParser`; special tokens are dropped (they are structure, never text).
-    """
-
-    stopped_by: str | None = None
-    calls = 0  # raw text has no tool calls
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.text = IncrementalDecoder(tokenizer)
-        self.special = SpecialIds.of(tokenizer).all_special(tokenizer)
-
-    def feed(self, token_ids: list[int]) -> list[Delta]:
-        new = self.text.feed([t for t in token_ids if t not in self.special])
-        return [Delta("content", new)] if new else []
-
-    def finish(self) -> list[Delta]:
-        new = self.text.flush()
-        return [Delta("content", new)] if new else []
-
-    def answering(self, token_id: int) -> bool:
-        """Whether the token just fed is part of the answer's text."""
-        return token_id not in self.special
 
 
 class StopStrings:
@@ -117,12 +93,12 @@ def sampling_of(item: WorkItem) -> SamplingParams:
 class TokenBytes:
     """Each token id's bytes and text, as OpenAI's logprobs report them (cached per id)."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, fmt: ChatFormat | None = None) -> None:
         from transformers.convert_slow_tokenizer import bytes_to_unicode
 
         self.tok = tokenizer
         self._byte_of = {c: b for b, c in bytes_to_unicode().items()}
-        self._special = SpecialIds.of(tokenizer).all_special(tokenizer)
+        self._special = (fmt or ChatFormat.of(tokenizer)).special
         self._cache: dict[int, bytes] = {}
 
     def bytes(self, token_id: int) -> bytes:
@@ -159,20 +135,18 @@ class Generation:
         token_bytes: TokenBytes | None = None,
         adapter: str | None = None,
         cache_salt: str | None = None,
+        fmt: ChatFormat | None = None,
     ) -> None:
-        self.special = SpecialIds.of(tokenizer)
+        fmt = fmt or ChatFormat.of(tokenizer)  # harmony unless the model's format is given
         sampling = sampling_of(item)
         self.request = EngineRequest(
-            request_id, item.prompt, sampling, self.special.stop, priority, constraint, adapter, item.grammar,
-            cache_salt,
+            request_id, item.prompt, sampling, fmt.stop, priority, constraint, adapter, item.grammar, cache_salt,
         )  # fmt: skip
-        self.parser: HarmonyStreamParser | RawTextStream = (
-            RawTextStream(tokenizer) if item.raw else HarmonyStreamParser(tokenizer, request_id)
-        )
+        self.parser = fmt.parser(tokenizer, request_id, raw=item.raw, tools=item.tools)
         self.stops = StopStrings(sampling.stop)
         self.bytes = token_bytes if sampling.logprobs is not None else None
         if sampling.logprobs is not None and self.bytes is None:
-            self.bytes = TokenBytes(tokenizer)
+            self.bytes = TokenBytes(tokenizer, fmt)
         self._pending: list[dict[str, Any]] = []
         self.output_tokens = 0
         self.finish = FinishReason.STOP

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, cast
 from ossfleet import metrics
 from ossfleet.adapters.slots import AdapterSlots
 from ossfleet.adapters.store import read_adapter
+from ossfleet.chatformat import ChatFormat
 from ossfleet.control.pricing import cost_nusd, with_surcharge
 from ossfleet.control.queue import Affinity, Renewal
 from ossfleet.engine.base import EngineError, ThroughputMeter
 from ossfleet.errors import LeaseLost
-from ossfleet.harmony import SpecialIds
 from ossfleet.protocol.events import delta_event
 from ossfleet.protocol.load import ReplicaLoad
 from ossfleet.protocol.work import AdapterRef
@@ -84,13 +84,14 @@ class ReplicaWorker:
         max_adapters: int = 0,
         adapter_surcharge: PriceConfig | None = None,
         cold_start: ColdStart | None = None,
+        fmt: ChatFormat | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
         self.tokenizer = tokenizer
-        self.special = SpecialIds.of(tokenizer)
+        self.fmt = fmt or ChatFormat.of(tokenizer)  # the model's chat format (default: harmony)
         self.grammars = Grammars(tokenizer)  # structured output: built on the first request that asks
-        self.token_bytes = TokenBytes(tokenizer)
+        self.token_bytes = TokenBytes(tokenizer, self.fmt)
         self.model = model
         self.owner = owner
         self.price = price
@@ -310,7 +311,7 @@ class ReplicaWorker:
                     raise EngineError(str(e)) from None
             gen = Generation(
                 self.tokenizer, rid, item, constraint=constraint, priority=lease.band, token_bytes=self.token_bytes,
-                adapter=adapter, cache_salt=lease.tenant,
+                adapter=adapter, cache_salt=lease.tenant, fmt=self.fmt,
             )  # fmt: skip
             tail: list[dict[str, str]] = []  # the last output: written by complete, in the same round trip
             async for events in gen.run(self.engine):
