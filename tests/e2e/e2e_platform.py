@@ -10,7 +10,11 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ossfleet.config import PlatformConfig
+import grpc
+
+from ossfleet.config import PlatformConfig, parse_config
+from ossfleet.control.apikeys import new_api_key, register_key
+from ossfleet.redisdb import connect
 
 
 def free_port() -> int:
@@ -39,3 +43,36 @@ def wait_for_batch(
             return b
         time.sleep(0.5)
     raise AssertionError(f"batch {batch_id} still {b.status} after {timeout_s} s: {b.request_counts}")
+
+
+def start_platform(raw: dict, ray_cluster, redis_server, tmp_path_factory) -> Platform:
+    """Deploy a platform config on the module's Ray cluster; keys registered for its tenants."""
+    from ray import serve
+
+    from deployments.app import build_applications, deploy
+    from ossfleet.serveconfig import serve_start_options
+
+    port, grpc_port = raw["endpoints"]["http_port"], free_port()
+    raw["batch"] = {"storage_url": str(tmp_path_factory.mktemp("files"))}  # batch files and LoRA adapters
+    raw["endpoints"].update(grpc_port=grpc_port, grpc_health_port=free_port())
+    cfg = parse_config(raw, "<e2e>")
+    for attempt in range(2):
+        try:
+            serve.start(**serve_start_options(cfg, local=True))
+            break
+        except ray_cluster.exceptions.ActorDiedError:
+            # On a CPU-starved machine Serve's controller can replace a proxy that is slow to start
+            # while serve.start still waits on the first one; start again once.
+            serve.shutdown()
+            if attempt:
+                raise
+    assert deploy(build_applications(cfg, redis_server.url), timeout_s=300)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=120)  # the gateway's gRPC server listens
+    client = connect(redis_server.url)
+    keys = {}
+    for t in cfg.tenants:
+        keys[t.name] = new_api_key()
+        register_key(client, cfg.redis.namespace, t.name, keys[t.name])
+    client.close()
+    return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys, f"127.0.0.1:{grpc_port}")

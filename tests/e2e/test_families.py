@@ -15,7 +15,7 @@ import jsonschema
 import openai
 import pytest
 import torch
-from e2e_platform import free_port, wait_for_batch
+from e2e_platform import free_port, start_platform, wait_for_batch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.slow
@@ -28,8 +28,6 @@ CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength":
 
 @pytest.fixture(scope="module")
 def families(ray_cluster, tiny_family_checkpoints, redis_server, tmp_path_factory):
-    from conftest import start_platform
-
     model = {"device": "cpu", "max_batch_size": 4, "max_context": 512, "num_gpus": 1, "num_cpus": 0.25,
              "torch_threads": 1, "dtype": "float32",
              "price": {"input_per_1k": 0.001, "output_per_1k": 0.002}}  # fmt: skip
