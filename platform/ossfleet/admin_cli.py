@@ -65,6 +65,16 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
             out[name] = v
     if args.fallback is not None:
         out["allow_fallback"] = args.fallback == "on"
+    aliases: dict[str, Any] = {name: None for name in args.remove_alias or ()}
+    for spec in args.alias or ():  # NAME=MODEL:WEIGHT,MODEL:WEIGHT (a weight of 1 when left out)
+        name, _, split = spec.partition("=")
+        models = dict(m.rpartition(":")[::2] if ":" in m else (m, "1") for m in split.split(",") if m)
+        try:
+            aliases[name] = {"models": {m: float(w) for m, w in models.items()}}
+        except ValueError:
+            raise SystemExit(f"ossfleet: --alias {spec!r}: weights are numbers (NAME=MODEL:WEIGHT,...)") from None
+    if aliases:
+        out["aliases"] = aliases
     return out
 
 
@@ -76,7 +86,9 @@ def _show(t: dict[str, Any]) -> str:
         f"reserved ${u.get('reserved_usd', 0):.6f}; rpm {lim['rpm']}, tpm {lim['tpm']}, "
         f"streams {lim['max_concurrent_streams']}; models {','.join(t['allowed_models'])}; "
         f"bands {t.get('default_band') or '-'}..{t.get('max_band') or '-'}; weight {t['weight']:g}"
-    )
+        + "".join(f"; alias {n} -> " + ", ".join(f"{m} {w:g}" for m, w in a["models"].items())
+                  for n, a in sorted((t.get("aliases") or {}).items()))
+    )  # fmt: skip
 
 
 def _tenants(args: argparse.Namespace) -> tuple[Any, list[str]]:
@@ -148,6 +160,13 @@ def _tenant_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-band")
     p.add_argument("--weight", type=float, help="fair-share weight")
     p.add_argument("--fallback", choices=["on", "off"], help="may a request fall back to another model")
+    p.add_argument(
+        "--alias",
+        action="append",
+        metavar="NAME=MODEL:WEIGHT,...",
+        help="an A/B alias splitting requests between models by weight, sticky per end user",
+    )
+    p.add_argument("--remove-alias", action="append", metavar="NAME")
 
 
 def add_admin_parsers(sub: Any) -> None:

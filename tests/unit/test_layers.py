@@ -29,6 +29,7 @@ GROUPS = {
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
     "queue": {"control.scripts", "control.cluster", "control.admission", "control.queue", "control.router",
+              "control.aliases",
               "control.response_store",
               "control.streams"},
     "replica": {"replica", "adapters.slots"},

@@ -34,4 +34,7 @@ def error_response(e: OssfleetError) -> JSONResponse:
 
 def request_meta(headers: Any) -> RequestMeta:
     """The request options HTTP carries in headers: `x-ossfleet-priority` and `Idempotency-Key`."""
-    return RequestMeta(priority=headers.get("x-ossfleet-priority"), idempotency_key=headers.get("idempotency-key", ""))
+    return RequestMeta(
+        priority=headers.get("x-ossfleet-priority"), idempotency_key=headers.get("idempotency-key", ""),
+        end_user=headers.get("x-ossfleet-user", ""),
+    )  # fmt: skip

@@ -53,18 +53,21 @@ def add_openai_routes(app: FastAPI, get_core: Callable[[], GatewayCore]) -> None
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
-        """The served models, then the caller's own adapters (as ``<model>:<adapter>``)."""
+        """The served models, then the caller's A/B aliases and own adapters (as ``<model>:<adapter>``)."""
         core = get_core()
         t = await core.tenant(request.headers.get("authorization"))
         names = [m.name for m in core.cfg.models] + ["auto"]
+        aliases = [{**model_object(a), "owned_by": t.name} for a in sorted(t.aliases)]
         mine = [adapter_object(a) for a in await core.adapters.list(t.name)]
-        return JSONResponse({"object": "list", "data": [model_object(n) for n in names] + mine})
+        return JSONResponse({"object": "list", "data": [model_object(n) for n in names] + aliases + mine})
 
     @app.get("/v1/models/{model_id}")
     async def model(model_id: str, request: Request) -> JSONResponse:
         core = get_core()
         t = await core.tenant(request.headers.get("authorization"))
         names = [m.name for m in core.cfg.models] + ["auto"]
+        if model_id in t.aliases:
+            return JSONResponse({**model_object(model_id), "owned_by": t.name})
         if ":" in model_id:
             try:
                 return JSONResponse(adapter_object(await core.adapter(t, model_id)))

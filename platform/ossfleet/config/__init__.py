@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -183,6 +183,13 @@ class TenantLimitsConfig(_Section):
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 64
 
 
+class AliasConfig(_Section):
+    """A tenant's own model name that splits its requests between models by weight (an A/B test), sticky per
+    end user: one user's requests stay on one model while the weights stand (``control/aliases``)."""
+
+    models: Annotated[dict[str, Annotated[float, Field(gt=0, le=1e6)]], Field(min_length=1, max_length=16)]
+
+
 class TenantConfig(_Section):
     """A customer of the platform. Its API keys never appear here in plain text."""
 
@@ -201,6 +208,13 @@ class TenantConfig(_Section):
     max_wait_s: Annotated[float, Field(gt=0)] = 30.0
     # Log this tenant's rendered prompts (event=debug_prompt); off: prompts never reach a log.
     debug_logging: bool = False
+    # Model names of the tenant's own that split requests between models (A/B); null removes one (PATCH).
+    aliases: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")], AliasConfig] = {}
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _drop_removed(cls, v: Any) -> Any:
+        return {k: a for k, a in v.items() if a is not None} if isinstance(v, dict) else v
 
     def may_use(self, model: str) -> bool:
         return "*" in self.allowed_models or model in self.allowed_models
@@ -267,6 +281,16 @@ class PlatformConfig(_Section):
         for m in t.allowed_models:
             if m != "*" and m not in names:
                 raise ValueError(f"tenant {t.name!r}: allowed model {m!r} is not a configured model ({names})")
+        for alias, a in t.aliases.items():
+            if alias in names or alias == "auto":
+                raise ValueError(f"tenant {t.name!r}: alias {alias!r} is the name of a model; choose another")
+            for m in a.models:
+                if m not in names:
+                    raise ValueError(
+                        f"tenant {t.name!r}: alias {alias!r} names {m!r}, not a configured model ({names})"
+                    )
+                if not t.may_use(m):
+                    raise ValueError(f"tenant {t.name!r}: alias {alias!r} names {m!r}, which the tenant may not use")
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

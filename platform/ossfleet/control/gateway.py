@@ -27,6 +27,7 @@ from ossfleet.chatformat import ChatFormat, TemplateRenderer
 from ossfleet.config import ModelConfig, PlatformConfig, TenantConfig
 from ossfleet.control import budget
 from ossfleet.control.admission import Admission, Submitted, check_features, plan_admission, tenant_policy
+from ossfleet.control.aliases import choose, point
 from ossfleet.control.apikeys import authenticate
 from ossfleet.control.budget import period_id
 from ossfleet.control.pricing import NANO_PER_USD
@@ -280,7 +281,12 @@ class GatewayCore:
         self, t: TenantConfig, req: ChatRequest
     ) -> tuple[TenantConfig, ChatRequest, AdapterRecord | None]:
         """The adapter ``<model>:<adapter>`` names (the request then runs on its base model, whatever the
-        tenant's fallback policy), after checking the model exists; a batch line goes to the lowest band."""
+        tenant's fallback policy), after checking the model exists; a batch line goes to the lowest band. An
+        A/B alias of the tenant's is first replaced by the model it sends this end user to (no fallback)."""
+        alias = t.aliases.get(req.model)
+        if alias is not None:
+            req = replace(req, model=choose(alias, point(t.name, req.model, req.end_user or uuid.uuid4().hex)))
+            t = t.model_copy(update={"allow_fallback": False})
         adapter: AdapterRecord | None = None
         base, adapter_name = split_model(req.model)
         if adapter_name is not None:
@@ -296,7 +302,7 @@ class GatewayCore:
             req = replace(req, model=base)
             t = t.model_copy(update={"allow_fallback": False})
         if req.model != AUTO and self.cfg.model(req.model) is None:
-            names = [m.name for m in self.cfg.models]
+            names = [m.name for m in self.cfg.models] + sorted(t.aliases)
             raise ModelNotFound(f"model {req.model!r} does not exist; available: {names} or 'auto'", param="model")
         if req.batch:
             req = replace(req, priority=self.cfg.priorities.bands[-1])

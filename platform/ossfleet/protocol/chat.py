@@ -18,10 +18,11 @@ Prompt = str | tuple[int, ...]
 @dataclass(frozen=True)
 class RequestMeta:
     """What a transport carries beside the body (HTTP headers, gRPC metadata), as plain values: the band the
-    client asks for and its idempotency key (at most 128 characters)."""
+    client asks for, its idempotency key (at most 128 characters) and the end user."""
 
     priority: str | None = None
     idempotency_key: str = ""
+    end_user: str = ""  # the x-ossfleet-user header: who the request is for (A/B aliases stick to it)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class ChatRequest:
     ignore_eos: bool = False
     priority: str | None = None
     idempotency_key: str = ""
+    # The end user (OpenAI's ``user``, else the x-ossfleet-user header): an A/B alias keeps a user on one model.
+    end_user: str = ""
     # A raw completion (/v1/completions): this text is the whole prompt, with no
     # harmony rendering, and the output is returned as plain text.
     prompt: Prompt | None = None

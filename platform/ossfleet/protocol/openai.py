@@ -157,6 +157,7 @@ class _Generation(_Strict):
             "ignore_eos": self.ignore_eos,
             "priority": meta.priority,
             "idempotency_key": meta.idempotency_key[:128],
+            "end_user": self.user or meta.end_user[:256],
             "n": self.n,
         }
 

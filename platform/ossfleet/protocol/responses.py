@@ -326,6 +326,7 @@ def to_chat_request(body: ResponseCreate, prior: list[Message], meta: RequestMet
         top_p=1.0 if body.top_p is None else body.top_p,
         priority=meta.priority,
         idempotency_key=meta.idempotency_key[:128],
+        end_user=body.user or meta.end_user[:256],
         output_format=fmt,
         logprobs=body.logprobs(),
     )
