@@ -64,3 +64,18 @@ def test_the_config_checks_alias_names_and_targets():
         AliasConfig(models={"a": 0})
     # A PATCH that sets an alias to null removes it.
     assert TenantConfig(name="acme", aliases={"assistant": None, "b": {"models": {"m": 1}}}).aliases.keys() == {"b"}
+
+
+def test_the_cli_turns_alias_options_into_the_tenant_fields_the_api_validates():
+    import argparse
+
+    from ossfleet.admin_cli import _fields, _tenant_options
+
+    p = argparse.ArgumentParser()
+    _tenant_options(p)
+    args = p.parse_args(["--alias", "assistant=gpt-oss-20b:3,llama-3.1-8b", "--remove-alias", "old"])
+    want = {"old": None, "assistant": {"models": {"gpt-oss-20b": 3.0, "llama-3.1-8b": 1.0}}}
+    assert _fields(args) == {"aliases": want}
+    with pytest.raises(SystemExit, match="weights are numbers"):
+        _fields(p.parse_args(["--alias", "a=m:x"]))
+    assert "aliases" not in _fields(p.parse_args([]))
