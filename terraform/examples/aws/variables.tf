@@ -27,6 +27,7 @@ variable "models" {
     layers          = number
     layer_bytes     = number
     embedding_bytes = number
+    tied_embeddings = optional(bool, false)
     kv_layer_bytes  = number
     min_replicas    = number
     max_replicas    = number

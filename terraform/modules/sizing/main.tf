@@ -16,7 +16,7 @@ locals {
       # Largest stage's weights and KV bytes for every stage count s = 1..layers.
       stage_bytes = [
         for s in range(1, m.layers + 1) : (
-          s == 1 ? m.layers * (m.layer_bytes + m.kv_layer_bytes) + 2 * m.embedding_bytes :
+          s == 1 ? m.layers * (m.layer_bytes + m.kv_layer_bytes) + (m.tied_embeddings ? 1 : 2) * m.embedding_bytes :
           max(
             # first stage: base layers + embedding (it never gets an extra layer)
             floor(m.layers / s) * (m.layer_bytes + m.kv_layer_bytes) + m.embedding_bytes,

@@ -4,6 +4,8 @@ variable "models" {
     layers          = number
     layer_bytes     = number
     embedding_bytes = number
+    # Gemma 2 ties its LM head to the embedding: one matrix on a one-stage replica (a copy on each end of a pipeline).
+    tied_embeddings = optional(bool, false)
     kv_layer_bytes  = number
     min_replicas    = number
     max_replicas    = number
