@@ -264,6 +264,7 @@ def cmd_terraform_vars(args: argparse.Namespace) -> int:
                 **spec_vars(CATALOG[m.spec], m.weights, m.max_context, 4 if m.torch_dtype() == "float32" else 2),
                 "min_replicas": m.replicas.min,
                 "max_replicas": m.replicas.max,
+                "hf_repo": CATALOG[m.spec].hf_repo,
             }
             for m in cfg.models
         }

@@ -100,6 +100,8 @@ module "kuberay" {
     annotations = module.ingress.grpc_service_annotations
   }
   gpu_groups = local.gpu_groups
+  # Each model's repository, from the catalog (models.auto.tfvars.json): Meta's, Google's, Mistral's, OpenAI's.
+  weights_repos = { for name, m in var.models : name => m.hf_repo if m.hf_repo != null }
 }
 
 module "ingress" {

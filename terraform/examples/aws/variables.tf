@@ -28,6 +28,7 @@ variable "models" {
     layer_bytes     = number
     embedding_bytes = number
     tied_embeddings = optional(bool, false)
+    hf_repo         = optional(string)
     kv_layer_bytes  = number
     min_replicas    = number
     max_replicas    = number
@@ -40,6 +41,9 @@ variable "gpu_instance_types" {
   default = {
     "gpt-oss-20b"  = "g6.xlarge"    # one 24 GB L4 per replica
     "gpt-oss-120b" = "g6e.12xlarge" # 4x 48 GB L40S: two 2-stage replicas per node
+    "llama-3.1-8b" = "g6.xlarge"    # bf16 on one 24 GB L4
+    "gemma-2-9b"   = "g6.xlarge"
+    "mixtral-8x7b" = "g6e.12xlarge" # a 3-stage pipeline on one node's 48 GB L40S GPUs
   }
 
   validation {

@@ -95,6 +95,7 @@ module "rayservice" {
   idle_timeout_seconds = var.idle_timeout_seconds
   cpu_workers          = var.cpu_workers
   gpu_groups           = var.gpu_groups
+  weights_repos        = var.weights_repos
 }
 
 # The weights, downloaded into the models volume before any Ray pod starts (gateway and replicas read

@@ -91,6 +91,12 @@ variable "gpu_groups" {
   }))
 }
 
+variable "weights_repos" {
+  description = "Hugging Face repository each model's weights come from, by model name (the weights Job downloads it); a model not listed gets openai/<its spec>."
+  type        = map(string)
+  default     = {}
+}
+
 variable "storage_url" {
   description = "ossfleet's file storage for batch files and adapters (the storage module's bucket URL); empty: the config file's."
   type        = string

@@ -6,6 +6,7 @@ variable "models" {
     embedding_bytes = number
     # Gemma 2 ties its LM head to the embedding: one matrix on a one-stage replica (a copy on each end of a pipeline).
     tied_embeddings = optional(bool, false)
+    hf_repo         = optional(string) # where the weights come from: read by the weights Job, not by sizing
     kv_layer_bytes  = number
     min_replicas    = number
     max_replicas    = number
