@@ -127,7 +127,8 @@ class GatewayCore:
     async def options(self, requested: str) -> list[ModelOption]:
         """The models a placement may choose from, with their load where it matters (auto)."""
         out = []
-        # One family's models only: a prompt rendered for one is read by the others (gpt-oss: harmony, o200k).
+        # One family's models only: a prompt rendered for one family means nothing to another (gpt-oss's
+        # models share harmony and the o200k vocabulary).
         family = CATALOG[(self.cfg.model(requested) or self.cfg.models[0]).spec].family
         for m in self.cfg.models:
             if CATALOG[m.spec].family != family:
