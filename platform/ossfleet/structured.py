@@ -58,40 +58,31 @@ def grammar(fmt: OutputFormat, max_tokens: int, *, harmony: bool = True) -> str:
     """The llguidance (Lark) grammar of a harmony output in format ``fmt``, after ``<|start|>assistant``;
     with ``harmony=False``, of a plain-text answer (the other families): the JSON value alone, or a call as
     Llama 3.x writes it, ``{"name": ..., "parameters": ...}``; the tokenizer's end of sequence follows."""
-    if not harmony:
-        return _plain_grammar(fmt)
-    lines = [
-        "%llguidance {}",
-        "start: analysis? answer",
-        'analysis: <|channel|> "analysis" <|message|> thought <|end|> <|start|> "assistant"',
-        f"thought[max_tokens={max(1, max_tokens // 2)}]: /(.|\\n)*/",
-    ]
+    if harmony:
+        lines = [
+            "%llguidance {}",
+            "start: analysis? answer",
+            'analysis: <|channel|> "analysis" <|message|> thought <|end|> <|start|> "assistant"',
+            f"thought[max_tokens={max(1, max_tokens // 2)}]: /(.|\\n)*/",
+        ]
+        value = 'answer: <|channel|> "final" <|message|> value <|return|>'
+    else:
+        lines = ["%llguidance {}", "start: answer"]
+        value = "answer: value"
     if fmt.kind == "tool_call":
         if not fmt.tools:
             raise ValueError("a tool_call format needs at least one tool")
         lines.append("answer: " + " | ".join(f"call_{i}" for i in range(len(fmt.tools))))
         for i, t in enumerate(fmt.tools):
-            header = json.dumps(f"commentary to=functions.{t.name} ")
-            lines.append(f'call_{i}: <|channel|> {header} <|constrain|> "json" <|message|> args_{i} <|call|>')
+            if harmony:
+                header = json.dumps(f"commentary to=functions.{t.name} ")
+                lines.append(f'call_{i}: <|channel|> {header} <|constrain|> "json" <|message|> args_{i} <|call|>')
+            else:
+                head = json.dumps('{"name": ' + json.dumps(t.name) + ', "parameters": ')
+                lines.append(f'call_{i}: {head} args_{i} "}}"')
             lines.append(f"args_{i}: {_json_rule(t.parameters)}")
     else:
-        lines.append('answer: <|channel|> "final" <|message|> value <|return|>')
-        lines.append(f"value: {_json_rule(fmt.schema if fmt.kind == 'json_schema' else None)}")
-    return "\n".join(lines) + "\n"
-
-
-def _plain_grammar(fmt: OutputFormat) -> str:
-    lines = ["%llguidance {}"]
-    if fmt.kind == "tool_call":
-        if not fmt.tools:
-            raise ValueError("a tool_call format needs at least one tool")
-        lines.append("start: " + " | ".join(f"call_{i}" for i in range(len(fmt.tools))))
-        for i, t in enumerate(fmt.tools):
-            head = json.dumps('{"name": ' + json.dumps(t.name) + ', "parameters": ')
-            lines.append(f'call_{i}: {head} args_{i} "}}"')
-            lines.append(f"args_{i}: {_json_rule(t.parameters)}")
-    else:
-        lines.append("start: value")
+        lines.append(value)
         lines.append(f"value: {_json_rule(fmt.schema if fmt.kind == 'json_schema' else None)}")
     return "\n".join(lines) + "\n"
 

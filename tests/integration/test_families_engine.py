@@ -6,13 +6,12 @@ as a pipeline of two, over prompts longer than Gemma 2's sliding window, with mo
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import torch
+from engine_runs import run_prompts
 from transformers import AutoModelForCausalLM
 
-from ossfleet.engine.base import EngineRequest, SamplingParams
+from ossfleet.engine.base import SamplingParams
 from ossfleet.engine.batched import local_engine
 from ossfleet.engine.stages import PipelineStage
 
@@ -36,27 +35,12 @@ def family(request, tiny_family_checkpoints):
     return request.param, path, model, reference
 
 
-async def run_all(engine, prompts=PROMPTS):
-    await engine.start()
-
-    async def one(i, p):
-        toks = []
-        async for out in engine.generate(EngineRequest(f"r{i}", p, SamplingParams(max_tokens=STEPS, temperature=0))):
-            toks += out.token_ids
-        return toks
-
-    try:
-        return await asyncio.gather(*[one(i, p) for i, p in enumerate(prompts)])
-    finally:
-        await engine.stop()
-
-
 @pytest.mark.parametrize("ranges", [[(0, 2)], [(0, 1), (1, 2)]], ids=["1-stage", "2-stages"])
 async def test_greedy_tokens_equal_generate(family, ranges):
     name, path, _, reference = family
     assert len({tuple(r) for r in reference}) == len(reference)  # the prompts' answers differ: a real check
     engine = local_engine(str(path), ranges, max_batch_size=4, micro_batches=len(ranges))
-    assert await run_all(engine) == reference, name
+    assert await run_prompts(engine, PROMPTS, SamplingParams(max_tokens=STEPS, temperature=0)) == reference, name
 
 
 def test_each_stage_holds_only_its_share_of_the_weights(family):

@@ -3,18 +3,18 @@ greedy tokens equal to transformers' own loading and ``generate`` (a real tiny c
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 import torch
+from engine_runs import run_prompts
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 from transformers.utils.quantization_config import Mxfp4Config
 
 from ossfleet.catalog import ModelSpec, split_layers
-from ossfleet.engine.base import EngineRequest, SamplingParams
+from ossfleet.engine.base import SamplingParams
 from ossfleet.engine.batched import local_engine
 from ossfleet.engine.mxfp4 import dequantize
 from ossfleet.engine.stages import PipelineStage
@@ -23,18 +23,6 @@ from ossfleet.tinymodel import MXFP4_QUANTIZATION_CONFIG
 # Lengths 3 to 25 with a sliding window of 8: some prompts run past it.
 PROMPTS = [list(range(3, 6)), list(range(10, 17)), list(range(20, 33)), list(range(40, 65)), [7, 8, 9, 10, 11]]
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
-
-
-async def run_all(engine):
-    await engine.start()
-
-    async def one(i, p):
-        return [t async for out in engine.generate(EngineRequest(f"r{i}", p, GREEDY)) for t in out.token_ids]
-
-    try:
-        return await asyncio.gather(*[one(i, p) for i, p in enumerate(PROMPTS)])
-    finally:
-        await engine.stop()
 
 
 def tensors(path):
@@ -89,7 +77,7 @@ async def test_mxfp4_greedy_tokens_equal_generate(tiny_checkpoint_mxfp4, mxfp4_r
     engine = local_engine(
         str(tiny_checkpoint_mxfp4), ranges, max_batch_size=4, micro_batches=micro_batches, weights=weights
     )
-    assert await run_all(engine) == mxfp4_reference
+    assert await run_prompts(engine, PROMPTS, GREEDY) == mxfp4_reference
 
 
 @pytest.mark.parametrize("weights", ["bf16", "mxfp4"])

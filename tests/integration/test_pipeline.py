@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import torch
+from engine_runs import run_prompts
 from transformers import AutoModelForCausalLM
 
 from ossfleet.engine.base import EngineError, EngineRequest, SamplingParams
@@ -25,21 +26,6 @@ def reference(tiny_checkpoint_sw8):
     ]
 
 
-async def run_all(engine, params=lambda i: GREEDY, prompts=PROMPTS):
-    await engine.start()
-
-    async def one(i, p):
-        toks = []
-        async for out in engine.generate(EngineRequest(f"r{i}", p, params(i))):
-            toks += out.token_ids
-        return toks
-
-    try:
-        return await asyncio.gather(*[one(i, p) for i, p in enumerate(prompts)])
-    finally:
-        await engine.stop()
-
-
 @pytest.mark.parametrize(
     ("ranges", "micro_batches"),
     [([(0, 4)], 1), ([(0, 2), (2, 4)], 1), ([(0, 2), (2, 4)], 2), ([(0, 1), (1, 3), (3, 4)], 3)],
@@ -48,7 +34,7 @@ async def run_all(engine, params=lambda i: GREEDY, prompts=PROMPTS):
 async def test_greedy_tokens_equal_generate(tiny_checkpoint_sw8, reference, ranges, micro_batches):
     # Five prompts on four slots: rows join, finish and leave their micro-batches.
     engine = local_engine(str(tiny_checkpoint_sw8), ranges, max_batch_size=4, micro_batches=micro_batches)
-    assert await run_all(engine) == reference
+    assert await run_prompts(engine, PROMPTS, GREEDY) == reference
 
 
 def test_each_stage_holds_only_its_share_of_the_weights(tiny_checkpoint_sw8):
@@ -69,10 +55,10 @@ async def test_same_seed_same_tokens_whatever_the_batch(tiny_checkpoint_sw8, ref
     def seeded(seed):
         return lambda i: SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=seed + i)
 
-    a = await run_all(local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4), seeded(42))
-    b = await run_all(local_engine(str(tiny_checkpoint_sw8), [(0, 2), (2, 4)], max_batch_size=2, micro_batches=2),
-                      seeded(42))  # fmt: skip
-    c = await run_all(local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4), seeded(7))
+    a = await run_prompts(local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4), PROMPTS, seeded(42))
+    b = await run_prompts(local_engine(str(tiny_checkpoint_sw8), [(0, 2), (2, 4)], max_batch_size=2, micro_batches=2),
+                          PROMPTS, seeded(42))  # fmt: skip
+    c = await run_prompts(local_engine(str(tiny_checkpoint_sw8), [(0, 4)], max_batch_size=4), PROMPTS, seeded(7))
     assert a == b
     assert a != c and a != reference
 
@@ -110,7 +96,7 @@ async def test_whole_model_stage_matches_generate(tiny_checkpoint_sw8, reference
 
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_sw8).eval()
     engine = BatchedEngine(LocalExecutor([PipelineStage.whole_model(model)]), max_batch_size=4)
-    assert await run_all(engine) == reference
+    assert await run_prompts(engine, PROMPTS, GREEDY) == reference
 
 
 async def test_stats_report_running_rows_and_kv_use(tiny_checkpoint_sw8):

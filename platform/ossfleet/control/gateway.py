@@ -246,10 +246,10 @@ class GatewayCore:
 
     async def submit(self, t: TenantConfig, req: ChatRequest) -> Submitted:
         """Place and admit one request (its choices, as a group); raises a typed error and changes nothing
-        if refused. The pipeline: the adapter it names, the prompts rendered, the placement, the grammar
+        if refused. The pipeline: the alias or adapter it names, the prompts rendered, the placement, the grammar
         checked, the admission planned (pure), then one script in Redis."""
         try:
-            tenant, r, adapter = await self._resolve_adapter(t, req)
+            tenant, r, adapter = await self._resolve_model(t, req)
             prompts, placement = await self._place(tenant, r)
             m = self.cfg.model(placement.model)
             assert m is not None
@@ -278,12 +278,12 @@ class GatewayCore:
         )  # fmt: skip
         return sub
 
-    async def _resolve_adapter(
+    async def _resolve_model(
         self, t: TenantConfig, req: ChatRequest
     ) -> tuple[TenantConfig, ChatRequest, AdapterRecord | None]:
-        """The adapter ``<model>:<adapter>`` names (the request then runs on its base model, whatever the
-        tenant's fallback policy), after checking the model exists; a batch line goes to the lowest band. An
-        A/B alias of the tenant's is first replaced by the model it sends this end user to (no fallback)."""
+        """The model a request names, resolved: a tenant's A/B alias replaced by the model it sends this end
+        user to, then the adapter ``<model>:<adapter>`` names (the request then runs on its base model); no
+        fallback for either. The model checked to exist; a batch line goes to the lowest band."""
         alias = t.aliases.get(req.model)
         if alias is not None:
             req = replace(req, model=choose(alias, point(t.name, req.model, req.end_user or uuid.uuid4().hex)))
