@@ -75,6 +75,16 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"ossfleet: --alias {spec!r}: weights are numbers (NAME=MODEL:WEIGHT,...)") from None
     if aliases:
         out["aliases"] = aliases
+    shadows: dict[str, Any] = {name: None for name in args.remove_shadow or ()}
+    for spec in args.shadow or ():  # MODEL=SHADOW:FRACTION
+        model, _, rest = spec.partition("=")
+        shadow, _, fraction = rest.partition(":")
+        try:
+            shadows[model] = {"model": shadow, "fraction": float(fraction)}
+        except ValueError:
+            raise SystemExit(f"ossfleet: --shadow {spec!r}: give MODEL=SHADOW_MODEL:FRACTION (0-1]") from None
+    if shadows:
+        out["shadows"] = shadows
     return out
 
 
@@ -88,6 +98,8 @@ def _show(t: dict[str, Any]) -> str:
         f"bands {t.get('default_band') or '-'}..{t.get('max_band') or '-'}; weight {t['weight']:g}"
         + "".join(f"; alias {n} -> " + ", ".join(f"{m} {w:g}" for m, w in a["models"].items())
                   for n, a in sorted((t.get("aliases") or {}).items()))
+        + "".join(f"; shadow {m} -> {x['model']} {x['fraction']:.0%}"
+                  for m, x in sorted((t.get("shadows") or {}).items()))
     )  # fmt: skip
 
 
@@ -133,6 +145,47 @@ def _print(args: argparse.Namespace, run: Any) -> int:
     return 0
 
 
+def _ms(p: dict[str, Any]) -> str:
+    if not p["count"]:
+        return "-"
+    return f"{p['p50'] * 1e3:.0f}/{p['p99'] * 1e3:.0f}"
+
+
+def _compare(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    data = call(args, "GET", f"/admin/v1/tenants/{args.tenant}/comparison?days={args.days}&pairs={args.pairs}")
+    days = data["days"]
+    lines = [f"{data['tenant']}: {days[0]} to {days[-1]} (UTC)"]
+    head = ("model", "role", "requests", "errors", "refused", "tokens/req", "$/1k req", "TTFT ms p50/p99",
+            "ITL ms p50/p99", "queue ms p50/p99", "finish")  # fmt: skip
+    rows = [head]
+    for m in data["models"]:
+        refused = sum(m["refused"].values())
+        cost = m["cost_per_1k_requests_usd"]
+        rows.append((
+            m["model"], m["role"], str(m["requests"]), str(m["errors"]), str(refused) if refused else "-",
+            f"{m['mean_output_tokens']:g}" if m["mean_output_tokens"] is not None else "-",
+            f"{cost:.6f}" if cost is not None else "-", _ms(m["ttft_s"]), _ms(m["itl_s"]), _ms(m["queue_s"]),
+            ",".join(f"{k} {v}" for k, v in sorted(m["finish_reasons"].items())) or "-",
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if len(rows) == 1:
+        lines.append("(nothing served yet in these days)")
+    for model, sh in sorted(data["shadows"].items()):
+        lines.append(f"shadow: {sh['fraction']:.0%} of {model}'s requests also go to {sh['model']}")
+    for p in data["pairs"]:
+        a, b = p["primary"], p["shadow"]
+        lines.append(f"pair {p['request_id']}:")
+        for x in (a, b):
+            said = repr(x["content"][:80]) if x["error"] is None else f"(no answer: {x['error'][:120]})"
+            lines.append(f"  {x['model']}: {said}")
+    return data, lines
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    return _print(args, _compare)
+
+
 def cmd_tenants(args: argparse.Namespace) -> int:
     return _print(args, _tenants)
 
@@ -167,6 +220,13 @@ def _tenant_options(p: argparse.ArgumentParser) -> None:
         help="an A/B alias splitting requests between models by weight, sticky per end user",
     )
     p.add_argument("--remove-alias", action="append", metavar="NAME")
+    p.add_argument(
+        "--shadow",
+        action="append",
+        metavar="MODEL=SHADOW:FRACTION",
+        help="also send this fraction of MODEL's requests to SHADOW (batch band, batch discount) to compare them",
+    )
+    p.add_argument("--remove-shadow", action="append", metavar="MODEL")
 
 
 def add_admin_parsers(sub: Any) -> None:
@@ -182,3 +242,9 @@ def add_admin_parsers(sub: Any) -> None:
         if name in ("create", "update"):
             _tenant_options(p)
         p.set_defaults(fn=cmd_tenants)
+    p = sub.add_parser("compare", help="a tenant's models compared on its own traffic (A/B aliases, shadows)")
+    _common(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--days", type=int, default=7, help="the last this many UTC days (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=5, help="side-by-side answers to show (default: %(default)s)")
+    p.set_defaults(fn=cmd_compare)

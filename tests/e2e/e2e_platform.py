@@ -6,8 +6,11 @@ whichever conftest.py was imported first under that name.)
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -76,3 +79,31 @@ def start_platform(raw: dict, ray_cluster, redis_server, tmp_path_factory) -> Pl
         register_key(client, cfg.redis.namespace, t.name, keys[t.name])
     client.close()
     return Platform(cfg, f"http://127.0.0.1:{port}", redis_server.url, keys, f"127.0.0.1:{grpc_port}")
+
+
+def chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[object]:
+    """A headless Chromium under WebDriver (skips the test where there is none)."""
+    import pytest
+
+    found = chromium()
+    if found is None:
+        pytest.skip("no Chromium here: `make test` installs chromium and chromium-driver where apt-get exists")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = found[0]
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -13,6 +13,7 @@ import time
 import httpx
 import openai
 import pytest
+from e2e_platform import headless_chromium
 
 from ossfleet.control.apikeys import new_api_key, register_admin_key
 from ossfleet.redisdb import connect
@@ -233,26 +234,15 @@ def test_admin_over_grpc_same_operations_and_roles(platform, admin_key):
         channel.close()
 
 
-def chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
 def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend(platform, admin_key, tmp_path):
-    found = chromium()
-    if found is None:
-        pytest.skip("no Chromium here: `make test` installs chromium and chromium-driver where apt-get exists")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    with headless_chromium() as driver:
+        _console_session(platform, admin_key, tmp_path, driver)
+
+
+def _console_session(platform, admin_key, tmp_path, driver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(found[1]), options=opts)
     wait = WebDriverWait(driver, 60)
 
     def text(selector: str) -> str | None:
@@ -266,43 +256,40 @@ def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
     assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
-    try:
-        driver.get(platform.base_url + "/console")
-        driver.execute_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
-                              "e => window.cspViolations.push(e.violatedDirective))")  # fmt: skip
-        driver.find_element(By.ID, "key").send_keys(admin_key)
-        driver.find_element(By.ID, "connect").click()
-        wait.until(lambda d: text("#tenants tr[data-tenant='acme']"))
-        driver.find_element(By.ID, "new-name").send_keys("stark")
-        driver.find_element(By.ID, "create-tenant").click()
-        wait.until(lambda d: text("#tenants tr[data-tenant='stark']"))
-        driver.find_element(By.ID, "create-key").click()  # the form holds the tenant just created
-        wait.until(lambda d: (text("#new-key") or "").startswith("osf-"))
-        key = text("#new-key")
-        spent = "#tenants tr[data-tenant='stark'] .spent"
-        assert text(spent) == "$0.000000"
-        # The new tenant's first request, in the background, while the page keeps refreshing.
-        client = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=key, max_retries=0)
-        done = threading.Event()
+    driver.get(platform.base_url + "/console")
+    driver.execute_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
+                          "e => window.cspViolations.push(e.violatedDirective))")  # fmt: skip
+    driver.find_element(By.ID, "key").send_keys(admin_key)
+    driver.find_element(By.ID, "connect").click()
+    wait.until(lambda d: text("#tenants tr[data-tenant='acme']"))
+    driver.find_element(By.ID, "new-name").send_keys("stark")
+    driver.find_element(By.ID, "create-tenant").click()
+    wait.until(lambda d: text("#tenants tr[data-tenant='stark']"))
+    driver.find_element(By.ID, "create-key").click()  # the form holds the tenant just created
+    wait.until(lambda d: (text("#new-key") or "").startswith("osf-"))
+    key = text("#new-key")
+    spent = "#tenants tr[data-tenant='stark'] .spent"
+    assert text(spent) == "$0.000000"
+    # The new tenant's first request, in the background, while the page keeps refreshing.
+    client = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=key, max_retries=0)
+    done = threading.Event()
 
-        def first_request() -> None:
-            client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "hello"}],
-                                           max_tokens=8)  # fmt: skip
-            done.set()
+    def first_request() -> None:
+        client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "hello"}],
+                                       max_tokens=8)  # fmt: skip
+        done.set()
 
-        threading.Thread(target=first_request, daemon=True).start()
-        assert done.wait(120)
-        wait.until(lambda d: text(spent) not in (None, "$0.000000"))
-        assert float((text(spent) or "").lstrip("$")) > 0
-        assert text("#replicas tr[data-model='gpt-oss-20b']")
-        assert driver.execute_script("return document.querySelectorAll('#queue-chart polyline').length") > 0
-        assert driver.execute_script("return [...document.querySelectorAll('#legend span')].every(e => e.style.color)")
-        assert driver.execute_script("return window.cspViolations") == []  # the page works under its own CSP
-        shot = tmp_path / "console.png"
-        driver.execute_script("document.getElementById('new-key').textContent = 'osf-...'")  # no key in an image
-        driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        if os.environ.get("OSSFLEET_CONSOLE_SCREENSHOT"):  # how docs/console.png was made
-            shutil.copy(shot, os.environ["OSSFLEET_CONSOLE_SCREENSHOT"])
-    finally:
-        driver.quit()
+    threading.Thread(target=first_request, daemon=True).start()
+    assert done.wait(120)
+    wait.until(lambda d: text(spent) not in (None, "$0.000000"))
+    assert float((text(spent) or "").lstrip("$")) > 0
+    assert text("#replicas tr[data-model='gpt-oss-20b']")
+    assert driver.execute_script("return document.querySelectorAll('#queue-chart polyline').length") > 0
+    assert driver.execute_script("return [...document.querySelectorAll('#legend span')].every(e => e.style.color)")
+    assert driver.execute_script("return window.cspViolations") == []  # the page works under its own CSP
+    shot = tmp_path / "console.png"
+    driver.execute_script("document.getElementById('new-key').textContent = 'osf-...'")  # no key in an image
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("OSSFLEET_CONSOLE_SCREENSHOT"):  # how docs/console.png was made
+        shutil.copy(shot, os.environ["OSSFLEET_CONSOLE_SCREENSHOT"])

@@ -9,6 +9,7 @@ names the model, and a batch job runs lines of every family.
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import jsonschema
@@ -170,3 +171,160 @@ def test_an_ab_alias_splits_end_users_between_llama_and_gemma_and_keeps_each_on_
     httpx.patch(tenant, headers={"authorization": f"Bearer {admin}"}, json={"aliases": {"assistant": None}}, timeout=30)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="assistant", messages=USER, max_tokens=1)
+
+
+@pytest.fixture(scope="module")
+def admin(families):
+    from ossfleet.control.apikeys import new_api_key, register_admin_key
+    from ossfleet.redisdb import connect
+
+    p, _ = families
+    key = new_api_key()
+    r = connect(p.redis_url)
+    register_admin_key(r, p.cfg.redis.namespace, "ops", key)
+    r.close()
+    return {"authorization": f"Bearer {key}"}
+
+
+def new_tenant(p, admin, body: dict) -> openai.OpenAI:
+    assert httpx.post(p.base_url + "/admin/v1/tenants", headers=admin, json=body, timeout=30).status_code == 201
+    key = httpx.post(p.base_url + f"/admin/v1/tenants/{body['name']}/keys", headers=admin, timeout=30).json()["key"]
+    return openai.OpenAI(base_url=p.base_url + "/v1", api_key=key, max_retries=0)
+
+
+def comparison(p, admin, tenant: str, until, what: str) -> dict:
+    """The tenant's comparison once ``until`` holds of it: shadows end after their primaries' answers."""
+    for _ in range(1200):
+        c = httpx.get(p.base_url + f"/admin/v1/tenants/{tenant}/comparison?pairs=20", headers=admin, timeout=30)
+        assert c.status_code == 200, c.text
+        if until(c.json()):
+            return c.json()
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: {c.json()}")
+
+
+def nusd(tokens_in: int, tokens_out: int, discount: float = 0.0) -> float:  # the fixture's price
+    return (tokens_in * 0.001 + tokens_out * 0.002) / 1000 * (1 - discount)
+
+
+def test_shadow_traffic_runs_at_the_batch_discount_and_its_answers_are_stored_beside_the_primary(families, admin):
+    import grpc
+
+    from ossfleet.v1 import admin_pb2 as apb
+    from ossfleet.v1 import admin_pb2_grpc
+
+    p, acme = families
+    shadows = {"llama-3.1-8b": {"model": "gemma-2-9b", "fraction": 1.0}}
+    client = new_tenant(p, admin, {"name": "initech", "shadows": shadows})
+    answers = [client.chat.completions.create(model="llama-3.1-8b", messages=USER, max_tokens=6, temperature=0)
+               for _ in range(2)]  # fmt: skip
+    streamed = client.chat.completions.create(model="llama-3.1-8b", messages=USER, max_tokens=6, temperature=0,
+                                              stream=True)  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert all(a.model == "llama-3.1-8b" for a in answers)  # the client hears its own model only
+    # What Gemma answers the same prompt, asked directly (another tenant's request, at full price).
+    gemma = acme.chat.completions.create(model="gemma-2-9b", messages=USER, max_tokens=6, temperature=0)
+    c = comparison(p, admin, "initech", lambda c: len(c["pairs"]) == 3, "three pairs")
+    assert sorted(x["primary"]["content"] for x in c["pairs"]) == sorted(
+        [answers[0].choices[0].message.content, answers[1].choices[0].message.content, text]
+    )
+    for pair in c["pairs"]:
+        assert pair["primary"]["model"] == "llama-3.1-8b" and pair["shadow"]["model"] == "gemma-2-9b"
+        assert pair["shadow"]["content"] == gemma.choices[0].message.content and pair["shadow"]["error"] is None
+        # Billed to the tenant at the batch discount.
+        expected = nusd(gemma.usage.prompt_tokens, gemma.usage.completion_tokens, p.cfg.batch.discount)
+        assert pair["shadow"]["cost_usd"] == pytest.approx(expected, rel=1e-6)
+    models = {(m["model"], m["role"]): m for m in c["models"]}
+    served, shadow = models["llama-3.1-8b", "served"], models["gemma-2-9b", "shadow"]
+    assert served["requests"] == shadow["requests"] == 3 and set(models) == {("llama-3.1-8b", "served"),
+                                                                             ("gemma-2-9b", "shadow")}  # fmt: skip
+    for m in (served, shadow):
+        assert m["ttft_s"]["count"] == 3 and m["ttft_s"]["p50"] <= m["ttft_s"]["p99"]
+        assert m["itl_s"]["count"] == 3 and sum(m["histograms"]["ttft"]) == 3 and m["errors"] == 0
+        assert sum(m["finish_reasons"].values()) == 3
+    assert served["output_tokens"] == 3 * answers[0].usage.completion_tokens  # greedy: three equal answers
+    assert shadow["output_tokens"] == 3 * gemma.usage.completion_tokens
+    assert shadow["cost_per_1k_requests_usd"] == pytest.approx(1000 * pair["shadow"]["cost_usd"], rel=1e-6)
+    usage = httpx.get(p.base_url + "/admin/v1/tenants/initech", headers=admin, timeout=30).json()["usage"]
+    assert usage["models"]["gemma-2-9b"]["requests"] == 3  # the shadows are the tenant's usage
+    # The same comparison over gRPC.
+    channel = grpc.insecure_channel(p.grpc_target)
+    try:
+        got = admin_pb2_grpc.AdminStub(channel).GetComparison(
+            apb.ComparisonRequest(name="initech", pairs=3),
+            metadata=[("application", "gateway"), ("authorization", admin["authorization"])], timeout=30)  # fmt: skip
+    finally:
+        channel.close()
+    assert [(m.model, m.role, m.requests, m.ttft_s.count) for m in got.models] == [
+        ("llama-3.1-8b", "served", 3, 3), ("gemma-2-9b", "shadow", 3, 3)]  # fmt: skip
+    assert got.models[1].ttft_s.p99 == pytest.approx(shadow["ttft_s"]["p99"])
+    assert [x.shadow.content for x in got.pairs] == [x["shadow"]["content"] for x in c["pairs"]]
+    # And through the CLI.
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ossfleet.cli", "compare", "--tenant", "initech", "--url", p.base_url],
+                         env={**os.environ, "OSSFLEET_ADMIN_KEY": admin["authorization"].split()[1]},
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = {tuple(line.split()[:3]) for line in out.stdout.splitlines()}
+    assert ("llama-3.1-8b", "served", "3") in rows and ("gemma-2-9b", "shadow", "3") in rows
+    assert "shadow: 100% of llama-3.1-8b's requests also go to gemma-2-9b" in out.stdout
+
+
+def test_a_shadow_the_budget_cannot_cover_is_refused_and_the_primary_still_served(families, admin):
+    p, acme = families
+    probe = {m: acme.chat.completions.create(model=m, messages=USER, max_tokens=4, temperature=0)
+             for m in ("llama-3.1-8b", "gemma-2-9b")}  # fmt: skip
+    primary = nusd(probe["llama-3.1-8b"].usage.prompt_tokens, 4)
+    shadow = nusd(probe["gemma-2-9b"].usage.prompt_tokens, 4, p.cfg.batch.discount)
+    # Enough for the request (all of its reservation) and half its shadow.
+    client = new_tenant(p, admin, {"name": "thrifty", "budget": {"limit_usd": primary + shadow / 2},
+                                   "shadows": {"llama-3.1-8b": {"model": "gemma-2-9b", "fraction": 1.0}}})  # fmt: skip
+    r = client.chat.completions.create(model="llama-3.1-8b", messages=USER, max_tokens=4, temperature=0,
+                                       extra_body={"ignore_eos": True})  # fmt: skip
+    assert r.usage.completion_tokens == 4
+    c = comparison(p, admin, "thrifty", lambda c: len(c["pairs"]) == 1, "the refused shadow's pair")
+    models = {(m["model"], m["role"]): m for m in c["models"]}
+    assert models["gemma-2-9b", "shadow"]["refused"] == {"budget_exhausted": 1}
+    assert models["gemma-2-9b", "shadow"]["requests"] == 0 and models["llama-3.1-8b", "served"]["requests"] == 1
+    (pair,) = c["pairs"]
+    assert pair["primary"]["content"] == r.choices[0].message.content
+    assert pair["shadow"]["error"].startswith("budget_exhausted") and pair["shadow"]["cost_usd"] == 0
+    usage = httpx.get(p.base_url + "/admin/v1/tenants/thrifty", headers=admin, timeout=30).json()["usage"]
+    assert "gemma-2-9b" not in usage["models"] and usage["reserved_usd"] == 0
+
+
+def test_the_console_plots_a_tenants_comparison_in_headless_chromium(families, admin):
+    from e2e_platform import headless_chromium
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    p, _ = families
+    c = comparison(p, admin, "initech", lambda c: len(c["pairs"]) == 3, "the first test's pairs")
+    with headless_chromium() as driver:
+        driver.get(p.base_url + "/console")
+        driver.execute_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
+                              "e => window.cspViolations.push(e.violatedDirective))")  # fmt: skip
+        driver.find_element(By.ID, "key").send_keys(admin["authorization"].split()[1])
+        driver.find_element(By.ID, "cmp-tenant").send_keys("initech")
+        driver.find_element(By.ID, "connect").click()
+
+        def count(selector: str) -> int:
+            return driver.execute_script("return document.querySelectorAll(arguments[0]).length", selector)
+
+        WebDriverWait(driver, 60).until(lambda d: count("#cmp-pairs tr") == 3)
+        for m in c["models"]:
+            row = f"#cmp-models tr[data-model='{m['model']}'][data-role='{m['role']}']"
+            assert count(row) == 1
+            for plot in ("#cmp-ttft polyline", "#cmp-itl polyline", "#cmp-cost rect"):
+                assert count(f"{plot}[data-model='{m['model']}'][data-role='{m['role']}']") == 1, plot
+        # The CDF ends at every request: its last point is at the top of the plot.
+        last = driver.execute_script("return document.querySelector('#cmp-ttft polyline').getAttribute('points')"
+                                     ".trim().split(' ').pop().split(',')[1]")  # fmt: skip
+        assert float(last) == pytest.approx(5, abs=0.01)
+        shown = driver.execute_script("return document.querySelector('#cmp-pairs tr td.answer:last-child').textContent")
+        assert shown.startswith("gemma-2-9b: ")
+        assert "100% of llama-3.1-8b also to gemma-2-9b" in driver.find_element(By.ID, "cmp-shadows").text
+        assert driver.execute_script("return window.cspViolations") == []

@@ -29,7 +29,7 @@ GROUPS = {
     "protocol": {"structured", "protocol"},
     "engine": {"engine"},
     "queue": {"control.scripts", "control.cluster", "control.admission", "control.queue", "control.router",
-              "control.aliases",
+              "control.aliases", "control.comparison", "control.comparison_store", "control.shadow",
               "control.response_store",
               "control.streams"},
     "replica": {"replica", "adapters.slots"},

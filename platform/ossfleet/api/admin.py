@@ -125,6 +125,17 @@ class AdminService:
         digest = await revoke_tenant_key(self.core.r, self.ns, name, prefix, actor)
         return {"tenant": name, "digest_prefix": digest[:12], "revoked": True}
 
+    async def comparison(self, name: str, days: int = 7, pairs: int = 20) -> dict[str, Any]:
+        """The tenant's models compared on its own traffic (``control/comparison``): per model and role
+        (served, shadow) requests, errors, refusals, finish reasons, tokens, cost per 1,000 requests and
+        latency percentiles and histograms over the last ``days`` UTC days; its latest ``pairs`` side-by-side
+        answers and shadows."""
+        t = await self._known(name)
+        out = await self.core.comparisons.read(name, days, pairs)
+        out["shadows"] = {m: s.model_dump() for m, s in t.shadows.items()}
+        out["aliases"] = {a: x.model_dump() for a, x in t.aliases.items()}
+        return out
+
     async def usage(self, period: str | None = None) -> list[dict[str, Any]]:
         out = [tenant_body(t, await self._usage(t, period)) for t in await self.core.tenants.all()]
         return [{"name": b["name"], **b["usage"]} for b in out]
@@ -209,6 +220,12 @@ def add_admin_routes(
         svc, actor = await admin(request)
         return JSONResponse(await svc.revoke_key(name, prefix, actor))
 
+    @app.get("/admin/v1/tenants/{name}/comparison")
+    async def comparison(name: str, request: Request) -> JSONResponse:
+        svc, _ = await admin(request)
+        days, pairs = (_whole(request, p, d) for p, d in (("days", 7), ("pairs", 20)))
+        return JSONResponse(await svc.comparison(name, days, pairs))
+
     @app.get("/admin/v1/usage")
     async def usage_all(request: Request) -> JSONResponse:
         svc, _ = await admin(request)
@@ -262,6 +279,15 @@ def console_security_headers(page: str) -> dict[str, str]:
     )
     return {"content-security-policy": csp, "x-frame-options": "DENY", "x-content-type-options": "nosniff",
             "referrer-policy": "no-referrer"}  # fmt: skip
+
+
+def _whole(request: Request, param: str, default: int) -> int:
+    raw = request.query_params.get(param)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+        raise InvalidRequest(f"{param} must be a whole number", param=param)
+    return int(raw)
 
 
 def _s(v: Any) -> str:

@@ -100,3 +100,36 @@ class AdminGrpc:
     async def read_audit(self, req: apb.AuditRequest, call: Call) -> apb.Audit:
         rows = await self.svc.audit(req.count or 50)
         return apb.Audit(entries=[apb.AuditEntry(id=r.pop("id"), fields=r) for r in rows])
+
+    @rpc(apb.Comparison)
+    async def get_comparison(self, req: apb.ComparisonRequest, call: Call) -> apb.Comparison:
+        c = await self.svc.comparison(req.name, req.days or 7, req.pairs)
+        return apb.Comparison(
+            tenant=c["tenant"], days=c["days"], bounds_s=c["bounds_s"], models=[_model_pb(m) for m in c["models"]],
+            pairs=[apb.Pair(request_id=p["request_id"], at=p["at"], primary=_answer_pb(p["primary"]),
+                            shadow=_answer_pb(p["shadow"])) for p in c["pairs"]],
+            shadows_json=json.dumps(c["shadows"]), aliases_json=json.dumps(c["aliases"]),
+        )  # fmt: skip
+
+
+def _percentiles(p: dict[str, Any]) -> apb.Percentiles | None:
+    if not p["count"]:
+        return None
+    return apb.Percentiles(p50=p["p50"], p90=p["p90"], p99=p["p99"], count=p["count"])
+
+
+def _model_pb(m: dict[str, Any]) -> apb.ModelComparison:
+    return apb.ModelComparison(
+        model=m["model"], role=m["role"], requests=m["requests"], errors=m["errors"], refused=m["refused"],
+        finish_reasons=m["finish_reasons"], output_tokens=m["output_tokens"], cost_usd=m["cost_usd"],
+        cost_per_1k_requests_usd=m["cost_per_1k_requests_usd"] or 0.0, ttft_s=_percentiles(m["ttft_s"]),
+        itl_s=_percentiles(m["itl_s"]), queue_s=_percentiles(m["queue_s"]), ttft_hist=m["histograms"]["ttft"],
+        itl_hist=m["histograms"]["itl"], queue_hist=m["histograms"]["queue"],
+    )  # fmt: skip
+
+
+def _answer_pb(a: dict[str, Any]) -> apb.Answer:
+    return apb.Answer(
+        model=a["model"], request_id=a["request_id"], content=a["content"], finish_reason=a["finish_reason"] or "",
+        output_tokens=a["output_tokens"], cost_usd=a["cost_usd"], error=a["error"] or "",
+    )  # fmt: skip

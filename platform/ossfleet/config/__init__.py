@@ -190,6 +190,14 @@ class AliasConfig(_Section):
     models: Annotated[dict[str, Annotated[float, Field(gt=0, le=1e6)]], Field(min_length=1, max_length=16)]
 
 
+class ShadowConfig(_Section):
+    """A second model that a fraction of the requests served by one model is also sent to, for comparison:
+    served in the batch band at the batch discount, never answered to the client (``control/shadow``)."""
+
+    model: str
+    fraction: Annotated[float, Field(gt=0, le=1)]
+
+
 class TenantConfig(_Section):
     """A customer of the platform. Its API keys never appear here in plain text."""
 
@@ -210,8 +218,11 @@ class TenantConfig(_Section):
     debug_logging: bool = False
     # Model names of the tenant's own that split requests between models (A/B); null removes one (PATCH).
     aliases: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")], AliasConfig] = {}
+    # Per model that serves the tenant's requests: the model a fraction of them is also sent to (shadow
+    # traffic); null removes one (PATCH).
+    shadows: dict[str, ShadowConfig] = {}
 
-    @field_validator("aliases", mode="before")
+    @field_validator("aliases", "shadows", mode="before")
     @classmethod
     def _drop_removed(cls, v: Any) -> Any:
         return {k: a for k, a in v.items() if a is not None} if isinstance(v, dict) else v
@@ -291,6 +302,16 @@ class PlatformConfig(_Section):
                     )
                 if not t.may_use(m):
                     raise ValueError(f"tenant {t.name!r}: alias {alias!r} names {m!r}, which the tenant may not use")
+        for primary, sh in t.shadows.items():
+            for m in (primary, sh.model):
+                if m not in names:
+                    raise ValueError(f"tenant {t.name!r}: shadow {primary!r} -> {sh.model!r} names {m!r}, "
+                                     f"not a configured model ({names})")  # fmt: skip
+                if not t.may_use(m):
+                    raise ValueError(f"tenant {t.name!r}: shadow {primary!r} -> {sh.model!r} names {m!r}, "
+                                     "which the tenant may not use")  # fmt: skip
+            if sh.model == primary:
+                raise ValueError(f"tenant {t.name!r}: model {primary!r} cannot shadow itself; name another model")
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

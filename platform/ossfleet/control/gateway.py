@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -24,16 +24,19 @@ from ossfleet.adapters.format import AdapterInvalid, ModelShape, validate
 from ossfleet.adapters.store import AdapterRecord, AdapterStore, check_name, split_model
 from ossfleet.catalog import CATALOG
 from ossfleet.chatformat import ChatFormat, TemplateRenderer
-from ossfleet.config import ModelConfig, PlatformConfig, TenantConfig
+from ossfleet.config import ModelConfig, PlatformConfig, ShadowConfig, TenantConfig
 from ossfleet.control import budget
 from ossfleet.control.admission import Admission, Submitted, check_features, plan_admission, tenant_policy
 from ossfleet.control.aliases import choose, point
 from ossfleet.control.apikeys import authenticate
 from ossfleet.control.budget import period_id
+from ossfleet.control.comparison import Observation, sampled
+from ossfleet.control.comparison_store import ComparisonStore
 from ossfleet.control.pricing import NANO_PER_USD
 from ossfleet.control.queue import QueueDepth, queue_for
 from ossfleet.control.router import AUTO, ModelLoad, ModelOption, Placement, RouteRequest, place
 from ossfleet.control.scripts import _s
+from ossfleet.control.shadow import run_shadow
 from ossfleet.control.streams import Relay, StreamHub
 from ossfleet.control.tenants import TenantRegistry
 from ossfleet.errors import (
@@ -63,7 +66,9 @@ class GatewayCore:
         self.queue = queue_for(cfg, self.r)
         # Reads every stream this gateway relays with one XREAD on a connection of its own.
         self.hub = StreamHub(connect_async(redis_url, cfg.redis, max_connections=2))
-        self.relay = Relay(self.queue, self.hub, self.cancel_abandoned)
+        self.relay = Relay(self.queue, self.hub, self.cancel_abandoned, self.observe)
+        # What each model did for each tenant (its own requests and shadows), for comparing them.
+        self.comparisons = ComparisonStore(self.r, self.queue.keys)
         # Each model's chat format (harmony, or its checkpoint's template) and the renderer of its prompts.
         self.formats: dict[str, ChatFormat] = {}
         self.renderers: dict[str, HarmonyRenderer | TemplateRenderer] = {}
@@ -169,9 +174,7 @@ class GatewayCore:
             return await self.budget_left(t)
         if time.monotonic() - self._budget_read.get(t.name, float("-inf")) >= 1.0:
             self._budget_read[t.name] = time.monotonic()
-            task = asyncio.get_running_loop().create_task(self._refresh_budget_gauge(t))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.spawn(self._refresh_budget_gauge(t))
         return None
 
     async def _refresh_budget_gauge(self, t: TenantConfig) -> None:
@@ -271,6 +274,9 @@ class GatewayCore:
         )  # fmt: skip
         band = self.cfg.priorities.bands[placement.band]
         metrics.request(t.name, placement.model, band, "duplicate" if sub.duplicate else "admitted")
+        shadow = None if req.batch or sub.duplicate else t.shadows.get(sub.model_name)
+        if shadow is not None and sampled(sub.request_id, shadow.fraction):
+            self.spawn(self._shadow_quietly(t, req, sub, shadow))
         log.info(
             "event=admitted request_id=%s tenant=%s model=%s band=%d input_tokens=%d choices=%d duplicate=%s "
             "fell_back=%s effort_lowered=%s", sub.request_id, t.name, placement.model, placement.band,
@@ -362,9 +368,30 @@ class GatewayCore:
         would be cancelled again (Starlette's cancel scopes are level-triggered),
         so the cancel must not run in the handler's task.
         """
-        task = asyncio.get_running_loop().create_task(self._cancel_quietly(tenant, request_id))
+        self.spawn(self._cancel_quietly(tenant, request_id))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a task of its own, kept until it ends (never awaited by a request)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def observe(self, obs: Observation) -> None:
+        """Count a request's end for the comparison (``control/comparison``), off the request's path."""
+        self.spawn(self._record_quietly(obs))
+
+    async def _record_quietly(self, obs: Observation) -> None:
+        try:
+            await self.comparisons.record(obs)
+        except Exception as e:  # a counter is no reason to fail anything
+            log.warning("event=comparison_record_failed tenant=%s error=%r", obs.tenant, type(e).__name__)
+
+    async def _shadow_quietly(self, t: TenantConfig, req: ChatRequest, sub: Submitted, cfg: ShadowConfig) -> None:
+        try:
+            await run_shadow(self, t, req, sub, cfg)
+        except Exception as e:
+            log.warning("event=shadow_failed request_id=%s tenant=%s error=%r", sub.request_id, t.name,
+                        type(e).__name__)  # fmt: skip
 
     async def _cancel_quietly(self, tenant: str, request_id: str) -> None:
         try:

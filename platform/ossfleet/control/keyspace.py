@@ -197,6 +197,14 @@ class KeySpace:
     def files(self, tenant: str) -> str:
         return self._k("files", tenant)
 
+    def comparison(self, tenant: str, day: str) -> str:
+        """A tenant's comparison counters for one UTC day (``control/comparison``: per model and role)."""
+        return self._t(tenant, "cmp", day)
+
+    def pairs(self, tenant: str) -> str:
+        """A tenant's latest side-by-side pairs of answers and their shadows' (newest first)."""
+        return self._t(tenant, "pairs")
+
     # -- stored responses, adapters -------------------------------------------------------------------
 
     def response(self, response_id: str) -> str:

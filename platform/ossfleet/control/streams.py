@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ossfleet import metrics
+from ossfleet.control.comparison import Observation, observed
 from ossfleet.control.pricing import NANO_PER_USD
 from ossfleet.control.queue import queue_model
 from ossfleet.control.scripts import _s, is_cluster
@@ -143,15 +144,28 @@ class StreamHub:
 class Relay:
     """A request's events as its caller reads them: from its stream, through the hub, deduplicated across
     retries; several choices merged; folded into outcomes. A reader that goes away before the end hands the
-    unfinished requests to ``on_abandoned`` (the gateway cancels them)."""
+    unfinished requests to ``on_abandoned`` (the gateway cancels them). A labelled read from a request's start
+    hands its end to ``observe`` (the gateway's comparison counters)."""
 
-    def __init__(self, queue: RequestQueue, hub: StreamHub, on_abandoned: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        queue: RequestQueue,
+        hub: StreamHub,
+        on_abandoned: Callable[[str, str], None],
+        observe: Callable[[Observation], None] | None = None,
+    ) -> None:
         self.queue = queue
         self.hub = hub
         self.on_abandoned = on_abandoned
+        self.observe = observe
 
     async def events(
-        self, model: str, request_id: str, after: str = "0-0", labels: tuple[str, str] | None = None
+        self,
+        model: str,
+        request_id: str,
+        after: str = "0-0",
+        labels: tuple[str, str] | None = None,
+        role: str = "served",
     ) -> AsyncIterator[StreamEvent]:
         """The events of ``model``'s request (a model's name, or ``<model>:<adapter>``) from entry ``after``
         on, until its terminal event.
@@ -159,11 +173,14 @@ class Relay:
         A retried request (its replica died) streams again from its first
         token; events whose ``seq`` was already delivered are skipped, so a
         reader sees each chunk once. With ``labels`` (tenant, model) the
-        stream's latencies and its end are recorded as metrics.
+        stream's latencies and its end are recorded as metrics, and (read from its start) observed in
+        ``role`` for the comparison.
         """
         delivered = -1
         last = time.monotonic()
         first = True
+        watch = labels is not None and after == "0-0" and self.observe is not None
+        started, first_s, last_s = last, None, None
         model = queue_model(model)
         key = self.queue.keys.stream(model, request_id)
         while True:
@@ -187,6 +204,12 @@ class Relay:
                     delivered = seq
                 if labels is not None:
                     last, first = _record(ev, labels, last, first)
+                if watch and labels is not None and self.observe is not None:
+                    if ev.type == "delta":
+                        last_s = time.monotonic() - started
+                        first_s = last_s if first_s is None else first_s
+                    elif ev.type in TERMINAL:
+                        self.observe(observed(labels[0], labels[1], role, ev.fields, first_s, last_s))
                 yield ev
                 if ev.type in TERMINAL:
                     return
@@ -256,9 +279,11 @@ class Relay:
                 if i not in done and cancel:
                     self.on_abandoned(tenant, rid)
 
-    async def outcome(self, model: str, request_id: str, labels: tuple[str, str] | None = None) -> Outcome:
+    async def outcome(
+        self, model: str, request_id: str, labels: tuple[str, str] | None = None, role: str = "served"
+    ) -> Outcome:
         out = Outcome()
-        async for ev in self.events(model, request_id, labels=labels):
+        async for ev in self.events(model, request_id, labels=labels, role=role):
             fold(out, ev)
         return out
 

@@ -7,7 +7,8 @@ A request's stream (``stream:<id>``) holds ``delta`` entries, then one terminal 
   request that asked for log-probabilities adds ``logprobs`` (a JSON list in OpenAI's chat form).
   Written by the replica (:func:`delta_event`).
 - ``done``: ``finish_reason`` (``stop`` | ``length`` | ``tool_calls`` | ``cancelled``),
-  ``input_tokens``, ``output_tokens``, ``cost_nusd``. Written by ``complete.lua`` and ``cancel.lua``.
+  ``input_tokens``, ``output_tokens``, ``cost_nusd``; from ``complete.lua`` also ``queued_ms`` (admission to
+  the first lease). Written by ``complete.lua`` and ``cancel.lua``.
 - ``error``: ``error`` (what went wrong), ``attempts``. Written by ``fail.lua`` and ``reap.lua``.
 """
 

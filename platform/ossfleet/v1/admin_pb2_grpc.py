@@ -89,6 +89,11 @@ class AdminStub:
                 request_serializer=ossfleet_dot_v1_dot_admin__pb2.AuditRequest.SerializeToString,
                 response_deserializer=ossfleet_dot_v1_dot_admin__pb2.Audit.FromString,
                 _registered_method=True)
+        self.GetComparison = channel.unary_unary(
+                '/ossfleet.admin.v1.Admin/GetComparison',
+                request_serializer=ossfleet_dot_v1_dot_admin__pb2.ComparisonRequest.SerializeToString,
+                response_deserializer=ossfleet_dot_v1_dot_admin__pb2.Comparison.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -164,6 +169,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetComparison(self, request, context):
+        """A tenant's models compared on its own traffic (its requests and their shadows), as HTTP's
+        GET /admin/v1/tenants/{name}/comparison.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +234,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ReadAudit,
                     request_deserializer=ossfleet_dot_v1_dot_admin__pb2.AuditRequest.FromString,
                     response_serializer=ossfleet_dot_v1_dot_admin__pb2.Audit.SerializeToString,
+            ),
+            'GetComparison': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetComparison,
+                    request_deserializer=ossfleet_dot_v1_dot_admin__pb2.ComparisonRequest.FromString,
+                    response_serializer=ossfleet_dot_v1_dot_admin__pb2.Comparison.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +538,33 @@ class Admin:
             '/ossfleet.admin.v1.Admin/ReadAudit',
             ossfleet_dot_v1_dot_admin__pb2.AuditRequest.SerializeToString,
             ossfleet_dot_v1_dot_admin__pb2.Audit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetComparison(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ossfleet.admin.v1.Admin/GetComparison',
+            ossfleet_dot_v1_dot_admin__pb2.ComparisonRequest.SerializeToString,
+            ossfleet_dot_v1_dot_admin__pb2.Comparison.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,8 @@ local o = cjson.decode(ARGV[2])
 local model, id, owner = o.model, o.id, o.owner
 local out_tok, cost, now = o.out_tokens, o.cost_nusd, o.now_ms
 local r = km(model, 'req', id)
-local f = redis.call('HMGET', r, 'state', 'owner', 'tenant', 'in_tokens', 'weight', 'cancel')
+local f = redis.call('HMGET', r, 'state', 'owner', 'tenant', 'in_tokens', 'weight', 'cancel', 'enq_ms',
+  'first_lease_ms')
 if f[1] == 'done' then return {'ALREADY'} end
 if f[1] ~= 'leased' or f[2] ~= owner then return {'LOST', f[1] or 'missing'} end
 local tenant = f[3]
@@ -27,8 +28,11 @@ if o.events then
   local s = km(model, 'stream', id)
   for _, e in ipairs(o.events) do redis.call('XADD', s, '*', unpack(e)) end
 end
+-- queued_ms: admission to first lease (the gateways' comparison separates the wait from the engine's time).
+local queued = '0'
+if f[7] and f[8] then queued = tostring(math.max(0, tonumber(f[8]) - tonumber(f[7]))) end
 finish_stream(model, id, o.stream_ttl_s, 'type', 'done', 'finish_reason', reason,
-  'input_tokens', f[4], 'output_tokens', tostring(out_tok), 'cost_nusd', tostring(cost))
+  'input_tokens', f[4], 'output_tokens', tostring(out_tok), 'cost_nusd', tostring(cost), 'queued_ms', queued)
 local settled = settle_or_owe(model, id, tenant, true, cost, out_tok, now, o.stream_ttl_s)
 local nxt = false
 if o.lease_ms then nxt = lease_next_opts(o) or false end
