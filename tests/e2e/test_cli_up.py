@@ -131,6 +131,20 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
                 json={"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}, timeout=120,
             )  # fmt: skip
             assert resp.status_code == 200 and resp.json()["model"] == name, resp.text
+        # The demo tenant's models compared (config/local.yaml): its gpt-oss-20b requests so far, as served.
+        admin = text.split("admin key for this run: ", 1)[1].split(")", 1)[0]
+        url = f"http://127.0.0.1:{port}/admin/v1/tenants/demo/comparison"
+        for _ in range(600):  # counted just after each answer, off its path
+            got = httpx.get(url, headers={"authorization": f"Bearer {admin}"}, timeout=30).json()
+            if any(m["model"] == "gpt-oss-20b" and m["role"] == "served" for m in got["models"]):
+                break
+            time.sleep(0.1)
+        shown = subprocess.run([sys.executable, "-m", "ossfleet.cli", "compare", "--tenant", "demo", "--url",
+                                f"http://127.0.0.1:{port}"], env={**env, "OSSFLEET_ADMIN_KEY": admin},
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        rows = [line.split()[:2] for line in shown.stdout.splitlines()]
+        assert shown.returncode == 0 and ["gpt-oss-20b", "served"] in rows, shown.stdout + shown.stderr
+        assert "25% of gpt-oss-20b's requests also go to gemma-2-9b" in shown.stdout
         # Both batch modes the README shows run on this config: dedicated mode's engine actor and
         # Ray Data's read task find their CPUs beside the Serve apps.
         src = tmp_path / "eval.jsonl"
