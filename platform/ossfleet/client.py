@@ -44,10 +44,17 @@ SERVICE_CONFIG = json.dumps({
 })  # fmt: skip
 
 
+# How soon a channel whose server went away tries again: gRPC's default backoff grows to 120 s between
+# attempts, so a client could wait up to two minutes after the gateways are back (Serve restarts a killed
+# gateway replica within seconds). Capped at 2 s here: a resuming client reconnects soon after they return.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+             ("grpc.max_reconnect_backoff_ms", 2000)]  # fmt: skip
+
+
 class OssfleetClient:
     def __init__(self, target: str, api_key: str, *, secure: bool = False, application: str = "gateway") -> None:
         creds = grpc.ssl_channel_credentials() if secure else None
-        opts = [("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG)]
+        opts = [("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG), *RECONNECT]
         self.channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
         self.stub = pb_grpc.OssfleetStub(self.channel)
         self.metadata = (("authorization", f"Bearer {api_key}"), ("application", application))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -21,9 +20,12 @@ pytestmark = pytest.mark.slow
 
 
 def gateway_pids() -> list[int]:
-    """The gateway replicas' processes (Ray titles them ServeReplica:<app>:<deployment>)."""
-    out = subprocess.run(["pgrep", "-f", "ServeReplica:gateway:Gateway"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """This cluster's gateway replicas' processes (Ray titles them ServeReplica:<app>:<deployment>)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    actors = ray.util.state.list_actors(filters=[("state", "=", "ALIVE"), ("node_id", "=", node)], detail=True)
+    return sorted(a.pid for a in actors if a.class_name == "ServeReplica:gateway:Gateway")
 
 
 def follow(client, rid: str, cursor: str, deadline: float) -> tuple[str, list[str], object]:
@@ -31,7 +33,9 @@ def follow(client, rid: str, cursor: str, deadline: float) -> tuple[str, list[st
     text, cursors = "", []
     while time.monotonic() < deadline:
         try:
-            for c in client.resume(rid, cursor, timeout=60):
+            # A short deadline per call: a connection that lands on a gateway still starting costs at most
+            # this long, and the cursor keeps what was already read.
+            for c in client.resume(rid, cursor, timeout=15):
                 cursor = c.cursor
                 cursors.append(c.cursor)
                 text += c.content

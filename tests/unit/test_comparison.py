@@ -116,3 +116,21 @@ def test_the_config_checks_shadows():
     limited = {**ok, "allowed_models": ["gpt-oss-20b"]}
     with pytest.raises(Exception, match="which the tenant may not use"):
         parse_config({"models": MODELS, "tenants": [limited]}, "<t>")
+
+
+def test_the_cli_turns_shadow_options_into_the_tenant_fields_the_api_validates():
+    import argparse
+
+    from ossfleet.admin_cli import _fields, _tenant_options
+    from ossfleet.config import TenantConfig
+
+    p = argparse.ArgumentParser()
+    _tenant_options(p)
+    args = p.parse_args(["--shadow", "gpt-oss-20b=llama-3.1-8b:0.2", "--remove-shadow", "gpt-oss-120b"])
+    want = {"gpt-oss-120b": None, "gpt-oss-20b": {"model": "llama-3.1-8b", "fraction": 0.2}}
+    assert _fields(args) == {"shadows": want}
+    # null removes a shadow, as PATCH merges it into the tenant's
+    assert TenantConfig(name="acme", shadows=want).shadows.keys() == {"gpt-oss-20b"}
+    with pytest.raises(SystemExit, match="MODEL=SHADOW_MODEL:FRACTION"):
+        _fields(p.parse_args(["--shadow", "gpt-oss-20b=llama-3.1-8b"]))
+    assert "shadows" not in _fields(p.parse_args([]))
