@@ -202,7 +202,7 @@ class Relay:
                     if seq <= delivered:
                         continue
                     delivered = seq
-                if labels is not None:
+                if labels is not None and role == "served":  # a shadow's wait in the batch band is no TTFT
                     last, first = _record(ev, labels, last, first)
                 if watch and labels is not None and self.observe is not None:
                     if ev.type == "delta":
