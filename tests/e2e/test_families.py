@@ -207,7 +207,7 @@ def nusd(tokens_in: int, tokens_out: int, discount: float = 0.0) -> float:  # th
     return (tokens_in * 0.001 + tokens_out * 0.002) / 1000 * (1 - discount)
 
 
-def test_shadow_traffic_runs_at_the_batch_discount_and_its_answers_are_stored_beside_the_primary(families, admin):
+def test_llama_shadowed_by_gemma_at_the_batch_discount_answers_stored_side_by_side_and_compared(families, admin):
     import grpc
 
     from ossfleet.v1 import admin_pb2 as apb
@@ -273,7 +273,7 @@ def test_shadow_traffic_runs_at_the_batch_discount_and_its_answers_are_stored_be
     assert "shadow: 100% of llama-3.1-8b's requests also go to gemma-2-9b" in out.stdout
 
 
-def test_a_shadow_the_budget_cannot_cover_is_refused_and_the_primary_still_served(families, admin):
+def test_a_gemma_shadow_the_budget_cannot_cover_is_refused_and_the_llama_primary_still_served(families, admin):
     p, acme = families
     probe = {m: acme.chat.completions.create(model=m, messages=USER, max_tokens=4, temperature=0)
              for m in ("llama-3.1-8b", "gemma-2-9b")}  # fmt: skip
@@ -296,7 +296,7 @@ def test_a_shadow_the_budget_cannot_cover_is_refused_and_the_primary_still_serve
     assert "gemma-2-9b" not in usage["models"] and usage["reserved_usd"] == 0
 
 
-def test_the_console_plots_a_tenants_comparison_in_headless_chromium(families, admin):
+def test_the_console_plots_llama_against_its_gemma_shadow_in_headless_chromium(families, admin):
     from e2e_platform import headless_chromium
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
