@@ -138,18 +138,24 @@ def test_a_batch_job_runs_llama_gemma_and_mixtral_lines(families, tmp_path):
     assert all(x["response"]["status_code"] == 200 for x in lines)
 
 
-def test_an_ab_alias_splits_end_users_between_llama_and_gemma_and_keeps_each_on_one(families):
+@pytest.fixture(scope="module")
+def admin(families):
     from ossfleet.control.apikeys import new_api_key, register_admin_key
     from ossfleet.redisdb import connect
 
-    p, client = families
-    admin = new_api_key()
+    p, _ = families
+    key = new_api_key()
     r = connect(p.redis_url)
-    register_admin_key(r, p.cfg.redis.namespace, "ops", admin)
+    register_admin_key(r, p.cfg.redis.namespace, "ops", key)
     r.close()
+    return {"authorization": f"Bearer {key}"}
+
+
+def test_an_ab_alias_splits_end_users_between_llama_and_gemma_and_keeps_each_on_one(families, admin):
+    p, client = families
     tenant = p.base_url + "/admin/v1/tenants/acme"
     alias = {"assistant": {"models": {"llama-3.1-8b": 1, "gemma-2-9b": 1}}}
-    patched = httpx.patch(tenant, headers={"authorization": f"Bearer {admin}"}, json={"aliases": alias}, timeout=30)
+    patched = httpx.patch(tenant, headers=admin, json={"aliases": alias}, timeout=30)
     assert patched.status_code == 200, patched.text
     assert "assistant" in [m.id for m in client.models.list()]  # the tenant's own model name
     served: dict[str, str] = {}
@@ -165,25 +171,12 @@ def test_an_ab_alias_splits_end_users_between_llama_and_gemma_and_keeps_each_on_
                            json={"model": "assistant", "messages": USER, "max_tokens": 1}, timeout=60)  # fmt: skip
     assert by_header.json()["model"] == served["user-0"]
     # An alias naming a model the platform lacks is refused, and nothing changes; null removes it.
-    bad = httpx.patch(tenant, headers={"authorization": f"Bearer {admin}"}, timeout=30,
+    bad = httpx.patch(tenant, headers=admin, timeout=30,
                       json={"aliases": {"assistant": {"models": {"nope": 1}}}})  # fmt: skip
     assert bad.status_code == 400 and "'nope', not a configured model" in bad.json()["error"]["message"]
-    httpx.patch(tenant, headers={"authorization": f"Bearer {admin}"}, json={"aliases": {"assistant": None}}, timeout=30)
+    httpx.patch(tenant, headers=admin, json={"aliases": {"assistant": None}}, timeout=30)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="assistant", messages=USER, max_tokens=1)
-
-
-@pytest.fixture(scope="module")
-def admin(families):
-    from ossfleet.control.apikeys import new_api_key, register_admin_key
-    from ossfleet.redisdb import connect
-
-    p, _ = families
-    key = new_api_key()
-    r = connect(p.redis_url)
-    register_admin_key(r, p.cfg.redis.namespace, "ops", key)
-    r.close()
-    return {"authorization": f"Bearer {key}"}
 
 
 def new_tenant(p, admin, body: dict) -> openai.OpenAI:
