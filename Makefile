@@ -80,8 +80,8 @@ lint: install
 
 # The suite in the main venv, then vLLM's cases (marker `vllm`) in .venv-vllm, where a missing vLLM fails.
 test: lint $(TFSTAMP) $(VSTAMP) browser
-	$(BIN)/pytest -m "not vllm"
-	OSSFLEET_REQUIRE_VLLM=1 $(VVENV)/bin/pytest -m vllm
+	$(BIN)/pytest -m "not vllm" --durations=25
+	OSSFLEET_REQUIRE_VLLM=1 $(VVENV)/bin/pytest -m vllm --durations=10
 
 # The console's browser test drives Debian's Chromium (Playwright's own download cannot be
 # reached offline). Installed where apt-get exists and chromium is missing; elsewhere the test

@@ -15,9 +15,11 @@ pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
 async def engine(tiny_checkpoint_wide):
     from ossfleet.engine.vllm import VllmEngine, VllmOptions
 
+    # One sequence at a time (the bands test needs it; the others run one request at a time): one vLLM start
+    # for the module.
     e = VllmEngine(
         tiny_checkpoint_wide,
-        VllmOptions(dtype="float32", max_slots=4, max_context=1024, kv_cache_gib=1, torch_threads=2),
+        VllmOptions(dtype="float32", max_slots=1, max_context=1024, kv_cache_gib=1, torch_threads=2),
     )
     await e.start()
     yield e
@@ -45,7 +47,7 @@ async def test_vllm_refuses_what_it_does_not_serve_naming_it(engine):
                                                         adapter="tenant:model:x"))]  # fmt: skip
     with pytest.raises(EngineError, match="vLLM refused the request"):  # ids past the vocabulary
         [o async for o in engine.generate(EngineRequest("oov", [1, 2, 10**6], SamplingParams(max_tokens=2)))]
-    assert engine.free_slots() == 4 and engine.healthy()
+    assert engine.free_slots() == 1 and engine.healthy()
 
 
 def test_vllm_engine_args_map_the_model_config():
@@ -64,15 +66,12 @@ def test_vllm_engine_args_map_the_model_config():
     assert vllm_options(cfg.models[0]).kv_cache_gib == 3
 
 
-async def test_vllm_bands_are_priorities_a_lower_band_runs_first(tiny_checkpoint_wide):
+async def test_vllm_bands_are_priorities_a_lower_band_runs_first(engine):
     """A band maps onto vLLM's priority: with one sequence at a time, of two requests waiting behind a running
     one, the lower band (interactive) runs before the batch-band one that came first."""
     import asyncio
 
-    from ossfleet.engine.vllm import VllmEngine, VllmOptions
-
-    e = VllmEngine(tiny_checkpoint_wide, VllmOptions(dtype="float32", max_slots=1, max_context=512, kv_cache_gib=1))
-    await e.start()
+    e = engine
     order: list[str] = []
 
     async def run(rid: str, band: int, n: int, started: asyncio.Event | None = None) -> None:
@@ -83,17 +82,14 @@ async def test_vllm_bands_are_priorities_a_lower_band_runs_first(tiny_checkpoint
             if out.finished:
                 order.append(rid)
 
-    try:
-        running = asyncio.Event()
-        first = asyncio.create_task(run("running", 2, 300, running))
-        await running.wait()  # it holds vLLM's one sequence
-        batch = asyncio.create_task(run("batch", 2, 4))
-        while e._scheduler is None or e._scheduler[1] < 1:  # until vLLM's scheduler reports it waiting
-            e.stats_seen.clear()
-            await asyncio.wait_for(e.stats_seen.wait(), timeout=120)
-        assert e._scheduler is not None and e._scheduler[1] == 1 and not first.done()
-        interactive = asyncio.create_task(run("interactive", 0, 4))  # then a lower band
-        await asyncio.gather(first, batch, interactive)
-        assert order == ["running", "interactive", "batch"]
-    finally:
-        await e.stop()
+    running = asyncio.Event()
+    first = asyncio.create_task(run("running", 2, 300, running))
+    await running.wait()  # it holds vLLM's one sequence
+    batch = asyncio.create_task(run("batch", 2, 4))
+    while e._scheduler is None or e._scheduler[1] < 1:  # until vLLM's scheduler reports it waiting
+        e.stats_seen.clear()
+        await asyncio.wait_for(e.stats_seen.wait(), timeout=120)
+    assert e._scheduler is not None and e._scheduler[1] == 1 and not first.done()
+    interactive = asyncio.create_task(run("interactive", 0, 4))  # then a lower band
+    await asyncio.gather(first, batch, interactive)
+    assert order == ["running", "interactive", "batch"]
