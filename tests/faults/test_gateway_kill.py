@@ -20,12 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 def gateway_pids() -> list[int]:
-    """This cluster's gateway replicas' processes (Ray titles them ServeReplica:<app>:<deployment>)."""
-    import ray
+    """This cluster's live gateway replicas' processes: Serve's replica actors of the gateway deployment, from
+    Ray's actor table in its GCS (no dashboard needed; another cluster's processes on this machine are not
+    counted)."""
+    from ray._private import state
 
-    node = ray.get_runtime_context().get_node_id()
-    actors = ray.util.state.list_actors(filters=[("state", "=", "ALIVE"), ("node_id", "=", node)], detail=True)
-    return sorted(a.pid for a in actors if a.class_name == "ServeReplica:gateway:Gateway")
+    table = state.actors(actor_state_name="ALIVE")
+    return sorted(a["Pid"] for a in table.values() if a["ActorClassName"] == "ServeReplica:gateway:Gateway")
 
 
 def follow(client, rid: str, cursor: str, deadline: float) -> tuple[str, list[str], object]:
