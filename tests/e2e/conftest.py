@@ -51,15 +51,18 @@ def platform_config(ckpt_20b, ckpt_120b, namespace: str, http_port: int, engine:
 
 @pytest.fixture(scope="module")
 def ray_cluster(request):
-    """A head node and worker nodes with one logical GPU each: three, or a module's ``GPU_NODES``."""
+    """A head node and worker nodes with one logical GPU each: three, or a module's ``GPU_NODES`` (with 0, the
+    head holds the module's ``HEAD_GPUS`` and a CPU for each: one raylet where nothing needs several nodes)."""
     import ray
     from ray.cluster_utils import Cluster
 
     # Serve reports a replica that cannot be scheduled after this long (default 30 s).
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_S"] = "3"
     os.environ["RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S"] = "3"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
-    for _ in range(getattr(request.module, "GPU_NODES", 3)):
+    nodes = getattr(request.module, "GPU_NODES", 3)
+    head_gpus = 0 if nodes else getattr(request.module, "HEAD_GPUS", 3)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2 + head_gpus, "num_gpus": head_gpus})
+    for _ in range(nodes):
         cluster.add_node(num_cpus=1, num_gpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()

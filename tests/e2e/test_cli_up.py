@@ -65,7 +65,9 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
     path.write_text(yaml.safe_dump(cfg))
     key = new_api_key()
     # Without the tests' own Serve settings: `ossfleet up` sets the ingress's from the config.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")} | {"OSSFLEET_DEMO_KEY": key}
+    # Metrics exported every second (Ray's default is every 10 s), for the metrics check below.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")} | {
+        "OSSFLEET_DEMO_KEY": key, "RAY_metrics_report_interval_ms": "1000"}  # fmt: skip
     log = (tmp_path / "up.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ossfleet.cli", "up", "--config", str(path)],
@@ -145,6 +147,31 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
         rows = [line.split()[:2] for line in shown.stdout.splitlines()]
         assert shown.returncode == 0 and ["gpt-oss-20b", "served"] in rows, shown.stdout + shown.stderr
         assert "25% of gpt-oss-20b's requests also go to gemma-2-9b" in shown.stdout
+        # Metrics reach Prometheus through Ray's metrics export (the chat requests above, and a refusal).
+        bad = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
+                         headers={"authorization": f"Bearer {key}"},
+                         json={"model": "nope", "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
+        assert bad.status_code == 404
+        wanted = {
+            "ray_ossfleet_requests_total{": 'outcome="admitted"',
+            "ray_ossfleet_requests_total{ ": 'outcome="model_not_found"',
+            "ray_ossfleet_finished_total{": 'model="gpt-oss-20b"',
+            "ray_ossfleet_time_to_first_token_seconds_count{": 'model="gpt-oss-20b"',
+            "ray_ossfleet_queue_depth{": 'model="gpt-oss-20b"',
+            "ray_ossfleet_cost_usd_total{": 'tenant="demo"',
+        }
+        for _ in range(300):  # exported every few seconds
+            lines = [ln for ln in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text.splitlines()
+                     if not ln.startswith("#")]  # fmt: skip
+            found = {k: any(ln.startswith(k.strip()) and v in ln for ln in lines) for k, v in wanted.items()}
+            if all(found.values()):
+                break
+            time.sleep(0.5)
+        assert all(found.values()), found
+        admitted = [ln for ln in lines if ln.startswith("ray_ossfleet_requests_total{") and 'outcome="admitted"' in ln
+                    and 'model="llama-3.1-8b"' in ln]  # fmt: skip
+        assert [float(ln.rsplit(" ", 1)[1]) for ln in admitted] == [1.0]  # its one request above
+        assert key not in "\n".join(lines)
         # Both batch modes the README shows run on this config: dedicated mode's engine actor and
         # Ray Data's read task find their CPUs beside the Serve apps.
         src = tmp_path / "eval.jsonl"

@@ -20,6 +20,8 @@ from e2e_platform import free_port, start_platform, wait_for_batch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.slow
+GPU_NODES = 0  # one Ray node holds the three models' logical GPUs (nothing here spans nodes)
+HEAD_GPUS = 3
 
 MODELS = {"llama": "llama-3.1-8b", "gemma2": "gemma-2-9b", "mixtral": "mixtral-8x7b"}
 USER = [{"role": "user", "content": "What is the capital of France?"}]

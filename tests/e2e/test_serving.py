@@ -424,9 +424,18 @@ def test_a_pipeline_group_that_cannot_be_placed_says_why(platform, tiny_checkpoi
         f"model-{m.name}", ModelReplica.options(**options).bind(cfg.dump(), m.name, platform.redis_url), None
     )
     reports: list[str] = []
+
+    class Said(Exception):
+        pass
+
+    def report(reason: str) -> None:  # stop waiting once the reason is given (the event this test waits for)
+        reports.append(reason)
+        if "Resources required for each replica" in reason and "GPU" in reason:
+            raise Said
+
     try:
-        assert not deploy([spec], timeout_s=20, report=reports.append, poll_s=1)
-        assert any("Resources required for each replica" in r and "GPU" in r for r in reports), reports
+        with pytest.raises(Said):
+            deploy([spec], timeout_s=120, report=report, poll_s=0.5)
     finally:
         serve.delete(spec.name, _blocking=False)
 
