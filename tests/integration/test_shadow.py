@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+import redis
 from transformers import AutoTokenizer
 
 from ossfleet.chatformat import ChatFormat
@@ -33,9 +35,11 @@ def config(ckpt, namespace: str, files) -> dict:
 
 
 async def settled(core: GatewayCore) -> None:
-    """Every background task of the gateway (shadows, counters, and those they start) has ended."""
+    """Every background task of the gateway (shadows, and those they start) has ended, and the counts they
+    added are written."""
     while core._background:
         await asyncio.gather(*list(core._background))
+    await core.comparisons.flush()
 
 
 async def test_a_shadow_runs_after_its_primary_as_a_discounted_batch_line_and_is_paired(
@@ -95,3 +99,34 @@ async def test_a_shadow_runs_after_its_primary_as_a_discounted_batch_line_and_is
             await w.drain(1.0)
             await w.engine.stop()
         await core.close()
+
+
+async def test_comparison_counts_are_added_in_memory_and_written_by_a_flush_kept_when_redis_refuses(
+    redis_server, namespace
+):
+    from ossfleet.control.comparison import Observation
+    from ossfleet.control.comparison_store import ComparisonStore
+    from ossfleet.control.keyspace import KeySpace
+
+    r = connect_async(redis_server.url)
+    store = ComparisonStore(r, KeySpace(namespace), flush_every_s=3600)  # flushed by the test only
+    try:
+        for _ in range(3):
+            store.add(Observation("acme", "m", "served", "stop", 5, 100, 0.01, 0.0, 0.001))
+        assert (await store.read("acme", 1, 0))["models"] == []  # nothing written before a flush
+        await store.flush()
+        (m,) = (await store.read("acme", 1, 0))["models"]
+        assert (m["requests"], m["output_tokens"], m["ttft_s"]["count"]) == (3, 15, 3)
+        # A flush Redis refuses keeps its counts for the next one.
+        broken = ComparisonStore(connect_async("redis://127.0.0.1:1"), KeySpace(namespace), flush_every_s=3600)
+        broken.add(Observation("acme", "m", "served", "length", 7, 100))
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await broken.flush()
+        gone, broken.r = broken.r, r  # Redis is back
+        await broken.flush()
+        (m,) = (await store.read("acme", 1, 0))["models"]
+        assert (m["requests"], m["finish_reasons"]) == (4, {"stop": 3, "length": 1})
+        await gone.aclose()
+    finally:
+        await store.close()
+        await r.aclose()

@@ -95,6 +95,7 @@ class GatewayCore:
 
     async def close(self) -> None:
         self._render_pool.shutdown(wait=False, cancel_futures=True)
+        await self.comparisons.close()
         await self.hub.close()
         await self.hub.r.aclose()
         await self.r.aclose()
@@ -377,14 +378,8 @@ class GatewayCore:
         task.add_done_callback(self._background.discard)
 
     def observe(self, obs: Observation) -> None:
-        """Count a request's end for the comparison (``control/comparison``), off the request's path."""
-        self.spawn(self._record_quietly(obs))
-
-    async def _record_quietly(self, obs: Observation) -> None:
-        try:
-            await self.comparisons.record(obs)
-        except Exception as e:  # a counter is no reason to fail anything
-            log.warning("event=comparison_record_failed tenant=%s error=%r", obs.tenant, type(e).__name__)
+        """Count a request's end for the comparison (``control/comparison``), written within a second."""
+        self.comparisons.add(obs)
 
     async def _shadow_quietly(self, t: TenantConfig, req: ChatRequest, sub: Submitted, cfg: ShadowConfig) -> None:
         try:

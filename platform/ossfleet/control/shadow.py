@@ -81,7 +81,7 @@ async def run_shadow(core: Gateway, t: TenantConfig, req: ChatRequest, sub: Subm
     primary_read = core.relay.outcome(sub.model_name, sub.request_id)
     if admitted is None:
         code = refusal.partition(":")[0]
-        await core.comparisons.record(Observation(t.name, cfg.model, "shadow", refused=code))
+        core.comparisons.add(Observation(t.name, cfg.model, "shadow", refused=code))
         log.info("event=shadow_refused request_id=%s tenant=%s model=%s reason=%s", sub.request_id, t.name,
                  cfg.model, code)  # fmt: skip
         (first,) = await asyncio.gather(primary_read, return_exceptions=True)
