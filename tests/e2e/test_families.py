@@ -219,7 +219,13 @@ def test_llama_shadowed_by_gemma_at_the_batch_discount_answers_stored_side_by_si
     assert all(a.model == "llama-3.1-8b" for a in answers)  # the client hears its own model only
     # What Gemma answers the same prompt, asked directly (another tenant's request, at full price).
     gemma = acme.chat.completions.create(model="gemma-2-9b", messages=USER, max_tokens=6, temperature=0)
-    c = comparison(p, admin, "initech", lambda c: len(c["pairs"]) == 3, "three pairs")
+
+    def counted(c: dict) -> dict:
+        return {(m["model"], m["role"]): m["requests"] + sum(m["refused"].values()) for m in c["models"]}
+
+    # The pairs are written as each completes; the counters within a second.
+    c = comparison(p, admin, "initech", lambda c: len(c["pairs"]) == 3 and counted(c) == {
+        ("llama-3.1-8b", "served"): 3, ("gemma-2-9b", "shadow"): 3}, "three pairs, counted")  # fmt: skip
     assert sorted(x["primary"]["content"] for x in c["pairs"]) == sorted(
         [answers[0].choices[0].message.content, answers[1].choices[0].message.content, text]
     )
@@ -280,7 +286,8 @@ def test_a_gemma_shadow_the_budget_cannot_cover_is_refused_and_the_llama_primary
     r = client.chat.completions.create(model="llama-3.1-8b", messages=USER, max_tokens=4, temperature=0,
                                        extra_body={"ignore_eos": True})  # fmt: skip
     assert r.usage.completion_tokens == 4
-    c = comparison(p, admin, "thrifty", lambda c: len(c["pairs"]) == 1, "the refused shadow's pair")
+    c = comparison(p, admin, "thrifty", lambda c: len(c["pairs"]) == 1 and len(c["models"]) == 2,
+                   "the refused shadow's pair, counted")  # fmt: skip
     models = {(m["model"], m["role"]): m for m in c["models"]}
     assert models["gemma-2-9b", "shadow"]["refused"] == {"budget_exhausted": 1}
     assert models["gemma-2-9b", "shadow"]["requests"] == 0 and models["llama-3.1-8b", "served"]["requests"] == 1
