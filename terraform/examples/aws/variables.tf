@@ -166,3 +166,9 @@ variable "budget_alert_emails" {
   type        = list(string)
   default     = []
 }
+
+variable "hf_token_secret" {
+  description = "A Kubernetes Secret in the namespace whose key \"token\" holds a Hugging Face token, for gated repositories (Meta's Llama, Google's Gemma, Mistral's Mixtral): the weights Job reads it as HF_TOKEN. The token never passes through Terraform. null: no token (openai/gpt-oss is not gated). Create it first: kubectl -n ossfleet create secret generic hf-token --from-literal=token=hf_..."
+  type        = string
+  default     = null
+}

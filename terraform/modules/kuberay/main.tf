@@ -96,6 +96,7 @@ module "rayservice" {
   cpu_workers          = var.cpu_workers
   gpu_groups           = var.gpu_groups
   weights_repos        = var.weights_repos
+  hf_token_secret      = var.hf_token_secret
 }
 
 # The weights, downloaded into the models volume before any Ray pod starts (gateway and replicas read

@@ -91,6 +91,12 @@ variable "gpu_groups" {
   }))
 }
 
+variable "hf_token_secret" {
+  description = "A Kubernetes Secret in the namespace whose key \"token\" holds a Hugging Face token, for gated repositories (Meta's Llama, Google's Gemma, Mistral's Mixtral): the weights Job reads it as HF_TOKEN. The token never passes through Terraform. null: no token (openai/gpt-oss is not gated)."
+  type        = string
+  default     = null
+}
+
 variable "weights_repos" {
   description = "Hugging Face repository each model's weights come from, by model name (the weights Job downloads it); a model not listed gets openai/<its spec>."
   type        = map(string)

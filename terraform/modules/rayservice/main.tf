@@ -256,10 +256,12 @@ locals {
             { name = "hf-home", emptyDir = {} },
           ]
           containers = [{
-            name            = "weights"
-            image           = var.image
-            command         = ["/bin/bash", "-c", local.weights_script]
-            env             = [{ name = "HF_HOME", value = "/hf-home" }]
+            name    = "weights"
+            image   = var.image
+            command = ["/bin/bash", "-c", local.weights_script]
+            env = concat([{ name = "HF_HOME", value = "/hf-home" }], var.hf_token_secret == null ? [] : [
+              { name = "HF_TOKEN", valueFrom = { secretKeyRef = { name = var.hf_token_secret, key = "token" } } }
+            ])
             volumeMounts    = [{ name = "models", mountPath = "/models" }, { name = "hf-home", mountPath = "/hf-home" }]
             securityContext = local.security_context
             resources = {

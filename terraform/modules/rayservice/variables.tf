@@ -108,6 +108,12 @@ variable "weights_repos" {
   default     = {}
 }
 
+variable "hf_token_secret" {
+  description = "A Kubernetes Secret in the namespace whose key \"token\" holds a Hugging Face token, for gated repositories (Meta's Llama, Google's Gemma, Mistral's Mixtral): the weights Job reads it as HF_TOKEN. The token never passes through Terraform. null: no token (openai/gpt-oss is not gated)."
+  type        = string
+  default     = null
+}
+
 variable "weights_job" {
   description = "The Job that downloads every model's weights into the models volume before the RayService starts (name, and its deadline in seconds)."
   type        = object({ name = string, deadline_seconds = number })
