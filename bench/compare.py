@@ -170,12 +170,8 @@ async def shadow_run(cfg: Any, redis_url: str, arrivals: list[float], max_tokens
             await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-        for _ in range(1200):  # the shadows end after their primaries: wait for them all
-            summary = await core.comparisons.read(t.name, 1, 0)
-            ended = sum(m["requests"] + sum(m["refused"].values()) for m in summary["models"] if m["role"] == "shadow")
-            if ended >= expected:
-                break
-            await asyncio.sleep(0.1)
+        await core.settle()  # the shadows end after their primaries: every one ended and counted
+        summary = await core.comparisons.read(t.name, 1, 0)
     finally:
         for w in workers:
             await w.drain(1.0)

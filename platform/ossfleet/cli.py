@@ -200,7 +200,8 @@ def _serve(cfg: PlatformConfig, url: str, embedded: bool, generated: dict[str, s
         print("ossfleet: an application failed to deploy (see the messages above)", file=sys.stderr)
         return 1
     base = f"http://{cfg.endpoints.http_host}:{cfg.endpoints.http_port}"
-    redis_kind = "embedded" if embedded else "external"
+    # The embedded one's address (it has no password), for redis-cli; an external URL may carry credentials.
+    redis_kind = f"embedded, {url}" if embedded else "external"
     grpc_at = f"{cfg.endpoints.http_host}:{cfg.endpoints.grpc_port}"
     routed = " (metadata application=gateway)" if cfg.endpoints.grpc_server == "serve" else ""
     print(f"\nossfleet is up. OpenAI-compatible API: {base}/v1   gRPC: {grpc_at}{routed}")

@@ -10,10 +10,12 @@ import contextlib
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
+import redis
 
 from ossfleet.config import PlatformConfig, parse_config
 from ossfleet.control.apikeys import new_api_key, register_key
@@ -107,3 +109,29 @@ def headless_chromium() -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+
+
+T = TypeVar("T")
+
+
+def wait_for_writes(
+    redis_url: str, pattern: str, until: Callable[[], T | None], what: str, timeout_s: float = 120
+) -> T:
+    """``until()``'s first value that is not None, checked at once and again after each write to a key matching
+    ``pattern`` (Redis keyspace notifications): the writes the caller waits for wake it, with no polling."""
+    r = redis.Redis.from_url(redis_url)
+    before = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    r.config_set("notify-keyspace-events", "KA")
+    sub = r.pubsub()
+    sub.psubscribe(f"__keyspace@*__:{pattern}")  # before the first check: no write falls between the two
+    deadline = time.monotonic() + timeout_s
+    try:
+        while (got := until()) is None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{what}: not within {timeout_s} s"
+            sub.get_message(timeout=left)  # returns at the next write (or its subscription's confirmation)
+        return got
+    finally:
+        sub.close()
+        r.config_set("notify-keyspace-events", before)
+        r.close()

@@ -235,61 +235,57 @@ def test_admin_over_grpc_same_operations_and_roles(platform, admin_key):
 
 
 def test_console_in_headless_chromium_creates_a_tenant_and_shows_its_first_spend(platform, admin_key, tmp_path):
-    with headless_chromium() as driver:
-        _console_session(platform, admin_key, tmp_path, driver)
-
-
-def _console_session(platform, admin_key, tmp_path, driver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, 60)
+    with headless_chromium() as driver:
+        wait = WebDriverWait(driver, 60)
 
-    def text(selector: str) -> str | None:
-        # Read in the page in one step: the page redraws its tables every 2 s, so an element found by one
-        # WebDriver call may be gone by the next.
-        return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent",
-                                     selector)  # fmt: skip
+        def text(selector: str) -> str | None:
+            # Read in the page in one step: the page redraws its tables every 2 s, so an element found by one
+            # WebDriver call may be gone by the next.
+            return driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent",
+                                         selector)  # fmt: skip
 
-    # Hardening (#33 finding 10): the console is served with a CSP and frame headers, and runs under them.
-    page = httpx.get(platform.base_url + "/console")
-    csp = page.headers["content-security-policy"]
-    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
-    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
-    driver.get(platform.base_url + "/console")
-    driver.execute_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
-                          "e => window.cspViolations.push(e.violatedDirective))")  # fmt: skip
-    driver.find_element(By.ID, "key").send_keys(admin_key)
-    driver.find_element(By.ID, "connect").click()
-    wait.until(lambda d: text("#tenants tr[data-tenant='acme']"))
-    driver.find_element(By.ID, "new-name").send_keys("stark")
-    driver.find_element(By.ID, "create-tenant").click()
-    wait.until(lambda d: text("#tenants tr[data-tenant='stark']"))
-    driver.find_element(By.ID, "create-key").click()  # the form holds the tenant just created
-    wait.until(lambda d: (text("#new-key") or "").startswith("osf-"))
-    key = text("#new-key")
-    spent = "#tenants tr[data-tenant='stark'] .spent"
-    assert text(spent) == "$0.000000"
-    # The new tenant's first request, in the background, while the page keeps refreshing.
-    client = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=key, max_retries=0)
-    done = threading.Event()
+        # Hardening (#33 finding 10): the console is served with a CSP and frame headers, and runs under them.
+        page = httpx.get(platform.base_url + "/console")
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+        driver.get(platform.base_url + "/console")
+        driver.execute_script("window.cspViolations = []; document.addEventListener('securitypolicyviolation', "
+                              "e => window.cspViolations.push(e.violatedDirective))")  # fmt: skip
+        driver.find_element(By.ID, "key").send_keys(admin_key)
+        driver.find_element(By.ID, "connect").click()
+        wait.until(lambda d: text("#tenants tr[data-tenant='acme']"))
+        driver.find_element(By.ID, "new-name").send_keys("stark")
+        driver.find_element(By.ID, "create-tenant").click()
+        wait.until(lambda d: text("#tenants tr[data-tenant='stark']"))
+        driver.find_element(By.ID, "create-key").click()  # the form holds the tenant just created
+        wait.until(lambda d: (text("#new-key") or "").startswith("osf-"))
+        key = text("#new-key")
+        spent = "#tenants tr[data-tenant='stark'] .spent"
+        assert text(spent) == "$0.000000"
+        # The new tenant's first request, in the background, while the page keeps refreshing.
+        client = openai.OpenAI(base_url=platform.base_url + "/v1", api_key=key, max_retries=0)
+        done = threading.Event()
 
-    def first_request() -> None:
-        client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "hello"}],
-                                       max_tokens=8)  # fmt: skip
-        done.set()
+        def first_request() -> None:
+            client.chat.completions.create(model="gpt-oss-20b", messages=[{"role": "user", "content": "hello"}],
+                                           max_tokens=8)  # fmt: skip
+            done.set()
 
-    threading.Thread(target=first_request, daemon=True).start()
-    assert done.wait(120)
-    wait.until(lambda d: text(spent) not in (None, "$0.000000"))
-    assert float((text(spent) or "").lstrip("$")) > 0
-    assert text("#replicas tr[data-model='gpt-oss-20b']")
-    assert driver.execute_script("return document.querySelectorAll('#queue-chart polyline').length") > 0
-    assert driver.execute_script("return [...document.querySelectorAll('#legend span')].every(e => e.style.color)")
-    assert driver.execute_script("return window.cspViolations") == []  # the page works under its own CSP
-    shot = tmp_path / "console.png"
-    driver.execute_script("document.getElementById('new-key').textContent = 'osf-...'")  # no key in an image
-    driver.save_screenshot(str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("OSSFLEET_CONSOLE_SCREENSHOT"):  # how docs/console.png was made
-        shutil.copy(shot, os.environ["OSSFLEET_CONSOLE_SCREENSHOT"])
+        threading.Thread(target=first_request, daemon=True).start()
+        assert done.wait(120)
+        wait.until(lambda d: text(spent) not in (None, "$0.000000"))
+        assert float((text(spent) or "").lstrip("$")) > 0
+        assert text("#replicas tr[data-model='gpt-oss-20b']")
+        assert driver.execute_script("return document.querySelectorAll('#queue-chart polyline').length") > 0
+        assert driver.execute_script("return [...document.querySelectorAll('#legend span')].every(e => e.style.color)")
+        assert driver.execute_script("return window.cspViolations") == []  # the page works under its own CSP
+        shot = tmp_path / "console.png"
+        driver.execute_script("document.getElementById('new-key').textContent = 'osf-...'")  # no key in an image
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("OSSFLEET_CONSOLE_SCREENSHOT"):  # how docs/console.png was made
+            shutil.copy(shot, os.environ["OSSFLEET_CONSOLE_SCREENSHOT"])

@@ -15,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from e2e_platform import wait_for_writes
 
 from ossfleet.control.apikeys import new_api_key
+from ossfleet.control.keyspace import KeySpace
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,11 +138,14 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
         # The demo tenant's models compared (config/local.yaml): its gpt-oss-20b requests so far, as served.
         admin = text.split("admin key for this run: ", 1)[1].split(")", 1)[0]
         url = f"http://127.0.0.1:{port}/admin/v1/tenants/demo/comparison"
-        for _ in range(600):  # counted just after each answer, off its path
+
+        def counted() -> bool | None:  # counted just after each answer, off its path, written within a second
             got = httpx.get(url, headers={"authorization": f"Bearer {admin}"}, timeout=30).json()
-            if any(m["model"] == "gpt-oss-20b" and m["role"] == "served" for m in got["models"]):
-                break
-            time.sleep(0.1)
+            return any(m["model"] == "gpt-oss-20b" and m["role"] == "served" for m in got["models"]) or None
+
+        redis_url = text.split("Redis: embedded, ", 1)[1].split()[0]  # `up` prints its embedded Redis
+        wait_for_writes(redis_url, KeySpace(cfg["redis"]["namespace"]).tenant_pattern("demo"), counted,
+                        "the demo tenant's first request counted")  # fmt: skip
         shown = subprocess.run([sys.executable, "-m", "ossfleet.cli", "compare", "--tenant", "demo", "--url",
                                 f"http://127.0.0.1:{port}"], env={**env, "OSSFLEET_ADMIN_KEY": admin},
                                capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -160,7 +165,8 @@ def test_up_serves_a_chat_request_and_stops_on_ctrl_c(tmp_path, tiny_checkpoint,
             "ray_ossfleet_queue_depth{": 'model="gpt-oss-20b"',
             "ray_ossfleet_cost_usd_total{": 'tenant="demo"',
         }
-        for _ in range(300):  # exported every few seconds
+        # Ray's agent exports on a period (1 s here) and signals nothing: polled, as Prometheus would scrape.
+        for _ in range(300):
             lines = [ln for ln in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text.splitlines()
                      if not ln.startswith("#")]  # fmt: skip
             found = {k: any(ln.startswith(k.strip()) and v in ln for ln in lines) for k, v in wanted.items()}

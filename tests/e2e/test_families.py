@@ -9,15 +9,16 @@ names the model, and a batch job runs lines of every family.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import jsonschema
 import openai
 import pytest
 import torch
-from e2e_platform import free_port, start_platform, wait_for_batch
+from e2e_platform import free_port, start_platform, wait_for_batch, wait_for_writes
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ossfleet.control.keyspace import KeySpace
 
 pytestmark = pytest.mark.slow
 GPU_NODES = 0  # one Ray node holds the three models' logical GPUs (nothing here spans nodes)
@@ -188,14 +189,15 @@ def new_tenant(p, admin, body: dict) -> openai.OpenAI:
 
 
 def comparison(p, admin, tenant: str, until, what: str) -> dict:
-    """The tenant's comparison once ``until`` holds of it: shadows end after their primaries' answers."""
-    for _ in range(1200):
+    """The tenant's comparison once ``until`` holds of it, read again after each write to the tenant's keys:
+    shadows end after their primaries' answers, and their counters are written within a second."""
+
+    def read() -> dict | None:
         c = httpx.get(p.base_url + f"/admin/v1/tenants/{tenant}/comparison?pairs=20", headers=admin, timeout=30)
         assert c.status_code == 200, c.text
-        if until(c.json()):
-            return c.json()
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: {c.json()}")
+        return c.json() if until(c.json()) else None
+
+    return wait_for_writes(p.redis_url, KeySpace(p.cfg.redis.namespace).tenant_pattern(tenant), read, what)
 
 
 def nusd(tokens_in: int, tokens_out: int, discount: float = 0.0) -> float:  # the fixture's price

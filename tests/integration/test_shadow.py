@@ -34,14 +34,6 @@ def config(ckpt, namespace: str, files) -> dict:
     }  # fmt: skip
 
 
-async def settled(core: GatewayCore) -> None:
-    """Every background task of the gateway (shadows, and those they start) has ended, and the counts they
-    added are written."""
-    while core._background:
-        await asyncio.gather(*list(core._background))
-    await core.comparisons.flush()
-
-
 async def test_a_shadow_runs_after_its_primary_as_a_discounted_batch_line_and_is_paired(
     tiny_checkpoint, redis_server, namespace, tmp_path
 ):
@@ -60,7 +52,7 @@ async def test_a_shadow_runs_after_its_primary_as_a_discounted_batch_line_and_is
     try:
         sub = await core.submit(t, ask)
         outs = await core.relay.outcomes_or_cancel(t.name, list(sub.request_ids), sub.model_name)
-        await settled(core)
+        await core.settle()
         c = await core.comparisons.read(t.name, 1, 10)
         (pair,) = c["pairs"]
         assert pair["request_id"] == sub.request_id and pair["primary"]["content"] == outs[0].content
@@ -89,7 +81,7 @@ async def test_a_shadow_runs_after_its_primary_as_a_discounted_batch_line_and_is
         events = [e async for e in core.relay.events(first.model_name, first.request_id, labels=(t.name, "m"))]
         async for _ in core.relay.events(first.model_name, first.request_id, events[0].entry_id, (t.name, "m")):
             pass
-        await settled(core)
+        await core.settle()
         c = await core.comparisons.read(t.name, 1, 10)
         assert len(c["pairs"]) == 2  # the first request's and the idempotent one's, once
         roles = {(m["model"], m["role"]): m["requests"] for m in c["models"]}

@@ -377,6 +377,13 @@ class GatewayCore:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def settle(self) -> None:
+        """Wait until every background task (shadows, cancels, and what they start) has ended, then write the
+        comparison's pending counters: for a caller that needs all of a request's effects (tests, benches)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.comparisons.flush()
+
     def observe(self, obs: Observation) -> None:
         """Count a request's end for the comparison (``control/comparison``), written within a second."""
         self.comparisons.add(obs)
