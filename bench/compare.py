@@ -47,8 +47,9 @@ ALIASES = {
 }
 
 
-def config(paths: dict[str, Path], files: Path) -> dict[str, Any]:
-    model = {"device": "cpu", "max_context": 512, "num_gpus": 1}
+def config(paths: dict[str, Path], files: Path, tenant: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """Tiny Llama and Gemma (with the model ``options`` given) and tenant acme, unlimited but for ``tenant``."""
+    model = {"device": "cpu", "max_context": 512, "num_gpus": 1, **options}
     return {
         "limits": {"max_tokens": 64},
         "batch": {"storage_url": str(files)},
@@ -59,7 +60,7 @@ def config(paths: dict[str, Path], files: Path) -> dict[str, Any]:
         "tenants": [{
             "name": "acme", "budget": {"limit_usd": 1e6},
             "limits": {"rpm": 1_000_000, "tpm": 1_000_000_000, "max_concurrent_streams": 100_000},
-            "aliases": {name: {"models": w} for name, w in ALIASES.items()},
+            **tenant,
         }],
     }  # fmt: skip
 
@@ -96,25 +97,6 @@ async def run(cfg: Any, redis_url: str, n: int) -> dict[str, Any]:
     finally:
         await core.close()
     return {"split": split, "deviation": deviation, "sticky": sticky / users, "admit_s": elapsed / (n * len(ALIASES))}
-
-
-def shadow_config(paths: dict[str, Path], files: Path, engine: str, fraction: float | None) -> dict[str, Any]:
-    model = {"device": "cpu", "max_context": 512, "num_gpus": 1, "engine": engine, "max_batch_size": 8,
-             "torch_threads": 1, "stub_token_delay_s": 0.02, "dtype": "float32"}  # fmt: skip
-    shadows = {} if fraction is None else {"llama-3.1-8b": {"model": "gemma-2-9b", "fraction": fraction}}
-    return {
-        "limits": {"max_tokens": 64},
-        "batch": {"storage_url": str(files)},
-        "models": [
-            {"name": "llama-3.1-8b", "spec": "llama-3.1-8b", "path": str(paths["llama"]), **model},
-            {"name": "gemma-2-9b", "spec": "gemma-2-9b", "path": str(paths["gemma2"]), **model},
-        ],
-        "tenants": [{
-            "name": "acme", "budget": {"limit_usd": 1e6},
-            "limits": {"rpm": 1_000_000, "tpm": 1_000_000_000, "max_concurrent_streams": 100_000},
-            "shadows": shadows,
-        }],
-    }  # fmt: skip
 
 
 async def shadow_run(cfg: Any, redis_url: str, arrivals: list[float], max_tokens: int) -> dict[str, Any]:
@@ -154,12 +136,11 @@ async def shadow_run(cfg: Any, redis_url: str, arrivals: list[float], max_tokens
         sub = await core.submit(t, req)
         nonlocal expected
         expected += shadow is not None and sampled(sub.request_id, shadow.fraction)
+        first = True
         async for ev in core.relay.events(sub.model_name, sub.request_id, labels=(t.name, sub.model_name)):
-            if ev.type == "delta":
+            if ev.type == "delta" and first:  # the first token; then read on to the end, as a client would
                 ttfts.append(time.perf_counter() - started)
-                break
-        async for _ in core.relay.events(sub.model_name, sub.request_id):
-            pass
+                first = False
 
     try:
         await one(-1)  # warm: the first request builds what later ones reuse
@@ -206,7 +187,9 @@ def shadow_pair(paths: dict[str, Path], files: Path, redis_url: str, engine: str
 
     got = {}
     for label, fraction in (("without", None), ("with_50pct", 0.5)):
-        raw = shadow_config(paths, files, engine, fraction)
+        shadows = {} if fraction is None else {"llama-3.1-8b": {"model": "gemma-2-9b", "fraction": fraction}}
+        raw = config(paths, files, {"shadows": shadows}, engine=engine, max_batch_size=8, torch_threads=1,
+                     stub_token_delay_s=0.02, dtype="float32")  # fmt: skip
         raw["redis"] = {"namespace": f"bench-shadow-{engine}-{label}"}
         cfg = parse_config(raw, "<bench>")
         got[label] = asyncio.run(shadow_run(cfg, redis_url, arrivals(n, rate), max_tokens))
@@ -232,7 +215,8 @@ def main() -> None:
     n = 1000
     with tempfile.TemporaryDirectory() as d:
         paths = {f: make_tiny_family_checkpoint(Path(d) / f, FamilyShape(f)) for f in ("llama", "gemma2")}
-        cfg = parse_config(config(paths, Path(d) / "files"), "<bench>")
+        aliases = {name: {"models": w} for name, w in ALIASES.items()}
+        cfg = parse_config(config(paths, Path(d) / "files", {"aliases": aliases}), "<bench>")
         with EmbeddedRedis(Path(d) / "redis") as redis:
             got = asyncio.run(run(cfg, redis.url, n))
             for alias, shares in got["split"].items():

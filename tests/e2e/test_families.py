@@ -9,6 +9,9 @@ names the model, and a batch job runs lines of every family.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import httpx
 import jsonschema
@@ -200,7 +203,7 @@ def comparison(p, admin, tenant: str, until, what: str) -> dict:
     return wait_for_writes(p.redis_url, KeySpace(p.cfg.redis.namespace).tenant_pattern(tenant), read, what)
 
 
-def nusd(tokens_in: int, tokens_out: int, discount: float = 0.0) -> float:  # the fixture's price
+def cost_usd(tokens_in: int, tokens_out: int, discount: float = 0.0) -> float:  # at the fixture's price
     return (tokens_in * 0.001 + tokens_out * 0.002) / 1000 * (1 - discount)
 
 
@@ -235,7 +238,7 @@ def test_llama_shadowed_by_gemma_at_the_batch_discount_answers_stored_side_by_si
         assert pair["primary"]["model"] == "llama-3.1-8b" and pair["shadow"]["model"] == "gemma-2-9b"
         assert pair["shadow"]["content"] == gemma.choices[0].message.content and pair["shadow"]["error"] is None
         # Billed to the tenant at the batch discount.
-        expected = nusd(gemma.usage.prompt_tokens, gemma.usage.completion_tokens, p.cfg.batch.discount)
+        expected = cost_usd(gemma.usage.prompt_tokens, gemma.usage.completion_tokens, p.cfg.batch.discount)
         assert pair["shadow"]["cost_usd"] == pytest.approx(expected, rel=1e-6)
     models = {(m["model"], m["role"]): m for m in c["models"]}
     served, shadow = models["llama-3.1-8b", "served"], models["gemma-2-9b", "shadow"]
@@ -263,10 +266,6 @@ def test_llama_shadowed_by_gemma_at_the_batch_discount_answers_stored_side_by_si
     assert got.models[1].ttft_s.p99 == pytest.approx(shadow["ttft_s"]["p99"])
     assert [x.shadow.content for x in got.pairs] == [x["shadow"]["content"] for x in c["pairs"]]
     # And through the CLI.
-    import os
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-m", "ossfleet.cli", "compare", "--tenant", "initech", "--url", p.base_url],
                          env={**os.environ, "OSSFLEET_ADMIN_KEY": admin["authorization"].split()[1]},
                          capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -280,8 +279,8 @@ def test_a_gemma_shadow_the_budget_cannot_cover_is_refused_and_the_llama_primary
     p, acme = families
     probe = {m: acme.chat.completions.create(model=m, messages=USER, max_tokens=4, temperature=0)
              for m in ("llama-3.1-8b", "gemma-2-9b")}  # fmt: skip
-    primary = nusd(probe["llama-3.1-8b"].usage.prompt_tokens, 4)
-    shadow = nusd(probe["gemma-2-9b"].usage.prompt_tokens, 4, p.cfg.batch.discount)
+    primary = cost_usd(probe["llama-3.1-8b"].usage.prompt_tokens, 4)
+    shadow = cost_usd(probe["gemma-2-9b"].usage.prompt_tokens, 4, p.cfg.batch.discount)
     # Enough for the request (all of its reservation) and half its shadow.
     client = new_tenant(p, admin, {"name": "thrifty", "budget": {"limit_usd": primary + shadow / 2},
                                    "shadows": {"llama-3.1-8b": {"model": "gemma-2-9b", "fraction": 1.0}}})  # fmt: skip

@@ -3,8 +3,6 @@ what a shadow is admitted as, when, what is paired, and which requests are count
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis
 from transformers import AutoTokenizer

@@ -146,7 +146,7 @@ class ModelSummary:
             counts = self.histograms[name]
             out[f"{name}_s"] = {f"p{round(q * 100)}": _round(percentile(counts, q)) for q in QUANTILES}
             out[f"{name}_s"]["count"] = sum(counts)
-        out["histograms"] = {k: v for k, v in self.histograms.items()}
+        out["histograms"] = dict(self.histograms)
         return out
 
 

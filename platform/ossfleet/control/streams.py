@@ -179,7 +179,7 @@ class Relay:
         delivered = -1
         last = time.monotonic()
         first = True
-        watch = labels is not None and after == "0-0" and self.observe is not None
+        observe = self.observe if labels is not None and after == "0-0" else None  # a read from the start
         started, first_s, last_s = last, None, None
         model = queue_model(model)
         key = self.queue.keys.stream(model, request_id)
@@ -204,12 +204,12 @@ class Relay:
                     delivered = seq
                 if labels is not None and role == "served":  # a shadow's wait in the batch band is no TTFT
                     last, first = _record(ev, labels, last, first)
-                if watch and labels is not None and self.observe is not None:
+                if observe is not None and labels is not None:
                     if ev.type == "delta":
                         last_s = time.monotonic() - started
                         first_s = last_s if first_s is None else first_s
                     elif ev.type in TERMINAL:
-                        self.observe(observed(labels[0], labels[1], role, ev.fields, first_s, last_s))
+                        observe(observed(labels[0], labels[1], role, ev.fields, first_s, last_s))
                 yield ev
                 if ev.type in TERMINAL:
                     return
